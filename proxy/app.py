@@ -1,0 +1,154 @@
+"""The application factory: wires settings, pool, clock, middlewares and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from proxy import admin, db
+from proxy.credentials import constant_time_equals
+from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
+from proxy.keys import CLOCK, POOL, SETTINGS, Clock
+from proxy.settings import Settings
+
+log = structlog.get_logger("proxy")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Errors that mean "the consent store cannot be reached": fail closed (503).
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    route = info.route if info is not None else None
+    if route is None or route.resource is None:
+        return "unmatched"
+    return route.resource.canonical
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id in, request id out, one log line per request."""
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        log.info(
+            "request_handled",
+            method=request.method,
+            route=_route_name(request),
+            status=status,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        structlog.contextvars.clear_contextvars()
+
+
+def admin_error(status: int, message: str, field: str | None = None) -> web.Response:
+    return web.json_response({"error": message, "field": field}, status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Domain exceptions -> the response shape of the route family. Never a bare 500 page."""
+    try:
+        return await handler(request)
+    except ProxyError as exc:
+        if exc.status >= 500:
+            log.warning("request_failed", error=exc.message)
+        response = admin_error(exc.status, exc.message, exc.field)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="consent-proxy admin"'
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return admin_error(exc.status, exc.reason)
+    except STORE_ERRORS as exc:
+        log.warning("consent_store_unavailable", error=type(exc).__name__)
+        unavailable = StoreUnavailable("consent store unavailable (CONSENT_STORE_UNAVAILABLE)")
+        return admin_error(unavailable.status, unavailable.message)
+    except Exception:
+        log.exception("request_crashed")
+        return admin_error(500, "internal error; see the proxy log for this request id")
+
+
+@web.middleware
+async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith(admin.PREFIX + "/") or request.path == admin.PREFIX:
+        expected = request.app[SETTINGS].admin_token
+        presented = request.headers.get("Authorization", "")
+        scheme, _, token = presented.partition(" ")
+        if not expected or scheme.lower() != "bearer" or not constant_time_equals(
+            token.strip(), expected
+        ):
+            raise Unauthorized("missing or invalid admin token (Authorization: Bearer …)")
+    return await handler(request)
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with request.app[POOL].acquire(timeout=2) as conn:
+            pending = await db.pending_migrations(conn)
+    except STORE_ERRORS:
+        return web.json_response(
+            {"status": "unavailable", "reason": "CONSENT_STORE_UNAVAILABLE"}, status=503)
+    if pending:
+        return web.json_response(
+            {"status": "migrations_pending", "pending": pending}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    url = app[SETTINGS].database_url
+    if url is None:
+        raise RuntimeError("DATABASE_URL is not set and no embedded database was started")
+    pool = await db.create_pool(url)
+    app[POOL] = pool
+    yield
+    await pool.close()
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[request_context, errors, admin_auth],
+        client_max_size=settings.rules.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or utc_now
+    app.cleanup_ctx.append(_pool_ctx)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    admin.add_routes(app)
+    return app

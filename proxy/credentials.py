@@ -1,0 +1,30 @@
+"""Dialer credentials: an account SID and a token derived from PROXY_SECRET.
+
+The token is never stored. It is HMAC-SHA256(PROXY_SECRET, sid + version), so the proxy can
+check it and can also re-create it to sign relayed webhooks for that client. Rotating a
+client's token means bumping its version; rotating PROXY_SECRET invalidates every token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+
+def new_account_sid() -> str:
+    return "AC" + secrets.token_hex(16)
+
+
+def derive_token(proxy_secret: str, account_sid: str, version: int) -> str:
+    message = f"consent-proxy/client-token/v1:{account_sid}:{version}".encode()
+    return hmac.new(proxy_secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def token_matches(proxy_secret: str, account_sid: str, version: int, presented: str) -> bool:
+    expected = derive_token(proxy_secret, account_sid, version)
+    return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

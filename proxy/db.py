@@ -1,0 +1,135 @@
+"""Connection pool, embedded PostgreSQL and schema migrations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# pg_advisory_lock key: ASCII "consentp". Held while migrating so instances can start at once.
+MIGRATION_LOCK_KEY = 0x636F6E73656E7470
+_MIGRATION_FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+class MigrationError(RuntimeError):
+    """The database holds a migration history this code does not recognise."""
+
+
+def sql_dir() -> Path:
+    """`sql/` beside the package (source checkout or container), else in the working directory."""
+    beside = Path(__file__).resolve().parent.parent / "sql"
+    return beside if beside.is_dir() else Path.cwd() / "sql"
+
+
+def load_migrations(directory: Path | None = None) -> list[Migration]:
+    found = []
+    for path in sorted((directory or sql_dir()).glob("*.sql")):
+        match = _MIGRATION_FILE.match(path.name)
+        if not match:
+            raise MigrationError(f"{path.name}: migration files are named NNN_name.sql")
+        found.append(Migration(int(match.group(1)), match.group(2), path.read_text("utf-8")))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError("two migration files share a version number")
+    if not found:
+        raise MigrationError(f"no migrations found in {directory or sql_dir()}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[int]:
+    """Apply pending migrations in order, each in its own transaction. Returns what was applied."""
+    migrations = load_migrations() if migrations is None else migrations
+    applied_now: list[int] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        applied = {r["version"]: r["checksum"] for r in rows}
+        for migration in migrations:
+            if migration.version in applied:
+                if applied[migration.version] != migration.checksum:
+                    raise MigrationError(
+                        f"migration {migration.version:03d}_{migration.name} was changed after "
+                        "it was applied; add a new migration instead"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version, migration.name, migration.checksum,
+                )
+            applied_now.append(migration.version)
+            log.info("migration_applied", version=migration.version, name=migration.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    return applied_now
+
+
+async def pending_migrations(conn: asyncpg.Connection) -> list[int]:
+    wanted = {m.version for m in load_migrations()}
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return sorted(wanted)
+    have = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    return sorted(wanted - have)
+
+
+async def migrate_url(database_url: str) -> list[int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(
+            kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(database_url: str, **kwargs: Any) -> asyncpg.Pool:
+    options: dict[str, Any] = {"min_size": 2, "max_size": 10, "command_timeout": 10}
+    options.update(kwargs)
+    pool = await asyncpg.create_pool(database_url, init=_init_connection, **options)
+    assert pool is not None
+    return pool
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) an embedded PostgreSQL whose data lives in `data_dir`; return its URL.
+
+    The server stops when this process exits; the data stays for the next start.
+    """
+    import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    return str(server.get_uri())

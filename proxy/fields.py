@@ -1,0 +1,169 @@
+"""Reading and validating JSON request bodies. Every failure names the offending field."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from proxy.errors import BadInput
+from proxy.phone import InvalidNumber, parse_number
+
+T = TypeVar("T", bound=str)
+
+ORG_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TOPIC = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}(/[a-z0-9][a-z0-9_-]{0,62}){0,7}$")
+MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
+ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
+_MISSING = object()
+
+
+def parse_time(value: Any, name: str) -> dt.datetime:
+    """ISO 8601 with an offset. Naive times are refused: a consent time must be unambiguous."""
+    if not isinstance(value, str):
+        raise BadInput("expected an ISO 8601 time with offset", name)
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadInput("not an ISO 8601 time", name) from exc
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise BadInput("time has no UTC offset (naive times are refused)", name)
+    return parsed
+
+
+def parse_topic(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not TOPIC.match(value):
+        raise BadInput("expected a topic path like 'energy/electricity' (lowercase)", name)
+    return value
+
+
+def parse_sender_id(value: Any, name: str = "sender") -> str:
+    """A sender is an E.164 number, a MessagingServiceSid or an alphanumeric sender ID."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadInput("expected a phone number, MessagingServiceSid or alphanumeric ID", name)
+    text = value.strip()
+    if MESSAGING_SERVICE_SID.match(text):
+        return text
+    if ALPHANUMERIC_SENDER.match(text):
+        return text
+    try:
+        return parse_number(text)
+    except InvalidNumber as exc:
+        raise BadInput("not a valid phone number, MessagingServiceSid or alphanumeric "
+                       "sender ID (1-11 letters/digits)", name) from exc
+
+
+class Fields:
+    """A JSON object being read field by field; unknown fields are refused."""
+
+    def __init__(self, data: Any, allowed: Iterable[str], prefix: str = "") -> None:
+        if not isinstance(data, dict):
+            raise BadInput("expected a JSON object", prefix.rstrip(".") or None)
+        self._data: Mapping[str, Any] = data
+        self._prefix = prefix
+        for key in data:
+            if key not in allowed:
+                raise BadInput("unknown field", prefix + str(key))
+
+    def name(self, key: str) -> str:
+        return self._prefix + key
+
+    def has(self, key: str) -> bool:
+        return self._data.get(key) is not None
+
+    def _get(self, key: str, required: bool) -> Any:
+        value = self._data.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if required:
+                raise BadInput("required field is missing", self.name(key))
+            return None
+        return value
+
+    def text(self, key: str, *, required: bool = True, max_len: int = 200) -> str | None:
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise BadInput("expected a non-empty string", self.name(key))
+        if len(value) > max_len:
+            raise BadInput(f"longer than {max_len} characters", self.name(key))
+        return value
+
+    def choice(self, key: str, options: Iterable[T], *, required: bool = True,
+               default: T | None = None) -> T | None:
+        value = self._get(key, required)
+        if value is None:
+            return default
+        allowed = tuple(options)
+        if value not in allowed:
+            raise BadInput(f"expected one of {', '.join(allowed)}", self.name(key))
+        found: T = value
+        return found
+
+    def boolean(self, key: str, *, required: bool = False, default: bool = False) -> bool:
+        value = self._get(key, required)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise BadInput("expected true or false", self.name(key))
+        return value
+
+    def integer(self, key: str, *, low: int, high: int, default: int) -> int:
+        value = self._get(key, False)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise BadInput(f"expected an integer from {low} to {high}", self.name(key))
+        return value
+
+    def time(self, key: str, *, required: bool = True) -> dt.datetime | None:
+        value = self._get(key, required)
+        return None if value is None else parse_time(value, self.name(key))
+
+    def number(self, key: str, *, required: bool = True) -> str | None:
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise BadInput("expected a phone number as a string", self.name(key))
+        try:
+            return parse_number(value)
+        except InvalidNumber as exc:
+            raise BadInput("not a valid phone number", self.name(key)) from exc
+
+    def topics(self, key: str) -> tuple[str, ...]:
+        value = self._get(key, True)
+        if not isinstance(value, list) or not value:
+            raise BadInput("expected a non-empty list of topics", self.name(key))
+        if len(value) > 50:
+            raise BadInput("at most 50 topics", self.name(key))
+        return tuple(dict.fromkeys(
+            parse_topic(t, f"{self.name(key)}[{i}]") for i, t in enumerate(value)))
+
+    def obj(self, key: str) -> dict[str, Any]:
+        value = self._get(key, False)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise BadInput("expected a JSON object", self.name(key))
+        return value
+
+    def sub(self, key: str, allowed: Iterable[str]) -> Fields | None:
+        value = self._get(key, False)
+        return None if value is None else Fields(value, allowed, prefix=self.name(key) + ".")
+
+    def string_list(self, key: str, *, max_items: int = 100) -> list[str]:
+        value = self._get(key, True)
+        if not isinstance(value, list) or not value or len(value) > max_items:
+            raise BadInput(f"expected a list of 1 to {max_items} strings", self.name(key))
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                raise BadInput("expected a non-empty string", f"{self.name(key)}[{i}]")
+        return list(value)
+
+    def url(self, key: str) -> str | None:
+        value = self.text(key, required=False, max_len=2000)
+        if value is not None and not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+            raise BadInput("expected an http(s) URL", self.name(key))
+        return value

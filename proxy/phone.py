@@ -1,0 +1,86 @@
+"""Phone numbers: parsing to E.164 (phonenumbers), masking for logs, one-way hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import phonenumbers
+
+DEFAULT_REGION = "NL"
+_ALLOWED_CHARS = re.compile(r"^[0-9+()\-./\s]{3,40}$")
+
+
+class InvalidNumber(ValueError):
+    """The text is not a valid phone number."""
+
+
+def parse_number(raw: str, region: str = DEFAULT_REGION) -> str:
+    """Any common written form (`0612345678`, `06-12345678`, `0031 6 12345678`) -> E.164."""
+    text = raw.strip()
+    if not _ALLOWED_CHARS.match(text):
+        raise InvalidNumber(f"not a phone number: {mask_text(text)!r}")
+    if text.startswith("00"):
+        text = "+" + text[2:].lstrip()
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidNumber(f"not a phone number: {mask_text(text)!r}") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidNumber(f"not a valid phone number: {mask_text(text)!r}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def try_parse_number(raw: str | None, region: str = DEFAULT_REGION) -> str | None:
+    if not raw:
+        return None
+    try:
+        return parse_number(raw, region)
+    except InvalidNumber:
+        return None
+
+
+def is_e164(text: str) -> bool:
+    return bool(re.fullmatch(r"\+[1-9]\d{6,14}", text))
+
+
+def mask(e164: str) -> str:
+    """`+31612345678` -> `+31 6 ****5678`: enough to recognise, not enough to dial."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return _mask_digits(e164)
+    national = str(number.national_number)
+    if len(national) < 6:
+        return f"+{number.country_code} ****"
+    return f"+{number.country_code} {national[0]} ****{national[-4:]}"
+
+
+def _mask_digits(text: str) -> str:
+    digits = re.sub(r"\D", "", text)
+    return f"****{digits[-4:]}" if len(digits) >= 8 else "****"
+
+
+# What looks like a phone number inside free text: international (+ or %2B or 00),
+# Dutch national (0 + 9 digits, separators allowed) or any run of 9+ digits.
+_NUMBER_IN_TEXT = re.compile(
+    r"(?:\+|%2[bB]|\b00)\d(?:[\s\-.]?\d){6,14}"
+    r"|\b0\d(?:[\s\-.]?\d){8}\b"
+    r"|(?<![\w.])\d{9,15}(?![\w.])"
+)
+
+
+def mask_text(text: str) -> str:
+    """Mask every phone-number-like run inside arbitrary text."""
+    return _NUMBER_IN_TEXT.sub(lambda m: _mask_match(m.group(0)), text)
+
+
+def _mask_match(found: str) -> str:
+    candidate = found.replace("%2B", "+").replace("%2b", "+")
+    e164 = try_parse_number(candidate)
+    return mask(e164) if e164 else _mask_digits(candidate)
+
+
+def subject_hash(e164: str) -> str:
+    """One-way key for a number: objections and decisions survive erasure of the subject."""
+    return hashlib.sha256(b"consent-proxy/subject/v1:" + e164.encode()).hexdigest()

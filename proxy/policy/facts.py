@@ -1,0 +1,139 @@
+"""Plain data the decision engine reads: the proposed contact and the facts on file.
+
+The store builds these from one query; the engine never sees a database row or a request.
+All datetimes are timezone-aware.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+Channel = Literal["voice", "sms", "email"]
+ContactChannel = Literal["voice", "sms"]
+Sector = Literal["commercial", "charity", "lottery", "press"]
+SubjectKind = Literal["person", "business"]
+Purpose = Literal["marketing", "service"]
+ConsentKind = Literal["opt_in", "request"]
+Provenance = Literal["self_provided", "purchased", "enriched", "unknown"]
+RelationshipKind = Literal["customer", "donor", "volunteer", "attendee", "petition"]
+
+CHANNELS: tuple[Channel, ...] = ("voice", "sms", "email")
+SECTORS: tuple[Sector, ...] = ("commercial", "charity", "lottery", "press")
+SUBJECT_KINDS: tuple[SubjectKind, ...] = ("person", "business")
+PURPOSES: tuple[Purpose, ...] = ("marketing", "service")
+CONSENT_KINDS: tuple[ConsentKind, ...] = ("opt_in", "request")
+PROVENANCES: tuple[Provenance, ...] = ("self_provided", "purchased", "enriched", "unknown")
+RELATIONSHIP_KINDS: tuple[RelationshipKind, ...] = (
+    "customer", "donor", "volunteer", "attendee", "petition",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Organisation:
+    id: str
+    name: str
+    sector: Sector
+    customer_term_months: int = 36
+    sms_footer: str | None = None
+    stop_reply: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """A caller ID / SMS sender: who is calling and about what (N16)."""
+
+    sender: str
+    organisation_id: str
+    topic: str
+    purpose: Purpose = "marketing"
+    automated: bool = False
+    inbound_webhook: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    number: str
+    kind: SubjectKind = "person"
+    published_for_marketing: bool = False  # N9
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    id: int
+    organisation_id: str
+    channel: Channel
+    topics: tuple[str, ...]
+    kind: ConsentKind
+    given_at: dt.datetime
+    provenance: Provenance
+    expires_at: dt.datetime | None = None
+    verified_at: dt.datetime | None = None
+    first_contact_by: dt.datetime | None = None
+    requested_start: dt.datetime | None = None  # N6/N14: requested time window
+    requested_end: dt.datetime | None = None
+    withdrawn_at: dt.datetime | None = None
+    first_used_at: dt.datetime | None = None  # N5: first allowed contact made under it
+    consumed_at: dt.datetime | None = None  # N6: a request covers one contact
+
+
+@dataclass(frozen=True, slots=True)
+class Relationship:
+    id: int
+    organisation_id: str
+    kind: RelationshipKind
+    topics: tuple[str, ...]
+    started_at: dt.datetime
+    provenance: Provenance
+    ended_at: dt.datetime | None = None
+    opt_out_offered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Objection:
+    id: int
+    organisation_id: str | None  # None: every organisation
+    channel: Channel | None  # None: every channel
+    received_at: dt.datetime
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything on file for one (subject, organisation), global objections included."""
+
+    organisation: Organisation | None
+    subject: Subject | None = None
+    consents: tuple[Consent, ...] = ()
+    relationships: tuple[Relationship, ...] = ()
+    objections: tuple[Objection, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A proposed call or SMS.
+
+    `to` is the E.164 destination, or None when it could not be parsed as a valid number.
+    `sender` is None when `from_` is not a registered sender.
+    `topic` overrides the sender's topic when set (check API).
+    `body_has_opt_out` is None when there is no body to look at (dry-run check).
+    """
+
+    channel: ContactChannel
+    to: str | None
+    from_: str
+    sender: Sender | None
+    topic: str | None = None
+    caller_id_withheld: bool = False
+    body_has_opt_out: bool | None = None
+
+    @property
+    def effective_topic(self) -> str | None:
+        if self.topic:
+            return self.topic
+        return self.sender.topic if self.sender else None
+
+    @property
+    def to_is_nl(self) -> bool:
+        return bool(self.to and self.to.startswith("+31"))

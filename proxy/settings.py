@@ -1,0 +1,232 @@
+"""Environment + TOML -> one frozen Settings object, validated at start-up.
+
+Environment variable names and TOML keys are public contracts (README, "Configuration").
+A bad value stops start-up with a `ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = Path("config/consent-proxy.toml")
+_TIME_RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+_TIME = re.compile(r"^(\d{2}):(\d{2})$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    start: dt.time
+    end: dt.time
+
+
+@dataclass(frozen=True, slots=True)
+class CallingHours:
+    """N13: when live calls may be made, in Europe/Amsterdam local time. `None` means closed."""
+
+    weekday: TimeRange | None = TimeRange(dt.time(9, 0), dt.time(22, 0))
+    saturday: TimeRange | None = TimeRange(dt.time(10, 0), dt.time(16, 0))
+    sunday: TimeRange | None = None
+    holiday: TimeRange | None = None
+    short_day_end: dt.time = dt.time(18, 30)
+    closed_dates: frozenset[dt.date] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSettings:
+    """Everything the decision engine may be configured with (the TOML file)."""
+
+    calling_hours: CallingHours = field(default_factory=CallingHours)
+    # N4: "consent_only" or "deny" for destinations outside +31.
+    other_destinations: str = "consent_only"
+    # N8 (open point): do petition signers count as charity relations?
+    petition_signers_are_relations: bool = False
+    upstream_timeout_seconds: float = 10.0
+    max_body_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None
+    host: str
+    port: int
+    config_path: Path
+    admin_token: str | None
+    twilio_api_base: str
+    twilio_account_sid: str | None
+    twilio_auth_token: str | None
+    public_url: str
+    proxy_secret: str | None
+    log_level: str
+    rules: RuleSettings
+
+    @property
+    def sandbox(self) -> bool:
+        """No upstream Twilio credentials: allowed requests are answered by the built-in sandbox."""
+        return not self.twilio_account_sid
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    host = env.get("PROXY_HOST", "127.0.0.1")
+    port = _int(env.get("PROXY_PORT", "8080"), "PROXY_PORT", low=1, high=65535)
+    config_path = Path(env.get("PROXY_CONFIG", str(DEFAULT_CONFIG_PATH)))
+    log_level = env.get("LOG_LEVEL", "info").lower()
+    if log_level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"LOG_LEVEL: expected debug|info|warning|error, got {log_level!r}")
+    account_sid = env.get("TWILIO_ACCOUNT_SID") or None
+    auth_token = env.get("TWILIO_AUTH_TOKEN") or None
+    if account_sid and not auth_token:
+        raise ConfigError("TWILIO_AUTH_TOKEN: required when TWILIO_ACCOUNT_SID is set")
+    if account_sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", account_sid):
+        raise ConfigError("TWILIO_ACCOUNT_SID: expected AC followed by 32 hex digits")
+    return Settings(
+        database_url=env.get("DATABASE_URL") or None,
+        host=host,
+        port=port,
+        config_path=config_path,
+        admin_token=env.get("ADMIN_TOKEN") or None,
+        twilio_api_base=env.get("TWILIO_API_BASE", "https://api.twilio.com").rstrip("/"),
+        twilio_account_sid=account_sid,
+        twilio_auth_token=auth_token,
+        public_url=(env.get("PUBLIC_URL") or f"http://{host}:{port}").rstrip("/"),
+        proxy_secret=env.get("PROXY_SECRET") or None,
+        log_level=log_level,
+        rules=load_rules(config_path) if config_path.exists() else _missing(config_path, env),
+    )
+
+
+def _missing(path: Path, env: Mapping[str, str]) -> RuleSettings:
+    if "PROXY_CONFIG" in env:
+        raise ConfigError(f"PROXY_CONFIG: file {str(path)!r} does not exist")
+    return RuleSettings()
+
+
+def load_rules(path: Path) -> RuleSettings:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_rules(data)
+
+
+_SECTIONS: dict[str, set[str]] = {
+    "calling_hours": {"weekday", "saturday", "sunday", "holiday", "short_day_end", "closed_dates"},
+    "destinations": {"other"},
+    "relations": {"petition_signers"},
+    "upstream": {"timeout_seconds"},
+    "limits": {"max_body_bytes"},
+}
+
+
+def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
+    for section, body in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{section}: unknown section")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{section}: expected a table")
+        for key in body:
+            if key not in _SECTIONS[section]:
+                raise ConfigError(f"{section}.{key}: unknown key")
+    defaults = RuleSettings()
+    hours = data.get("calling_hours", {})
+    dh = defaults.calling_hours
+    calling_hours = CallingHours(
+        weekday=_range(hours, "weekday", dh.weekday),
+        saturday=_range(hours, "saturday", dh.saturday),
+        sunday=_range(hours, "sunday", dh.sunday),
+        holiday=_range(hours, "holiday", dh.holiday),
+        short_day_end=_time(hours, "short_day_end", dh.short_day_end),
+        closed_dates=_dates(hours, "closed_dates"),
+    )
+    other = data.get("destinations", {}).get("other", defaults.other_destinations)
+    if other not in {"consent_only", "deny"}:
+        raise ConfigError(f"destinations.other: expected 'consent_only' or 'deny', got {other!r}")
+    petition = data.get("relations", {}).get("petition_signers", False)
+    if not isinstance(petition, bool):
+        raise ConfigError("relations.petition_signers: expected true or false")
+    timeout = data.get("upstream", {}).get("timeout_seconds", defaults.upstream_timeout_seconds)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
+        raise ConfigError("upstream.timeout_seconds: expected a number of seconds in (0, 300]")
+    max_body = data.get("limits", {}).get("max_body_bytes", defaults.max_body_bytes)
+    if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1024:
+        raise ConfigError("limits.max_body_bytes: expected an integer >= 1024")
+    return RuleSettings(
+        calling_hours=calling_hours,
+        other_destinations=other,
+        petition_signers_are_relations=petition,
+        upstream_timeout_seconds=float(timeout),
+        max_body_bytes=max_body,
+    )
+
+
+def _range(section: Mapping[str, Any], key: str, default: TimeRange | None) -> TimeRange | None:
+    name = f"calling_hours.{key}"
+    if key not in section:
+        return default
+    value = section[key]
+    if value == "closed":
+        return None
+    match = _TIME_RANGE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ConfigError(f"{name}: expected \"closed\" or \"HH:MM-HH:MM\", got {value!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    try:
+        start, end = dt.time(h1, m1), dt.time(h2, m2)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {value!r} is not a valid time range") from exc
+    if start >= end:
+        raise ConfigError(f"{name}: start {value[:5]} must be before end {value[6:]}")
+    return TimeRange(start, end)
+
+
+def _time(section: Mapping[str, Any], key: str, default: dt.time) -> dt.time:
+    name = f"calling_hours.{key}"
+    if key not in section:
+        return default
+    value = section[key]
+    match = _TIME.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ConfigError(f"{name}: expected \"HH:MM\", got {value!r}")
+    try:
+        return dt.time(int(match.group(1)), int(match.group(2)))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {value!r} is not a valid time") from exc
+
+
+def _dates(section: Mapping[str, Any], key: str) -> frozenset[dt.date]:
+    name = f"calling_hours.{key}"
+    values = section.get(key, [])
+    if not isinstance(values, list):
+        raise ConfigError(f"{name}: expected a list of \"YYYY-MM-DD\" dates")
+    out: set[dt.date] = set()
+    for value in values:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            out.add(value)
+            continue
+        try:
+            out.add(dt.date.fromisoformat(value))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}: {value!r} is not a \"YYYY-MM-DD\" date") from exc
+    return frozenset(out)
+
+
+def _int(value: str, name: str, *, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: expected an integer, got {value!r}") from exc
+    if not low <= number <= high:
+        raise ConfigError(f"{name}: expected {low}..{high}, got {number}")
+    return number
