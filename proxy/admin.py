@@ -186,7 +186,8 @@ async def create_consent(request: web.Request) -> web.Response:
             raise BadInput("only a contact request (kind 'request') has a requested time",
                            "requested_for")
         start, end = window.time("start"), window.time("end")
-        assert start is not None and end is not None
+        assert start is not None
+        assert end is not None
         if start >= end:
             raise BadInput("start must be before end", "requested_for.end")
     consent = store.ConsentIn(

@@ -128,8 +128,8 @@ def start_embedded(data_dir: Path) -> str:
 
     The server stops when this process exits; the data stays for the next start.
     """
-    import pgserver
+    from pgserver import get_server  # type: ignore[attr-defined]
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    server = get_server(data_dir, cleanup_mode="stop")
     return str(server.get_uri())

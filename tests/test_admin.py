@@ -408,19 +408,20 @@ async def test_consent_unknown_references(client: Any, auth: dict[str, str],
 
 async def test_relationship_create_and_bad_input(client: Any, auth: dict[str, str]) -> None:
     org_id = await make_org(client, auth)
-    body = {"subject": mobile(), "organisation": org_id, "kind": "donor",
+    body: dict[str, Any] = {"subject": mobile(), "organisation": org_id, "kind": "donor",
             "topics": ["charity/water"], "started_at": "2020-01-01T00:00:00+01:00",
             "ended_at": "2024-06-30T00:00:00+02:00", "provenance": "self_provided",
             "opt_out_offered": True}
     resp = await client.post(f"{A}/relationships", json=body, headers=auth)
     assert resp.status == 201
     assert isinstance((await resp.json())["id"], int)
-    for patch, field in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"opt_out_offered": None}, "opt_out_offered"),
         ({"kind": "friend"}, "kind"),
         ({"ended_at": "2019-01-01T00:00:00+01:00"}, "ended_at"),
         ({"started_at": "2020-01-01"}, "started_at"),
-    ]:
+    ]
+    for patch, field in cases:
         resp = await client.post(f"{A}/relationships", json={**body, **patch}, headers=auth)
         await assert_error(resp, 422, field)
     resp = await client.post(f"{A}/relationships", json={**body, "organisation": uid()},

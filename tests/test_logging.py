@@ -1,0 +1,85 @@
+"""Logs are JSON lines with masked numbers, and never carry tokens or message bodies."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Any
+
+import pytest
+import structlog
+
+from proxy.phone import mask, mask_text, parse_number
+from tests.conftest import ADMIN_TOKEN, mobile, uid
+
+FULL_NUMBER = re.compile(r"(?:\+|00)?31\s?-?6\d{8}|06-?\d{8}")
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [("+31612345678", "+31 6 ****5678"), ("+31201234567", "+31 2 ****4567"),
+     ("+4915123456789", "+49 1 ****6789")],
+)
+def test_mask(number: str, masked: str) -> None:
+    assert mask(number) == masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["bel +31612345678 nu", "bel 06-12345678 nu", "to=%2B31612345678&x=1",
+     "0031 6 12345678", "31612345678", "+31 6 1234 5678"],
+)
+def test_mask_text_hides_numbers(text: str) -> None:
+    out = mask_text(text)
+    assert "5678" in out
+    assert not FULL_NUMBER.search(out.replace(" ", "")), out
+    assert "1234567" not in out.replace(" ", "")
+
+
+def test_mask_text_leaves_dates_and_ids_alone() -> None:
+    text = "2026-11-28T09:41:56.123456+00:00 request 3f2a9c81d4e54b1a latency 12.5"
+    assert mask_text(text) == text
+
+
+def test_processor_redacts_secrets_and_bodies(log_output: io.StringIO) -> None:
+    log = structlog.get_logger("t")
+    log.info("message_received", to="+31612345678", note="call 06-12345678 please",
+             body="Stop aub", auth_token="abcdef", nested={"Body": "hi", "from": "0612345678"})
+    (event,) = lines(log_output)
+    assert event["event"] == "message_received"
+    assert event["to"] == "+31 6 ****5678"
+    assert event["body"] == "[redacted]"
+    assert event["auth_token"] == "[redacted]"
+    assert event["nested"]["Body"] == "[redacted]"
+    assert "12345678" not in json.dumps(event)
+
+
+async def test_a_full_admin_scenario_logs_no_number_or_token(
+    client: Any, auth: dict[str, str], log_output: io.StringIO
+) -> None:
+    number = mobile()
+    org_id = uid()
+    headers = {**auth, "X-Request-Id": "scenario-1"}
+    await client.post("/admin/v1/organisations",
+                      json={"id": org_id, "name": "X", "sector": "commercial"}, headers=headers)
+    await client.put(f"/admin/v1/subjects/{number}", json={"kind": "person"}, headers=headers)
+    await client.get(f"/admin/v1/subjects/{number}", headers=headers)
+    await client.get("/admin/v1/decisions", params={"subject": number}, headers=headers)
+    await client.post("/admin/v1/consents", json={"subject": "0" + number[3:]}, headers=headers)
+    await client.delete(f"/admin/v1/subjects/{number}", headers=headers)
+    await client.get(f"/admin/v1/subjects/{number}", headers={"Authorization": "Bearer nope"})
+    events = lines(log_output)
+    handled = [e for e in events if e["event"] == "request_handled"]
+    assert len(handled) == 7
+    assert all(e["request_id"] == "scenario-1" for e in handled[:6])
+    assert {"method", "route", "status", "latency_ms", "timestamp", "level"} <= set(handled[0])
+    raw = log_output.getvalue()
+    national = number[3:]
+    assert national not in raw
+    assert parse_number(number) not in raw
+    assert ADMIN_TOKEN not in raw

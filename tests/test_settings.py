@@ -1,0 +1,104 @@
+"""Configuration: environment + TOML, validated at start-up with the key named."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.settings import ConfigError, RuleSettings, TimeRange, load_settings, parse_rules
+from tests.conftest import REPO
+
+
+def test_defaults_match_the_shipped_file() -> None:
+    settings = load_settings({"PROXY_CONFIG": str(REPO / "config" / "consent-proxy.toml")})
+    assert settings.rules == RuleSettings()
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8080
+    assert settings.public_url == "http://127.0.0.1:8080"
+    assert settings.twilio_api_base == "https://api.twilio.com"
+    assert settings.sandbox is True
+    hours = settings.rules.calling_hours
+    assert hours.weekday == TimeRange(dt.time(9), dt.time(22))
+    assert hours.saturday == TimeRange(dt.time(10), dt.time(16))
+    assert hours.sunday is None
+    assert hours.holiday is None
+    assert hours.short_day_end == dt.time(18, 30)
+
+
+def test_environment_values() -> None:
+    settings = load_settings({
+        "PROXY_HOST": "0.0.0.0", "PROXY_PORT": "9000", "PUBLIC_URL": "https://gate.example.nl/",
+        "TWILIO_ACCOUNT_SID": "AC" + "a" * 32, "TWILIO_AUTH_TOKEN": "x",
+        "PROXY_CONFIG": str(REPO / "config" / "consent-proxy.toml"), "LOG_LEVEL": "WARNING",
+    })
+    assert settings.port == 9000
+    assert settings.public_url == "https://gate.example.nl"
+    assert settings.sandbox is False
+    assert settings.log_level == "warning"
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"PROXY_PORT": "eighty"}, "PROXY_PORT"),
+        ({"PROXY_PORT": "70000"}, "PROXY_PORT"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"TWILIO_ACCOUNT_SID": "AC" + "a" * 32}, "TWILIO_AUTH_TOKEN"),
+        ({"TWILIO_ACCOUNT_SID": "nope", "TWILIO_AUTH_TOKEN": "x"}, "TWILIO_ACCOUNT_SID"),
+        ({"PROXY_CONFIG": "/nonexistent/consent-proxy.toml"}, "PROXY_CONFIG"),
+    ],
+)
+def test_bad_environment_names_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key}"):
+        load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"calling_hours": {"weekdays": "09:00-22:00"}}, "calling_hours.weekdays"),
+        ({"calling_hours": {"weekday": "9-22"}}, "calling_hours.weekday"),
+        ({"calling_hours": {"weekday": "22:00-09:00"}}, "calling_hours.weekday"),
+        ({"calling_hours": {"saturday": "10:00-25:00"}}, "calling_hours.saturday"),
+        ({"calling_hours": {"sunday": "open"}}, "calling_hours.sunday"),
+        ({"calling_hours": {"short_day_end": "6pm"}}, "calling_hours.short_day_end"),
+        ({"calling_hours": {"closed_dates": ["2026-13-01"]}}, "calling_hours.closed_dates"),
+        ({"calling_hours": {"closed_dates": "2026-05-04"}}, "calling_hours.closed_dates"),
+        ({"destinations": {"other": "maybe"}}, "destinations.other"),
+        ({"relations": {"petition_signers": "yes"}}, "relations.petition_signers"),
+        ({"upstream": {"timeout_seconds": 0}}, "upstream.timeout_seconds"),
+        ({"limits": {"max_body_bytes": 10}}, "limits.max_body_bytes"),
+        ({"telemetry": {}}, "telemetry"),
+    ],
+)
+def test_bad_rules_name_the_key(data: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}"):
+        parse_rules(data)
+
+
+def test_rules_parse() -> None:
+    rules = parse_rules({
+        "calling_hours": {"weekday": "09:30-21:00", "sunday": "12:00-17:00", "holiday": "closed",
+                          "closed_dates": ["2026-05-04", dt.date(2026, 8, 15)]},
+        "destinations": {"other": "deny"},
+    })
+    assert rules.calling_hours.weekday == TimeRange(dt.time(9, 30), dt.time(21))
+    assert rules.calling_hours.sunday == TimeRange(dt.time(12), dt.time(17))
+    assert rules.calling_hours.closed_dates == {dt.date(2026, 5, 4), dt.date(2026, 8, 15)}
+    assert rules.other_destinations == "deny"
+
+
+def test_bad_config_stops_start_up_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[calling_hours]\nweekday = "09:00-08:00"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "serve"], cwd=REPO, capture_output=True, text=True,
+        env={"PROXY_CONFIG": str(config), "PROXY_SECRET": "x", "PATH": "/usr/bin:/bin"},
+        timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "calling_hours.weekday" in result.stderr
