@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy import admin, db
+from proxy import admin, check, db
 from proxy.credentials import constant_time_equals
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
 from proxy.keys import CLOCK, POOL, SETTINGS, Clock
@@ -151,4 +151,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     admin.add_routes(app)
+    check.add_routes(app)
     return app

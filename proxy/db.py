@@ -108,11 +108,24 @@ async def migrate_url(database_url: str) -> list[int]:
         await conn.close()
 
 
+def _jsonb_encode(value: Any) -> bytes:
+    return b"\x01" + json.dumps(value).encode()
+
+
+def _jsonb_decode(data: bytes) -> Any:
+    return json.loads(data[1:])  # binary jsonb: a version byte, then the text
+
+
+def _json_encode(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    for kind in ("json", "jsonb"):
-        await conn.set_type_codec(
-            kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-        )
+    # Binary codecs: whole-row composites (the fact query) can only carry binary-format codecs.
+    await conn.set_type_codec("jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode,
+                              schema="pg_catalog", format="binary")
+    await conn.set_type_codec("json", encoder=_json_encode, decoder=json.loads,
+                              schema="pg_catalog", format="binary")
 
 
 async def create_pool(database_url: str, **kwargs: Any) -> asyncpg.Pool:

@@ -121,7 +121,7 @@ def load_rules(path: Path) -> RuleSettings:
     return parse_rules(data)
 
 
-_SECTIONS: dict[str, set[str]] = {
+SECTIONS: dict[str, set[str]] = {
     "calling_hours": {"weekday", "saturday", "sunday", "holiday", "short_day_end", "closed_dates"},
     "destinations": {"other"},
     "relations": {"petition_signers"},
@@ -132,12 +132,12 @@ _SECTIONS: dict[str, set[str]] = {
 
 def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
     for section, body in data.items():
-        if section not in _SECTIONS:
+        if section not in SECTIONS:
             raise ConfigError(f"{section}: unknown section")
         if not isinstance(body, dict):
             raise ConfigError(f"{section}: expected a table")
         for key in body:
-            if key not in _SECTIONS[section]:
+            if key not in SECTIONS[section]:
                 raise ConfigError(f"{section}.{key}: unknown key")
     defaults = RuleSettings()
     hours = data.get("calling_hours", {})

@@ -11,7 +11,15 @@ import asyncpg
 
 from proxy.errors import Conflict, NotFound
 from proxy.phone import mask, subject_hash
-from proxy.policy.facts import Organisation, Sender
+from proxy.policy.facts import (
+    Consent,
+    Facts,
+    Objection,
+    Organisation,
+    Relationship,
+    Sender,
+    Subject,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,3 +352,133 @@ async def list_decisions(
 
 def masked(number: str | None) -> str | None:
     return mask(number) if number else None
+
+
+# --- facts for the decision engine -------------------------------------------------------
+
+def _subject(row: asyncpg.Record) -> Subject:
+    return Subject(number=row["number"], kind=row["kind"],
+                   published_for_marketing=row["published_for_marketing"])
+
+
+def _consent(row: asyncpg.Record) -> Consent:
+    return Consent(
+        id=row["id"], organisation_id=row["organisation_id"], channel=row["channel"],
+        topics=tuple(row["topics"]), kind=row["kind"], given_at=row["given_at"],
+        provenance=row["provenance"], expires_at=row["expires_at"],
+        verified_at=row["verified_at"], first_contact_by=row["first_contact_by"],
+        requested_start=row["requested_start"], requested_end=row["requested_end"],
+        withdrawn_at=row["withdrawn_at"], first_used_at=row["first_used_at"],
+        consumed_at=row["consumed_at"],
+    )
+
+
+def _relationship(row: asyncpg.Record) -> Relationship:
+    return Relationship(
+        id=row["id"], organisation_id=row["organisation_id"], kind=row["kind"],
+        topics=tuple(row["topics"]), started_at=row["started_at"],
+        provenance=row["provenance"], ended_at=row["ended_at"],
+        opt_out_offered=row["opt_out_offered"],
+    )
+
+
+def _objection(row: asyncpg.Record) -> Objection:
+    return Objection(id=row["id"], organisation_id=row["organisation_id"],
+                     channel=row["channel"], received_at=row["received_at"], via=row["via"])
+
+
+# One round trip: the sender, its organisation, the subject, and every consent, relationship
+# and live objection that can bear on (subject, organisation). Whole-row composites keep the
+# statement short and are decoded by asyncpg without JSON.
+_FACTS_SQL = """
+SELECT s AS sender_row, o AS org_row, sj AS subject_row,
+       ARRAY(SELECT c FROM consents c
+             WHERE c.subject = $2 AND c.organisation_id = s.organisation_id
+             ORDER BY c.id) AS consents,
+       ARRAY(SELECT r FROM relationships r
+             WHERE r.subject = $2 AND r.organisation_id = s.organisation_id
+             ORDER BY r.id) AS relationships,
+       ARRAY(SELECT ob FROM objections ob
+             WHERE ob.subject_hash = $3 AND ob.lifted_at IS NULL
+               AND (ob.organisation_id IS NULL OR ob.organisation_id = s.organisation_id)
+             ORDER BY ob.id) AS objections
+FROM (SELECT 1) AS one
+LEFT JOIN senders s ON s.sender = $1
+LEFT JOIN organisations o ON o.id = s.organisation_id
+LEFT JOIN subjects sj ON sj.number = $2
+"""
+
+
+async def load_facts(
+    conn: asyncpg.Pool | asyncpg.Connection, sender: str | None, number: str | None
+) -> tuple[Sender | None, Facts]:
+    """Everything the engine needs for one proposed contact, in a single query."""
+    row = await conn.fetchrow(
+        _FACTS_SQL, sender, number, subject_hash(number) if number else None)
+    sender_row, org_row = row["sender_row"], row["org_row"]
+    facts = Facts(
+        organisation=_organisation(org_row) if org_row is not None else None,
+        subject=_subject(row["subject_row"]) if row["subject_row"] is not None else None,
+        consents=tuple(_consent(c) for c in row["consents"]),
+        relationships=tuple(_relationship(r) for r in row["relationships"]),
+        objections=tuple(_objection(o) for o in row["objections"]),
+    )
+    return (_sender(sender_row) if sender_row is not None else None), facts
+
+
+async def load_sender(
+    conn: asyncpg.Pool | asyncpg.Connection, sender: str
+) -> tuple[Sender, Organisation] | None:
+    row = await conn.fetchrow(
+        "SELECT s AS sender_row, o AS org_row FROM senders s "
+        "JOIN organisations o ON o.id = s.organisation_id WHERE s.sender = $1", sender)
+    if row is None:
+        return None
+    return _sender(row["sender_row"]), _organisation(row["org_row"])
+
+
+# Bulk variant for scrubbing: one round trip per batch of numbers, set-based (= ANY of an
+# array uses the (subject, organisation) and subject_hash indexes), never a query per number.
+_BULK_FACTS_SQL = """
+SELECT ARRAY(SELECT sj FROM subjects sj WHERE sj.number = ANY($1::text[])) AS subjects,
+       ARRAY(SELECT c FROM consents c
+             WHERE c.subject = ANY($1::text[]) AND c.organisation_id = $2
+             ORDER BY c.id) AS consents,
+       ARRAY(SELECT r FROM relationships r
+             WHERE r.subject = ANY($1::text[]) AND r.organisation_id = $2
+             ORDER BY r.id) AS relationships,
+       ARRAY(SELECT ob FROM objections ob
+             WHERE ob.subject_hash = ANY($3::text[]) AND ob.lifted_at IS NULL
+               AND (ob.organisation_id IS NULL OR ob.organisation_id = $2)
+             ORDER BY ob.id) AS objections
+"""
+
+
+async def load_facts_bulk(
+    conn: asyncpg.Pool | asyncpg.Connection, organisation: Organisation, numbers: Sequence[str]
+) -> dict[str, Facts]:
+    """Facts for many numbers of one organisation; numbers with nothing on file are absent."""
+    unique = list(dict.fromkeys(numbers))
+    hashes = {subject_hash(n): n for n in unique}
+    row = await conn.fetchrow(_BULK_FACTS_SQL, unique, organisation.id, list(hashes))
+    subjects = {r["number"]: _subject(r) for r in row["subjects"]}
+    consents: dict[str, list[Consent]] = {}
+    relationships: dict[str, list[Relationship]] = {}
+    objections: dict[str, list[Objection]] = {}
+    for r in row["consents"]:
+        consents.setdefault(r["subject"], []).append(_consent(r))
+    for r in row["relationships"]:
+        relationships.setdefault(r["subject"], []).append(_relationship(r))
+    for r in row["objections"]:
+        objections.setdefault(hashes[r["subject_hash"]], []).append(_objection(r))
+    held = subjects.keys() | consents.keys() | relationships.keys() | objections.keys()
+    return {
+        number: Facts(
+            organisation=organisation,
+            subject=subjects.get(number),
+            consents=tuple(consents.get(number, ())),
+            relationships=tuple(relationships.get(number, ())),
+            objections=tuple(objections.get(number, ())),
+        )
+        for number in held
+    }

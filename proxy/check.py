@@ -1,0 +1,151 @@
+"""Dry-run decisions: `POST /admin/v1/check` for one contact, `POST /admin/v1/scrub` for a list.
+
+Neither records a decision nor consumes a contact request.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from proxy import gate, store
+from proxy.admin import PREFIX, read_json
+from proxy.errors import BadInput
+from proxy.fields import Fields, parse_time, parse_topic
+from proxy.keys import CLOCK, POOL, SETTINGS
+from proxy.phone import try_parse_number
+from proxy.policy import decide
+from proxy.policy.facts import Contact, ContactChannel, Facts
+
+log = structlog.get_logger("proxy.scrub")
+SCRUB_BATCH = 5000
+MAX_LINE = 256
+CONTACT_CHANNELS: tuple[ContactChannel, ...] = ("voice", "sms")
+
+
+async def check(request: web.Request) -> web.Response:
+    f = Fields(await read_json(request), ("channel", "to", "from", "at", "topic"))
+    channel = f.choice("channel", CONTACT_CHANNELS)
+    assert channel is not None
+    to_raw = f.text("to", max_len=64)
+    from_raw = f.text("from", max_len=64)
+    now = f.time("at", required=False) or request.app[CLOCK]()
+    topic = f.text("topic", required=False)
+    evaluation = await gate.evaluate(
+        request.app[POOL], request.app[SETTINGS].rules, channel=channel, to_raw=to_raw,
+        from_raw=from_raw, now=now, topic=parse_topic(topic, "topic") if topic else None,
+    )
+    body: dict[str, Any] = evaluation.decision.to_dict()
+    body["to"] = evaluation.contact.to
+    body["organisation"] = evaluation.facts.organisation.id if evaluation.facts.organisation \
+        else None
+    body["at"] = now.isoformat()
+    return web.json_response(body)
+
+
+async def _lines(request: web.Request) -> AsyncIterator[str]:
+    """The body's lines, read in chunks so a huge upload is never held in memory."""
+    pending = b""
+    async for chunk in request.content.iter_chunked(1 << 16):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for raw in complete:
+            yield raw.decode("utf-8", "replace")
+        if len(pending) > 1 << 20:  # one absurd line: keep its head, drop the rest
+            pending = pending[:MAX_LINE]
+    if pending:
+        yield pending.decode("utf-8", "replace")
+
+
+def _first_field(line: str) -> str:
+    line = line.strip().lstrip("\ufeff")
+    if not line:
+        return ""
+    if len(line) > MAX_LINE:
+        return line[:MAX_LINE]
+    return next(csv.reader([line]), [""])[0].strip() if ("," in line or '"' in line) else line
+
+
+def _csv(rows: Sequence[tuple[str, str, str, str]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode()
+
+
+async def scrub(request: web.Request) -> web.StreamResponse:
+    query = request.rel_url.query
+    unknown = set(query) - {"channel", "from", "at", "topic"}
+    if unknown:
+        raise BadInput("unknown query parameter", sorted(unknown)[0])
+    channel = query.get("channel")
+    if channel not in CONTACT_CHANNELS:
+        raise BadInput("expected one of voice, sms", "channel")
+    now = parse_time(query["at"], "at") if query.get("at") else request.app[CLOCK]()
+    topic = parse_topic(query["topic"], "topic") if query.get("topic") else None
+    key = gate.sender_key(query.get("from"))
+    if not query.get("from"):
+        raise BadInput("required query parameter is missing", "from")
+    pool, rules = request.app[POOL], request.app[SETTINGS].rules
+    found = await store.load_sender(pool, key) if key else None
+    if found is None:
+        raise BadInput("not a registered sender (UNKNOWN_SENDER)", "from")
+    sender, organisation = found
+    template = Contact(channel=channel, to=None, from_=sender.sender, sender=sender, topic=topic)
+    nothing = Facts(organisation=organisation)
+
+    response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
+    await response.prepare(request)
+    await response.write(b"number,decision,reason,retry_after\n")
+    batch: list[str] = []
+    total = 0
+
+    async def flush() -> None:
+        numbers = [try_parse_number(raw) for raw in batch]
+        facts = await store.load_facts_bulk(pool, organisation, [n for n in numbers if n])
+        rows = []
+        for raw, number in zip(batch, numbers, strict=True):
+            contact = Contact(channel=template.channel, to=number, from_=template.from_,
+                              sender=sender, topic=topic)
+            decision = decide(contact, facts.get(number, nothing) if number else nothing,
+                              rules, now)
+            retry = decision.retry_after.isoformat() if decision.retry_after else ""
+            rows.append((raw, decision.decision, decision.reason, retry))
+        await response.write(_csv(rows))
+        batch.clear()
+
+    first = True
+    try:
+        async for line in _lines(request):
+            value = _first_field(line)
+            if first:
+                first = False
+                if value and not any(ch.isdigit() for ch in value):
+                    continue  # a header line such as "number" or "telefoon"
+            if not value:
+                continue
+            batch.append(value)
+            total += 1
+            if len(batch) >= SCRUB_BATCH:
+                await flush()
+        if batch:
+            await flush()
+    except Exception as exc:
+        # The status line is gone already: cut the stream so the client cannot mistake a
+        # partial result for a complete one (the chunked body never terminates).
+        log.warning("scrub_aborted", numbers_done=total, error=type(exc).__name__)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    log.info("scrub_done", numbers=total, channel=channel)
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post(f"{PREFIX}/check", check)
+    app.router.add_post(f"{PREFIX}/scrub", scrub)

@@ -1,0 +1,189 @@
+"""Reason codes, allow bases and obligations: the public contract of the decision engine.
+
+Codes are stable and documented (nl-rules §7): never rename one, only add. Each code names the
+rule it comes from (nl-rules N1-N17), what it means, and what an operator typically does about it.
+`REASONS` is the table the README and the admin API render.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final, NamedTuple
+
+
+class ReasonDoc(NamedTuple):
+    """Documentation of one code: the rule it applies, its meaning, the usual operator fix."""
+
+    rule: str
+    meaning: str
+    fix: str
+
+
+# -- reason codes ------------------------------------------------------------------------------
+
+ALLOWED: Final = "ALLOWED"
+INVALID_NUMBER: Final = "INVALID_NUMBER"
+UNKNOWN_SENDER: Final = "UNKNOWN_SENDER"
+CALLER_ID_WITHHELD: Final = "CALLER_ID_WITHHELD"
+DESTINATION_NOT_ALLOWED: Final = "DESTINATION_NOT_ALLOWED"
+OBJECTION_ON_FILE: Final = "OBJECTION_ON_FILE"
+CONSENT_WITHDRAWN: Final = "CONSENT_WITHDRAWN"
+CONSENT_EXPIRED: Final = "CONSENT_EXPIRED"
+CONSENT_WRONG_TOPIC: Final = "CONSENT_WRONG_TOPIC"
+CONSENT_WRONG_CHANNEL: Final = "CONSENT_WRONG_CHANNEL"
+CONSENT_UNVERIFIED: Final = "CONSENT_UNVERIFIED"
+CONSENT_FIRST_CONTACT_LATE: Final = "CONSENT_FIRST_CONTACT_LATE"
+CUSTOMER_TERM_EXPIRED: Final = "CUSTOMER_TERM_EXPIRED"
+TOPIC_NOT_SIMILAR: Final = "TOPIC_NOT_SIMILAR"
+CUSTOMER_EXCEPTION_ENDED: Final = "CUSTOMER_EXCEPTION_ENDED"
+NUMBER_PROVENANCE_INVALID: Final = "NUMBER_PROVENANCE_INVALID"
+NO_LEGAL_BASIS: Final = "NO_LEGAL_BASIS"
+OUTSIDE_CALLING_HOURS: Final = "OUTSIDE_CALLING_HOURS"
+PROHIBITED_DAY: Final = "PROHIBITED_DAY"
+CONSENT_STORE_UNAVAILABLE: Final = "CONSENT_STORE_UNAVAILABLE"
+
+REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
+    ALLOWED: ReasonDoc(
+        "N1/N3/N5-N9",
+        "A legal basis holds (named in `basis`) and no rule forbids the contact now.",
+        "None.",
+    ),
+    INVALID_NUMBER: ReasonDoc(
+        "N4",
+        "The destination is not a valid E.164 number, so no destination rule can be applied.",
+        "Fix the number in the dialer or CRM.",
+    ),
+    UNKNOWN_SENDER: ReasonDoc(
+        "N16",
+        "The From number is not a registered sender of an organisation.",
+        "Register the caller ID / SMS sender for the organisation, or use a registered one.",
+    ),
+    CALLER_ID_WITHHELD: ReasonDoc(
+        "N16",
+        "The caller ID is withheld or anonymous; marketing calls must show a callable number.",
+        "Switch off number suppression in the dialer.",
+    ),
+    DESTINATION_NOT_ALLOWED: ReasonDoc(
+        "N4",
+        "The destination is outside +31 and the configured policy for other destinations is deny.",
+        "Remove the number from the campaign, or set destinations.other = \"consent_only\".",
+    ),
+    OBJECTION_ON_FILE: ReasonDoc(
+        "N11",
+        "The person objected (to this organisation or globally, for this channel or all); "
+        "an objection beats every basis.",
+        "Remove the number from the campaign; only the person can lift the objection.",
+    ),
+    CONSENT_WITHDRAWN: ReasonDoc(
+        "N5",
+        "The consent or contact request that would cover this contact was withdrawn.",
+        "Remove the number; do not ask again through the same channel.",
+    ),
+    CONSENT_EXPIRED: ReasonDoc(
+        "N5",
+        "The consent or contact request that would cover this contact has passed its end date.",
+        "Obtain a new consent, or remove the number.",
+    ),
+    CONSENT_WRONG_TOPIC: ReasonDoc(
+        "N5",
+        "A consent or contact request is on file, but for other topics than this contact's.",
+        "Use a sender/topic the consent covers, or obtain consent for this topic.",
+    ),
+    CONSENT_WRONG_CHANNEL: ReasonDoc(
+        "N5",
+        "A consent is on file, but for another channel; one consent never covers two channels.",
+        "Contact the person through the consented channel, or obtain consent for this one.",
+    ),
+    CONSENT_UNVERIFIED: ReasonDoc(
+        "N5",
+        "The consent was not verified as given by the person reached (SMS code, link, call-back).",
+        "Complete the verification step and record verified_at.",
+    ),
+    CONSENT_FIRST_CONTACT_LATE: ReasonDoc(
+        "N5",
+        "The first call was not made within 6 months of the consent (or its stated first-contact "
+        "term), so the consent lapsed for calls.",
+        "Obtain a new consent before calling.",
+    ),
+    CUSTOMER_TERM_EXPIRED: ReasonDoc(
+        "N7",
+        "The customer or charity relationship ended longer ago than the organisation's term "
+        "(default 36 months).",
+        "Remove the number, or obtain opt-in consent.",
+    ),
+    TOPIC_NOT_SIMILAR: ReasonDoc(
+        "N7",
+        "The relationship is about products that are not similar to this contact's topic "
+        "(different first topic segment).",
+        "Use a topic within the relationship's product line, or obtain opt-in consent.",
+    ),
+    CUSTOMER_EXCEPTION_ENDED: ReasonDoc(
+        "N7",
+        "Since 2026-07-01 a customer relationship no longer allows telemarketing calls, except for "
+        "charity, charity-lottery and press organisations.",
+        "Obtain opt-in consent for calls; SMS under the relationship is still possible.",
+    ),
+    NUMBER_PROVENANCE_INVALID: ReasonDoc(
+        "N10",
+        "The number was bought, enriched or of unknown origin; only self-provided numbers support "
+        "a basis.",
+        "Remove the number; record a basis only for numbers the person gave themselves.",
+    ),
+    NO_LEGAL_BASIS: ReasonDoc(
+        "N5",
+        "No consent, contact request, relationship or published number allows this contact.",
+        "Obtain opt-in consent (or a contact request) before contacting the person.",
+    ),
+    OUTSIDE_CALLING_HOURS: ReasonDoc(
+        "N13",
+        "The call falls outside the calling hours of this day (Europe/Amsterdam).",
+        "Retry at `retry_after`.",
+    ),
+    PROHIBITED_DAY: ReasonDoc(
+        "N13",
+        "No calls today: Sunday, Dutch public holiday or a configured commemoration day.",
+        "Retry at `retry_after`.",
+    ),
+    CONSENT_STORE_UNAVAILABLE: ReasonDoc(
+        "SYSTEM",
+        "The consent store could not be read, so the request was refused unchecked (HTTP 503).",
+        "Restore the database connection; the dialer should retry later.",
+    ),
+})
+
+DENY_REASONS: Final[frozenset[str]] = frozenset(REASONS) - {ALLOWED}
+
+# -- allow bases -------------------------------------------------------------------------------
+
+NOT_MARKETING: Final = "NOT_MARKETING"
+BUSINESS_ENTITY: Final = "BUSINESS_ENTITY"
+CONTACT_REQUEST: Final = "CONTACT_REQUEST"
+CONSENT: Final = "CONSENT"
+CUSTOMER: Final = "CUSTOMER"
+CHARITY_RELATION: Final = "CHARITY_RELATION"
+PUBLISHED_NUMBER: Final = "PUBLISHED_NUMBER"
+
+BASES: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
+    NOT_MARKETING: ReasonDoc(
+        "N3", "The sender is configured for service traffic, which is not marketing.", "None."),
+    BUSINESS_ENTITY: ReasonDoc(
+        "N1", "Live call to a legal person, which stays opt-out.", "None."),
+    CONTACT_REQUEST: ReasonDoc(
+        "N6", "The person asked this organisation to contact them; used up by this contact.",
+        "None."),
+    CONSENT: ReasonDoc(
+        "N5", "Verified opt-in consent for this organisation, channel and topic.", "None."),
+    CUSTOMER: ReasonDoc(
+        "N7", "Customer relationship with this organisation, similar products, within term.",
+        "None."),
+    CHARITY_RELATION: ReasonDoc(
+        "N8", "Donor, volunteer or event attendee of this charity, within term.", "None."),
+    PUBLISHED_NUMBER: ReasonDoc(
+        "N9", "The person published the number for marketing calls (live voice only).", "None."),
+})
+
+# -- obligations -------------------------------------------------------------------------------
+
+# N17: the caller must append the organisation's opt-out footer to the SMS body.
+OPT_OUT_APPENDED: Final = "OPT_OUT_APPENDED"

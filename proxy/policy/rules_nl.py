@@ -1,0 +1,801 @@
+"""The Dutch rule pack: `decide(contact, facts, settings, now) -> Decision`.
+
+Follows the decision order of nl-rules §7; the first step that decides wins. Pure: no I/O, no
+clock (the caller passes `now`), no mutable module state.
+
+Failure precedence. When no basis holds, every record on file that was looked at and failed
+leaves a failure; the decision reports the most specific one (`_PRECEDENCE`, first wins):
+records that matched organisation, channel and topic and failed on their state come first (the
+person withdrew > ran out > lapsed > never verified > the relationship rule changed or ran out >
+the number was never self-provided), then records for another topic, then records for another
+channel, then records that give no basis for a reason without its own code (NO_LEGAL_BASIS with
+that record as evidence). Nothing looked at: NO_LEGAL_BASIS without evidence. Within one record
+the checks run org -> channel -> topic -> withdrawn -> provenance -> (request: used) -> expiry ->
+verification -> first contact, so a bought number is reported as such rather than as merely
+expired; relationships run regime (2026-07-01) -> similar topic -> provenance -> opt-out offered
+-> term.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Final
+
+from proxy.policy import hours
+from proxy.policy.decision import Decision, EvidenceRef, Explanation
+from proxy.policy.facts import (
+    Consent,
+    Contact,
+    Facts,
+    Objection,
+    Organisation,
+    Relationship,
+    Sender,
+)
+from proxy.policy.reasons import (
+    ALLOWED,
+    BUSINESS_ENTITY,
+    CALLER_ID_WITHHELD,
+    CHARITY_RELATION,
+    CONSENT,
+    CONSENT_EXPIRED,
+    CONSENT_FIRST_CONTACT_LATE,
+    CONSENT_UNVERIFIED,
+    CONSENT_WITHDRAWN,
+    CONSENT_WRONG_CHANNEL,
+    CONSENT_WRONG_TOPIC,
+    CONTACT_REQUEST,
+    CUSTOMER,
+    CUSTOMER_EXCEPTION_ENDED,
+    CUSTOMER_TERM_EXPIRED,
+    DESTINATION_NOT_ALLOWED,
+    INVALID_NUMBER,
+    NO_LEGAL_BASIS,
+    NOT_MARKETING,
+    NUMBER_PROVENANCE_INVALID,
+    OBJECTION_ON_FILE,
+    OPT_OUT_APPENDED,
+    OUTSIDE_CALLING_HOURS,
+    PROHIBITED_DAY,
+    PUBLISHED_NUMBER,
+    TOPIC_NOT_SIMILAR,
+    UNKNOWN_SENDER,
+)
+from proxy.policy.topics import any_covers, any_similar
+from proxy.settings import RuleSettings
+
+# N7: from this Amsterdam date the customer relationship no longer allows telemarketing calls...
+CUSTOMER_CALLS_END: Final = dt.date(2026, 7, 1)
+# ... except for charity/ideological organisations, charity lotteries and press publishers.
+CALL_EXCEPTION_SECTORS: Final = frozenset({"charity", "lottery", "press"})
+# N8: only charity/ideological organisations have donor/volunteer/attendee relations. A charity
+# lottery is named by N7 (keeps customer calls) but not by N8: its players are customers.
+CHARITY_SECTORS: Final = frozenset({"charity"})
+CHARITY_KINDS: Final = frozenset({"donor", "volunteer", "attendee"})
+# N5: without a later first-contact term in the consent, the first call must follow within this.
+FIRST_CONTACT_MONTHS: Final = 6
+_SURELY_WITHIN_FIRST_TERM: Final = dt.timedelta(days=180)
+SELF_PROVIDED: Final = "self_provided"
+
+_PRECEDENCE: Final[tuple[str, ...]] = (
+    CONSENT_WITHDRAWN,
+    CONSENT_EXPIRED,
+    CONSENT_FIRST_CONTACT_LATE,
+    CONSENT_UNVERIFIED,
+    CUSTOMER_EXCEPTION_ENDED,
+    CUSTOMER_TERM_EXPIRED,
+    NUMBER_PROVENANCE_INVALID,
+    CONSENT_WRONG_TOPIC,
+    TOPIC_NOT_SIMILAR,
+    CONSENT_WRONG_CHANNEL,
+    NO_LEGAL_BASIS,
+)
+_RANK: Final[dict[str, int]] = {code: rank for rank, code in enumerate(_PRECEDENCE)}
+_SKIP: Final = ""  # a record that does not concern this contact: no failure either
+
+Record = Consent | Relationship
+
+
+@dataclass(frozen=True, slots=True)
+class _Grant:
+    basis: str
+    rule: str
+    evidence: tuple[EvidenceRef, ...]
+    record: Record | None = None
+    consumes: int | None = None
+    first_use: int | None = None
+    lifts_hours: bool = False
+
+
+class _Failures:
+    """The most specific failure seen so far, and every record that failed with that code."""
+
+    __slots__ = ("code", "rank", "records", "rule")
+
+    def __init__(self) -> None:
+        self.rank = len(_PRECEDENCE)
+        self.code: str = NO_LEGAL_BASIS
+        self.rule = "N5"
+        self.records: list[Record] = []
+
+    def add(self, code: str, rule: str, record: Record) -> None:
+        rank = _RANK[code]
+        if rank < self.rank:
+            self.rank, self.code, self.rule, self.records = rank, code, rule, [record]
+        elif rank == self.rank:
+            self.records.append(record)
+
+
+# -- the decision order ------------------------------------------------------------------------
+
+
+def decide(contact: Contact, facts: Facts, settings: RuleSettings, now: dt.datetime) -> Decision:
+    """Decide one proposed contact, following nl-rules §7 step by step."""
+    if now.tzinfo is None:  # every comparison below is between aware datetimes
+        raise ValueError("decide() needs a timezone-aware `now`")
+    sender, org = contact.sender, facts.organisation
+    # §7.1: checks on the request itself.
+    if not _valid_number(contact.to):
+        return _deny(INVALID_NUMBER, "N4", _text_invalid_number())
+    # N16: From must be a registered sender of the organisation whose facts were loaded.
+    # N16: a withheld caller ID is never a registered sender, so it is named first; otherwise
+    # it would always surface as UNKNOWN_SENDER and the operator would look in the wrong place.
+    if contact.caller_id_withheld:
+        return _deny(CALLER_ID_WITHHELD, "N16", _text_withheld())
+    if sender is None or org is None or org.id != sender.organisation_id:
+        return _deny(UNKNOWN_SENDER, "N16", _text_unknown_sender(contact.from_))
+    domestic = contact.to_is_nl
+    if not domestic and settings.other_destinations == "deny":
+        return _deny(DESTINATION_NOT_ALLOWED, "N4", _text_destination())
+    # §7.2, N3: service traffic is not marketing; objections and hours concern marketing only.
+    if sender.purpose == "service":
+        return _allow(_Grant(NOT_MARKETING, "N3", (_sender_ref(sender),)), contact, org)
+    # §7.3, N11: an objection beats every basis, from the moment it is recorded.
+    objections = _objections(facts.objections, contact, org, now)
+    if objections:
+        return _objected(objections, org)
+    # §7.4-5: the legal basis.
+    found: _Grant | _Failures | None = _business_entity(contact, facts) if domestic else None
+    if found is None:
+        found = _find_basis(contact, facts, org, settings, now, domestic)
+    if isinstance(found, _Failures):
+        return _no_basis(found, contact, org, domestic)
+    # §7.6, N13: calling hours for calls to Dutch numbers (N4: not for other destinations). They
+    # also apply to BUSINESS_ENTITY calls: N1 only lifts the need for consent, and the CTM hours
+    # govern telemarketing calls as such. N14: a requested time covering now lifts them.
+    if contact.channel == "voice" and domestic and not found.lifts_hours:
+        denial = hours.check(now, settings.calling_hours)
+        if denial is not None:
+            return _hours_denied(denial)
+    return _allow(found, contact, org)
+
+
+def _valid_number(to: str | None) -> bool:
+    # The front parses numbers; this only guards the E.164 shape ("+" and 8-15 digits).
+    return to is not None and 9 <= len(to) <= 16 and to[0] == "+" and to[1:].isdigit()
+
+
+def _objections(
+    objections: tuple[Objection, ...], contact: Contact, org: Organisation, now: dt.datetime,
+) -> list[Objection]:
+    # N11: per organisation or global, per channel or all; effective from received_at.
+    return [
+        o for o in objections
+        if o.received_at <= now
+        and (o.organisation_id is None or o.organisation_id == org.id)
+        and (o.channel is None or o.channel == contact.channel)
+    ]
+
+
+def _business_entity(contact: Contact, facts: Facts) -> _Grant | None:
+    # N1: live calls to legal persons stay opt-out. N2: automated voice and SMS still need a
+    # basis. An unknown subject is treated as a natural person.
+    subject = facts.subject
+    if subject is None or subject.kind != "business":
+        return None
+    if contact.channel != "voice" or contact.sender is None or contact.sender.automated:
+        return None
+    return _Grant(BUSINESS_ENTITY, "N1", (_subject_ref(subject.number),))
+
+
+def _find_basis(
+    contact: Contact, facts: Facts, org: Organisation, settings: RuleSettings,
+    now: dt.datetime, domestic: bool,
+) -> _Grant | _Failures:
+    """§7.5: contact request, consent, relationship, published number — first that holds."""
+    failures = _Failures()
+    topic = contact.effective_topic
+    grant = _request_basis(facts.consents, contact, org, topic, now, failures)
+    if grant is None:
+        grant = _consent_basis(facts.consents, contact, org, topic, now, failures)
+    # N4: outside +31 only explicit consent or a contact request counts.
+    if grant is None and domestic:
+        grant = _relationship_basis(facts.relationships, contact, org, settings, topic, now,
+                                    failures)
+    if grant is None and domestic:
+        grant = _published_basis(contact, facts)
+    return grant if grant is not None else failures
+
+
+# -- N6: contact requests ----------------------------------------------------------------------
+
+
+def _request_basis(
+    consents: tuple[Consent, ...], contact: Contact, org: Organisation, topic: str | None,
+    now: dt.datetime, failures: _Failures,
+) -> _Grant | None:
+    usable: Consent | None = None
+    for c in consents:
+        if c.kind != "request":
+            continue
+        code = _request_failure(c, contact, org, topic, now)
+        if code is None:
+            if _window_covers(c, now):
+                return _request_grant(c, lifts_hours=True)
+            usable = usable or c
+        elif code:
+            failures.add(code, _rule(code, "N6"), c)
+    return _request_grant(usable, lifts_hours=False) if usable else None
+
+
+def _request_failure(
+    c: Consent, contact: Contact, org: Organisation, topic: str | None, now: dt.datetime,
+) -> str | None:
+    # N6 asks no verification step (the person initiated the contact); N5's verification is
+    # about opt-in consent collected by the organisation.
+    if c.organisation_id != org.id or c.given_at > now:
+        return _SKIP
+    if c.channel != contact.channel:
+        return CONSENT_WRONG_CHANNEL
+    if not any_covers(c.topics, topic):
+        return CONSENT_WRONG_TOPIC
+    if c.withdrawn_at is not None and c.withdrawn_at <= now:
+        return CONSENT_WITHDRAWN
+    if c.provenance != SELF_PROVIDED:
+        return NUMBER_PROVENANCE_INVALID  # N10
+    if c.consumed_at is not None:
+        return NO_LEGAL_BASIS  # N6: one request, one contact; used means no basis left
+    if c.expires_at is not None and c.expires_at <= now:
+        return CONSENT_EXPIRED
+    return None
+
+
+def _window_covers(c: Consent, now: dt.datetime) -> bool:
+    # N14: only a complete requested window [start, end] lifts the hours; a bare start time is
+    # not stretched into a window of our own choosing.
+    start, end = c.requested_start, c.requested_end
+    return start is not None and end is not None and start <= now <= end
+
+
+def _request_grant(c: Consent, *, lifts_hours: bool) -> _Grant:
+    return _Grant(CONTACT_REQUEST, "N6", (_consent_ref(c.id),), c, consumes=c.id,
+                  lifts_hours=lifts_hours)
+
+
+# -- N5: opt-in consent ------------------------------------------------------------------------
+
+
+def _consent_basis(
+    consents: tuple[Consent, ...], contact: Contact, org: Organisation, topic: str | None,
+    now: dt.datetime, failures: _Failures,
+) -> _Grant | None:
+    for c in consents:
+        if c.kind != "opt_in":
+            continue
+        code = _consent_failure(c, contact, org, topic, now)
+        if code is None:
+            # N5: the store marks the first call so the 6-month first-contact rule is met.
+            first = c.id if contact.channel == "voice" and c.first_used_at is None else None
+            return _Grant(CONSENT, "N5", (_consent_ref(c.id),), c, first_use=first)
+        if code:
+            failures.add(code, _rule(code, "N5"), c)
+    return None
+
+
+def _consent_failure(
+    c: Consent, contact: Contact, org: Organisation, topic: str | None, now: dt.datetime,
+) -> str | None:
+    if c.organisation_id != org.id or c.given_at > now:
+        return _SKIP  # N5: consent is given to this organisation; a sister company's is not ours
+    if c.channel != contact.channel:
+        return CONSENT_WRONG_CHANNEL  # N5: one consent never covers two channels
+    if not any_covers(c.topics, topic):
+        return CONSENT_WRONG_TOPIC
+    if c.withdrawn_at is not None and c.withdrawn_at <= now:
+        return CONSENT_WITHDRAWN
+    if c.provenance != SELF_PROVIDED:
+        return NUMBER_PROVENANCE_INVALID  # N10
+    if c.expires_at is not None and c.expires_at <= now:
+        return CONSENT_EXPIRED
+    # N5: verified before the first contact. Required for SMS too: the point is that the person
+    # who consented is the person reached, which matters as much for a message as for a call.
+    if c.verified_at is None or c.verified_at > now:
+        return CONSENT_UNVERIFIED
+    if contact.channel == "voice" and c.first_used_at is None and _first_contact_late(c, now):
+        return CONSENT_FIRST_CONTACT_LATE
+    return None
+
+
+def _first_contact_late(c: Consent, now: dt.datetime) -> bool:
+    # Fast path: 6 calendar months are never shorter than 181 days (less an hour for DST).
+    if now - c.given_at <= _SURELY_WITHIN_FIRST_TERM:
+        return False
+    return now > _first_contact_by(c)
+
+
+def _first_contact_by(c: Consent) -> dt.datetime:
+    # N5: 6 months after consent, unless the consent itself states a later term.
+    default = hours.add_months(c.given_at, FIRST_CONTACT_MONTHS)
+    if c.first_contact_by is not None and c.first_contact_by > default:
+        return c.first_contact_by
+    return default
+
+
+# -- N7/N8: customer and charity relationships -------------------------------------------------
+
+
+def _relationship_basis(
+    relationships: tuple[Relationship, ...], contact: Contact, org: Organisation,
+    settings: RuleSettings, topic: str | None, now: dt.datetime, failures: _Failures,
+) -> _Grant | None:
+    for r in relationships:
+        basis = _relation_kind(r, org, settings)
+        if basis is None or r.organisation_id != org.id or r.started_at > now:
+            continue
+        rule = "N7" if basis == CUSTOMER else "N8"
+        code = _relationship_failure(r, basis, contact, org, topic, now)
+        if code is None:
+            return _Grant(basis, rule, (_relationship_ref(r.id),), r)
+        failures.add(code, _rule(code, rule), r)
+    return None
+
+
+def _relation_kind(r: Relationship, org: Organisation, settings: RuleSettings) -> str | None:
+    if r.kind == "customer":
+        return CUSTOMER
+    if org.sector not in CHARITY_SECTORS:
+        return None  # N8: donors etc. of a non-charity are no relation at all
+    if r.kind in CHARITY_KINDS:
+        return CHARITY_RELATION
+    # N8 (open point): petition signers only when configured so.
+    if r.kind == "petition" and settings.petition_signers_are_relations:
+        return CHARITY_RELATION
+    return None
+
+
+def _relationship_failure(
+    r: Relationship, basis: str, contact: Contact, org: Organisation, topic: str | None,
+    now: dt.datetime,
+) -> str | None:
+    # N7: from 2026-07-01 no calls on a customer relationship, whatever its topic or term.
+    if basis == CUSTOMER and contact.channel == "voice" and _customer_calls_ended(org, now):
+        return CUSTOMER_EXCEPTION_ENDED
+    if not any_similar(r.topics, topic):
+        return TOPIC_NOT_SIMILAR  # N7: only the organisation's own similar products
+    if r.provenance != SELF_PROVIDED:
+        return NUMBER_PROVENANCE_INVALID  # N10
+    if not r.opt_out_offered:
+        return NO_LEGAL_BASIS  # N7: no opt-out offered at collection -> no relationship basis
+    if r.ended_at is not None and _term_over(r.ended_at, org, now):
+        return CUSTOMER_TERM_EXPIRED
+    return None
+
+
+def _term_over(ended_at: dt.datetime, org: Organisation, now: dt.datetime) -> bool:
+    # Fast path: n calendar months are never shorter than 28 * n days (less a day for DST).
+    months = org.customer_term_months
+    if now - ended_at < dt.timedelta(days=28 * months - 1):
+        return False
+    return now > _term_end(ended_at, org)
+
+
+def _customer_calls_ended(org: Organisation, now: dt.datetime) -> bool:
+    return hours.local_date(now) >= CUSTOMER_CALLS_END and org.sector not in CALL_EXCEPTION_SECTORS
+
+
+def _term_end(ended_at: dt.datetime, org: Organisation) -> dt.datetime:
+    # N7/N8: valid up to and including ended_at + term (calendar months, Amsterdam time).
+    return hours.add_months(ended_at, org.customer_term_months)
+
+
+# -- N9: published number ----------------------------------------------------------------------
+
+
+def _published_basis(contact: Contact, facts: Facts) -> _Grant | None:
+    subject = facts.subject
+    if subject is None or not subject.published_for_marketing:
+        return None
+    # N9: live voice only: not automated voice, not SMS.
+    if contact.channel != "voice" or contact.sender is None or contact.sender.automated:
+        return None
+    return _Grant(PUBLISHED_NUMBER, "N9", (_subject_ref(subject.number),))
+
+
+def _rule(code: str, default: str) -> str:
+    return "N10" if code == NUMBER_PROVENANCE_INVALID else default
+
+
+# -- building decisions ------------------------------------------------------------------------
+
+
+def _deny(
+    reason: str, rule: str, explanation: Explanation, evidence: tuple[EvidenceRef, ...] = (),
+    retry_after: dt.datetime | None = None,
+) -> Decision:
+    return Decision("deny", reason, rule, explanation, None, evidence, retry_after)
+
+
+def _allow(grant: _Grant, contact: Contact, org: Organisation) -> Decision:
+    obligations: tuple[str, ...] = ()
+    # N17: marketing SMS carry the opt-out line; the front appends it when the body lacks one.
+    if (contact.channel == "sms" and grant.basis != NOT_MARKETING
+            and contact.body_has_opt_out is not True):
+        obligations = (OPT_OUT_APPENDED,)
+    return Decision(
+        "allow", ALLOWED, grant.rule, _text_allow(grant, contact, org), grant.basis,
+        grant.evidence, None, obligations, grant.consumes, grant.first_use,
+    )
+
+
+def _objected(objections: list[Objection], org: Organisation) -> Decision:
+    evidence = tuple(_ref("objection", o.id) for o in objections)
+    return _deny(OBJECTION_ON_FILE, "N11", _text_objection(objections[0], org), evidence)
+
+
+def _no_basis(
+    failures: _Failures, contact: Contact, org: Organisation, domestic: bool,
+) -> Decision:
+    if not failures.records:
+        return _deny(NO_LEGAL_BASIS, "N5" if domestic else "N4", _text_nothing(contact, domestic))
+    evidence = tuple(_record_ref(r) for r in failures.records)
+    text = _text_failure(failures.code, failures.rule, failures.records[0], contact, org)
+    return _deny(failures.code, failures.rule, text, evidence)
+
+
+def _hours_denied(denial: hours.HoursDenial) -> Decision:
+    day = denial.day
+    reason = PROHIBITED_DAY if day.closed else OUTSIDE_CALLING_HOURS
+    evidence = (_ref(day.kind, day.date.isoformat()),)
+    return _deny(reason, "N13", _text_hours(denial), evidence, denial.retry_after)
+
+
+def _ref(kind: str, ident: int | str) -> EvidenceRef:
+    return {"type": kind, "id": ident}
+
+
+def _consent_ref(ident: int) -> EvidenceRef:
+    return {"type": "consent", "id": ident}
+
+
+def _relationship_ref(ident: int) -> EvidenceRef:
+    return {"type": "relationship", "id": ident}
+
+
+def _subject_ref(number: str) -> EvidenceRef:
+    return {"type": "subject", "id": number}
+
+
+def _sender_ref(sender: Sender) -> EvidenceRef:
+    return {"type": "sender", "id": sender.sender}
+
+
+def _record_ref(record: Record) -> EvidenceRef:
+    if isinstance(record, Consent):
+        return _consent_ref(record.id)
+    return _relationship_ref(record.id)
+
+
+# -- explanations (one sentence each, English and Dutch) ---------------------------------------
+
+_CHANNEL_EN: Final = {"voice": "calls", "sms": "SMS", "email": "e-mail"}
+_CHANNEL_NL: Final = {"voice": "bellen", "sms": "sms", "email": "e-mail"}
+_KIND_NL: Final = {
+    "customer": "klant", "donor": "donateur", "volunteer": "vrijwilliger",
+    "attendee": "deelnemer aan een evenement", "petition": "ondertekenaar van een petitie",
+}
+_PROVENANCE_EN: Final = {
+    "purchased": "bought from a list", "enriched": "added by data enrichment",
+    "unknown": "of unknown origin",
+}
+_PROVENANCE_NL: Final = {
+    "purchased": "gekocht van een lijst", "enriched": "toegevoegd door verrijking",
+    "unknown": "van onbekende herkomst",
+}
+_DAY_EN: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_DAY_NL: Final = ("maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag")
+
+
+def _date(moment: dt.datetime) -> str:
+    return moment.astimezone(hours.AMSTERDAM).date().isoformat()
+
+
+def _topic_en(topic: str | None) -> str:
+    return f"'{topic}'" if topic else "no topic"
+
+
+def _topic_nl(topic: str | None) -> str:
+    return f"'{topic}'" if topic else "geen onderwerp"
+
+
+def _noun(record: Record) -> tuple[str, str]:
+    if isinstance(record, Relationship):
+        return f"relationship {record.id}", f"relatie {record.id}"
+    if record.kind == "request":
+        return f"contact request {record.id}", f"contactverzoek {record.id}"
+    return f"consent {record.id}", f"toestemming {record.id}"
+
+
+def _text_invalid_number() -> Explanation:
+    return {
+        "en": "Denied: the destination is not a valid phone number, so no rule can be applied "
+              "(N4).",
+        "nl": "Geweigerd: de bestemming is geen geldig telefoonnummer, dus er is geen regel toe "
+              "te passen (N4).",
+    }
+
+
+def _text_unknown_sender(from_: str) -> Explanation:
+    return {
+        "en": f"Denied: {from_} is not a registered sender of an organisation (N16).",
+        "nl": f"Geweigerd: {from_} is geen geregistreerde afzender van een organisatie (N16).",
+    }
+
+
+def _text_withheld() -> Explanation:
+    return {
+        "en": "Denied: the caller ID is withheld, while marketing calls must show the "
+              "organisation's own callable number (N16).",
+        "nl": "Geweigerd: het nummer is afgeschermd, terwijl marketingoproepen het eigen, "
+              "terugbelbare nummer van de organisatie moeten tonen (N16).",
+    }
+
+
+def _text_destination() -> Explanation:
+    return {
+        "en": "Denied: the destination is outside +31 and the policy for other destinations is "
+              "deny (N4).",
+        "nl": "Geweigerd: de bestemming ligt buiten +31 en het beleid voor andere bestemmingen is "
+              "weigeren (N4).",
+    }
+
+
+def _text_objection(o: Objection, org: Organisation) -> Explanation:
+    org_en = "all organisations" if o.organisation_id is None else org.name
+    org_nl = "alle organisaties" if o.organisation_id is None else org.name
+    ch_en = "all channels" if o.channel is None else _CHANNEL_EN[o.channel]
+    ch_nl = "alle kanalen" if o.channel is None else _CHANNEL_NL[o.channel]
+    when = _date(o.received_at)
+    return {
+        "en": f"Denied: objection {o.id}, received on {when}, covers {org_en} and {ch_en}, and "
+              "an objection beats every basis (N11).",
+        "nl": f"Geweigerd: bezwaar {o.id}, ontvangen op {when}, geldt voor {org_nl} en {ch_nl}, "
+              "en bezwaar gaat boven elke grondslag (N11).",
+    }
+
+
+def _text_nothing(contact: Contact, domestic: bool) -> Explanation:
+    if not domestic:
+        return {
+            "en": "Denied: numbers outside +31 may only be contacted with explicit consent or a "
+                  "contact request, and none is on file (N4).",
+            "nl": "Geweigerd: nummers buiten +31 mogen alleen benaderd worden met uitdrukkelijke "
+                  "toestemming of een contactverzoek, en die zijn er niet (N4).",
+        }
+    return {
+        "en": "Denied: no consent, contact request, relationship or published number on file "
+              f"allows {_CHANNEL_EN[contact.channel]} about {_topic_en(contact.effective_topic)} "
+              "(N5).",
+        "nl": "Geweigerd: er is geen toestemming, contactverzoek, relatie of gepubliceerd nummer "
+              f"voor {_CHANNEL_NL[contact.channel]} over {_topic_nl(contact.effective_topic)} "
+              "(N5).",
+    }
+
+
+def _text_failure(
+    code: str, rule: str, record: Record, contact: Contact, org: Organisation,
+) -> Explanation:
+    en, nl = _noun(record)
+    topic = contact.effective_topic
+    if code == CONSENT_WITHDRAWN and isinstance(record, Consent) and record.withdrawn_at:
+        when = _date(record.withdrawn_at)
+        return {"en": f"Denied: {en} was withdrawn on {when} ({rule}).",
+                "nl": f"Geweigerd: {nl} is ingetrokken op {when} ({rule})."}
+    if code == CONSENT_EXPIRED and isinstance(record, Consent) and record.expires_at:
+        when = _date(record.expires_at)
+        return {"en": f"Denied: {en} expired on {when} ({rule}).",
+                "nl": f"Geweigerd: {nl} is verlopen op {when} ({rule})."}
+    if code == CONSENT_WRONG_TOPIC:
+        return _text_wrong_topic(en, nl, rule, record, topic)
+    if code == CONSENT_WRONG_CHANNEL and isinstance(record, Consent):
+        return _text_wrong_channel(en, nl, rule, record, contact)
+    if code == CONSENT_UNVERIFIED:
+        return {"en": f"Denied: {en} was never verified as given by the person reached (N5).",
+                "nl": f"Geweigerd: {nl} is niet geverifieerd als gegeven door de bereikte "
+                      "persoon (N5)."}
+    if code == CONSENT_FIRST_CONTACT_LATE and isinstance(record, Consent):
+        when = _date(_first_contact_by(record))
+        return {"en": f"Denied: {en} lapsed for calls because no first call was made by {when} "
+                      "(N5).",
+                "nl": f"Geweigerd: {nl} is vervallen voor bellen omdat er vóór {when} geen "
+                      "eerste oproep was (N5)."}
+    if isinstance(record, Relationship):
+        return _text_relationship_failure(code, rule, en, nl, record, contact, org)
+    return _text_request_or_provenance(code, en, nl, record)
+
+
+def _text_wrong_topic(
+    en: str, nl: str, rule: str, record: Record, topic: str | None,
+) -> Explanation:
+    topics = ", ".join(record.topics)
+    if not topic:
+        return {"en": f"Denied: {en} covers {topics}, but this contact names no topic ({rule}).",
+                "nl": f"Geweigerd: {nl} geldt voor {topics}, maar dit contact noemt geen "
+                      f"onderwerp ({rule})."}
+    return {"en": f"Denied: {en} covers {topics}, not '{topic}' ({rule}).",
+            "nl": f"Geweigerd: {nl} geldt voor {topics}, niet voor '{topic}' ({rule})."}
+
+
+def _text_wrong_channel(
+    en: str, nl: str, rule: str, c: Consent, contact: Contact,
+) -> Explanation:
+    return {
+        "en": f"Denied: {en} is for {_CHANNEL_EN[c.channel]}, not "
+              f"{_CHANNEL_EN[contact.channel]}, and one consent never covers two channels "
+              f"({rule}).",
+        "nl": f"Geweigerd: {nl} geldt voor {_CHANNEL_NL[c.channel]}, niet voor "
+              f"{_CHANNEL_NL[contact.channel]}, en één toestemming dekt nooit twee kanalen "
+              f"({rule}).",
+    }
+
+
+def _text_relationship_failure(
+    code: str, rule: str, en: str, nl: str, r: Relationship, contact: Contact,
+    org: Organisation,
+) -> Explanation:
+    topic = contact.effective_topic
+    if code == CUSTOMER_EXCEPTION_ENDED:
+        return {"en": f"Denied: since 2026-07-01 {en} no longer allows telemarketing calls except "
+                      "for charities, charity lotteries and publishers; SMS and e-mail still may "
+                      "(N7).",
+                "nl": f"Geweigerd: sinds 2026-07-01 geeft {nl} geen grond meer om te bellen, "
+                      "behalve voor goede doelen, loterijen en uitgevers; sms en e-mail mogen nog "
+                      "(N7)."}
+    if code == TOPIC_NOT_SIMILAR:
+        topics = ", ".join(r.topics)
+        return {"en": f"Denied: {en} concerns {topics}, which is not similar to "
+                      f"{_topic_en(topic)} ({rule}).",
+                "nl": f"Geweigerd: {nl} betreft {topics}, wat niet soortgelijk is aan "
+                      f"{_topic_nl(topic)} ({rule})."}
+    if code == CUSTOMER_TERM_EXPIRED and r.ended_at is not None:
+        ended, until = _date(r.ended_at), _date(_term_end(r.ended_at, org))
+        months = org.customer_term_months
+        return {"en": f"Denied: {en} ended on {ended} and its {months}-month term ran out on "
+                      f"{until} ({rule}).",
+                "nl": f"Geweigerd: {nl} is beëindigd op {ended} en de termijn van {months} "
+                      f"maanden liep af op {until} ({rule})."}
+    if code == NO_LEGAL_BASIS:
+        return {"en": f"Denied: {en} gives no basis because no opt-out was offered when the "
+                      f"number was collected ({rule}).",
+                "nl": f"Geweigerd: {nl} geeft geen grondslag omdat bij het verzamelen van het "
+                      f"nummer geen afmeldmogelijkheid is geboden ({rule})."}
+    return _text_request_or_provenance(code, en, nl, r)
+
+
+def _text_request_or_provenance(code: str, en: str, nl: str, record: Record) -> Explanation:
+    if code == NUMBER_PROVENANCE_INVALID:
+        how_en = _PROVENANCE_EN.get(record.provenance, record.provenance)
+        how_nl = _PROVENANCE_NL.get(record.provenance, record.provenance)
+        return {"en": f"Denied: the number in {en} was {how_en}, not provided by the person, so "
+                      "it supports no basis (N10).",
+                "nl": f"Geweigerd: het nummer in {nl} is {how_nl} en niet door de persoon zelf "
+                      "gegeven, dus het draagt geen grondslag (N10)."}
+    if isinstance(record, Consent) and record.consumed_at is not None:
+        when = _date(record.consumed_at)
+        return {"en": f"Denied: {en} was already used on {when}, and a request covers one "
+                      "contact (N6).",
+                "nl": f"Geweigerd: {nl} is al gebruikt op {when}, en een verzoek geldt voor één "
+                      "contact (N6)."}
+    return {"en": f"Denied: {en} gives no basis for this contact (N5).",
+            "nl": f"Geweigerd: {nl} geeft geen grondslag voor dit contact (N5)."}
+
+
+def _text_hours(denial: hours.HoursDenial) -> Explanation:
+    day, here = denial.day, denial.local
+    retry_en, retry_nl = "none within a year", "geen binnen een jaar"
+    if denial.retry_after is not None:
+        retry = hours.local(denial.retry_after)
+        retry_en = retry_nl = f"{retry.date().isoformat()} {_hhmm(retry.time())} (Europe/Amsterdam)"
+    weekday = day.date.weekday()
+    date = day.date.isoformat()
+    if day.window is not None:
+        span = f"{_hhmm(day.window.start)}-{_hhmm(day.window.end)}"
+        now = _hhmm(here.time())
+        return {"en": f"Denied: {now} on {_DAY_EN[weekday]} {date} is outside the calling hours "
+                      f"{span} (N13); next allowed moment {retry_en}.",
+                "nl": f"Geweigerd: {now} op {_DAY_NL[weekday]} {date} valt buiten de beltijden "
+                      f"{span} (N13); eerstvolgend toegestaan moment {retry_nl}."}
+    why_en, why_nl = _closed_day(day)
+    return {"en": f"Denied: {_DAY_EN[weekday]} {date} is a day without calls{why_en} (N13); "
+                  f"next allowed moment {retry_en}.",
+            "nl": f"Geweigerd: {_DAY_NL[weekday]} {date} is een dag zonder belmomenten{why_nl} "
+                  f"(N13); eerstvolgend toegestaan moment {retry_nl}."}
+
+
+def _hhmm(moment: dt.time) -> str:
+    return f"{moment.hour:02d}:{moment.minute:02d}"  # strftime is slow on the hot path
+
+
+def _closed_day(day: hours.Day) -> tuple[str, str]:
+    if day.kind == "holiday":
+        return (f", a Dutch public holiday ({day.holiday_en})",
+                f", een officiële feestdag ({day.holiday_nl})")
+    if day.kind == "closed_date":
+        return ", a configured commemoration day", ", een ingestelde herdenkingsdag"
+    if day.kind == "sunday":
+        return "", ""
+    return " under the configured calling hours", " volgens de ingestelde beltijden"
+
+
+def _text_allow(grant: _Grant, contact: Contact, org: Organisation) -> Explanation:
+    record, topic = grant.record, contact.effective_topic
+    if isinstance(record, Consent):
+        if grant.basis == CONTACT_REQUEST:
+            return _text_request_allow(record, contact, org, grant.lifts_hours)
+        until = _date(record.expires_at) if record.expires_at else ""
+        until_en, until_nl = (f" until {until}", f" tot {until}") if until else ("", "")
+        return {"en": f"Allowed: consent {record.id} covers {_CHANNEL_EN[contact.channel]} about "
+                      f"{_topic_en(topic)} by {org.name}{until_en} (N5).",
+                "nl": f"Toegestaan: toestemming {record.id} dekt {_CHANNEL_NL[contact.channel]} "
+                      f"over {_topic_nl(topic)} door {org.name}{until_nl} (N5)."}
+    if isinstance(record, Relationship):
+        return _text_relationship_allow(record, grant, contact, org)
+    return _text_fixed_allow(grant.basis, contact)
+
+
+def _text_request_allow(
+    c: Consent, contact: Contact, org: Organisation, lifted: bool,
+) -> Explanation:
+    topic = contact.effective_topic
+    lift_en = lift_nl = ""
+    if lifted and contact.channel == "voice":
+        lift_en = " and, at the requested time, calling hours do not apply (N14)"
+        lift_nl = " en op het gevraagde tijdstip gelden de beltijden niet (N14)"
+    return {"en": f"Allowed: contact request {c.id} asked {org.name} to get in touch about "
+                  f"{_topic_en(topic)}; this contact uses it up (N6){lift_en}.",
+            "nl": f"Toegestaan: contactverzoek {c.id} vroeg {org.name} contact op te nemen over "
+                  f"{_topic_nl(topic)}; dit contact verbruikt het (N6){lift_nl}."}
+
+
+def _text_relationship_allow(
+    r: Relationship, grant: _Grant, contact: Contact, org: Organisation,
+) -> Explanation:
+    topic = contact.effective_topic
+    if r.ended_at is None:
+        status_en, status_nl = "ongoing", "lopend"
+    else:
+        ended, until = _date(r.ended_at), _date(_term_end(r.ended_at, org))
+        status_en = f"ended on {ended} and valid until {until}"
+        status_nl = f"beëindigd op {ended} en geldig tot {until}"
+    return {"en": f"Allowed: {r.kind} relationship {r.id} with {org.name}, {status_en}, covers "
+                  f"the similar topic {_topic_en(topic)} ({grant.rule}).",
+            "nl": f"Toegestaan: relatie {r.id} ({_KIND_NL[r.kind]}) met {org.name}, {status_nl}, "
+                  f"dekt het soortgelijke onderwerp {_topic_nl(topic)} ({grant.rule})."}
+
+
+def _text_fixed_allow(basis: str, contact: Contact) -> Explanation:
+    if basis == NOT_MARKETING:
+        return {"en": f"Allowed: sender {contact.from_} is registered for service traffic, which "
+                      "is not marketing and not gated on consent (N3).",
+                "nl": f"Toegestaan: afzender {contact.from_} is geregistreerd voor "
+                      "serviceverkeer, dat geen marketing is en niet van toestemming afhangt "
+                      "(N3)."}
+    if basis == BUSINESS_ENTITY:
+        return {"en": "Allowed: the number belongs to a legal person, and live calls to legal "
+                      "persons are allowed unless they objected (N1).",
+                "nl": "Toegestaan: het nummer is van een rechtspersoon, en live bellen naar "
+                      "rechtspersonen mag zolang zij geen bezwaar hebben gemaakt (N1)."}
+    return {"en": "Allowed: the holder published this number for marketing contact, which allows "
+                  "live calls (N9).",
+            "nl": "Toegestaan: de houder heeft dit nummer gepubliceerd voor marketingcontact, wat "
+                  "live bellen toestaat (N9)."}

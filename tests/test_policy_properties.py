@@ -1,0 +1,399 @@
+"""Hypothesis properties of the decision engine: invariants that hold for any facts on file.
+
+Pure: no database, no network, no clock; the example database is off so nothing is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from dataclasses import dataclass, replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proxy.policy import (
+    ALLOWED,
+    BASES,
+    BUSINESS_ENTITY,
+    CONSENT,
+    CONTACT_REQUEST,
+    DENY_REASONS,
+    NOT_MARKETING,
+    OBJECTION_ON_FILE,
+    OPT_OUT_APPENDED,
+    OUTSIDE_CALLING_HOURS,
+    PROHIBITED_DAY,
+    REASONS,
+    Decision,
+    decide,
+)
+from proxy.policy.facts import (
+    CHANNELS,
+    CONSENT_KINDS,
+    RELATIONSHIP_KINDS,
+    SECTORS,
+    Consent,
+    Contact,
+    ContactChannel,
+    Facts,
+    Objection,
+    Organisation,
+    Relationship,
+    Sender,
+    Subject,
+)
+from proxy.policy.hours import classify, is_allowed, local_date, next_allowed
+from proxy.policy.topics import covers, similar
+from proxy.settings import CallingHours, RuleSettings, TimeRange
+
+UTC = dt.UTC
+BASE = dt.datetime(2026, 3, 1, tzinfo=UTC)
+MINUTES_PER_YEAR = 365 * 24 * 60
+HOURS_DENIALS = {OUTSIDE_CALLING_HOURS, PROHIBITED_DAY}
+TO_NL = "+31612345678"
+FROM = "+31201234567"
+
+PROPERTY = settings(max_examples=200, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+TOPICS = ("energy", "energy/gas", "energy/electricity", "energy/gas/fixed", "insurance",
+          "insurance/car", "press/magazine", "press/newspaper", "")
+topics = st.sampled_from(("energy/gas",) * 4 + TOPICS)  # mostly within the `energy` family
+topic_sets = st.one_of(st.just(("energy",)), st.just(("energy/gas",)),
+                       st.lists(st.sampled_from(TOPICS), min_size=1, max_size=2).map(tuple))
+org_ids = st.sampled_from(("org-1",) * 4 + ("org-2",))
+provenances = st.sampled_from(("self_provided",) * 4 + ("purchased", "enriched", "unknown"))
+channels = st.sampled_from(CHANNELS)
+maybe_channels = st.none() | channels
+maybe_org_ids = st.none() | org_ids
+consent_kinds = st.sampled_from(CONSENT_KINDS)
+relationship_kinds = st.sampled_from(RELATIONSHIP_KINDS)
+# 2024-03 .. 2028-09: both N7 regimes, many DST changes, holidays and short days.
+nows = st.integers(-2 * MINUTES_PER_YEAR, 2 * MINUTES_PER_YEAR + 200_000).map(
+    lambda m: BASE + dt.timedelta(minutes=m, seconds=m % 61))
+
+
+# Record times are drawn as minute offsets from `now` (strategies built once: building them per
+# draw is what makes hypothesis slow).
+RECENT = st.integers(-4 * MINUTES_PER_YEAR, MINUTES_PER_YEAR)
+MAYBE_RECENT = st.none() | RECENT
+PAST = st.integers(-4 * MINUTES_PER_YEAR, 0)
+MOSTLY_PAST = st.one_of(st.none(), PAST, PAST, PAST)  # e.g. verified_at: usually done
+MOSTLY_NONE = st.one_of(st.none(), st.none(), st.none(), RECENT)  # withdrawn_at, consumed_at
+NEAR = st.integers(-3 * 24 * 60, 3 * 24 * 60)
+MAYBE_NEAR = st.none() | NEAR
+LONG_AGO = st.integers(-6 * MINUTES_PER_YEAR, MINUTES_PER_YEAR // 2)
+MAYBE_LONG_AGO = st.none() | LONG_AGO
+
+
+def shift(now: dt.datetime, minutes: int) -> dt.datetime:
+    return now + dt.timedelta(minutes=minutes)
+
+
+def maybe_shift(now: dt.datetime, minutes: int | None) -> dt.datetime | None:
+    return None if minutes is None else now + dt.timedelta(minutes=minutes)
+
+
+def _range(pair: tuple[dt.time, dt.time]) -> TimeRange:
+    return TimeRange(min(pair), max(pair))
+
+
+maybe_ranges = st.none() | st.tuples(st.times(), st.times()).filter(
+    lambda p: p[0] != p[1]).map(_range)
+organisations = st.builds(
+    Organisation, id=st.just("org-1"), name=st.just("Acme"), sector=st.sampled_from(SECTORS),
+    customer_term_months=st.sampled_from((36, 36, 12, 60)))
+senders = st.builds(
+    Sender, sender=st.just(FROM), organisation_id=st.sampled_from(("org-1",) * 9 + ("org-2",)),
+    topic=topics,
+    purpose=st.sampled_from(("marketing",) * 9 + ("service",)), automated=st.booleans())
+subjects = st.none() | st.builds(
+    Subject, number=st.just(TO_NL), kind=st.sampled_from(("person", "person", "business")),
+    published_for_marketing=st.booleans())
+VOICE_MOSTLY: tuple[ContactChannel, ...] = ("voice", "voice", "sms")
+contact_channels = st.sampled_from(VOICE_MOSTLY)
+destinations = st.sampled_from((TO_NL,) * 12 + ("+4915112345678",) * 2 + (None, "0612"))
+maybe_topics = st.one_of(st.none(), topics, topics)
+maybe_booleans = st.none() | st.booleans()
+few = st.sampled_from((0, 0, 0, 1, 2))
+usually = st.sampled_from((True,) * 19 + (False,))  # 1 in 20: sender unknown, ID withheld
+other_destinations = st.sampled_from(("consent_only", "consent_only", "deny"))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    contact: Contact
+    facts: Facts
+    settings: RuleSettings
+    now: dt.datetime
+
+    def decide(self, **changes: object) -> Decision:
+        s = replace(self, **changes)  # type: ignore[arg-type]
+        return decide(s.contact, s.facts, s.settings, s.now)
+
+
+@st.composite
+def consents(draw: st.DrawFn, now: dt.datetime, ident: int) -> Consent:
+    return Consent(
+        id=ident, organisation_id=draw(org_ids), channel=draw(channels),
+        topics=draw(topic_sets), kind=draw(consent_kinds), given_at=shift(now, draw(RECENT)),
+        provenance=draw(provenances), expires_at=maybe_shift(now, draw(MAYBE_RECENT)),
+        verified_at=maybe_shift(now, draw(MOSTLY_PAST)),
+        first_contact_by=maybe_shift(now, draw(MAYBE_RECENT)),
+        requested_start=maybe_shift(now, draw(MAYBE_NEAR)),
+        requested_end=maybe_shift(now, draw(MAYBE_NEAR)),
+        withdrawn_at=maybe_shift(now, draw(MOSTLY_NONE)),
+        first_used_at=maybe_shift(now, draw(MAYBE_RECENT)),
+        consumed_at=maybe_shift(now, draw(MOSTLY_NONE)),
+    )
+
+
+@st.composite
+def relationships(draw: st.DrawFn, now: dt.datetime, ident: int) -> Relationship:
+    return Relationship(
+        id=ident, organisation_id=draw(org_ids), kind=draw(relationship_kinds),
+        topics=draw(topic_sets), started_at=shift(now, draw(LONG_AGO)),
+        provenance=draw(provenances), ended_at=maybe_shift(now, draw(MAYBE_LONG_AGO)),
+        opt_out_offered=draw(st.booleans()),
+    )
+
+
+@st.composite
+def objections(draw: st.DrawFn, now: dt.datetime, ident: int) -> Objection:
+    return Objection(
+        id=ident, organisation_id=draw(maybe_org_ids), channel=draw(maybe_channels),
+        received_at=shift(now, draw(NEAR if draw(st.booleans()) else RECENT)), via="sms",
+    )
+
+
+@st.composite
+def calling_hours(draw: st.DrawFn, now: dt.datetime) -> CallingHours:
+    if draw(st.booleans()):
+        return CallingHours()
+    today = now.date()
+    closed = draw(st.lists(st.integers(-3, 10), max_size=3))
+    return CallingHours(
+        weekday=draw(maybe_ranges), saturday=draw(maybe_ranges), sunday=draw(maybe_ranges),
+        holiday=draw(maybe_ranges), short_day_end=draw(st.times()),
+        closed_dates=frozenset(today + dt.timedelta(days=d) for d in closed),
+    )
+
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    now = draw(nows)
+    org = draw(organisations) if draw(usually) else None
+    contact = Contact(
+        channel=draw(contact_channels),
+        to=draw(destinations),
+        from_=FROM,
+        sender=draw(senders) if draw(usually) else None,
+        topic=draw(maybe_topics),
+        caller_id_withheld=not draw(usually),
+        body_has_opt_out=draw(maybe_booleans),
+    )
+    subject = draw(subjects)
+    n_c, n_r, n_o = draw(st.integers(0, 4)), draw(st.integers(0, 3)), draw(few)
+    on_file = [draw(consents(now, i + 1)) for i in range(n_c)]
+    if draw(st.booleans()):  # often one record that is valid by construction, anywhere in line
+        on_file.insert(draw(st.integers(0, n_c)), sound_consent(contact, now, 50))
+    facts = Facts(
+        organisation=org, subject=subject,
+        consents=tuple(on_file),
+        relationships=tuple(draw(relationships(now, i + 100)) for i in range(n_r)),
+        objections=tuple(draw(objections(now, i + 200)) for i in range(n_o)),
+    )
+    rules = RuleSettings(
+        calling_hours=draw(calling_hours(now)),
+        other_destinations=draw(other_destinations),
+        petition_signers_are_relations=draw(st.booleans()),
+    )
+    return Scenario(contact, facts, rules, now)
+
+
+def sound_consent(contact: Contact, now: dt.datetime, ident: int) -> Consent:
+    return Consent(ident, "org-1", contact.channel, ("energy",), "opt_in",
+                   now - dt.timedelta(days=30), "self_provided",
+                   verified_at=now - dt.timedelta(days=29))
+
+
+def decided_before_objections(s: Scenario) -> bool:
+    """§7.1-2: the steps that come before the objection check."""
+    c, org = s.contact, s.facts.organisation
+    to = c.to or ""
+    invalid = not (to.startswith("+") and to[1:].isdigit() and 9 <= len(to) <= 16)
+    unknown = c.sender is None or org is None or org.id != c.sender.organisation_id
+    abroad_denied = not c.to_is_nl and s.settings.other_destinations == "deny"
+    service = c.sender is not None and c.sender.purpose == "service"
+    return invalid or unknown or c.caller_id_withheld or abroad_denied or service
+
+
+# -- N11 -------------------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(scenarios(), st.data())
+def test_n11_covering_objection_always_denies(s: Scenario, data: st.DataObject) -> None:
+    org = s.facts.organisation
+    covering = Objection(
+        id=999,
+        organisation_id=data.draw(st.sampled_from((None, org.id if org else None))),
+        channel=data.draw(st.sampled_from((None, s.contact.channel))),
+        received_at=s.now - dt.timedelta(minutes=data.draw(st.integers(0, 10_000))),
+        via="admin",
+    )
+    objected = replace(s.facts, objections=(*s.facts.objections, covering))
+    d = s.decide(facts=objected)
+    if decided_before_objections(s):
+        assert d == s.decide()  # an earlier step decided; the objection changes nothing
+    else:
+        assert d.reason == OBJECTION_ON_FILE
+        assert {"type": "objection", "id": 999} in d.evidence
+
+
+@PROPERTY
+@given(scenarios(), st.data())
+def test_n11_an_objection_never_turns_a_deny_into_an_allow(
+    s: Scenario, data: st.DataObject,
+) -> None:
+    extra = data.draw(objections(s.now, 998))
+    before = s.decide()
+    after = s.decide(facts=replace(s.facts, objections=(*s.facts.objections, extra)))
+    if after.allowed:
+        assert before.allowed
+        assert after == before  # allowed despite the objection: it did not concern this contact
+
+
+# -- shape of every decision -----------------------------------------------------------------
+
+
+@PROPERTY
+@given(scenarios())
+def test_allow_names_a_basis_and_evidence(s: Scenario) -> None:
+    d = s.decide()
+    if not d.allowed:
+        return
+    assert d.reason == ALLOWED
+    assert d.basis in BASES
+    assert d.evidence
+    assert d.retry_after is None
+    assert d.rule
+    if d.basis == NOT_MARKETING:
+        assert d.evidence == ({"type": "sender", "id": FROM},)
+    if d.basis == BUSINESS_ENTITY:
+        assert d.evidence[0]["type"] == "subject"
+
+
+@PROPERTY
+@given(scenarios())
+def test_deny_reasons_are_documented_codes(s: Scenario) -> None:
+    d = s.decide()
+    if d.allowed:
+        return
+    assert d.reason in DENY_REASONS
+    assert d.basis is None
+    assert d.rule
+    assert (d.consumes, d.first_use, d.obligations) == (None, None, ())
+    assert REASONS[d.reason].rule
+    if d.retry_after is not None:
+        assert d.reason in HOURS_DENIALS
+
+
+@PROPERTY
+@given(scenarios())
+def test_store_instructions_and_obligations_match_the_basis(s: Scenario) -> None:
+    d = s.decide()
+    if not d.allowed:
+        return
+    assert (d.consumes is not None) == (d.basis == CONTACT_REQUEST)
+    if d.first_use is not None:
+        assert (d.basis, s.contact.channel) == (CONSENT, "voice")
+    footer = (s.contact.channel == "sms" and d.basis != NOT_MARKETING
+              and s.contact.body_has_opt_out is not True)
+    assert d.obligations == ((OPT_OUT_APPENDED,) if footer else ())
+
+
+@PROPERTY
+@given(scenarios())
+def test_engine_is_deterministic(s: Scenario) -> None:
+    first = s.decide()
+    again = decide(copy.deepcopy(s.contact), copy.deepcopy(s.facts), s.settings, s.now)
+    assert first == again
+    assert json.dumps(first.to_dict(), sort_keys=True) == json.dumps(again.to_dict(),
+                                                                     sort_keys=True)
+    assert first.explanation["en"].endswith(".")
+    assert first.explanation["nl"].endswith(".")
+
+
+# -- N13/N15: retry_after --------------------------------------------------------------------
+
+
+@PROPERTY
+@given(scenarios())
+def test_n15_retry_after_is_later_and_allowed(s: Scenario) -> None:
+    d = s.decide()
+    if d.reason not in HOURS_DENIALS or d.retry_after is None:
+        return
+    assert d.retry_after > s.now
+    assert is_allowed(d.retry_after, s.settings.calling_hours)
+    assert s.decide(now=d.retry_after).reason not in HOURS_DENIALS
+
+
+@PROPERTY
+@given(nows, st.data())
+def test_n15_retry_after_allows_a_call_on_standing_consent(
+    now: dt.datetime, data: st.DataObject,
+) -> None:
+    hours = data.draw(calling_hours(now))
+    standing = Consent(1, "org-1", "voice", ("energy",), "opt_in", now - dt.timedelta(days=900),
+                       "self_provided", verified_at=now - dt.timedelta(days=899),
+                       first_used_at=now - dt.timedelta(days=800))
+    facts = Facts(Organisation("org-1", "Acme", "commercial"), Subject(TO_NL), (standing,))
+    contact = Contact("voice", TO_NL, FROM, Sender(FROM, "org-1", "energy/gas"))
+    rules = RuleSettings(calling_hours=hours)
+    d = decide(contact, facts, rules, now)
+    if d.allowed:
+        assert is_allowed(now, hours)
+        return
+    day = classify(local_date(now), hours)
+    assert d.reason == (PROHIBITED_DAY if day.closed else OUTSIDE_CALLING_HOURS)
+    assert d.evidence == ({"type": day.kind, "id": day.date.isoformat()},)
+    if d.retry_after is not None:
+        assert d.retry_after > now
+        assert decide(contact, facts, rules, d.retry_after).allowed
+
+
+@PROPERTY
+@given(nows, st.data())
+def test_n15_next_allowed_is_allowed_and_not_earlier(now: dt.datetime, data: st.DataObject) -> None:
+    hours = data.draw(calling_hours(now))
+    moment = next_allowed(now, hours)
+    if moment is not None:
+        assert moment >= now
+        assert is_allowed(moment, hours)
+
+
+# -- topics ----------------------------------------------------------------------------------
+
+segments = st.text(alphabet="abcxyz", min_size=1, max_size=4)
+
+
+@PROPERTY
+@given(st.lists(segments, min_size=1, max_size=3).map("/".join), segments, segments)
+def test_n5_topic_cover_is_segment_wise(granted: str, child: str, suffix: str) -> None:
+    assert covers(granted, granted)
+    assert covers(granted, f"{granted}/{child}")
+    assert not covers(granted, f"{granted}{suffix}")
+    assert not covers(granted, None)
+    assert similar(granted, f"{granted}/{child}")  # N7: covered implies similar
+
+
+@PROPERTY
+@given(st.sampled_from(TOPICS), st.sampled_from(TOPICS))
+def test_n7_similarity_is_symmetric_and_needs_a_topic(a: str, b: str) -> None:
+    assert similar(a, b) == similar(b, a)
+    if not a or not b:
+        assert not similar(a, b)

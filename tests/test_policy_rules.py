@@ -1,0 +1,798 @@
+"""Table tests for the Dutch rule pack, one table per rule (nl-rules N1-N17, §7 order).
+
+Pure: no database, no network, no clock. Every case pins `now`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field, replace
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from proxy.policy import (
+    ALLOWED,
+    BUSINESS_ENTITY,
+    CALLER_ID_WITHHELD,
+    CHARITY_RELATION,
+    CONSENT,
+    CONSENT_EXPIRED,
+    CONSENT_FIRST_CONTACT_LATE,
+    CONSENT_UNVERIFIED,
+    CONSENT_WITHDRAWN,
+    CONSENT_WRONG_CHANNEL,
+    CONSENT_WRONG_TOPIC,
+    CONTACT_REQUEST,
+    CUSTOMER,
+    CUSTOMER_EXCEPTION_ENDED,
+    CUSTOMER_TERM_EXPIRED,
+    DENY_REASONS,
+    DESTINATION_NOT_ALLOWED,
+    INVALID_NUMBER,
+    NO_LEGAL_BASIS,
+    NOT_MARKETING,
+    NUMBER_PROVENANCE_INVALID,
+    OBJECTION_ON_FILE,
+    OPT_OUT_APPENDED,
+    OUTSIDE_CALLING_HOURS,
+    PROHIBITED_DAY,
+    PUBLISHED_NUMBER,
+    REASONS,
+    TOPIC_NOT_SIMILAR,
+    UNKNOWN_SENDER,
+    Decision,
+    decide,
+)
+from proxy.policy.facts import (
+    Channel,
+    Consent,
+    Contact,
+    ContactChannel,
+    Facts,
+    Objection,
+    Organisation,
+    Provenance,
+    Relationship,
+    RelationshipKind,
+    Sender,
+    Subject,
+)
+from proxy.settings import CallingHours, RuleSettings
+
+AMS = ZoneInfo("Europe/Amsterdam")
+UTC = dt.UTC
+
+
+def at(y: int, mo: int, d: int, h: int = 14, mi: int = 0, s: int = 0, us: int = 0) -> dt.datetime:
+    """Amsterdam wall time."""
+    return dt.datetime(y, mo, d, h, mi, s, us, tzinfo=AMS)
+
+
+NOW = at(2026, 3, 10)  # a Tuesday afternoon, before the 2026-07-01 regime change
+AFTER = at(2026, 7, 7)  # a Tuesday afternoon, after it
+SUNDAY = at(2026, 3, 15, 12)
+DAY = dt.timedelta(days=1)
+STARTED = at(2020, 1, 6)
+
+ORG = Organisation("org-1", "Acme Energie", "commercial")
+CHARITY = Organisation("org-1", "Goed Doel", "charity")
+LOTTERY = Organisation("org-1", "Loterij", "lottery")
+PRESS = Organisation("org-1", "Krant", "press")
+SENDER = Sender("+31201234567", "org-1", "energy/gas")
+ROBOT = replace(SENDER, automated=True)
+SERVICE = replace(SENDER, purpose="service")
+TO = "+31612345678"
+ABROAD = "+4915112345678"
+PERSON = Subject(TO)
+BUSINESS = Subject(TO, kind="business")
+PUBLISHED = Subject(TO, published_for_marketing=True)
+DEFAULT = RuleSettings()
+DENY_ABROAD = RuleSettings(other_destinations="deny")
+PETITIONS = RuleSettings(petition_signers_are_relations=True)
+
+
+def contact(
+    channel: ContactChannel = "voice", *, to: str | None = TO, sender: Sender | None = SENDER,
+    topic: str | None = None, withheld: bool = False, body_has_opt_out: bool | None = None,
+) -> Contact:
+    return Contact(channel, to, "+31201234567", sender, topic, withheld, body_has_opt_out)
+
+
+VOICE = contact()
+SMS = contact("sms")
+
+
+def consent(
+    ident: int = 1, *, channel: Channel = "voice", topics: tuple[str, ...] = ("energy",),
+    org: str = "org-1", given: dt.datetime = NOW - 30 * DAY,
+    provenance: Provenance = "self_provided",
+    verified: dt.datetime | str | None = "given", expires: dt.datetime | None = None,
+    withdrawn: dt.datetime | None = None, first_used: dt.datetime | None = None,
+    first_contact_by: dt.datetime | None = None,
+) -> Consent:
+    verified_at = given + DAY if verified == "given" else verified
+    assert not isinstance(verified_at, str)
+    return Consent(
+        ident, org, channel, topics, "opt_in", given, provenance,
+        expires_at=expires, verified_at=verified_at, first_contact_by=first_contact_by,
+        withdrawn_at=withdrawn, first_used_at=first_used,
+    )
+
+
+def request(
+    ident: int = 5, *, channel: Channel = "voice", topics: tuple[str, ...] = ("energy/gas",),
+    org: str = "org-1", given: dt.datetime = NOW - DAY, provenance: Provenance = "self_provided",
+    start: dt.datetime | None = None, end: dt.datetime | None = None,
+    consumed: dt.datetime | None = None, expires: dt.datetime | None = None,
+    withdrawn: dt.datetime | None = None,
+) -> Consent:
+    return Consent(
+        ident, org, channel, topics, "request", given, provenance,
+        expires_at=expires, requested_start=start, requested_end=end, consumed_at=consumed,
+        withdrawn_at=withdrawn,
+    )
+
+
+def relation(
+    ident: int = 10, *, kind: RelationshipKind = "customer",
+    topics: tuple[str, ...] = ("energy/electricity",), org: str = "org-1",
+    started: dt.datetime = STARTED, ended: dt.datetime | None = None,
+    provenance: Provenance = "self_provided", opt_out: bool = True,
+) -> Relationship:
+    return Relationship(ident, org, kind, topics, started, provenance, ended_at=ended,
+                        opt_out_offered=opt_out)
+
+
+def objection(
+    ident: int = 20, *, org: str | None = "org-1", channel: Channel | None = None,
+    received: dt.datetime = NOW - DAY,
+) -> Objection:
+    return Objection(ident, org, channel, received, "sms")
+
+
+def facts(
+    *records: Consent | Relationship | Objection, org: Organisation | None = ORG,
+    subject: Subject | None = PERSON,
+) -> Facts:
+    return Facts(
+        org, subject,
+        tuple(r for r in records if isinstance(r, Consent)),
+        tuple(r for r in records if isinstance(r, Relationship)),
+        tuple(r for r in records if isinstance(r, Objection)),
+    )
+
+
+Refs = tuple[tuple[str, int | str], ...]
+
+
+@dataclass(frozen=True)
+class Case:
+    contact: Contact
+    facts: Facts
+    reason: str
+    rule: str
+    basis: str | None = None
+    now: dt.datetime = NOW
+    settings: RuleSettings = field(default=DEFAULT)
+    evidence: Refs | None = None
+
+
+def case(
+    name: str, contact: Contact, facts: Facts, reason: str, rule: str, basis: str | None = None,
+    *, now: dt.datetime = NOW, settings: RuleSettings = DEFAULT, evidence: Refs | None = None,
+) -> object:
+    """One table row; `name` starts with the rule id and becomes the test id."""
+    return pytest.param(Case(contact, facts, reason, rule, basis, now, settings, evidence),
+                        id=name)
+
+
+def check(c: Case) -> Decision:
+    d = decide(c.contact, c.facts, c.settings, c.now)
+    assert (d.reason, d.rule, d.basis) == (c.reason, c.rule, c.basis), d.explanation["en"]
+    assert d.decision == ("allow" if c.reason == ALLOWED else "deny")
+    if c.evidence is not None:
+        assert tuple((e["type"], e["id"]) for e in d.evidence) == c.evidence
+    assert d.explanation["en"]
+    assert d.explanation["nl"]
+    return d
+
+
+# -- §7.1: the request itself (N4 invalid number, N16 sender and caller ID, N4 destinations) ---
+
+PRECONDITIONS = [
+    case("N4-deny-no-number", contact(to=None), facts(consent()), INVALID_NUMBER, "N4"),
+    case("N4-deny-not-e164", contact(to="0612345678"), facts(consent()), INVALID_NUMBER, "N4"),
+    case("N4-deny-letters", contact(to="+31 6 1234"), facts(consent()), INVALID_NUMBER, "N4"),
+    case("N4-allow-valid-number", VOICE, facts(consent()), ALLOWED, "N5", CONSENT),
+    case("N4-deny-invalid-before-unknown-sender", contact(to=None, sender=None), facts(),
+         INVALID_NUMBER, "N4"),
+    case("N16-deny-unknown-sender", contact(sender=None), facts(consent()), UNKNOWN_SENDER, "N16"),
+    case("N16-deny-organisation-missing", VOICE, facts(consent(), org=None), UNKNOWN_SENDER,
+         "N16"),
+    case("N16-deny-sender-of-other-organisation", contact(sender=replace(SENDER,
+         organisation_id="org-2")), facts(consent()), UNKNOWN_SENDER, "N16"),
+    case("N16-deny-caller-id-withheld", contact(withheld=True), facts(consent()),
+         CALLER_ID_WITHHELD, "N16"),
+    # A withheld From is never registered: it must be named as withheld, not as unknown.
+    case("N16-deny-withheld-before-unknown", contact(sender=None, withheld=True), facts(),
+         CALLER_ID_WITHHELD, "N16"),
+    case("N16-allow-registered-sender-shown", VOICE, facts(consent()), ALLOWED, "N5", CONSENT),
+    case("N4-deny-abroad-when-configured-deny", contact(to=ABROAD), facts(consent()),
+         DESTINATION_NOT_ALLOWED, "N4", settings=DENY_ABROAD),
+    case("N4-deny-abroad-beats-service-sender", contact(to=ABROAD, sender=SERVICE), facts(),
+         DESTINATION_NOT_ALLOWED, "N4", settings=DENY_ABROAD),
+    case("N4-allow-abroad-consent-only-with-consent", contact(to=ABROAD), facts(consent()),
+         ALLOWED, "N5", CONSENT),
+    case("N4-allow-abroad-consent-only-with-request", contact(to=ABROAD), facts(request()),
+         ALLOWED, "N6", CONTACT_REQUEST),
+    case("N4-allow-abroad-no-dutch-calling-hours", contact(to=ABROAD), facts(consent()),
+         ALLOWED, "N5", CONSENT, now=SUNDAY),
+    case("N4-deny-abroad-relationship-is-not-enough", contact(to=ABROAD), facts(relation()),
+         NO_LEGAL_BASIS, "N4"),
+    case("N4-deny-abroad-published-number-is-not-enough", contact(to=ABROAD),
+         facts(subject=PUBLISHED), NO_LEGAL_BASIS, "N4"),
+    case("N4-deny-abroad-business-is-not-enough", contact(to=ABROAD), facts(subject=BUSINESS),
+         NO_LEGAL_BASIS, "N4"),
+    case("N4-deny-abroad-consent-failure-is-reported", contact(to=ABROAD),
+         facts(consent(expires=NOW - DAY)), CONSENT_EXPIRED, "N5"),
+]
+
+
+@pytest.mark.parametrize("c", PRECONDITIONS)
+def test_n4_n16_preconditions(c: Case) -> None:
+    check(c)
+
+
+# -- N3: service senders -----------------------------------------------------------------------
+
+SERVICE_CASES = [
+    case("N3-allow-service-without-basis", contact(sender=SERVICE), facts(), ALLOWED, "N3",
+         NOT_MARKETING, evidence=(("sender", "+31201234567"),)),
+    case("N3-allow-service-despite-objection", contact(sender=SERVICE), facts(objection()),
+         ALLOWED, "N3", NOT_MARKETING),
+    case("N3-allow-service-call-on-sunday", contact(sender=SERVICE), facts(), ALLOWED, "N3",
+         NOT_MARKETING, now=SUNDAY),
+    case("N3-deny-marketing-sender-is-gated", VOICE, facts(), NO_LEGAL_BASIS, "N5",
+         evidence=()),
+    case("N3-deny-withheld-service-call", contact(sender=SERVICE, withheld=True), facts(),
+         CALLER_ID_WITHHELD, "N16"),
+]
+
+
+@pytest.mark.parametrize("c", SERVICE_CASES)
+def test_n3_service_sender(c: Case) -> None:
+    check(c)
+
+
+def test_n3_service_sms_carries_no_opt_out_obligation() -> None:
+    d = decide(contact("sms", sender=SERVICE), facts(), DEFAULT, NOW)
+    assert d.basis == NOT_MARKETING
+    assert d.obligations == ()
+
+
+# -- N11: objections ---------------------------------------------------------------------------
+
+OBJECTIONS = [
+    case("N11-deny-objection-beats-consent", VOICE, facts(consent(), objection()),
+         OBJECTION_ON_FILE, "N11", evidence=(("objection", 20),)),
+    case("N11-deny-objection-beats-request", VOICE, facts(request(), objection()),
+         OBJECTION_ON_FILE, "N11"),
+    case("N11-deny-objection-beats-relationship", VOICE, facts(relation(), objection()),
+         OBJECTION_ON_FILE, "N11"),
+    case("N11-deny-objection-beats-business-entity", VOICE,
+         facts(objection(), subject=BUSINESS), OBJECTION_ON_FILE, "N11"),
+    case("N11-deny-global-objection", VOICE, facts(consent(), objection(org=None)),
+         OBJECTION_ON_FILE, "N11"),
+    case("N11-allow-objection-to-other-organisation", VOICE,
+         facts(consent(), objection(org="org-2")), ALLOWED, "N5", CONSENT),
+    case("N11-deny-objection-for-this-channel", VOICE,
+         facts(consent(), objection(channel="voice")), OBJECTION_ON_FILE, "N11"),
+    case("N11-allow-objection-for-other-channel", VOICE,
+         facts(consent(), objection(channel="sms")), ALLOWED, "N5", CONSENT),
+    case("N11-allow-email-objection-does-not-cover-sms", SMS,
+         facts(consent(channel="sms"), objection(channel="email")), ALLOWED, "N5", CONSENT),
+    case("N11-deny-sms-objection-covers-sms", SMS,
+         facts(consent(channel="sms"), objection(org=None, channel="sms")), OBJECTION_ON_FILE,
+         "N11"),
+    case("N11-deny-objection-effective-at-the-moment-recorded", VOICE,
+         facts(consent(), objection(received=NOW)), OBJECTION_ON_FILE, "N11"),
+    case("N11-allow-objection-not-yet-received", VOICE,
+         facts(consent(), objection(received=NOW + dt.timedelta(seconds=1))), ALLOWED, "N5",
+         CONSENT),
+    case("N11-deny-all-covering-objections-are-evidence", VOICE,
+         facts(consent(), objection(20), objection(21, org=None), objection(22, org="org-2")),
+         OBJECTION_ON_FILE, "N11", evidence=(("objection", 20), ("objection", 21))),
+]
+
+
+@pytest.mark.parametrize("c", OBJECTIONS)
+def test_n11_objection(c: Case) -> None:
+    check(c)
+
+
+# -- N1/N2: legal persons and channels that always need a basis --------------------------------
+
+BUSINESS_CASES = [
+    case("N1-allow-live-call-to-legal-person", VOICE, facts(subject=BUSINESS), ALLOWED, "N1",
+         BUSINESS_ENTITY, evidence=(("subject", TO),)),
+    case("N1-deny-business-call-on-sunday", VOICE, facts(subject=BUSINESS), PROHIBITED_DAY,
+         "N13", now=SUNDAY),
+    case("N1-deny-business-call-at-22h", VOICE, facts(subject=BUSINESS), OUTSIDE_CALLING_HOURS,
+         "N13", now=at(2026, 3, 10, 22)),
+    case("N1-deny-unknown-subject-is-a-person", VOICE, facts(subject=None), NO_LEGAL_BASIS,
+         "N5"),
+    case("N2-deny-automated-call-to-legal-person", contact(sender=ROBOT),
+         facts(subject=BUSINESS), NO_LEGAL_BASIS, "N5"),
+    case("N2-deny-sms-to-legal-person", SMS, facts(subject=BUSINESS), NO_LEGAL_BASIS, "N5"),
+    case("N2-allow-sms-to-legal-person-with-consent", SMS,
+         facts(consent(channel="sms"), subject=BUSINESS), ALLOWED, "N5", CONSENT),
+    case("N2-allow-automated-call-with-consent", contact(sender=ROBOT), facts(consent()),
+         ALLOWED, "N5", CONSENT),
+]
+
+
+@pytest.mark.parametrize("c", BUSINESS_CASES)
+def test_n1_n2_subject_and_channel(c: Case) -> None:
+    check(c)
+
+
+# -- N5: opt-in consent ------------------------------------------------------------------------
+
+CONSENTS = [
+    case("N5-allow-verified-consent", VOICE, facts(consent()), ALLOWED, "N5", CONSENT,
+         evidence=(("consent", 1),)),
+    case("N5-allow-consent-covers-subtopic", contact(topic="energy/gas/fixed"),
+         facts(consent(topics=("energy/gas",))), ALLOWED, "N5", CONSENT),
+    case("N5-deny-consent-prefix-is-segment-wise", contact(topic="energy/gasoline"),
+         facts(consent(topics=("energy/gas",))), CONSENT_WRONG_TOPIC, "N5"),
+    case("N5-deny-consent-wrong-topic", contact(topic="insurance/car"), facts(consent()),
+         CONSENT_WRONG_TOPIC, "N5", evidence=(("consent", 1),)),
+    case("N5-deny-magazine-consent-does-not-cover-newspaper", contact(topic="press/newspaper"),
+         facts(consent(topics=("press/magazine",))), CONSENT_WRONG_TOPIC, "N5"),
+    case("N5-deny-contact-without-topic", contact(sender=replace(SENDER, topic="")),
+         facts(consent()), CONSENT_WRONG_TOPIC, "N5"),
+    case("N5-allow-contact-topic-overrides-sender-topic", contact(topic="insurance/car"),
+         facts(consent(topics=("insurance",))), ALLOWED, "N5", CONSENT),
+    case("N5-deny-email-consent-never-covers-voice", VOICE, facts(consent(channel="email")),
+         CONSENT_WRONG_CHANNEL, "N5"),
+    case("N5-deny-sms-consent-does-not-cover-voice", VOICE, facts(consent(channel="sms")),
+         CONSENT_WRONG_CHANNEL, "N5"),
+    case("N5-deny-email-consent-never-covers-sms", SMS, facts(consent(channel="email")),
+         CONSENT_WRONG_CHANNEL, "N5"),
+    case("N5-deny-consent-withdrawn", VOICE, facts(consent(withdrawn=NOW - DAY)),
+         CONSENT_WITHDRAWN, "N5", evidence=(("consent", 1),)),
+    case("N5-allow-consent-withdrawn-later", VOICE, facts(consent(withdrawn=NOW + DAY)),
+         ALLOWED, "N5", CONSENT),
+    case("N5-deny-consent-expired", VOICE, facts(consent(expires=NOW - DAY)), CONSENT_EXPIRED,
+         "N5"),
+    case("N5-deny-consent-expires-at-this-instant", VOICE, facts(consent(expires=NOW)),
+         CONSENT_EXPIRED, "N5"),
+    case("N5-allow-consent-expires-just-after", VOICE,
+         facts(consent(expires=NOW + dt.timedelta(microseconds=1))), ALLOWED, "N5", CONSENT),
+    case("N5-deny-consent-unverified", VOICE, facts(consent(verified=None)), CONSENT_UNVERIFIED,
+         "N5"),
+    case("N5-deny-consent-verified-only-later", VOICE, facts(consent(verified=NOW + DAY)),
+         CONSENT_UNVERIFIED, "N5"),
+    case("N5-deny-unverified-sms-consent", SMS, facts(consent(channel="sms", verified=None)),
+         CONSENT_UNVERIFIED, "N5"),
+    case("N5-deny-first-call-later-than-6-months", VOICE,
+         facts(consent(given=at(2025, 9, 9))), CONSENT_FIRST_CONTACT_LATE, "N5"),
+    case("N5-allow-first-call-on-last-day-of-6-months", VOICE,
+         facts(consent(given=at(2025, 9, 10))), ALLOWED, "N5", CONSENT),
+    case("N5-allow-later-first-contact-term-in-consent", VOICE,
+         facts(consent(given=at(2025, 6, 1), first_contact_by=at(2026, 6, 1))), ALLOWED, "N5",
+         CONSENT),
+    case("N5-deny-first-contact-term-passed", VOICE,
+         facts(consent(given=at(2025, 1, 1), first_contact_by=at(2026, 3, 1))),
+         CONSENT_FIRST_CONTACT_LATE, "N5"),
+    case("N5-allow-first-call-made-in-time-keeps-consent", VOICE,
+         facts(consent(given=at(2025, 1, 1), first_used=at(2025, 2, 1))), ALLOWED, "N5",
+         CONSENT),
+    case("N5-allow-first-contact-rule-is-voice-only", SMS,
+         facts(consent(channel="sms", given=at(2025, 1, 1))), ALLOWED, "N5", CONSENT),
+    case("N5-deny-consent-of-sister-company", VOICE, facts(consent(org="org-2")),
+         NO_LEGAL_BASIS, "N5", evidence=()),
+    case("N5-deny-consent-given-in-the-future", VOICE, facts(consent(given=NOW + DAY)),
+         NO_LEGAL_BASIS, "N5"),
+]
+
+
+@pytest.mark.parametrize("c", CONSENTS)
+def test_n5_consent(c: Case) -> None:
+    check(c)
+
+
+def test_n5_first_voice_use_is_reported_for_the_store() -> None:
+    d = decide(VOICE, facts(consent(7)), DEFAULT, NOW)
+    assert (d.first_use, d.consumes) == (7, None)
+    used = decide(VOICE, facts(consent(7, first_used=NOW - DAY)), DEFAULT, NOW)
+    assert used.first_use is None
+    sms = decide(SMS, facts(consent(7, channel="sms")), DEFAULT, NOW)
+    assert sms.first_use is None
+
+
+# -- N10: provenance ---------------------------------------------------------------------------
+
+PROVENANCE = [
+    case("N10-deny-purchased-consent", VOICE, facts(consent(provenance="purchased")),
+         NUMBER_PROVENANCE_INVALID, "N10", evidence=(("consent", 1),)),
+    case("N10-deny-enriched-relationship", VOICE, facts(relation(provenance="enriched")),
+         NUMBER_PROVENANCE_INVALID, "N10", evidence=(("relationship", 10),)),
+    case("N10-deny-request-of-unknown-origin", VOICE, facts(request(provenance="unknown")),
+         NUMBER_PROVENANCE_INVALID, "N10"),
+    case("N10-deny-purchased-beats-expiry-within-one-record", VOICE,
+         facts(consent(provenance="purchased", expires=NOW - DAY)), NUMBER_PROVENANCE_INVALID,
+         "N10"),
+    case("N10-allow-self-provided", VOICE, facts(consent(provenance="self_provided")), ALLOWED,
+         "N5", CONSENT),
+]
+
+
+@pytest.mark.parametrize("c", PROVENANCE)
+def test_n10_provenance(c: Case) -> None:
+    check(c)
+
+
+# -- N6/N14: contact requests ------------------------------------------------------------------
+
+WINDOW = (at(2026, 3, 15, 19), at(2026, 3, 15, 20))  # a Sunday evening
+
+REQUESTS = [
+    case("N6-allow-contact-request", VOICE, facts(request()), ALLOWED, "N6", CONTACT_REQUEST,
+         evidence=(("consent", 5),)),
+    case("N6-allow-request-before-consent", VOICE, facts(consent(), request()), ALLOWED, "N6",
+         CONTACT_REQUEST),
+    case("N6-deny-request-already-used", VOICE, facts(request(consumed=NOW - DAY)),
+         NO_LEGAL_BASIS, "N6", evidence=(("consent", 5),)),
+    case("N6-allow-consent-after-used-request", VOICE,
+         facts(request(consumed=NOW - DAY), consent()), ALLOWED, "N5", CONSENT),
+    case("N6-deny-request-for-other-topic", contact(topic="insurance"), facts(request()),
+         CONSENT_WRONG_TOPIC, "N6"),
+    case("N6-deny-request-for-other-channel", VOICE, facts(request(channel="sms")),
+         CONSENT_WRONG_CHANNEL, "N6"),
+    case("N6-deny-request-to-other-organisation", VOICE, facts(request(org="org-2")),
+         NO_LEGAL_BASIS, "N5", evidence=()),
+    case("N6-deny-request-withdrawn", VOICE, facts(request(withdrawn=NOW - DAY)),
+         CONSENT_WITHDRAWN, "N6"),
+    case("N6-deny-request-expired", VOICE, facts(request(expires=NOW - DAY)), CONSENT_EXPIRED,
+         "N6"),
+    case("N6-allow-sms-request", SMS, facts(request(channel="sms")), ALLOWED, "N6",
+         CONTACT_REQUEST),
+    case("N14-allow-requested-time-lifts-sunday", VOICE,
+         facts(request(given=at(2026, 3, 12), start=WINDOW[0], end=WINDOW[1])), ALLOWED, "N6",
+         CONTACT_REQUEST, now=at(2026, 3, 15, 19, 30)),
+    case("N14-allow-requested-window-is-inclusive", VOICE,
+         facts(request(given=at(2026, 3, 12), start=WINDOW[0], end=WINDOW[1])), ALLOWED, "N6",
+         CONTACT_REQUEST, now=WINDOW[1]),
+    case("N14-deny-outside-requested-window", VOICE,
+         facts(request(given=at(2026, 3, 12), start=WINDOW[0], end=WINDOW[1])), PROHIBITED_DAY,
+         "N13", now=at(2026, 3, 15, 20, 1)),
+    case("N14-deny-request-without-time-keeps-hours", VOICE,
+         facts(request(given=at(2026, 3, 12))), PROHIBITED_DAY, "N13", now=SUNDAY),
+    case("N14-deny-start-without-end-lifts-nothing", VOICE,
+         facts(request(given=at(2026, 3, 12), start=WINDOW[0])), PROHIBITED_DAY, "N13",
+         now=at(2026, 3, 15, 19, 30)),
+    case("N14-allow-requested-time-lifts-late-evening", VOICE,
+         facts(request(start=at(2026, 3, 10, 22), end=at(2026, 3, 10, 23))), ALLOWED, "N6",
+         CONTACT_REQUEST, now=at(2026, 3, 10, 22, 15)),
+    case("N14-deny-consent-has-no-requested-time", VOICE, facts(consent()),
+         OUTSIDE_CALLING_HOURS, "N13", now=at(2026, 3, 10, 22, 15)),
+]
+
+
+@pytest.mark.parametrize("c", REQUESTS)
+def test_n6_n14_contact_request(c: Case) -> None:
+    check(c)
+
+
+def test_n6_allowed_request_is_consumed_denied_one_is_not() -> None:
+    allowed = decide(VOICE, facts(request(8)), DEFAULT, NOW)
+    assert (allowed.consumes, allowed.first_use) == (8, None)
+    late = decide(VOICE, facts(request(8)), DEFAULT, at(2026, 3, 10, 22, 30))
+    assert late.reason == OUTSIDE_CALLING_HOURS
+    assert late.consumes is None
+
+
+def test_n14_request_whose_window_covers_now_is_preferred() -> None:
+    plain = request(5, given=at(2026, 3, 12))
+    timed = request(6, given=at(2026, 3, 12), start=WINDOW[0], end=WINDOW[1])
+    d = decide(VOICE, facts(plain, timed), DEFAULT, at(2026, 3, 15, 19, 30))
+    assert (d.reason, d.consumes) == (ALLOWED, 6)
+    assert "N14" in d.explanation["en"]
+
+
+# -- N7: customer relationship -----------------------------------------------------------------
+
+CUSTOMERS = [
+    case("N7-allow-ongoing-customer-call", VOICE, facts(relation()), ALLOWED, "N7", CUSTOMER,
+         evidence=(("relationship", 10),)),
+    case("N7-allow-customer-within-term", VOICE, facts(relation(ended=at(2024, 3, 10))),
+         ALLOWED, "N7", CUSTOMER),
+    case("N7-allow-similar-product", contact(topic="energy/heat"), facts(relation()),
+         ALLOWED, "N7", CUSTOMER),
+    case("N7-deny-not-similar-product", contact(topic="insurance/car"), facts(relation()),
+         TOPIC_NOT_SIMILAR, "N7", evidence=(("relationship", 10),)),
+    case("N7-deny-no-opt-out-offered-at-collection", VOICE, facts(relation(opt_out=False)),
+         NO_LEGAL_BASIS, "N7", evidence=(("relationship", 10),)),
+    case("N7-deny-sister-company-customer", VOICE, facts(relation(org="org-2")),
+         NO_LEGAL_BASIS, "N5", evidence=()),
+    case("N7-deny-customer-term-expired", VOICE, facts(relation(ended=at(2022, 3, 10))),
+         CUSTOMER_TERM_EXPIRED, "N7"),
+    case("N7-allow-longer-term-per-organisation", VOICE,
+         facts(relation(ended=at(2022, 3, 10)), org=replace(ORG, customer_term_months=60)),
+         ALLOWED, "N7", CUSTOMER),
+    case("N7-deny-relationship-not-yet-started", VOICE, facts(relation(started=NOW + DAY)),
+         NO_LEGAL_BASIS, "N5"),
+    case("N7-deny-customer-calls-ended-2026-07-01", VOICE, facts(relation()),
+         CUSTOMER_EXCEPTION_ENDED, "N7", now=AFTER),
+    case("N7-allow-customer-sms-after-2026-07-01", SMS, facts(relation()), ALLOWED, "N7",
+         CUSTOMER, now=AFTER),
+    case("N7-allow-charity-customer-call-after-2026-07-01", VOICE, facts(relation(), org=CHARITY),
+         ALLOWED, "N7", CUSTOMER, now=AFTER),
+    case("N7-allow-lottery-customer-call-after-2026-07-01", VOICE, facts(relation(), org=LOTTERY),
+         ALLOWED, "N7", CUSTOMER, now=AFTER),
+    case("N7-allow-press-customer-call-after-2026-07-01", VOICE, facts(relation(), org=PRESS),
+         ALLOWED, "N7", CUSTOMER, now=AFTER),
+    case("N7-deny-automated-customer-call-after-2026-07-01", contact(sender=ROBOT),
+         facts(relation()), CUSTOMER_EXCEPTION_ENDED, "N7", now=AFTER),
+]
+
+
+@pytest.mark.parametrize("c", CUSTOMERS)
+def test_n7_customer_relationship(c: Case) -> None:
+    check(c)
+
+
+TERM_END = at(2026, 3, 3, 12)  # ended 2023-03-03 12:00 + 36 calendar months
+
+
+@pytest.mark.parametrize(("channel", "now", "reason"), [
+    pytest.param("voice", TERM_END, ALLOWED, id="N7-allow-voice-last-instant-of-term"),
+    pytest.param("voice", TERM_END + dt.timedelta(microseconds=1), CUSTOMER_TERM_EXPIRED,
+                 id="N7-deny-voice-just-after-term"),
+    pytest.param("sms", TERM_END, ALLOWED, id="N7-allow-sms-last-instant-of-term"),
+    pytest.param("sms", TERM_END + dt.timedelta(seconds=1), CUSTOMER_TERM_EXPIRED,
+                 id="N7-deny-sms-just-after-term"),
+])
+def test_n7_term_is_three_calendar_years(
+    channel: ContactChannel, now: dt.datetime, reason: str,
+) -> None:
+    d = decide(contact(channel), facts(relation(ended=at(2023, 3, 3, 12))), DEFAULT, now)
+    assert d.reason == reason
+    if reason == CUSTOMER_TERM_EXPIRED:
+        assert "2026-03-03" in d.explanation["en"]
+
+
+def test_n7_term_clamps_to_end_of_month() -> None:
+    # Calendar months: 31 August + 6 months ends on the last day of February.
+    org = replace(ORG, customer_term_months=6)
+    ended = at(2025, 8, 31, 12)
+    assert decide(SMS, facts(relation(ended=ended), org=org), DEFAULT,
+                  at(2026, 2, 28, 12)).reason == ALLOWED
+    assert decide(SMS, facts(relation(ended=ended), org=org), DEFAULT,
+                  at(2026, 2, 28, 12, 0, 1)).reason == CUSTOMER_TERM_EXPIRED
+
+
+@pytest.mark.parametrize(("org", "now", "reason", "rule"), [
+    pytest.param(ORG, at(2026, 6, 30), ALLOWED, "N7", id="N7-allow-commercial-2026-06-30"),
+    pytest.param(ORG, at(2026, 7, 1), CUSTOMER_EXCEPTION_ENDED, "N7",
+                 id="N7-deny-commercial-2026-07-01"),
+    pytest.param(ORG, dt.datetime(2026, 6, 30, 21, 59, tzinfo=UTC), OUTSIDE_CALLING_HOURS, "N13",
+                 id="N7-old-regime-until-amsterdam-midnight"),
+    pytest.param(ORG, dt.datetime(2026, 6, 30, 22, 0, tzinfo=UTC), CUSTOMER_EXCEPTION_ENDED,
+                 "N7", id="N7-new-regime-from-amsterdam-midnight"),
+    pytest.param(CHARITY, at(2026, 6, 30), ALLOWED, "N7", id="N7-allow-charity-2026-06-30"),
+    pytest.param(CHARITY, at(2026, 7, 1), ALLOWED, "N7", id="N7-allow-charity-2026-07-01"),
+])
+def test_n7_regime_change_day_before_and_after(
+    org: Organisation, now: dt.datetime, reason: str, rule: str,
+) -> None:
+    d = decide(VOICE, facts(relation(), org=org), DEFAULT, now)
+    assert (d.reason, d.rule) == (reason, rule)
+
+
+# -- N8: charity relations ---------------------------------------------------------------------
+
+CHARITIES = [
+    case("N8-allow-donor", VOICE, facts(relation(kind="donor"), org=CHARITY), ALLOWED, "N8",
+         CHARITY_RELATION, evidence=(("relationship", 10),)),
+    case("N8-allow-volunteer", VOICE, facts(relation(kind="volunteer"), org=CHARITY), ALLOWED,
+         "N8", CHARITY_RELATION),
+    case("N8-allow-event-attendee", SMS, facts(relation(kind="attendee"), org=CHARITY), ALLOWED,
+         "N8", CHARITY_RELATION),
+    case("N8-allow-donor-call-after-2026-07-01", VOICE, facts(relation(kind="donor"),
+         org=CHARITY), ALLOWED, "N8", CHARITY_RELATION, now=AFTER),
+    case("N8-deny-petition-signer-by-default", VOICE, facts(relation(kind="petition"),
+         org=CHARITY), NO_LEGAL_BASIS, "N5"),
+    case("N8-allow-petition-signer-when-configured", VOICE, facts(relation(kind="petition"),
+         org=CHARITY), ALLOWED, "N8", CHARITY_RELATION, settings=PETITIONS),
+    case("N8-deny-donor-of-commercial-organisation", VOICE, facts(relation(kind="donor")),
+         NO_LEGAL_BASIS, "N5"),
+    case("N8-deny-lottery-volunteer-is-no-charity-relation", VOICE,
+         facts(relation(kind="volunteer"), org=LOTTERY), NO_LEGAL_BASIS, "N5"),
+    case("N8-deny-donor-term-expired", VOICE, facts(relation(kind="donor",
+         ended=at(2022, 3, 1)), org=CHARITY), CUSTOMER_TERM_EXPIRED, "N8"),
+    case("N8-deny-donor-topic-not-similar", contact(topic="lottery/tickets"),
+         facts(relation(kind="donor", topics=("donations/monthly",)), org=CHARITY),
+         TOPIC_NOT_SIMILAR, "N8"),
+]
+
+
+@pytest.mark.parametrize("c", CHARITIES)
+def test_n8_charity_relation(c: Case) -> None:
+    check(c)
+
+
+# -- N9: published number ----------------------------------------------------------------------
+
+PUBLISHED_CASES = [
+    case("N9-allow-published-number-live-call", VOICE, facts(subject=PUBLISHED), ALLOWED, "N9",
+         PUBLISHED_NUMBER, evidence=(("subject", TO),)),
+    case("N9-deny-published-number-automated-call", contact(sender=ROBOT),
+         facts(subject=PUBLISHED), NO_LEGAL_BASIS, "N5"),
+    case("N9-deny-published-number-sms", SMS, facts(subject=PUBLISHED), NO_LEGAL_BASIS, "N5"),
+    case("N9-allow-relationship-before-published-number", VOICE,
+         facts(relation(), subject=PUBLISHED), ALLOWED, "N7", CUSTOMER),
+    case("N9-allow-published-number-after-failed-consent", VOICE,
+         facts(consent(expires=NOW - DAY), subject=PUBLISHED), ALLOWED, "N9", PUBLISHED_NUMBER),
+]
+
+
+@pytest.mark.parametrize("c", PUBLISHED_CASES)
+def test_n9_published_number(c: Case) -> None:
+    check(c)
+
+
+# -- N13: calling hours through the engine (the calendar itself: test_policy_hours.py) ---------
+
+HOURS = [
+    case("N13-allow-2159", VOICE, facts(consent()), ALLOWED, "N5", CONSENT,
+         now=at(2026, 3, 10, 21, 59)),
+    case("N13-deny-2200", VOICE, facts(consent()), OUTSIDE_CALLING_HOURS, "N13",
+         now=at(2026, 3, 10, 22, 0), evidence=(("weekday", "2026-03-10"),)),
+    case("N13-allow-1829-on-5-december", VOICE, facts(consent(given=at(2025, 11, 1))), ALLOWED,
+         "N5", CONSENT, now=at(2025, 12, 5, 18, 29)),
+    case("N13-deny-1830-on-5-december", VOICE, facts(consent(given=at(2025, 11, 1))),
+         OUTSIDE_CALLING_HOURS, "N13", now=at(2025, 12, 5, 18, 30),
+         evidence=(("short_day", "2025-12-05"),)),
+    case("N13-deny-sunday", VOICE, facts(consent()), PROHIBITED_DAY, "N13", now=SUNDAY,
+         evidence=(("sunday", "2026-03-15"),)),
+    case("N13-deny-kings-day-2025-on-saturday", VOICE, facts(consent(given=at(2025, 4, 1))),
+         PROHIBITED_DAY, "N13", now=at(2025, 4, 26, 11), evidence=(("holiday", "2025-04-26"),)),
+    case("N13-deny-closed-commemoration-date", VOICE, facts(consent(given=at(2026, 4, 1))),
+         PROHIBITED_DAY, "N13", now=at(2026, 5, 4, 10),
+         settings=RuleSettings(CallingHours(closed_dates=frozenset({dt.date(2026, 5, 4)})))),
+    case("N13-allow-sms-on-sunday", SMS, facts(consent(channel="sms")), ALLOWED, "N5", CONSENT,
+         now=SUNDAY),
+    case("N13-deny-automated-call-at-night", contact(sender=ROBOT), facts(consent()),
+         OUTSIDE_CALLING_HOURS, "N13", now=at(2026, 3, 10, 23)),
+    case("N13-deny-basis-failure-before-hours", VOICE, facts(consent(expires=NOW - DAY)),
+         CONSENT_EXPIRED, "N5", now=SUNDAY),
+]
+
+
+@pytest.mark.parametrize("c", HOURS)
+def test_n13_calling_hours(c: Case) -> None:
+    check(c)
+
+
+def test_n15_hours_denial_names_the_next_allowed_moment() -> None:
+    d = decide(VOICE, facts(consent()), DEFAULT, at(2026, 3, 10, 22, 0))
+    assert d.retry_after == at(2026, 3, 11, 9, 0)
+    assert d.retry_after is not None
+    assert d.retry_after.utcoffset() == dt.timedelta(hours=1)
+    assert "2026-03-11 09:00" in d.explanation["en"]
+    sunday = decide(VOICE, facts(consent()), DEFAULT, SUNDAY)
+    assert sunday.retry_after == at(2026, 3, 16, 9, 0)
+    assert decide(VOICE, facts(consent(expires=NOW - DAY)), DEFAULT, SUNDAY).retry_after is None
+
+
+# -- N17: SMS opt-out footer -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body_has_opt_out", "obligations"), [
+    pytest.param(None, (OPT_OUT_APPENDED,), id="N17-no-body-footer-obligation"),
+    pytest.param(False, (OPT_OUT_APPENDED,), id="N17-body-without-opt-out"),
+    pytest.param(True, (), id="N17-body-with-opt-out"),
+])
+def test_n17_marketing_sms_gets_opt_out(
+    body_has_opt_out: bool | None, obligations: tuple[str, ...],
+) -> None:
+    d = decide(contact("sms", body_has_opt_out=body_has_opt_out), facts(consent(channel="sms")),
+               DEFAULT, NOW)
+    assert d.obligations == obligations
+
+
+def test_n17_voice_has_no_sms_obligation() -> None:
+    assert decide(VOICE, facts(consent()), DEFAULT, NOW).obligations == ()
+
+
+# -- §7.5: the most specific failure -----------------------------------------------------------
+
+PRECEDENCE = [
+    case("N5-withdrawn-beats-wrong-topic", VOICE,
+         facts(consent(1, topics=("insurance",)), consent(2, withdrawn=NOW - DAY)),
+         CONSENT_WITHDRAWN, "N5", evidence=(("consent", 2),)),
+    case("N5-wrong-topic-beats-wrong-channel", VOICE,
+         facts(consent(1, channel="sms"), consent(2, topics=("insurance",))),
+         CONSENT_WRONG_TOPIC, "N5", evidence=(("consent", 2),)),
+    case("N5-expired-beats-purchased", VOICE,
+         facts(consent(1, provenance="purchased"), consent(2, expires=NOW - DAY)),
+         CONSENT_EXPIRED, "N5"),
+    case("N10-purchased-on-topic-beats-other-topic", VOICE,
+         facts(consent(1, topics=("insurance",)), consent(2, provenance="purchased")),
+         NUMBER_PROVENANCE_INVALID, "N10", evidence=(("consent", 2),)),
+    case("N7-exception-ended-beats-wrong-topic-consent", VOICE,
+         facts(consent(1, topics=("insurance",), given=AFTER - 30 * DAY), relation()),
+         CUSTOMER_EXCEPTION_ENDED, "N7", now=AFTER),
+    case("N5-expired-consent-beats-expired-relationship", VOICE,
+         facts(consent(1, expires=NOW - DAY), relation(ended=at(2020, 1, 1))),
+         CONSENT_EXPIRED, "N5"),
+    case("N7-term-expired-beats-wrong-channel", VOICE,
+         facts(consent(1, channel="email"), relation(ended=at(2020, 1, 1))),
+         CUSTOMER_TERM_EXPIRED, "N7"),
+    case("N6-used-request-is-least-specific", VOICE,
+         facts(request(consumed=NOW - DAY), consent(1, channel="sms")),
+         CONSENT_WRONG_CHANNEL, "N5"),
+    case("N5-same-failure-lists-every-record", VOICE,
+         facts(consent(1, expires=NOW - DAY), consent(2, expires=NOW - 2 * DAY)),
+         CONSENT_EXPIRED, "N5", evidence=(("consent", 1), ("consent", 2))),
+    case("N5-valid-consent-beats-any-failure", VOICE,
+         facts(consent(1, withdrawn=NOW - DAY), consent(2)), ALLOWED, "N5", CONSENT,
+         evidence=(("consent", 2),)),
+]
+
+
+@pytest.mark.parametrize("c", PRECEDENCE)
+def test_s7_failure_precedence(c: Case) -> None:
+    check(c)
+
+
+# -- the Decision contract ---------------------------------------------------------------------
+
+
+def test_decision_to_dict_is_json_ready() -> None:
+    d = decide(VOICE, facts(consent()), DEFAULT, SUNDAY)
+    data = json.loads(json.dumps(d.to_dict()))
+    assert data == {
+        "decision": "deny",
+        "reason": PROHIBITED_DAY,
+        "basis": None,
+        "rule": "N13",
+        "evidence": [{"type": "sunday", "id": "2026-03-15"}],
+        "retry_after": "2026-03-16T09:00:00+01:00",
+        "obligations": [],
+        "explanation": d.explanation,
+        "consumes": None,
+        "first_use": None,
+    }
+
+
+def test_allow_to_dict_names_basis_and_store_instructions() -> None:
+    data = decide(VOICE, facts(request(9)), DEFAULT, NOW).to_dict()
+    assert (data["decision"], data["reason"], data["basis"]) == ("allow", ALLOWED,
+                                                                 CONTACT_REQUEST)
+    assert (data["consumes"], data["evidence"]) == (9, [{"type": "consent", "id": 9}])
+
+
+def test_explanations_name_the_date() -> None:
+    d = decide(VOICE, facts(consent(expires=at(2026, 3, 1))), DEFAULT, NOW)
+    assert "2026-03-01" in d.explanation["en"]
+    assert "2026-03-01" in d.explanation["nl"]
+
+
+def test_every_reason_is_documented_with_rule_and_fix() -> None:
+    assert ALLOWED in REASONS
+    for code, doc in REASONS.items():
+        assert code.isupper()
+        assert doc.rule
+        assert doc.meaning
+        assert doc.fix
+    assert set(DENY_REASONS) == set(REASONS) - {ALLOWED}
+
+
+def test_naive_now_is_refused() -> None:
+    with pytest.raises(ValueError, match="aware"):
+        decide(VOICE, facts(consent()), DEFAULT, dt.datetime(2026, 3, 10, 14))
