@@ -37,13 +37,9 @@ from urllib.parse import parse_qsl, urlencode
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-SPEC_PATH = (
-    Path(__file__).resolve().parent.parent.parent
-    / "shared"
-    / "reference"
-    / "twilio"
-    / "twilio_api_v2010.json"
-)
+# The call and message part of Twilio's OpenAPI document (MIT), shipped with the tests;
+# tests/twilio/extract_subset.py regenerates it from the full document.
+SPEC_PATH = Path(__file__).resolve().parent / "twilio" / "twilio_api_v2010_subset.json"
 
 ACCOUNT = "/2010-04-01/Accounts/{AccountSid}"
 CALLS = ACCOUNT + "/Calls.json"
@@ -99,9 +95,8 @@ def read_spec(path: Path) -> JSONObject:
     """Read the OpenAPI document, failing with a message that says where it was expected."""
     if not path.is_file():
         raise FileNotFoundError(
-            f"Twilio OpenAPI spec not found at {path}. The fake Twilio needs the shared reference "
-            "files beside the repository clone: <clone>/../shared/reference/twilio/"
-            "twilio_api_v2010.json (copy shared/ next to the clone)."
+            f"Twilio OpenAPI spec not found at {path}; regenerate it with "
+            "tests/twilio/extract_subset.py from Twilio's full twilio_api_v2010.json."
         )
     spec: JSONObject = json.loads(path.read_text(encoding="utf-8"))
     return spec

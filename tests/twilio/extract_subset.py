@@ -1,0 +1,63 @@
+"""Regenerate `twilio_api_v2010_subset.json` from Twilio's full OpenAPI document.
+
+The tests need only the call and message endpoints and the schemas they reference; shipping
+that subset (MIT licence, see LICENSE beside this file) lets a fresh clone run the suite alone.
+
+    python tests/twilio/extract_subset.py ../shared/reference/twilio/twilio_api_v2010.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+PATHS = (
+    "/2010-04-01/Accounts/{AccountSid}/Calls.json",
+    "/2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json",
+    "/2010-04-01/Accounts/{AccountSid}/Messages.json",
+    "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json",
+)
+OUT = Path(__file__).with_name("twilio_api_v2010_subset.json")
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        for value in node.values():
+            found |= _refs(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node)) if node else set()
+    return set()
+
+
+def subset(spec: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: spec[k] for k in ("openapi", "info") if k in spec}
+    out["paths"] = {p: spec["paths"][p] for p in PATHS}
+    components: dict[str, dict[str, Any]] = {}
+    todo = _refs(out["paths"])
+    seen: set[str] = set()
+    while todo:
+        ref = todo.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        _, section, kind, name = ref.split("/", 3)
+        assert section == "components", ref
+        node = spec["components"][kind][name]
+        components.setdefault(kind, {})[name] = node
+        todo |= _refs(node)
+    out["components"] = components
+    return out
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text("utf-8"))
+    OUT.write_text(json.dumps(subset(spec), indent=1, sort_keys=True) + "\n", "utf-8")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
