@@ -9,16 +9,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import aiohttp
 import asyncpg
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy import admin, check, db
+from proxy import admin, check, db, twilio_front
 from proxy.credentials import constant_time_equals
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
-from proxy.keys import CLOCK, POOL, SETTINGS, Clock
+from proxy.keys import CLIENTS, CLOCK, METRICS, POOL, REQUEST_ID, SETTINGS, UPSTREAM, Clock
+from proxy.metrics import Metrics
 from proxy.settings import Settings
+from proxy.upstream import SandboxUpstream, TwilioUpstream
 
 log = structlog.get_logger("proxy")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -53,6 +56,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     incoming = request.headers.get("X-Request-Id", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    request[REQUEST_ID] = request_id
     started = time.perf_counter()
     status = 500
     try:
@@ -61,12 +65,15 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response.headers["X-Request-Id"] = request_id
         return response
     finally:
+        elapsed = time.perf_counter() - started
+        route = _route_name(request)
+        request.app[METRICS].request_latency.labels(route, request.method).observe(elapsed)
         log.info(
             "request_handled",
             method=request.method,
-            route=_route_name(request),
+            route=route,
             status=status,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            latency_ms=round(elapsed * 1000, 3),
         )
         structlog.contextvars.clear_contextvars()
 
@@ -75,29 +82,43 @@ def admin_error(status: int, message: str, field: str | None = None) -> web.Resp
     return web.json_response({"error": message, "field": field}, status=status)
 
 
+def _is_twilio_route(request: web.Request) -> bool:
+    return request.path.startswith("/2010-04-01/")
+
+
+def _error(request: web.Request, exc: ProxyError) -> web.Response:
+    if _is_twilio_route(request):
+        return twilio_front.error_response(request, exc)
+    response = admin_error(exc.status, exc.message, exc.field)
+    if isinstance(exc, Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="consent-proxy admin"'
+    return response
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Domain exceptions -> the response shape of the route family. Never a bare 500 page."""
+    """Domain exceptions -> the response shape of the route family (Twilio-shaped on Twilio
+    routes, {"error","field"} elsewhere). Never a bare 500 page."""
     try:
         return await handler(request)
     except ProxyError as exc:
         if exc.status >= 500:
             log.warning("request_failed", error=exc.message)
-        response = admin_error(exc.status, exc.message, exc.field)
-        if isinstance(exc, Unauthorized):
-            response.headers["WWW-Authenticate"] = 'Bearer realm="consent-proxy admin"'
-        return response
+        return _error(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if _is_twilio_route(request):
+            return twilio_front.http_error_response(request, exc.status, exc.reason)
         return admin_error(exc.status, exc.reason)
     except STORE_ERRORS as exc:
         log.warning("consent_store_unavailable", error=type(exc).__name__)
-        unavailable = StoreUnavailable("consent store unavailable (CONSENT_STORE_UNAVAILABLE)")
-        return admin_error(unavailable.status, unavailable.message)
+        return _error(request, StoreUnavailable(
+            "consent store unavailable (CONSENT_STORE_UNAVAILABLE); nothing was forwarded"))
     except Exception:
         log.exception("request_crashed")
-        return admin_error(500, "internal error; see the proxy log for this request id")
+        return _error(request, ProxyError(
+            "internal error; see the proxy log for this request id"))
 
 
 @web.middleware
@@ -136,8 +157,33 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         raise RuntimeError("DATABASE_URL is not set and no embedded database was started")
     pool = await db.create_pool(url)
     app[POOL] = pool
+    app[METRICS].watch_pool(pool)
     yield
     await pool.close()
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.sandbox:
+        app[UPSTREAM] = SandboxUpstream()
+        yield
+        return
+    assert settings.twilio_account_sid
+    assert settings.twilio_auth_token
+    # One pooled session for every upstream call. Creates are never retried (a retried dial
+    # is a second call), so no retrying client is used.
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=settings.rules.upstream_timeout_seconds),
+    ) as session:
+        app[UPSTREAM] = TwilioUpstream(
+            session, settings.twilio_api_base, settings.twilio_account_sid,
+            settings.twilio_auth_token, settings.rules.upstream_timeout_seconds)
+        yield
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return request.app[METRICS].render()
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -147,9 +193,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock or utc_now
+    app[METRICS] = Metrics()
+    app[CLIENTS] = twilio_front.ClientDirectory()
     app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     admin.add_routes(app)
     check.add_routes(app)
+    twilio_front.add_routes(app)
     return app

@@ -6,7 +6,7 @@ Shared by the check API, the scrub API and the Twilio front, so all three decide
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import asyncpg
@@ -16,7 +16,7 @@ from proxy.errors import BadInput
 from proxy.fields import parse_sender_id
 from proxy.phone import try_parse_number
 from proxy.policy import Decision, decide
-from proxy.policy.facts import Contact, ContactChannel, Facts
+from proxy.policy.facts import Contact, ContactChannel, Facts, Organisation
 from proxy.settings import RuleSettings
 
 # N16: what dialers and carriers put in From when the caller ID is withheld.
@@ -53,9 +53,11 @@ async def evaluate(
     topic: str | None = None,
     body_has_opt_out: bool | None = None,
     organisations: Collection[str] | None = None,
+    body_check: Callable[[Organisation], bool] | None = None,
 ) -> Evaluation:
     """Decide one proposed contact. `organisations` limits which senders count as registered
-    (a dialer may only use senders of its own organisations)."""
+    (a dialer may only use senders of its own organisations). `body_check` tells, once the
+    organisation is known, whether an SMS body already carries its opt-out line (N17)."""
     to = try_parse_number(to_raw)
     key = sender_key(from_raw)
     if to is not None and key is not None:
@@ -66,6 +68,8 @@ async def evaluate(
         sender.organisation_id not in organisations
     ):
         sender, facts = None, Facts(organisation=None)
+    if body_check is not None and facts.organisation is not None:
+        body_has_opt_out = body_check(facts.organisation)
     contact = Contact(
         channel=channel,
         to=to,

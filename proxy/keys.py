@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
 
 from proxy.settings import Settings
 
+if TYPE_CHECKING:
+    from proxy.metrics import Metrics
+    from proxy.twilio_front import ClientDirectory
+    from proxy.upstream import Upstream
+
 Clock = Callable[[], dt.datetime]
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+CLIENTS: web.AppKey[ClientDirectory] = web.AppKey("clients")
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -11,6 +11,7 @@ import asyncpg
 
 from proxy.errors import Conflict, NotFound
 from proxy.phone import mask, subject_hash
+from proxy.policy.decision import Decision
 from proxy.policy.facts import (
     Consent,
     Facts,
@@ -482,3 +483,162 @@ async def load_facts_bulk(
         )
         for number in held
     }
+
+
+# --- recording decisions, outcomes and idempotency ---------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One gated request and what the engine decided about it."""
+
+    decision: Decision
+    decided_at: dt.datetime
+    channel: str
+    request_id: str | None = None
+    account_sid: str | None = None
+    sender: str | None = None
+    organisation_id: str | None = None
+    subject: str | None = None  # E.164; stored only as hash and mask
+    topic: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    account_sid: str
+    token: str
+    request_hash: str
+
+
+class RequestAlreadyUsed(Exception):
+    """N6: the contact request was consumed by a concurrent contact; decide again."""
+
+
+# One statement, so one round trip and atomic: consume the contact request / mark the first
+# call of a consent, insert the decision only if the consumption succeeded, and claim the
+# idempotency token for it.
+_RECORD_SQL = """
+WITH c AS (
+    UPDATE consents SET consumed_at = $1
+    WHERE $14::bigint IS NOT NULL AND id = $14 AND consumed_at IS NULL RETURNING id),
+d AS (
+    INSERT INTO decisions (decided_at, request_id, account_sid, channel, sender,
+        organisation_id, subject_hash, subject_masked, topic, decision, reason, basis, rule,
+        consumed_consent_id, evidence, retry_after, obligations, details)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16, $17, $18, $19
+    WHERE $14::bigint IS NULL OR EXISTS (SELECT 1 FROM c)
+    RETURNING id),
+f AS (
+    UPDATE consents SET first_used_at = $1
+    WHERE $15::bigint IS NOT NULL AND id = $15 AND first_used_at IS NULL
+      AND EXISTS (SELECT 1 FROM d) RETURNING id),
+k AS (
+    INSERT INTO idempotency_keys (account_sid, token, request_hash, decision_id, created_at)
+    SELECT $3, $20, $21, d.id, $1 FROM d WHERE $20::text IS NOT NULL
+    ON CONFLICT DO NOTHING RETURNING 1)
+SELECT (SELECT id FROM d) AS id, (SELECT count(*) FROM k) AS claimed,
+       (SELECT count(*) FROM f) AS first_use
+"""
+
+
+def _record_args(rec: DecisionRecord, claim: IdempotencyClaim | None) -> tuple[Any, ...]:
+    d = rec.decision
+    return (
+        rec.decided_at, rec.request_id, rec.account_sid, rec.channel, rec.sender,
+        rec.organisation_id, subject_hash(rec.subject) if rec.subject else None,
+        masked(rec.subject), rec.topic, d.decision, d.reason, d.basis, d.rule,
+        d.consumes if d.allowed else None, d.first_use if d.allowed else None,
+        [dict(e) for e in d.evidence], d.retry_after, list(d.obligations), rec.details,
+        claim.token if claim else None, claim.request_hash if claim else None,
+    )
+
+
+async def record_decision(
+    conn: asyncpg.Pool | asyncpg.Connection, rec: DecisionRecord,
+    claim: IdempotencyClaim | None = None,
+) -> tuple[int, bool]:
+    """Commit the decision row (with its side effects). Returns (decision id, token claimed).
+
+    Raises RequestAlreadyUsed when a concurrent contact consumed the request first; nothing
+    is written then, and the caller decides again on fresh facts.
+    """
+    row = await conn.fetchrow(_RECORD_SQL, *_record_args(rec, claim))
+    if row["id"] is None:
+        raise RequestAlreadyUsed
+    return row["id"], claim is None or row["claimed"] == 1
+
+
+_OUTCOME_SQL = """
+WITH o AS (
+    INSERT INTO decision_outcomes (decision_id, upstream_status, upstream_sid, error)
+    VALUES ($1, $2, $3, $4) RETURNING decision_id)
+UPDATE idempotency_keys SET status = $5, response = $6, content_type = $7
+WHERE $8::text IS NOT NULL AND account_sid = $8 AND token = $9
+  AND decision_id = (SELECT decision_id FROM o)
+"""
+
+
+async def record_outcome(
+    conn: asyncpg.Pool | asyncpg.Connection, decision_id: int, *, upstream_status: int | None,
+    upstream_sid: str | None, error: str | None, response_status: int, response: bytes,
+    content_type: str, claim: IdempotencyClaim | None = None,
+) -> None:
+    """What happened after the decision, written once; also completes the idempotency entry."""
+    await conn.execute(
+        _OUTCOME_SQL, decision_id, upstream_status, upstream_sid, error, response_status,
+        response, content_type, claim.account_sid if claim else None,
+        claim.token if claim else None,
+    )
+
+
+async def complete_idempotent(
+    conn: asyncpg.Pool | asyncpg.Connection, claim: IdempotencyClaim, status: int,
+    response: bytes, content_type: str,
+) -> None:
+    """Store the answer given to a request that had no outcome (a denial) for replays."""
+    await conn.execute(
+        """UPDATE idempotency_keys SET status = $3, response = $4, content_type = $5
+           WHERE account_sid = $1 AND token = $2 AND status IS NULL""",
+        claim.account_sid, claim.token, status, response, content_type,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    request_hash: str
+    status: int | None  # None: the first request is still in flight
+    body: bytes
+    content_type: str
+
+
+async def find_idempotent(
+    conn: asyncpg.Pool | asyncpg.Connection, account_sid: str, token: str, now: dt.datetime
+) -> StoredResponse | None:
+    """The first response for this client's token within 24 hours; older entries are dropped."""
+    row = await conn.fetchrow(
+        """WITH stale AS (
+               DELETE FROM idempotency_keys WHERE account_sid = $1 AND token = $2
+                   AND created_at < $3::timestamptz - interval '24 hours')
+           SELECT request_hash, status, response, content_type FROM idempotency_keys
+           WHERE account_sid = $1 AND token = $2
+             AND created_at >= $3::timestamptz - interval '24 hours'""",
+        account_sid, token, now,
+    )
+    if row is None:
+        return None
+    return StoredResponse(row["request_hash"], row["status"], row["response"] or b"",
+                          row["content_type"] or "application/json")
+
+
+async def owned_sids(
+    conn: asyncpg.Pool | asyncpg.Connection, account_sid: str, sids: Sequence[str]
+) -> set[str]:
+    """Which of these upstream call/message SIDs this client created through the proxy."""
+    if not sids:
+        return set()
+    rows = await conn.fetch(
+        """SELECT o.upstream_sid FROM decision_outcomes o JOIN decisions d ON d.id = o.decision_id
+           WHERE o.upstream_sid = ANY($1::text[]) AND d.account_sid = $2""",
+        list(sids), account_sid,
+    )
+    return {r["upstream_sid"] for r in rows}

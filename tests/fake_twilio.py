@@ -27,7 +27,7 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -401,6 +401,9 @@ class FakeTwilio:
         self._fault: _Fault | None = None
         self._hang: _Hang | None = None
         self._sleepers: set[asyncio.Task[Any]] = set()
+        # Awaited for every valid create before it is answered, e.g. to check what the caller
+        # had committed by then.
+        self.on_create: Callable[[web.Request], Awaitable[None]] | None = None
 
     # lifecycle
 
@@ -617,6 +620,8 @@ class FakeTwilio:
             raise TwilioError(
                 400, 21617, "The concatenated message body exceeds the 1600 character limit."
             )
+        if self.on_create is not None:
+            await self.on_create(request)
         await self._sleep_if_hanging()
         account_sid = request.match_info["AccountSid"]
         sid = kind.prefix + uuid.uuid4().hex

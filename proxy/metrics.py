@@ -1,0 +1,44 @@
+"""Prometheus metrics, one registry per application (no process-wide globals)."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "consent_proxy_decisions", "Gate decisions by channel, verdict and reason code.",
+            ["channel", "decision", "reason"], registry=self.registry)
+        self.upstream_responses = Counter(
+            "consent_proxy_upstream_responses",
+            "Upstream answers by HTTP status ('unreachable' / 'timeout' when there was none).",
+            ["status"], registry=self.registry)
+        self.request_latency = Histogram(
+            "consent_proxy_request_seconds", "Time to answer a request, by route and method.",
+            ["route", "method"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.upstream_latency = Histogram(
+            "consent_proxy_upstream_seconds", "Time the upstream took to answer.",
+            buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.pool_in_use = Gauge(
+            "consent_proxy_db_pool_in_use", "Database connections currently checked out.",
+            registry=self.registry)
+        self.pool_size = Gauge(
+            "consent_proxy_db_pool_size", "Database connections open in the pool.",
+            registry=self.registry)
+
+    def watch_pool(self, pool: asyncpg.Pool) -> None:
+        self.pool_in_use.set_function(lambda: pool.get_size() - pool.get_idle_size())
+        self.pool_size.set_function(pool.get_size)
+
+    def render(self) -> web.Response:
+        response = web.Response(body=generate_latest(self.registry))
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        response.charset = "utf-8"
+        return response

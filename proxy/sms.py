@@ -1,0 +1,109 @@
+"""SMS content helpers (N17): segment counting and the organisation's opt-out footer. Pure."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+
+MAX_BODY = 1600  # Twilio's limit; above it Twilio answers 21617
+DEFAULT_FOOTER = "Afmelden? Sms STOP naar {sender}"
+
+# GSM 03.38 basic character set, and the extension table whose characters cost two septets.
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
+
+Encoding = Literal["GSM-7", "UCS-2"]
+
+
+@dataclass(frozen=True, slots=True)
+class Segments:
+    encoding: Encoding
+    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
+    count: int
+
+
+def segments(body: str) -> Segments:
+    """How many parts a body is sent in (twilio.md: 160/153 GSM-7, 70/67 UCS-2)."""
+    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in body):
+        return _gsm7(body)
+    return _ucs2(body)
+
+
+def _gsm7(body: str) -> Segments:
+    costs = [2 if ch in GSM7_EXTENSION else 1 for ch in body]
+    total = sum(costs)
+    if total <= 160:
+        return Segments("GSM-7", total, 1 if total else 0)
+    # An escape sequence is never split across parts: pack greedily into 153-septet parts.
+    parts, used = 1, 0
+    for cost in costs:
+        if used + cost > 153:
+            parts, used = parts + 1, 0
+        used += cost
+    return Segments("GSM-7", total, parts)
+
+
+def _ucs2(body: str) -> Segments:
+    units = [len(ch.encode("utf-16-le")) // 2 for ch in body]
+    total = sum(units)
+    if total <= 70:
+        return Segments("UCS-2", total, 1)
+    # A surrogate pair (emoji) is never split across parts either.
+    parts, used = 1, 0
+    for cost in units:
+        if used + cost > 67:
+            parts, used = parts + 1, 0
+        used += cost
+    return Segments("UCS-2", total, parts)
+
+
+def render_footer(template: str | None, *, sender: str, organisation: str) -> str:
+    text = template or DEFAULT_FOOTER
+    return text.replace("{sender}", sender).replace("{organisation}", organisation)
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(plain.casefold().split())
+
+
+# A generic opt-out instruction already in the body ("sms STOP naar 1234", "reply STOP").
+_INSTRUCTION = re.compile(
+    r"\b(sms|stuur|reply|text|antwoord|beantwoord|send)\b[^.\n]{0,25}\b(stop|uit|afmelden)\b",
+    re.IGNORECASE,
+)
+
+
+def has_opt_out(body: str, footer: str) -> bool:
+    """N17: does the body already say how to opt out (this organisation's line, or a STOP
+    instruction of its own)?"""
+    folded = _fold(body)
+    return _fold(footer) in folded or bool(_INSTRUCTION.search(folded))
+
+
+@dataclass(frozen=True, slots=True)
+class FooterResult:
+    body: str
+    appended: bool
+    before: Segments
+    after: Segments
+
+    @property
+    def too_long(self) -> bool:
+        return len(self.body) > MAX_BODY
+
+
+def apply_footer(body: str, footer: str, *, needed: bool) -> FooterResult:
+    """Append the footer on a new line when `needed`; never truncate (the caller refuses a
+    result over MAX_BODY with 21617)."""
+    before = segments(body)
+    if not needed:
+        return FooterResult(body, False, before, before)
+    new_body = f"{body}\n{footer}" if body else footer
+    return FooterResult(new_body, True, before, segments(new_body))

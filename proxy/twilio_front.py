@@ -1,0 +1,600 @@
+"""The Twilio drop-in front: `/2010-04-01/Accounts/{AccountSid}/…` as the official SDK speaks it.
+
+Creates of calls and messages are gated: authenticate, validate as Twilio would, decide, commit
+the decision, then forward (or answer the denial in Twilio's error shape). Everything else a
+dialer reads or updates about its own calls, messages and recordings is passed through.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import structlog
+from aiohttp import web
+
+from proxy import credentials, gate, sms, store
+from proxy.errors import ProxyError
+from proxy.keys import CLIENTS, CLOCK, METRICS, POOL, REQUEST_ID, SETTINGS, UPSTREAM
+from proxy.policy import REASONS, Decision
+from proxy.policy.facts import ContactChannel, Organisation
+from proxy.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
+
+log = structlog.get_logger("proxy.front")
+
+API = "/2010-04-01/Accounts/{account_sid}"
+IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
+# Sent upstream with every forwarded create: which committed decision let it through.
+DECISION_HEADER = "X-Consent-Decision-Id"
+MAX_FIELDS = 200
+
+# Twilio's own code for "Attempt to send to unsubscribed recipient": dialers already handle it.
+TWILIO_UNSUBSCRIBED = 21610
+
+# Every denial's HTTP status and stable numeric code: a public contract (README, "Error codes").
+# Six digits, so they can never collide with Twilio's five-digit codes.
+DENIAL_CODES: Mapping[str, tuple[int, int]] = {
+    "INVALID_NUMBER": (403, 930001),
+    "UNKNOWN_SENDER": (403, 930002),
+    "CALLER_ID_WITHHELD": (403, 930003),
+    "DESTINATION_NOT_ALLOWED": (403, 930004),
+    "OBJECTION_ON_FILE": (403, 930005),  # calls; SMS gets Twilio's 21610 / 400
+    "CONSENT_WITHDRAWN": (403, 930010),
+    "CONSENT_EXPIRED": (403, 930011),
+    "CONSENT_WRONG_TOPIC": (403, 930012),
+    "CONSENT_WRONG_CHANNEL": (403, 930013),
+    "CONSENT_UNVERIFIED": (403, 930014),
+    "CONSENT_FIRST_CONTACT_LATE": (403, 930015),
+    "CUSTOMER_TERM_EXPIRED": (403, 930020),
+    "TOPIC_NOT_SIMILAR": (403, 930021),
+    "CUSTOMER_EXCEPTION_ENDED": (403, 930022),
+    "NUMBER_PROVENANCE_INVALID": (403, 930023),
+    "NO_LEGAL_BASIS": (403, 930030),
+    "OUTSIDE_CALLING_HOURS": (403, 930040),
+    "PROHIBITED_DAY": (403, 930041),
+    "CONSENT_STORE_UNAVAILABLE": (503, 930503),
+}
+# Faults of the proxy's own, in the same shape: (status, code).
+UPSTREAM_UNREACHABLE = (502, 930502)
+UPSTREAM_TIMEOUT = (504, 930504)
+IDEMPOTENCY_IN_FLIGHT = (409, 930409)
+IDEMPOTENCY_MISMATCH = (422, 930422)
+NOT_PASSED_THROUGH = (403, 930403)
+FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
+    UPSTREAM_UNREACHABLE: (
+        "UPSTREAM_UNREACHABLE", "The provider could not be reached; nothing was sent.",
+        "Check TWILIO_API_BASE and the network; the dialer may retry."),
+    UPSTREAM_TIMEOUT: (
+        "UPSTREAM_TIMEOUT", "The provider did not answer within upstream.timeout_seconds; the "
+        "request may or may not have been delivered, and it is not retried.",
+        "Look the call or message up before trying again."),
+    IDEMPOTENCY_IN_FLIGHT: (
+        "IDEMPOTENCY_IN_FLIGHT", "A request with the same I-Twilio-Idempotency-Token is still "
+        "being processed.", "Wait and repeat the request to get its answer."),
+    IDEMPOTENCY_MISMATCH: (
+        "IDEMPOTENCY_MISMATCH", "The I-Twilio-Idempotency-Token was used in the last 24 hours "
+        "for a different request.", "Use a new token for a new request."),
+    NOT_PASSED_THROUGH: (
+        "NOT_PASSED_THROUGH", "Only the calls, messages and recordings this client created are "
+        "reachable through consent-proxy.", "Use Twilio directly for account administration."),
+}
+
+
+class TwilioError(ProxyError):
+    """An error answered in Twilio's shape: {"code","message","more_info","status"} + extras."""
+
+    def __init__(self, status: int, code: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.extra = extra
+
+
+def more_info(code: int, public_url: str) -> str:
+    if code >= 100_000:
+        return f"{public_url}/errors/{code}"
+    return f"https://www.twilio.com/docs/errors/{code}"
+
+
+def error_body(status: int, code: int, message: str, public_url: str,
+               **extra: Any) -> dict[str, Any]:
+    # Never all of type/title/status/code: twilio-python would raise a different class.
+    return {"code": code, "message": message, "more_info": more_info(code, public_url),
+            "status": status, **extra}
+
+
+def error_response(request: web.Request, exc: ProxyError) -> web.Response:
+    public_url = request.app[SETTINGS].public_url
+    if isinstance(exc, TwilioError):
+        status, code, extra = exc.status, exc.code, exc.extra
+    else:
+        status, code, extra = _generic(exc.status)
+        if exc.status == 503:
+            status, code = DENIAL_CODES["CONSENT_STORE_UNAVAILABLE"]
+            extra = {"reason": "CONSENT_STORE_UNAVAILABLE"}
+    response = web.json_response(error_body(status, code, exc.message, public_url, **extra),
+                                 status=status)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+    return response
+
+
+def http_error_response(request: web.Request, status: int, message: str) -> web.Response:
+    return error_response(request, TwilioError(*_generic(status)[:2], message))
+
+
+def _generic(status: int) -> tuple[int, int, dict[str, Any]]:
+    known = {400: 20001, 401: 20003, 403: 20403, 404: 20404, 405: 20004, 413: 20413,
+             429: 20429}
+    return status, known.get(status, 20000 + status), {}
+
+
+# --- authentication -------------------------------------------------------------------------
+
+@dataclass
+class _Cached:
+    client: store.Client | None
+    until: float
+
+
+class ClientDirectory:
+    """Dialer credentials by AccountSid, cached briefly so the hot path does not pay a query
+    per request. A new client is seen at once (misses are not cached for long); a changed
+    organisation list within `ttl` seconds."""
+
+    def __init__(self, ttl: float = 10.0, miss_ttl: float = 1.0) -> None:
+        self._cache: dict[str, _Cached] = {}
+        self._ttl, self._miss_ttl = ttl, miss_ttl
+
+    async def get(self, request: web.Request, account_sid: str) -> store.Client | None:
+        now = time.monotonic()
+        hit = self._cache.get(account_sid)
+        if hit is not None and hit.until > now:
+            return hit.client
+        client = await store.get_client(request.app[POOL], account_sid)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        ttl = self._ttl if client is not None else self._miss_ttl
+        self._cache[account_sid] = _Cached(client, now + ttl)
+        return client
+
+
+def _basic_credentials(request: web.Request) -> tuple[str, str] | None:
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+async def authenticate(request: web.Request) -> store.Client:
+    """HTTP Basic with a client's account_sid:auth_token; the path must be its own account."""
+    found = _basic_credentials(request)
+    secret = request.app[SETTINGS].proxy_secret
+    client = None
+    if found is not None and secret and re.fullmatch(r"AC[0-9a-f]{32}", found[0]):
+        client = await request.app[CLIENTS].get(request, found[0])
+    if client is None or found is None or not secret or not credentials.token_matches(
+        secret, client.account_sid, client.token_version, found[1]
+    ):
+        raise TwilioError(401, 20003, "Authenticate")
+    if request.match_info["account_sid"] != client.account_sid:
+        raise TwilioError(404, 20404, "The requested resource "
+                          f"{request.path} was not found")
+    return client
+
+
+# --- request parsing and Twilio's own validation --------------------------------------------
+
+async def read_form(request: web.Request) -> list[tuple[str, str]]:
+    """The form body as ordered pairs: repeated keys and their order are kept."""
+    content_type = request.headers.get("Content-Type", "application/x-www-form-urlencoded")
+    raw = await request.read()
+    if raw and not content_type.startswith("application/x-www-form-urlencoded"):
+        raise TwilioError(400, 20001, "Expected an application/x-www-form-urlencoded body")
+    try:
+        text = raw.decode("utf-8")
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=False,
+                         max_num_fields=MAX_FIELDS, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise TwilioError(400, 20001, "The request body is not valid UTF-8") from exc
+    except ValueError as exc:
+        raise TwilioError(400, 20001, f"Too many form fields (at most {MAX_FIELDS})") from exc
+
+
+def _first(pairs: Sequence[tuple[str, str]], name: str) -> str | None:
+    for key, value in pairs:
+        if key == name and value != "":
+            return value
+    return None
+
+
+def validate_call(pairs: Sequence[tuple[str, str]]) -> None:
+    if not _first(pairs, "To"):
+        raise TwilioError(400, 21201, "No 'To' number is specified")
+    if not _first(pairs, "From"):
+        raise TwilioError(400, 21213, "No 'From' number is specified")
+    if not any(_first(pairs, f) for f in ("Url", "Twiml", "ApplicationSid")):
+        raise TwilioError(400, 21205, "A 'Url', 'Twiml' or 'ApplicationSid' is required")
+
+
+def validate_message(pairs: Sequence[tuple[str, str]]) -> None:
+    if not _first(pairs, "To"):
+        raise TwilioError(400, 21604, "A 'To' phone number is required")
+    if not (_first(pairs, "From") or _first(pairs, "MessagingServiceSid")):
+        raise TwilioError(400, 21603, "A 'From' phone number or MessagingServiceSid is required")
+    if not any(_first(pairs, f) for f in ("Body", "MediaUrl", "ContentSid")):
+        raise TwilioError(400, 21619, "A text message body or media URL must be specified")
+    if len(_first(pairs, "Body") or "") > sms.MAX_BODY:
+        raise TwilioError(400, 21617, "The concatenated message body exceeds the 1600 "
+                          "character limit")
+
+
+def _replace_first(pairs: list[tuple[str, str]], name: str, value: str) -> list[tuple[str, str]]:
+    out, done = [], False
+    for key, old in pairs:
+        if key == name and not done:
+            out.append((key, value))
+            done = True
+        else:
+            out.append((key, old))
+    return out
+
+
+# --- the gate -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Gated:
+    """What a create turned into: the decision and the body to forward."""
+
+    evaluation: gate.Evaluation
+    pairs: list[tuple[str, str]]
+    details: dict[str, Any]
+    refusal: TwilioError | None = None  # allowed by law, refused for its content (N17)
+
+
+def _sms_footer(pairs: list[tuple[str, str]], evaluation: gate.Evaluation,
+                sender: str) -> _Gated:
+    org = evaluation.facts.organisation
+    decision = evaluation.decision
+    body = _first(pairs, "Body") or ""
+    if org is None or not decision.allowed or "OPT_OUT_APPENDED" not in decision.obligations:
+        seg = sms.segments(body)
+        details = {"segments_before": seg.count, "segments_after": seg.count,
+                   "encoding": seg.encoding, "footer_appended": False}
+        return _Gated(evaluation, pairs, details)
+    footer = sms.render_footer(org.sms_footer, sender=sender, organisation=org.name)
+    result = sms.apply_footer(body, footer, needed=True)
+    details = {"segments_before": result.before.count, "segments_after": result.after.count,
+               "encoding_before": result.before.encoding, "encoding": result.after.encoding,
+               "footer_appended": True}
+    if result.too_long:
+        # N17: never truncate. The message as it would have to go out does not fit.
+        refusal = TwilioError(
+            400, 21617, f"The message body with the opt-out footer is {len(result.body)} "
+            f"characters; the limit is {sms.MAX_BODY}. Shorten the body.",
+            reason="OPT_OUT_FOOTER_DOES_NOT_FIT")
+        return _Gated(evaluation, pairs, details | {"footer_appended": False}, refusal)
+    return _Gated(evaluation, _replace_first(pairs, "Body", result.body), details)
+
+
+def _body_has_opt_out(pairs: Sequence[tuple[str, str]],
+                      sender: str) -> Callable[[Organisation], bool]:
+    body = _first(pairs, "Body") or ""
+
+    def check(org: Organisation) -> bool:
+        footer = sms.render_footer(org.sms_footer, sender=sender, organisation=org.name)
+        return sms.has_opt_out(body, footer)
+
+    return check
+
+
+async def _decide(request: web.Request, client: store.Client, channel: ContactChannel,
+                  pairs: list[tuple[str, str]]) -> _Gated:
+    from_raw = _first(pairs, "From") or (
+        _first(pairs, "MessagingServiceSid") if channel == "sms" else None)
+    evaluation = await gate.evaluate(
+        request.app[POOL], request.app[SETTINGS].rules, channel=channel,
+        to_raw=_first(pairs, "To"), from_raw=from_raw, now=request.app[CLOCK](),
+        organisations=client.organisations,
+        body_check=_body_has_opt_out(pairs, from_raw or "") if channel == "sms" else None,
+    )
+    if channel == "sms":
+        return _sms_footer(pairs, evaluation, from_raw or "")
+    return _Gated(evaluation, pairs, {})
+
+
+def _record(request: web.Request, client: store.Client, gated: _Gated,
+            decided_at: Any) -> store.DecisionRecord:
+    ev = gated.evaluation
+    return store.DecisionRecord(
+        decision=ev.decision, decided_at=decided_at, channel=ev.contact.channel,
+        request_id=request.get(REQUEST_ID),
+        account_sid=client.account_sid, sender=ev.contact.from_ or None,
+        organisation_id=ev.facts.organisation.id if ev.facts.organisation else None,
+        subject=ev.contact.to, topic=ev.contact.effective_topic, details=gated.details,
+    )
+
+
+def _denial(decision: Decision, channel: ContactChannel, decision_id: int,
+            public_url: str) -> web.Response:
+    if decision.reason == "OBJECTION_ON_FILE" and channel == "sms":
+        status, code = 400, TWILIO_UNSUBSCRIBED
+        message = "Attempt to send to unsubscribed recipient"
+    else:
+        status, code = DENIAL_CODES.get(decision.reason, (403, 930030))
+        message = decision.explanation["en"]
+    extra: dict[str, Any] = {"reason": decision.reason, "decision_id": decision_id}
+    if decision.retry_after is not None:
+        extra["retry_after"] = decision.retry_after.isoformat()
+    return web.json_response(error_body(status, code, message, public_url, **extra),
+                             status=status)
+
+
+def _request_hash(request: web.Request, raw: bytes) -> str:
+    return hashlib.sha256(request.method.encode() + request.path.encode() + b"\n" + raw
+                          ).hexdigest()
+
+
+async def _replay(request: web.Request, client: store.Client,
+                  raw: bytes) -> tuple[web.Response | None, store.IdempotencyClaim | None]:
+    token = request.headers.get(IDEMPOTENCY_HEADER)
+    if not token:
+        return None, None
+    if len(token) > 256:
+        raise TwilioError(400, 20001, f"{IDEMPOTENCY_HEADER} is longer than 256 characters")
+    claim = store.IdempotencyClaim(client.account_sid, token, _request_hash(request, raw))
+    stored = await store.find_idempotent(request.app[POOL], client.account_sid, token,
+                                         request.app[CLOCK]())
+    if stored is None:
+        return None, claim
+    if stored.request_hash != claim.request_hash:
+        raise TwilioError(*IDEMPOTENCY_MISMATCH, f"{IDEMPOTENCY_HEADER} was already used "
+                          "for a different request in the last 24 hours")
+    if stored.status is None:
+        raise TwilioError(*IDEMPOTENCY_IN_FLIGHT, "A request with this "
+                          f"{IDEMPOTENCY_HEADER} is still being processed")
+    log.info("idempotent_replay", status=stored.status)
+    response = web.Response(status=stored.status, body=stored.body)
+    response.headers["Content-Type"] = stored.content_type
+    return response, claim
+
+
+async def create(request: web.Request, channel: ContactChannel, tail: str) -> web.Response:
+    client = await authenticate(request)
+    raw = await request.read()
+    pairs = await read_form(request)
+    (validate_call if channel == "voice" else validate_message)(pairs)
+    replay, claim = await _replay(request, client, raw)
+    if replay is not None:
+        return replay
+    decided_at = request.app[CLOCK]()
+    gated = await _decide(request, client, channel, pairs)
+    try:
+        decision_id, claimed = await store.record_decision(
+            request.app[POOL], _record(request, client, gated, decided_at), claim)
+    except store.RequestAlreadyUsed:  # N6: a concurrent contact used the request; decide again
+        gated = await _decide(request, client, channel, pairs)
+        decision_id, claimed = await store.record_decision(
+            request.app[POOL], _record(request, client, gated, decided_at), claim)
+    decision = gated.evaluation.decision
+    request.app[METRICS].decisions.labels(channel, decision.decision, decision.reason).inc()
+    log.info("decision_made", decision_id=decision_id, channel=channel,
+             decision=decision.decision, reason=decision.reason, basis=decision.basis,
+             to=gated.evaluation.contact.to)
+    if not claimed:  # the same token arrived twice at once: only the first goes out
+        claim = None
+        response = error_response(request, TwilioError(*IDEMPOTENCY_IN_FLIGHT, "A request "
+                                  f"with this {IDEMPOTENCY_HEADER} is still being processed"))
+        await _finish(request, decision_id, None, None, "idempotency token in flight",
+                      response, None)
+        return response
+    if not decision.allowed:
+        response = _denial(decision, channel, decision_id, request.app[SETTINGS].public_url)
+        await _finish(request, decision_id, None, None, None, response, claim, outcome=False)
+        return response
+    if gated.refusal is not None:
+        response = error_response(request, gated.refusal)
+        await _finish(request, decision_id, None, None, gated.refusal.message, response, claim)
+        return response
+    return await _forward(request, client, decision_id, tail, gated.pairs, claim)
+
+
+async def _forward(request: web.Request, client: store.Client, decision_id: int, tail: str,
+                   pairs: list[tuple[str, str]], claim: store.IdempotencyClaim | None,
+                   ) -> web.Response:
+    """The decision is committed: now, and only now, the request leaves."""
+    app = request.app
+    headers = {"Content-Type": "application/x-www-form-urlencoded",
+               "Accept": "application/json", DECISION_HEADER: str(decision_id)}
+    if claim is not None:
+        headers[IDEMPOTENCY_HEADER] = claim.token
+    started = time.perf_counter()
+    try:
+        upstream = await app[UPSTREAM].send(
+            "POST", client.account_sid, tail, body=urlencode(pairs).encode(), headers=headers)
+    except (UpstreamUnreachable, UpstreamTimeout) as exc:
+        timeout = isinstance(exc, UpstreamTimeout)
+        status, code = UPSTREAM_TIMEOUT if timeout else UPSTREAM_UNREACHABLE
+        label = "timeout" if timeout else "unreachable"
+        app[METRICS].upstream_responses.labels(label).inc()
+        log.warning("upstream_failed", decision_id=decision_id, error=label)
+        message = ("The provider did not answer in time; the request may or may not have "
+                   "been delivered. It is not retried automatically." if timeout else
+                   "The provider could not be reached; nothing was sent.")
+        response = error_response(request, TwilioError(status, code, message,
+                                                       decision_id=decision_id))
+        await _finish(request, decision_id, None, None, f"upstream {label}", response, claim)
+        return response
+    app[METRICS].upstream_latency.observe(time.perf_counter() - started)
+    app[METRICS].upstream_responses.labels(str(upstream.status)).inc()
+    response = _relay(upstream)
+    sid = _sid(upstream)
+    error = None if upstream.status < 400 else f"upstream {upstream.status}"
+    if error:
+        log.warning("upstream_refused", decision_id=decision_id, status=upstream.status)
+    await _finish(request, decision_id, upstream.status, sid, error, response, claim)
+    return response
+
+
+def _relay(upstream: UpstreamResponse) -> web.Response:
+    response = web.Response(status=upstream.status, body=upstream.body)
+    response.headers["Content-Type"] = upstream.content_type
+    return response
+
+
+def _sid(upstream: UpstreamResponse) -> str | None:
+    body = upstream.json()
+    sid = body.get("sid") if isinstance(body, dict) else None
+    return sid if isinstance(sid, str) else None
+
+
+async def _finish(request: web.Request, decision_id: int, upstream_status: int | None,
+                  sid: str | None, error: str | None, response: web.Response,
+                  claim: store.IdempotencyClaim | None, *, outcome: bool = True) -> None:
+    body = response.body if isinstance(response.body, bytes) else b""
+    content_type = response.headers.get("Content-Type", "application/json")
+    if outcome:
+        await store.record_outcome(
+            request.app[POOL], decision_id, upstream_status=upstream_status, upstream_sid=sid,
+            error=error, response_status=response.status, response=body,
+            content_type=content_type, claim=claim)
+    elif claim is not None:
+        await store.complete_idempotent(request.app[POOL], claim, response.status, body,
+                                        content_type)
+
+
+async def create_call(request: web.Request) -> web.Response:
+    return await create(request, "voice", "Calls.json")
+
+
+async def create_message(request: web.Request) -> web.Response:
+    return await create(request, "sms", "Messages.json")
+
+
+# --- pass-through ---------------------------------------------------------------------------
+
+_OWNED = re.compile(r"^(Calls|Messages)/((?:CA|SM|MM)[0-9a-fA-F]{32})(?:\.json|/.*)?$")
+_RECORDING = re.compile(r"^Recordings/(RE[0-9a-fA-F]{32})(?:\.json|\.mp3|\.wav|/.*)?$")
+_LISTS = {"Calls.json": ("calls", "sid"), "Messages.json": ("messages", "sid"),
+          "Recordings.json": ("recordings", "call_sid")}
+
+
+async def passthrough(request: web.Request) -> web.StreamResponse:
+    """Fetch, list, update and delete of this client's own calls, messages and recordings."""
+    client = await authenticate(request)
+    tail = request.match_info["tail"]
+    if request.method == "GET" and tail in _LISTS:
+        return await _filtered_list(request, client, tail)
+    owned = _OWNED.match(tail)
+    if owned is not None:
+        await _require_owned(request, client, owned.group(2))
+    elif (recording := _RECORDING.match(tail)) is not None:
+        await _require_owned_recording(request, client, recording.group(1))
+    else:
+        raise TwilioError(*NOT_PASSED_THROUGH, f"consent-proxy passes through only the calls, "
+                          f"messages and recordings of this client, not {tail!r}")
+    body = await request.read() if request.can_read_body else None
+    return await _stream(request, client, tail, body)
+
+
+async def _require_owned(request: web.Request, client: store.Client, sid: str) -> None:
+    if not await store.owned_sids(request.app[POOL], client.account_sid, [sid]):
+        raise TwilioError(404, 20404, f"The requested resource {request.path} was not found")
+
+
+async def _require_owned_recording(request: web.Request, client: store.Client,
+                                   sid: str) -> None:
+    meta = await _send(request, client, "GET", f"Recordings/{sid}.json")
+    data = meta.json() if meta.status == 200 else None
+    call_sid = data.get("call_sid") if isinstance(data, dict) else None
+    if not isinstance(call_sid, str):
+        raise TwilioError(404, 20404, f"The requested resource {request.path} was not found")
+    await _require_owned(request, client, call_sid)
+
+
+async def _send(request: web.Request, client: store.Client, method: str, tail: str,
+                query: str = "") -> UpstreamResponse:
+    try:
+        return await request.app[UPSTREAM].send(method, client.account_sid, tail, query=query,
+                                                headers=request.headers)
+    except UpstreamTimeout as exc:
+        raise TwilioError(*UPSTREAM_TIMEOUT, "The provider did not answer in time") from exc
+    except UpstreamUnreachable as exc:
+        raise TwilioError(*UPSTREAM_UNREACHABLE, "The provider could not be reached") from exc
+
+
+async def _filtered_list(request: web.Request, client: store.Client,
+                         tail: str) -> web.Response:
+    """A list page with only this client's items: the upstream account may be shared."""
+    upstream = await _send(request, client, "GET", tail, request.query_string)
+    data = upstream.json()
+    key, sid_field = _LISTS[tail]
+    if upstream.status != 200 or not isinstance(data, dict) or not isinstance(
+            data.get(key), list):
+        return _relay(upstream)
+    items = [i for i in data[key] if isinstance(i, dict)]
+    sids = [i[sid_field] for i in items if isinstance(i.get(sid_field), str)]
+    mine = await store.owned_sids(request.app[POOL], client.account_sid, sids)
+    data[key] = [i for i in items if i.get(sid_field) in mine]
+    return _relay(dataclasses.replace(upstream, body=json.dumps(data).encode()))
+
+
+async def _stream(request: web.Request, client: store.Client, tail: str,
+                  body: bytes | None) -> web.StreamResponse:
+    stream = request.app[UPSTREAM].stream(
+        request.method, client.account_sid, tail, query=request.query_string, body=body,
+        headers=request.headers)
+    try:
+        async with stream:
+            response = web.StreamResponse(status=stream.status,
+                                          headers={"Content-Type": stream.content_type})
+            await response.prepare(request)
+            async for chunk in stream.chunks():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+    except UpstreamTimeout as exc:
+        raise TwilioError(*UPSTREAM_TIMEOUT, "The provider did not answer in time") from exc
+    except UpstreamUnreachable as exc:
+        raise TwilioError(*UPSTREAM_UNREACHABLE, "The provider could not be reached") from exc
+
+
+# --- documentation of our own codes ---------------------------------------------------------
+
+async def error_doc(request: web.Request) -> web.Response:
+    """`more_info` of every denial points here: what the code means and what to do."""
+    try:
+        code = int(request.match_info["code"])
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+    for reason, (status, number) in DENIAL_CODES.items():
+        if number == code:
+            doc = REASONS[reason]
+            return web.json_response({"code": code, "status": status, "reason": reason,
+                                      "rule": doc.rule, "meaning": doc.meaning,
+                                      "fix": doc.fix})
+    for (status, number), (name, meaning, fix) in FAULTS.items():
+        if number == code:
+            return web.json_response({"code": code, "status": status, "reason": name,
+                                      "rule": None, "meaning": meaning, "fix": fix})
+    raise web.HTTPNotFound()
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post(f"{API}/Calls.json", create_call)
+    app.router.add_post(f"{API}/Messages.json", create_message)
+    app.router.add_route("*", API + "/{tail:.+}", passthrough)
+    app.router.add_get("/errors/{code}", error_doc)
