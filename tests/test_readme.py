@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from proxy.policy.reasons import BASES, REASONS
+from proxy.policy.reasons import BASES, DENY_REASONS, REASONS
 from proxy.settings import SECTIONS
+from proxy.twilio_front import DENIAL_CODES, FAULTS
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text("utf-8")
@@ -40,3 +41,21 @@ def test_config_key_is_documented(key: str) -> None:
 )
 def test_environment_variable_is_documented(variable: str) -> None:
     assert f"| `{variable}` |" in README
+
+
+@pytest.mark.parametrize("reason", sorted(DENIAL_CODES))
+def test_error_code_is_in_the_readme_table(reason: str) -> None:
+    status, code = DENIAL_CODES[reason]
+    assert f"| {status} | {code} | `{reason}` |" in README
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_fault_code_is_in_the_readme_table(fault: tuple[int, int]) -> None:
+    status, code = fault
+    assert f"| {status} | {code} | `{FAULTS[fault][0]}` |" in README
+
+
+def test_every_deny_reason_has_an_error_code() -> None:
+    assert set(DENY_REASONS) <= set(DENIAL_CODES)
+    codes = [code for _status, code in DENIAL_CODES.values()]
+    assert len(codes) == len(set(codes))
