@@ -15,10 +15,10 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy import admin, check, db, twilio_front
+from proxy import admin, check, db, twilio_front, webhooks
 from proxy.credentials import constant_time_equals
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
-from proxy.keys import CLIENTS, CLOCK, METRICS, POOL, REQUEST_ID, SETTINGS, UPSTREAM, Clock
+from proxy.keys import CLIENTS, CLOCK, HTTP, METRICS, POOL, REQUEST_ID, SETTINGS, UPSTREAM, Clock
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 from proxy.upstream import SandboxUpstream, TwilioUpstream
@@ -182,6 +182,15 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=50),
+        timeout=aiohttp.ClientTimeout(total=app[SETTINGS].rules.relay_timeout_seconds),
+    ) as session:
+        app[HTTP] = session
+        yield
+
+
 async def metrics(request: web.Request) -> web.Response:
     return request.app[METRICS].render()
 
@@ -197,10 +206,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[CLIENTS] = twilio_front.ClientDirectory()
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_http_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     admin.add_routes(app)
     check.add_routes(app)
     twilio_front.add_routes(app)
+    webhooks.add_routes(app)
     return app

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 
@@ -25,3 +26,5 @@ UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 CLIENTS: web.AppKey[ClientDirectory] = web.AppKey("clients")
 REQUEST_ID = web.RequestKey("request_id", str)
+# Outgoing HTTP other than the provider (relayed webhooks).
+HTTP = web.AppKey("http", aiohttp.ClientSession)

@@ -6,10 +6,12 @@ A bad value stops start-up with a `ConfigError` that names the key.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,52 @@ class CallingHours:
     closed_dates: frozenset[dt.date] = frozenset()
 
 
+# N12: the reply keywords. Dutch (STOP, UIT are the established ones; also STOPP, AFMELDEN,
+# UITSCHRIJVEN) and the English set Twilio and carriers use. Matched case-, accent- and
+# punctuation-insensitively, leading a short message (proxy/policy/optout.py).
+DEFAULT_STOP_WORDS: tuple[str, ...] = (
+    "stop", "stopp", "uit", "afmelden", "uitschrijven",
+    "stopall", "unsubscribe", "cancel", "end", "quit", "optout", "revoke",
+)
+DEFAULT_START_WORDS: tuple[str, ...] = ("start", "aanmelden", "unstop")
+DEFAULT_HELP_WORDS: tuple[str, ...] = ("help", "info")
+# Words that may follow a keyword without turning the message into an ordinary sentence:
+# politeness ("stop aub", "afmelden graag", "dank u wel"), "all" ("stop alles", "stop alle
+# berichten") and what is being stopped ("stop sms", "stop met bellen", "stop texting me").
+# Keywords need not be listed: one may always follow a keyword of the same kind ("stop stop").
+DEFAULT_FOLLOWER_WORDS: tuple[str, ...] = (
+    "aub", "a", "u", "b", "alstublieft", "alsjeblieft", "asjeblieft", "graag", "please", "pls",
+    "plz", "thanks", "thank", "you", "thx", "bedankt", "dank", "dankje", "dankjewel",
+    "danku", "je", "wel", "svp", "nu", "now", "direct", "meteen", "alles", "alle", "all",
+    "allemaal", "everything", "me", "mij", "ons", "hoor", "dan", "ff", "even", "met", "sms",
+    "smsjes", "smsen", "berichten", "bericht", "messages", "texts", "texting", "bellen",
+    "calls", "calling",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OptOutKeywords:
+    """N12 keyword sets, already normalised (casefolded, accents stripped)."""
+
+    stop: frozenset[str] = frozenset(DEFAULT_STOP_WORDS)
+    start: frozenset[str] = frozenset(DEFAULT_START_WORDS)
+    help: frozenset[str] = frozenset(DEFAULT_HELP_WORDS)
+    followers: frozenset[str] = frozenset(DEFAULT_FOLLOWER_WORDS)
+    max_words: int = 6  # longer messages are sentences, not keyword replies
+
+
+@dataclass(frozen=True, slots=True)
+class OptOutSettings:
+    # "organisation": a STOP by SMS objects to every channel of that organisation (someone who
+    # texts STOP does not want the call either); "channel": to SMS only.
+    scope: str = "organisation"
+    keywords: OptOutKeywords = field(default_factory=OptOutKeywords)
+    organisations: Mapping[str, OptOutKeywords] = field(default_factory=dict)
+
+    def for_organisation(self, organisation_id: str) -> OptOutKeywords:
+        return self.organisations.get(organisation_id, self.keywords)
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSettings:
     """Everything the decision engine may be configured with (the TOML file)."""
@@ -53,6 +101,8 @@ class RuleSettings:
     petition_signers_are_relations: bool = False
     upstream_timeout_seconds: float = 10.0
     max_body_bytes: int = 1024 * 1024
+    optout: OptOutSettings = field(default_factory=OptOutSettings)
+    relay_timeout_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +177,10 @@ SECTIONS: dict[str, set[str]] = {
     "relations": {"petition_signers"},
     "upstream": {"timeout_seconds"},
     "limits": {"max_body_bytes"},
+    "optout": {"scope", "stop", "start", "help", "followers", "max_words", "organisations"},
+    "webhooks": {"relay_timeout_seconds"},
 }
+_KEYWORD_LISTS = ("stop", "start", "help", "followers")
 
 
 def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
@@ -162,13 +215,60 @@ def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
     max_body = data.get("limits", {}).get("max_body_bytes", defaults.max_body_bytes)
     if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1024:
         raise ConfigError("limits.max_body_bytes: expected an integer >= 1024")
+    relay = data.get("webhooks", {}).get("relay_timeout_seconds", defaults.relay_timeout_seconds)
+    if isinstance(relay, bool) or not isinstance(relay, int | float) or not 0 < relay <= 60:
+        raise ConfigError("webhooks.relay_timeout_seconds: expected a number of seconds in "
+                          "(0, 60]")
     return RuleSettings(
         calling_hours=calling_hours,
         other_destinations=other,
         petition_signers_are_relations=petition,
         upstream_timeout_seconds=float(timeout),
         max_body_bytes=max_body,
+        optout=_optout(data.get("optout", {})),
+        relay_timeout_seconds=float(relay),
     )
+
+
+def normalise_word(word: str) -> str:
+    """Casefold and strip accents: keywords and messages are compared in this form."""
+    decomposed = unicodedata.normalize("NFKD", word)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().strip()
+
+
+def _words(value: Any, name: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(w, str) and w.strip() for w in value):
+        raise ConfigError(f"{name}: expected a list of words")
+    words = frozenset(normalise_word(w) for w in value)
+    if any(not w.replace("-", "").isalnum() for w in words):
+        raise ConfigError(f"{name}: words are letters and digits only")
+    return words
+
+
+def _optout(section: Mapping[str, Any]) -> OptOutSettings:
+    scope = section.get("scope", "organisation")
+    if scope not in {"organisation", "channel"}:
+        raise ConfigError(f"optout.scope: expected 'organisation' or 'channel', got {scope!r}")
+    max_words = section.get("max_words", OptOutKeywords().max_words)
+    if isinstance(max_words, bool) or not isinstance(max_words, int) or not 1 <= max_words <= 20:
+        raise ConfigError("optout.max_words: expected an integer from 1 to 20")
+    lists = {k: _words(section[k], f"optout.{k}") for k in _KEYWORD_LISTS if k in section}
+    base = OptOutKeywords(max_words=max_words, **lists)
+    organisations: dict[str, OptOutKeywords] = {}
+    per_org = section.get("organisations", {})
+    if not isinstance(per_org, dict):
+        raise ConfigError("optout.organisations: expected a table of organisations")
+    for org_id, extra in per_org.items():
+        name = f"optout.organisations.{org_id}"
+        if not isinstance(extra, dict):
+            raise ConfigError(f"{name}: expected a table")
+        for key in extra:
+            if key not in _KEYWORD_LISTS:
+                raise ConfigError(f"{name}.{key}: unknown key")
+        # Per organisation, words are added to the shared lists, never taken away from them.
+        organisations[org_id] = dataclasses.replace(base, **{
+            k: getattr(base, k) | _words(extra[k], f"{name}.{k}") for k in extra})
+    return OptOutSettings(scope=scope, keywords=base, organisations=organisations)
 
 
 def _range(section: Mapping[str, Any], key: str, default: TimeRange | None) -> TimeRange | None:

@@ -642,3 +642,110 @@ async def owned_sids(
         list(sids), account_sid,
     )
     return {r["upstream_sid"] for r in rows}
+
+
+# --- inbound SMS and voice objections (the opt-out loop) ---------------------------------
+
+@dataclass(frozen=True, slots=True)
+class InboundRecord:
+    message_sid: str
+    received_at: dt.datetime
+    sender: str
+    organisation_id: str
+    subject: str
+    intent: str
+    body_hash: str
+
+
+_INBOUND_INSERT = """
+INSERT INTO inbound_messages (message_sid, received_at, sender, organisation_id, subject_hash,
+    subject_masked, intent, body_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (message_sid) DO NOTHING
+RETURNING message_sid"""
+
+
+async def _claim_inbound(conn: asyncpg.Connection, rec: InboundRecord) -> bool:
+    claimed = await conn.fetchval(
+        _INBOUND_INSERT, rec.message_sid, rec.received_at, rec.sender, rec.organisation_id,
+        subject_hash(rec.subject), mask(rec.subject), rec.intent, rec.body_hash)
+    return claimed is not None
+
+
+async def inbound_reply(conn: asyncpg.Pool | asyncpg.Connection, message_sid: str
+                        ) -> str | None:
+    """The reply given to a MessageSid already handled (None while it is still in flight)."""
+    reply: str | None = await conn.fetchval(
+        "SELECT reply FROM inbound_messages WHERE message_sid = $1", message_sid)
+    return reply
+
+
+async def stop_by_sms(pool: asyncpg.Pool, rec: InboundRecord, objection: ObjectionIn,
+                      reply: str) -> int | None:
+    """N11/N12: record the message and its objection together. None: a retry, nothing new."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await _claim_inbound(conn, rec):
+            return None
+        objection_id: int = await conn.fetchval(
+            """INSERT INTO objections (subject_hash, subject, organisation_id, channel,
+                   received_at, via, source_ref, body_hash)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
+            subject_hash(objection.subject), objection.subject, objection.organisation,
+            objection.channel, objection.received_at, objection.via, objection.source_ref,
+            objection.body_hash)
+        await conn.execute(
+            "UPDATE inbound_messages SET objection_id = $2, reply = $3 WHERE message_sid = $1",
+            rec.message_sid, objection_id, reply)
+    return objection_id
+
+
+async def start_by_sms(pool: asyncpg.Pool, rec: InboundRecord, reply: str) -> int | None:
+    """N12: START lifts the objections this number made by SMS keyword to this organisation
+    only. Returns how many were lifted; None for a retry."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await _claim_inbound(conn, rec):
+            return None
+        lifted: int = await conn.fetchval(
+            """WITH l AS (
+                   UPDATE objections SET lifted_at = $3, lifted_ref = $4
+                   WHERE subject_hash = $1 AND organisation_id = $2 AND via = 'sms'
+                     AND source_ref IS NOT NULL AND lifted_at IS NULL RETURNING 1)
+               SELECT count(*) FROM l""",
+            subject_hash(rec.subject), rec.organisation_id, rec.received_at, rec.message_sid)
+        await conn.execute(
+            "UPDATE inbound_messages SET lifted = $2, reply = $3 WHERE message_sid = $1",
+            rec.message_sid, lifted, reply)
+    return lifted
+
+
+async def claim_inbound(pool: asyncpg.Pool, rec: InboundRecord) -> bool:
+    async with pool.acquire() as conn:
+        return await _claim_inbound(conn, rec)
+
+
+async def finish_inbound(pool: asyncpg.Pool, message_sid: str, reply: str,
+                         relay_status: int | None = None) -> None:
+    await pool.execute(
+        "UPDATE inbound_messages SET reply = $2, relay_status = $3 WHERE message_sid = $1",
+        message_sid, reply, relay_status)
+
+
+async def object_by_voice(pool: asyncpg.Pool, objection: ObjectionIn) -> int | None:
+    """An objection made in a call (IVR). None when this call already recorded it."""
+    objection_id: int | None = await pool.fetchval(
+        """INSERT INTO objections (subject_hash, subject, organisation_id, channel, received_at,
+               via, source_ref)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (source_ref) WHERE source_ref IS NOT NULL DO NOTHING RETURNING id""",
+        subject_hash(objection.subject), objection.subject, objection.organisation,
+        objection.channel, objection.received_at, objection.via, objection.source_ref)
+    return objection_id
+
+
+async def relay_client(pool: asyncpg.Pool, organisation_id: str) -> tuple[str, int] | None:
+    """The client whose token signs relayed webhooks for an organisation: its oldest client."""
+    row = await pool.fetchrow(
+        """SELECT c.account_sid, c.token_version FROM clients c
+           JOIN client_organisations co USING (account_sid)
+           WHERE co.organisation_id = $1 ORDER BY c.created_at, c.account_sid LIMIT 1""",
+        organisation_id)
+    return (row["account_sid"], row["token_version"]) if row else None

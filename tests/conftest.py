@@ -20,7 +20,10 @@ from proxy import db
 from proxy.app import create_app
 from proxy.logging import configure_logging
 from proxy.settings import Settings, load_settings
+from tests.fake_twilio import FakeTwilio
 
+UP_SID = "AC" + "f" * 32  # the upstream (Twilio) account the proxy forwards to
+UP_TOKEN = "upstream-auth-token"
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 ADMIN_TOKEN = "test-admin-token-0123456789"
 PROXY_SECRET = "test-proxy-secret-0123456789abcdef"
@@ -141,6 +144,17 @@ def uid(prefix: str = "org") -> str:
 
 
 def mobile() -> str:
-    """A fresh, valid Dutch mobile number (+316 1-5 + 7 digits), unique within the run."""
+    """A fresh, valid Dutch mobile number (+316 1-5 + 7 digits), unique within the run.
+    Bulk tests draw from +3168 (`BULK_PREFIX`), so the two never meet."""
     n = uuid.uuid4().int
     return f"+316{1 + n % 5}{(n // 5) % 10_000_000:07d}"
+
+
+BULK_PREFIX = "+3168"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTwilio]:
+    """A fake Twilio upstream on a real port, accepting the upstream test credentials."""
+    async with FakeTwilio(UP_SID, UP_TOKEN) as upstream:
+        yield upstream
