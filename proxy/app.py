@@ -18,10 +18,22 @@ from aiohttp.typedefs import Handler
 from proxy import admin, check, db, twilio_front, webhooks
 from proxy.credentials import constant_time_equals
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
-from proxy.keys import CLIENTS, CLOCK, HTTP, METRICS, POOL, REQUEST_ID, SETTINGS, UPSTREAM, Clock
+from proxy.keys import (
+    CLIENTS,
+    CLOCK,
+    HTTP,
+    METRICS,
+    POOL,
+    REQUEST_ID,
+    SETTINGS,
+    UPSTREAM,
+    WRITER,
+    Clock,
+)
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 from proxy.upstream import SandboxUpstream, TwilioUpstream
+from proxy.writer import GroupCommit
 
 log = structlog.get_logger("proxy")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -158,7 +170,11 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = await db.create_pool(url)
     app[POOL] = pool
     app[METRICS].watch_pool(pool)
+    writer = GroupCommit(pool)
+    writer.start()
+    app[WRITER] = writer
     yield
+    await writer.close()  # every queued decision and outcome is written before the pool goes
     await pool.close()
 
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from proxy.metrics import Metrics
     from proxy.twilio_front import ClientDirectory
     from proxy.upstream import Upstream
+    from proxy.writer import GroupCommit
 
 Clock = Callable[[], dt.datetime]
 
@@ -28,3 +29,4 @@ CLIENTS: web.AppKey[ClientDirectory] = web.AppKey("clients")
 REQUEST_ID = web.RequestKey("request_id", str)
 # Outgoing HTTP other than the provider (relayed webhooks).
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+WRITER: web.AppKey[GroupCommit] = web.AppKey("writer")

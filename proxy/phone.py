@@ -15,19 +15,30 @@ class InvalidNumber(ValueError):
     """The text is not a valid phone number."""
 
 
+# The common Dutch shapes (+31 or 0, then 9 digits) skip phonenumbers.parse, the slow part
+# (~17 us); validity is still phonenumbers.is_valid_number's verdict, on the same number.
+_NL_FAST = re.compile(r"(?:\+31|0)([1-9]\d{8})")
+
+
 def parse_number(raw: str, region: str = DEFAULT_REGION) -> str:
     """Any common written form (`0612345678`, `06-12345678`, `0031 6 12345678`) -> E.164."""
     text = raw.strip()
+    fast = _NL_FAST.fullmatch(text)
+    if fast is not None and (region == "NL" or text.startswith("+")):
+        nsn = fast.group(1)
+        if phonenumbers.is_valid_number(phonenumbers.PhoneNumber(31, int(nsn))):
+            return "+31" + nsn
+        raise InvalidNumber(f"not a valid phone number: {_mask_digits(text)!r}")
     if not _ALLOWED_CHARS.match(text):
-        raise InvalidNumber(f"not a phone number: {mask_text(text)!r}")
+        raise InvalidNumber(f"not a phone number: {_mask_digits(text)!r}")
     if text.startswith("00"):
         text = "+" + text[2:].lstrip()
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidNumber(f"not a phone number: {mask_text(text)!r}") from exc
+        raise InvalidNumber(f"not a phone number: {_mask_digits(text)!r}") from exc
     if not phonenumbers.is_valid_number(number):
-        raise InvalidNumber(f"not a valid phone number: {mask_text(text)!r}")
+        raise InvalidNumber(f"not a valid phone number: {_mask_digits(text)!r}")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

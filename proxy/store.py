@@ -517,7 +517,7 @@ class RequestAlreadyUsed(Exception):
 # One statement, so one round trip and atomic: consume the contact request / mark the first
 # call of a consent, insert the decision only if the consumption succeeded, and claim the
 # idempotency token for it.
-_RECORD_SQL = """
+RECORD_SQL = """
 WITH c AS (
     UPDATE consents SET consumed_at = $1
     WHERE $14::bigint IS NOT NULL AND id = $14 AND consumed_at IS NULL RETURNING id),
@@ -541,7 +541,7 @@ SELECT (SELECT id FROM d) AS id, (SELECT count(*) FROM k) AS claimed,
 """
 
 
-def _record_args(rec: DecisionRecord, claim: IdempotencyClaim | None) -> tuple[Any, ...]:
+def record_args(rec: DecisionRecord, claim: IdempotencyClaim | None) -> tuple[Any, ...]:
     d = rec.decision
     return (
         rec.decided_at, rec.request_id, rec.account_sid, rec.channel, rec.sender,
@@ -562,13 +562,13 @@ async def record_decision(
     Raises RequestAlreadyUsed when a concurrent contact consumed the request first; nothing
     is written then, and the caller decides again on fresh facts.
     """
-    row = await conn.fetchrow(_RECORD_SQL, *_record_args(rec, claim))
+    row = await conn.fetchrow(RECORD_SQL, *record_args(rec, claim))
     if row["id"] is None:
         raise RequestAlreadyUsed
     return row["id"], claim is None or row["claimed"] == 1
 
 
-_OUTCOME_SQL = """
+OUTCOME_SQL = """
 WITH o AS (
     INSERT INTO decision_outcomes (decision_id, upstream_status, upstream_sid, error)
     VALUES ($1, $2, $3, $4) RETURNING decision_id)
@@ -578,17 +578,19 @@ WHERE $8::text IS NOT NULL AND account_sid = $8 AND token = $9
 """
 
 
-async def record_outcome(
-    conn: asyncpg.Pool | asyncpg.Connection, decision_id: int, *, upstream_status: int | None,
-    upstream_sid: str | None, error: str | None, response_status: int, response: bytes,
-    content_type: str, claim: IdempotencyClaim | None = None,
-) -> None:
+def outcome_args(
+    decision_id: int, *, upstream_status: int | None, upstream_sid: str | None,
+    error: str | None, response_status: int, response: bytes, content_type: str,
+    claim: IdempotencyClaim | None = None,
+) -> tuple[Any, ...]:
+    return (decision_id, upstream_status, upstream_sid, error, response_status, response,
+            content_type, claim.account_sid if claim else None, claim.token if claim else None)
+
+
+async def record_outcome(conn: asyncpg.Pool | asyncpg.Connection, args: tuple[Any, ...]
+                         ) -> None:
     """What happened after the decision, written once; also completes the idempotency entry."""
-    await conn.execute(
-        _OUTCOME_SQL, decision_id, upstream_status, upstream_sid, error, response_status,
-        response, content_type, claim.account_sid if claim else None,
-        claim.token if claim else None,
-    )
+    await conn.execute(OUTCOME_SQL, *args)
 
 
 async def complete_idempotent(

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from proxy import credentials, gate, sms, store
 from proxy.errors import ProxyError
-from proxy.keys import CLIENTS, CLOCK, METRICS, POOL, REQUEST_ID, SETTINGS, UPSTREAM
+from proxy.keys import CLIENTS, CLOCK, METRICS, POOL, REQUEST_ID, SETTINGS, UPSTREAM, WRITER
 from proxy.policy import REASONS, Decision
 from proxy.policy.facts import ContactChannel, Organisation
 from proxy.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
@@ -382,13 +382,14 @@ async def create(request: web.Request, channel: ContactChannel, tail: str) -> we
         return replay
     decided_at = request.app[CLOCK]()
     gated = await _decide(request, client, channel, pairs)
+    writer = request.app[WRITER]
     try:
-        decision_id, claimed = await store.record_decision(
-            request.app[POOL], _record(request, client, gated, decided_at), claim)
+        decision_id, claimed = await writer.decision(
+            _record(request, client, gated, decided_at), claim)
     except store.RequestAlreadyUsed:  # N6: a concurrent contact used the request; decide again
         gated = await _decide(request, client, channel, pairs)
-        decision_id, claimed = await store.record_decision(
-            request.app[POOL], _record(request, client, gated, decided_at), claim)
+        decision_id, claimed = await writer.decision(
+            _record(request, client, gated, decided_at), claim)
     decision = gated.evaluation.decision
     request.app[METRICS].decisions.labels(channel, decision.decision, decision.reason).inc()
     log.info("decision_made", decision_id=decision_id, channel=channel,
@@ -467,10 +468,10 @@ async def _finish(request: web.Request, decision_id: int, upstream_status: int |
     body = response.body if isinstance(response.body, bytes) else b""
     content_type = response.headers.get("Content-Type", "application/json")
     if outcome:
-        await store.record_outcome(
-            request.app[POOL], decision_id, upstream_status=upstream_status, upstream_sid=sid,
-            error=error, response_status=response.status, response=body,
-            content_type=content_type, claim=claim)
+        await request.app[WRITER].outcome(store.outcome_args(
+            decision_id, upstream_status=upstream_status, upstream_sid=sid, error=error,
+            response_status=response.status, response=body, content_type=content_type,
+            claim=claim))
     elif claim is not None:
         await store.complete_idempotent(request.app[POOL], claim, response.status, body,
                                         content_type)

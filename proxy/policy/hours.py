@@ -82,6 +82,7 @@ def add_months(moment: dt.datetime, months: int) -> dt.datetime:
     return start.replace(year=year, month=month0 + 1, day=min(start.day, last))
 
 
+@lru_cache(maxsize=4096)
 def classify(day: dt.date, hours: CallingHours) -> Day:
     """N13: the day type decides the window. Closed dates (commemoration/mourning days) and
     public holidays follow the holiday setting, and win over the short-day rule (4 May)."""
