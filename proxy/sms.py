@@ -37,29 +37,25 @@ def segments(body: str) -> Segments:
 def _gsm7(body: str) -> Segments:
     costs = [2 if ch in GSM7_EXTENSION else 1 for ch in body]
     total = sum(costs)
-    if total <= 160:
-        return Segments("GSM-7", total, 1 if total else 0)
-    # An escape sequence is never split across parts: pack greedily into 153-septet parts.
-    parts, used = 1, 0
-    for cost in costs:
-        if used + cost > 153:
-            parts, used = parts + 1, 0
-        used += cost
-    return Segments("GSM-7", total, parts)
+    return Segments("GSM-7", total, _parts(costs, single=160, per_part=153) if total else 0)
 
 
 def _ucs2(body: str) -> Segments:
-    units = [len(ch.encode("utf-16-le")) // 2 for ch in body]
-    total = sum(units)
-    if total <= 70:
-        return Segments("UCS-2", total, 1)
-    # A surrogate pair (emoji) is never split across parts either.
+    costs = [len(ch.encode("utf-16-le")) // 2 for ch in body]
+    return Segments("UCS-2", sum(costs), _parts(costs, single=70, per_part=67))
+
+
+def _parts(costs: list[int], *, single: int, per_part: int) -> int:
+    """How many parts: one if it all fits, else packed greedily, because an escape sequence
+    (GSM-7) or a surrogate pair (UCS-2, an emoji) is never split across two parts."""
+    if sum(costs) <= single:
+        return 1
     parts, used = 1, 0
-    for cost in units:
-        if used + cost > 67:
+    for cost in costs:
+        if used + cost > per_part:
             parts, used = parts + 1, 0
         used += cost
-    return Segments("UCS-2", total, parts)
+    return parts
 
 
 def render_footer(template: str | None, *, sender: str, organisation: str) -> str:

@@ -244,20 +244,31 @@ def _request_failure(
 ) -> str | None:
     # N6 asks no verification step (the person initiated the contact); N5's verification is
     # about opt-in consent collected by the organisation.
+    shared = _given_failure(c, contact, org, topic, now)
+    if shared is not None:
+        return shared
+    if c.consumed_at is not None:
+        return NO_LEGAL_BASIS  # N6: one request, one contact; used means no basis left
+    if c.expires_at is not None and c.expires_at <= now:
+        return CONSENT_EXPIRED
+    return None
+
+
+def _given_failure(
+    c: Consent, contact: Contact, org: Organisation, topic: str | None, now: dt.datetime,
+) -> str | None:
+    """What opt-in consents and contact requests share: whose, which channel and topic,
+    still standing, and a number the person gave themselves."""
     if c.organisation_id != org.id or c.given_at > now:
-        return _SKIP
+        return _SKIP  # N5/N6: given to this organisation; a sister company's is not ours
     if c.channel != contact.channel:
-        return CONSENT_WRONG_CHANNEL
+        return CONSENT_WRONG_CHANNEL  # N5: one consent never covers two channels
     if not any_covers(c.topics, topic):
         return CONSENT_WRONG_TOPIC
     if c.withdrawn_at is not None and c.withdrawn_at <= now:
         return CONSENT_WITHDRAWN
     if c.provenance != SELF_PROVIDED:
         return NUMBER_PROVENANCE_INVALID  # N10
-    if c.consumed_at is not None:
-        return NO_LEGAL_BASIS  # N6: one request, one contact; used means no basis left
-    if c.expires_at is not None and c.expires_at <= now:
-        return CONSENT_EXPIRED
     return None
 
 
@@ -296,16 +307,9 @@ def _consent_basis(
 def _consent_failure(
     c: Consent, contact: Contact, org: Organisation, topic: str | None, now: dt.datetime,
 ) -> str | None:
-    if c.organisation_id != org.id or c.given_at > now:
-        return _SKIP  # N5: consent is given to this organisation; a sister company's is not ours
-    if c.channel != contact.channel:
-        return CONSENT_WRONG_CHANNEL  # N5: one consent never covers two channels
-    if not any_covers(c.topics, topic):
-        return CONSENT_WRONG_TOPIC
-    if c.withdrawn_at is not None and c.withdrawn_at <= now:
-        return CONSENT_WITHDRAWN
-    if c.provenance != SELF_PROVIDED:
-        return NUMBER_PROVENANCE_INVALID  # N10
+    shared = _given_failure(c, contact, org, topic, now)
+    if shared is not None:
+        return shared
     if c.expires_at is not None and c.expires_at <= now:
         return CONSENT_EXPIRED
     # N5: verified before the first contact. Required for SMS too: the point is that the person
