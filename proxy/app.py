@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 import time
@@ -10,13 +9,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
-import asyncpg
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy import admin, check, db, twilio_front, webhooks
 from proxy.credentials import constant_time_equals
+from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
 from proxy.keys import (
     CLIENTS,
@@ -37,17 +36,6 @@ from proxy.writer import GroupCommit
 
 log = structlog.get_logger("proxy")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# Errors that mean "the consent store cannot be reached": fail closed (503).
-STORE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.ConnectionFailureError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
-)
 
 
 def utc_now() -> dt.datetime:

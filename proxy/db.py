@@ -14,6 +14,18 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+# Failures that mean "the consent store cannot be reached": callers fail closed (503).
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
 # pg_advisory_lock key: ASCII "consentp". Held while migrating so instances can start at once.
 MIGRATION_LOCK_KEY = 0x636F6E73656E7470
 _MIGRATION_FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")

@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 
 from proxy import credentials, gate, sms, store
+from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
 from proxy.keys import CLIENTS, CLOCK, METRICS, POOL, REQUEST_ID, SETTINGS, UPSTREAM, WRITER
 from proxy.policy import REASONS, Decision
@@ -30,6 +31,7 @@ from proxy.policy.facts import ContactChannel, Organisation
 from proxy.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 
 log = structlog.get_logger("proxy.front")
+
 
 API = "/2010-04-01/Accounts/{account_sid}"
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
@@ -465,16 +467,23 @@ def _sid(upstream: UpstreamResponse) -> str | None:
 async def _finish(request: web.Request, decision_id: int, upstream_status: int | None,
                   sid: str | None, error: str | None, response: web.Response,
                   claim: store.IdempotencyClaim | None, *, outcome: bool = True) -> None:
+    """Record what happened. The decision row is already committed; if the store fails now,
+    the dialer still gets the provider's answer: a 503 for a message that did go out would
+    make it send again."""
     body = response.body if isinstance(response.body, bytes) else b""
     content_type = response.headers.get("Content-Type", "application/json")
-    if outcome:
-        await request.app[WRITER].outcome(store.outcome_args(
-            decision_id, upstream_status=upstream_status, upstream_sid=sid, error=error,
-            response_status=response.status, response=body, content_type=content_type,
-            claim=claim))
-    elif claim is not None:
-        await store.complete_idempotent(request.app[POOL], claim, response.status, body,
-                                        content_type)
+    try:
+        if outcome:
+            await request.app[WRITER].outcome(store.outcome_args(
+                decision_id, upstream_status=upstream_status, upstream_sid=sid, error=error,
+                response_status=response.status, response=body, content_type=content_type,
+                claim=claim))
+        elif claim is not None:
+            await store.complete_idempotent(request.app[POOL], claim, response.status, body,
+                                            content_type)
+    except STORE_ERRORS as exc:
+        log.error("outcome_not_recorded", decision_id=decision_id, sid=sid,
+                  upstream_status=upstream_status, error=type(exc).__name__)
 
 
 async def create_call(request: web.Request) -> web.Response:

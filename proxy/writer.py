@@ -16,17 +16,10 @@ import asyncpg
 import structlog
 
 from proxy import store
+from proxy.db import STORE_ERRORS
 
 log = structlog.get_logger("proxy.writer")
 
-# A connection-level failure fails the whole batch at once; a data error in one row is
-# isolated by retrying the batch row by row.
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, TimeoutError, asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.ConnectionFailureError,
-)
 
 
 @dataclass
@@ -89,13 +82,14 @@ class GroupCommit:
     async def _flush(self, batch: list[_Pending]) -> None:
         try:
             results = await self._write(batch)
-        except _CONNECTION_ERRORS as exc:
+        except STORE_ERRORS as exc:  # the store is gone: the whole batch fails at once
             _fail(batch, exc)
             return
         except Exception as exc:
             if len(batch) == 1:
                 _fail(batch, exc)
                 return
+            # A data error in one row: retry row by row so only that one fails.
             log.warning("group_commit_isolating", size=len(batch), error=type(exc).__name__)
             for pending in batch:  # find the one row that cannot be written
                 await self._flush([pending])
