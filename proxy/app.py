@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy import admin, check, db, twilio_front, webhooks
+from proxy import admin, audit, check, db, twilio_front, webhooks
 from proxy.credentials import constant_time_equals
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
@@ -216,6 +216,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.router.add_get("/metrics", metrics)
     admin.add_routes(app)
     check.add_routes(app)
+    audit.add_routes(app)
     twilio_front.add_routes(app)
     webhooks.add_routes(app)
     return app

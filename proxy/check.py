@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -101,7 +100,10 @@ async def scrub(request: web.Request) -> web.StreamResponse:
     if found is None:
         raise BadInput("not a registered sender (UNKNOWN_SENDER)", "from")
     sender, organisation = found
-    template = Contact(channel=channel, to=None, from_=sender.sender, sender=sender, topic=topic)
+
+    def contact(number: str | None) -> Contact:
+        return Contact(channel, number, sender.sender, sender, topic)
+
     nothing = Facts(organisation=organisation)
 
     response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
@@ -123,10 +125,9 @@ async def scrub(request: web.Request) -> web.StreamResponse:
                 key = (number is not None, bool(number and number.startswith("+31")))
                 line = unheld.get(key)
                 if line is None:
-                    line = unheld[key] = _row(decide(
-                        replace(template, to=number), nothing, rules, now))
+                    line = unheld[key] = _row(decide(contact(number), nothing, rules, now))
             else:
-                line = _row(decide(replace(template, to=number), on_file, rules, now))
+                line = _row(decide(contact(number), on_file, rules, now))
             rows.append((raw, *line))
         await response.write(_csv(rows))
         batch.clear()

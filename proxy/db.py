@@ -140,6 +140,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                               schema="pg_catalog", format="binary")
 
 
+async def connect(database_url: str) -> asyncpg.Connection:
+    """One connection set up like the pool's (JSON codecs), for the CLI and tools."""
+    conn = await asyncpg.connect(database_url)
+    await _init_connection(conn)
+    return conn
+
+
 async def create_pool(database_url: str, **kwargs: Any) -> asyncpg.Pool:
     options: dict[str, Any] = {"min_size": 2, "max_size": 10, "command_timeout": 10}
     options.update(kwargs)

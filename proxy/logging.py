@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from proxy.phone import mask_text
+from proxy.phone import is_e164, mask, mask_text
 
 _SECRET_KEYS = frozenset(
     {
@@ -24,7 +24,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return mask_text(value)
+        return mask(value) if is_e164(value) else mask_text(value)
     if isinstance(value, dict):
         return {k: "[redacted]" if k in _SECRET_KEYS else _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

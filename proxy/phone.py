@@ -57,14 +57,17 @@ def is_e164(text: str) -> bool:
 
 def mask(e164: str) -> str:
     """`+31612345678` -> `+31 6 ****5678`: enough to recognise, not enough to dial."""
-    try:
-        number = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return _mask_digits(e164)
-    national = str(number.national_number)
-    if len(national) < 6:
-        return f"+{number.country_code} ****"
-    return f"+{number.country_code} {national[0]} ****{national[-4:]}"
+    digits = e164[1:] if e164.startswith("+") else e164
+    # Country codes are prefix-free: the first of 1-3 leading digits that phonenumbers knows
+    # as a country code is it (no full parse needed on this per-log-line path).
+    for size in (1, 2, 3):
+        head = digits[:size]
+        if head.isdigit() and int(head) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[size:]
+            if len(national) < 6 or not national.isdigit():
+                return f"+{head} ****"
+            return f"+{head} {national[0]} ****{national[-4:]}"
+    return _mask_digits(e164)
 
 
 def _mask_digits(text: str) -> str:

@@ -101,8 +101,12 @@ class RuleSettings:
     petition_signers_are_relations: bool = False
     upstream_timeout_seconds: float = 10.0
     max_body_bytes: int = 1024 * 1024
+    # A request body must have arrived completely within this time (else 408): slow clients
+    # cannot hold a worker's connection and memory open indefinitely.
+    body_timeout_seconds: float = 30.0
     optout: OptOutSettings = field(default_factory=OptOutSettings)
     relay_timeout_seconds: float = 5.0
+    retention_months: int = 24  # decision rows older than this are removed by `prune`
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +180,10 @@ SECTIONS: dict[str, set[str]] = {
     "destinations": {"other"},
     "relations": {"petition_signers"},
     "upstream": {"timeout_seconds"},
-    "limits": {"max_body_bytes"},
+    "limits": {"max_body_bytes", "body_timeout_seconds"},
     "optout": {"scope", "stop", "start", "help", "followers", "max_words", "organisations"},
     "webhooks": {"relay_timeout_seconds"},
+    "retention": {"decisions_months"},
 }
 _KEYWORD_LISTS = ("stop", "start", "help", "followers")
 
@@ -215,18 +220,28 @@ def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
     max_body = data.get("limits", {}).get("max_body_bytes", defaults.max_body_bytes)
     if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1024:
         raise ConfigError("limits.max_body_bytes: expected an integer >= 1024")
+    body_timeout = data.get("limits", {}).get("body_timeout_seconds",
+                                              defaults.body_timeout_seconds)
+    if (isinstance(body_timeout, bool) or not isinstance(body_timeout, int | float)
+            or not 0 < body_timeout <= 300):
+        raise ConfigError("limits.body_timeout_seconds: expected a number of seconds in (0, 300]")
     relay = data.get("webhooks", {}).get("relay_timeout_seconds", defaults.relay_timeout_seconds)
     if isinstance(relay, bool) or not isinstance(relay, int | float) or not 0 < relay <= 60:
         raise ConfigError("webhooks.relay_timeout_seconds: expected a number of seconds in "
                           "(0, 60]")
+    months = data.get("retention", {}).get("decisions_months", defaults.retention_months)
+    if isinstance(months, bool) or not isinstance(months, int) or not 1 <= months <= 240:
+        raise ConfigError("retention.decisions_months: expected an integer from 1 to 240")
     return RuleSettings(
         calling_hours=calling_hours,
         other_destinations=other,
         petition_signers_are_relations=petition,
         upstream_timeout_seconds=float(timeout),
         max_body_bytes=max_body,
+        body_timeout_seconds=float(body_timeout),
         optout=_optout(data.get("optout", {})),
         relay_timeout_seconds=float(relay),
+        retention_months=months,
     )
 
 

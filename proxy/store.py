@@ -388,18 +388,28 @@ def _objection(row: asyncpg.Record) -> Objection:
                      channel=row["channel"], received_at=row["received_at"], via=row["via"])
 
 
+# The columns of each fact type (sql/004_fact_types.sql), in order.
+_SUBJECT_FACT = "(sj.number, sj.kind, sj.published_for_marketing)::subject_fact"
+_CONSENT_FACT = """(c.id, c.subject, c.organisation_id, c.channel, c.topics, c.kind, c.given_at,
+    c.provenance, c.expires_at, c.verified_at, c.first_contact_by, c.requested_start,
+    c.requested_end, c.withdrawn_at, c.first_used_at, c.consumed_at)::consent_fact"""
+_RELATIONSHIP_FACT = """(r.id, r.subject, r.organisation_id, r.kind, r.topics, r.started_at,
+    r.provenance, r.ended_at, r.opt_out_offered)::relationship_fact"""
+_OBJECTION_FACT = """(ob.id, ob.subject_hash, ob.organisation_id, ob.channel, ob.received_at,
+    ob.via)::objection_fact"""
+
 # One round trip: the sender, its organisation, the subject, and every consent, relationship
-# and live objection that can bear on (subject, organisation). Whole-row composites keep the
-# statement short and are decoded by asyncpg without JSON.
-_FACTS_SQL = """
-SELECT s AS sender_row, o AS org_row, sj AS subject_row,
-       ARRAY(SELECT c FROM consents c
+# and live objection that can bear on (subject, organisation), as the engine's own row types.
+_FACTS_SQL = f"""
+SELECT s AS sender_row, o AS org_row,
+       CASE WHEN sj.number IS NULL THEN NULL ELSE {_SUBJECT_FACT} END AS subject_row,
+       ARRAY(SELECT {_CONSENT_FACT} FROM consents c
              WHERE c.subject = $2 AND c.organisation_id = s.organisation_id
              ORDER BY c.id) AS consents,
-       ARRAY(SELECT r FROM relationships r
+       ARRAY(SELECT {_RELATIONSHIP_FACT} FROM relationships r
              WHERE r.subject = $2 AND r.organisation_id = s.organisation_id
              ORDER BY r.id) AS relationships,
-       ARRAY(SELECT ob FROM objections ob
+       ARRAY(SELECT {_OBJECTION_FACT} FROM objections ob
              WHERE ob.subject_hash = $3 AND ob.lifted_at IS NULL
                AND (ob.organisation_id IS NULL OR ob.organisation_id = s.organisation_id)
              ORDER BY ob.id) AS objections
@@ -440,15 +450,16 @@ async def load_sender(
 
 # Bulk variant for scrubbing: one round trip per batch of numbers, set-based (= ANY of an
 # array uses the (subject, organisation) and subject_hash indexes), never a query per number.
-_BULK_FACTS_SQL = """
-SELECT ARRAY(SELECT sj FROM subjects sj WHERE sj.number = ANY($1::text[])) AS subjects,
-       ARRAY(SELECT c FROM consents c
+_BULK_FACTS_SQL = f"""
+SELECT ARRAY(SELECT {_SUBJECT_FACT} FROM subjects sj
+             WHERE sj.number = ANY($1::text[])) AS subjects,
+       ARRAY(SELECT {_CONSENT_FACT} FROM consents c
              WHERE c.subject = ANY($1::text[]) AND c.organisation_id = $2
              ORDER BY c.id) AS consents,
-       ARRAY(SELECT r FROM relationships r
+       ARRAY(SELECT {_RELATIONSHIP_FACT} FROM relationships r
              WHERE r.subject = ANY($1::text[]) AND r.organisation_id = $2
              ORDER BY r.id) AS relationships,
-       ARRAY(SELECT ob FROM objections ob
+       ARRAY(SELECT {_OBJECTION_FACT} FROM objections ob
              WHERE ob.subject_hash = ANY($3::text[]) AND ob.lifted_at IS NULL
                AND (ob.organisation_id IS NULL OR ob.organisation_id = $2)
              ORDER BY ob.id) AS objections
@@ -751,3 +762,113 @@ async def relay_client(pool: asyncpg.Pool, organisation_id: str) -> tuple[str, i
            WHERE co.organisation_id = $1 ORDER BY c.created_at, c.account_sid LIMIT 1""",
         organisation_id)
     return (row["account_sid"], row["token_version"]) if row else None
+
+
+# --- audit: the decision chain, evidence reports, retention --------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    rows: int
+    broken_id: int | None = None
+    broken_seq: int | None = None
+    why: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_id is None
+
+
+async def verify_chain(conn: asyncpg.Connection) -> ChainReport:
+    """Walk the decision chain in commit order; name the first row whose hash or link is off."""
+    expected_prev: str | None = await conn.fetchval(
+        "SELECT anchor_hash FROM audit_anchors ORDER BY id DESC LIMIT 1")
+    rows = 0
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        cursor = conn.cursor(
+            """SELECT id, chain_seq, prev_hash, row_hash,
+                      decision_row_hash(d, d.prev_hash) AS recomputed
+               FROM decisions d ORDER BY chain_seq""", prefetch=2000)
+        async for row in cursor:
+            rows += 1
+            if row["prev_hash"] != expected_prev:
+                return ChainReport(rows, row["id"], row["chain_seq"],
+                                   "prev_hash does not match the row before it")
+            if row["row_hash"] != row["recomputed"]:
+                return ChainReport(rows, row["id"], row["chain_seq"],
+                                   "the row's content does not match its row_hash")
+            expected_prev = row["row_hash"]
+    return ChainReport(rows)
+
+
+async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]:
+    """Retention: delete decisions (with outcomes and idempotency entries) decided before
+    `before`, as a prefix of the chain; inbound message records too. Objections are kept."""
+    async with conn.transaction():
+        through: int | None = await conn.fetchval(
+            """SELECT max(chain_seq) FROM decisions WHERE chain_seq <= coalesce(
+                   (SELECT min(chain_seq) - 1 FROM decisions WHERE decided_at >= $1),
+                   (SELECT max(chain_seq) FROM decisions))""", before)
+        counts = {"decisions": 0, "outcomes": 0, "idempotency_keys": 0, "inbound_messages": 0}
+        if through is not None:
+            anchor = await conn.fetchval(
+                "SELECT row_hash FROM decisions WHERE chain_seq = $1", through)
+            await conn.execute("SELECT set_config('consent_proxy.prune_through', $1, true)",
+                               str(through))
+            counts["idempotency_keys"] = await _count(conn, """DELETE FROM idempotency_keys k
+                USING decisions d WHERE d.id = k.decision_id AND d.chain_seq <= $1""", through)
+            counts["outcomes"] = await _count(conn, """DELETE FROM decision_outcomes o
+                USING decisions d WHERE d.id = o.decision_id AND d.chain_seq <= $1""", through)
+            counts["decisions"] = await _count(
+                conn, "DELETE FROM decisions WHERE chain_seq <= $1", through)
+            await conn.execute(
+                """INSERT INTO audit_anchors (through_seq, anchor_hash, pruned_rows,
+                       pruned_before) VALUES ($1, $2, $3, $4)""",
+                through, anchor, counts["decisions"], before)
+        counts["inbound_messages"] = await _count(
+            conn, "DELETE FROM inbound_messages WHERE received_at < $1", before)
+    return counts
+
+
+async def _count(conn: asyncpg.Connection, sql: str, *args: Any) -> int:
+    status: str = await conn.execute(sql, *args)
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def evidence_report(conn: asyncpg.Pool | asyncpg.Connection, number: str,
+                          generated_at: dt.datetime) -> dict[str, Any]:
+    """Everything on file about one number, self-contained (CTM: proof of consent on request):
+    the subject, consents and relationships with their evidence, objections, and every
+    decision with its outcome and chain hashes. Raises NotFound when nothing is held."""
+    digest = subject_hash(number)
+    subject = await conn.fetchrow("SELECT * FROM subjects WHERE number = $1", number)
+    consents = await conn.fetch(
+        """SELECT c.*, o.name AS organisation_name FROM consents c
+           JOIN organisations o ON o.id = c.organisation_id WHERE c.subject = $1
+           ORDER BY c.id""", number)
+    relationships = await conn.fetch(
+        """SELECT r.*, o.name AS organisation_name FROM relationships r
+           JOIN organisations o ON o.id = r.organisation_id WHERE r.subject = $1
+           ORDER BY r.id""", number)
+    objections = await conn.fetch(
+        """SELECT ob.*, o.name AS organisation_name FROM objections ob
+           LEFT JOIN organisations o ON o.id = ob.organisation_id
+           WHERE ob.subject_hash = $1 ORDER BY ob.id""", digest)
+    decisions = await conn.fetch(
+        """SELECT d.*, oc.upstream_status, oc.upstream_sid, oc.error AS outcome_error,
+                  oc.recorded_at AS outcome_recorded_at
+           FROM decisions d LEFT JOIN decision_outcomes oc ON oc.decision_id = d.id
+           WHERE d.subject_hash = $1 ORDER BY d.chain_seq""", digest)
+    if subject is None and not (consents or relationships or objections or decisions):
+        raise NotFound("nothing is held about this number", "number")
+    return {
+        "report": "consent-proxy evidence",
+        "generated_at": generated_at.isoformat(),
+        "number": number,
+        "subject": _jsonable(subject, drop=("number",)) if subject is not None else None,
+        "consents": [_jsonable(r, drop=("subject",)) for r in consents],
+        "relationships": [_jsonable(r, drop=("subject",)) for r in relationships],
+        "objections": [_jsonable(r, drop=("subject", "subject_hash")) for r in objections],
+        "decisions": [decision_json(r) for r in decisions],
+        "integrity": "Decisions carry chain_seq, prev_hash and row_hash; `consent-proxy audit "
+                     "verify` recomputes the whole chain.",
+    }

@@ -7,6 +7,7 @@ dialer reads or updates about its own calls, messages and recordings is passed t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
@@ -200,10 +201,22 @@ async def authenticate(request: web.Request) -> store.Client:
 
 # --- request parsing and Twilio's own validation --------------------------------------------
 
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, which must arrive within limits.body_timeout_seconds (else 408): a
+    client trickling its body cannot hold the connection open indefinitely."""
+    timeout = request.app[SETTINGS].rules.body_timeout_seconds
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError as exc:
+        raise TwilioError(408, 20408, f"The request body did not arrive within {timeout:g} "
+                          "seconds") from exc
+
+
 async def read_form(request: web.Request) -> list[tuple[str, str]]:
     """The form body as ordered pairs: repeated keys and their order are kept."""
     content_type = request.headers.get("Content-Type", "application/x-www-form-urlencoded")
-    raw = await request.read()
+    raw = await read_body(request)
     if raw and not content_type.startswith("application/x-www-form-urlencoded"):
         raise TwilioError(400, 20001, "Expected an application/x-www-form-urlencoded body")
     try:
@@ -376,7 +389,7 @@ async def _replay(request: web.Request, client: store.Client,
 
 async def create(request: web.Request, channel: ContactChannel, tail: str) -> web.Response:
     client = await authenticate(request)
-    raw = await request.read()
+    raw = await read_body(request)
     pairs = await read_form(request)
     (validate_call if channel == "voice" else validate_message)(pairs)
     replay, claim = await _replay(request, client, raw)
@@ -394,9 +407,10 @@ async def create(request: web.Request, channel: ContactChannel, tail: str) -> we
             _record(request, client, gated, decided_at), claim)
     decision = gated.evaluation.decision
     request.app[METRICS].decisions.labels(channel, decision.decision, decision.reason).inc()
-    log.info("decision_made", decision_id=decision_id, channel=channel,
-             decision=decision.decision, reason=decision.reason, basis=decision.basis,
-             to=gated.evaluation.contact.to)
+    # One log line per request: the decision rides on the request's own `request_handled`.
+    structlog.contextvars.bind_contextvars(
+        decision_id=decision_id, channel=channel, decision=decision.decision,
+        reason=decision.reason, basis=decision.basis, to=gated.evaluation.contact.to)
     if not claimed:  # the same token arrived twice at once: only the first goes out
         claim = None
         response = error_response(request, TwilioError(*IDEMPOTENCY_IN_FLIGHT, "A request "
@@ -516,7 +530,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     else:
         raise TwilioError(*NOT_PASSED_THROUGH, f"consent-proxy passes through only the calls, "
                           f"messages and recordings of this client, not {tail!r}")
-    body = await request.read() if request.can_read_body else None
+    body = await read_body(request) if request.can_read_body else None
     return await _stream(request, client, tail, body)
 
 
