@@ -1,12 +1,13 @@
-# consent-proxy: `make run` starts the proxy, `make test` runs the whole suite.
-# Both set themselves up from a fresh clone with only Python >= 3.11 installed.
+# consent-proxy: `make run` starts the proxy, `make test` runs the whole suite, `make bench`
+# runs the benchmark suite (bench/README.md).
+# All three set themselves up from a fresh clone with only Python >= 3.11 installed.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck migrate clean
+.PHONY: run test lint typecheck migrate bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "consent-proxy needs Python >= 3.11")'
@@ -27,7 +28,7 @@ migrate: $(STAMP)
 	$(BIN)/consent-proxy migrate
 
 lint: $(STAMP)
-	$(BIN)/ruff check proxy tests
+	$(BIN)/ruff check proxy tests bench
 	$(BIN)/hadolint Dockerfile
 
 typecheck: $(STAMP)
@@ -35,6 +36,24 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# The full benchmark suite (about 10 minutes). Extra options: make bench BENCH_ARGS="--size tiny".
+# wrk comes from Debian packages; without it (or without root to install it) the run falls back
+# to the Python load generator and says so in its table.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
+		{ echo "bench: installing the bench extra (matplotlib)"; \
+		  $(BIN)/python -m pip install --quiet -e '.[bench]'; }
+	@command -v wrk >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "bench: wrk not found; running apt-get update && apt-get install -y wrk"; \
+			{ apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
+				echo "bench: could not install wrk; the Python load generator stands in"; \
+		else \
+			echo "bench: wrk not found and not root to install it; the Python load generator stands in"; \
+		fi; }
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,191 @@
+"""Subprocesses of a bench run: start on a free port, wait until ready, always stop.
+
+Also reads what the kernel knows about them (/proc): CPU time and peak resident memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parent.parent
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ServiceFailed(RuntimeError):
+    """A service exited or did not become ready; the message carries the tail of its log."""
+
+
+@dataclass
+class Service:
+    name: str
+    process: asyncio.subprocess.Process
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the kernel's pick for an ephemeral bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    # A plain file, not a pipe: a pipe nobody reads would stall a chatty service.
+    return path.open("wb")
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text("utf-8", "replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+async def start(name: str, args: Sequence[str], *, port: int, ready_path: str, log_path: Path,
+                env: Mapping[str, str] | None = None, ready_within: float = 60) -> Service:
+    """Start `python -m …` (args after the interpreter) and wait for 200 on `ready_path`."""
+    log = _open_log(log_path)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *args, cwd=REPO, env=dict(env or os.environ),
+            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT)
+    finally:
+        log.close()  # the child holds its own descriptor
+    service = Service(name, process, port, log_path)
+    try:
+        await _wait_ready(service, ready_path, ready_within)
+    except BaseException:
+        await stop(service)
+        raise
+    return service
+
+
+async def _wait_ready(service: Service, path: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            if service.process.returncode is not None:
+                raise ServiceFailed(f"{service.name} exited with {service.process.returncode}:\n"
+                                    f"{log_tail(service.log_path)}")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(service.url + path) as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise ServiceFailed(f"{service.name} not ready on {path} within {within:.0f} s:\n"
+                        f"{log_tail(service.log_path)}")
+
+
+async def stop(service: Service, grace: float = 15) -> None:
+    """SIGTERM (the proxy drains in-flight requests), then SIGKILL after `grace` seconds."""
+    process = service.process
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), grace)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+# --- what the kernel knows -------------------------------------------------------------------
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the highest resident set size the process has had, in MiB."""
+    return _status_kb(pid, "VmHWM") / 1024
+
+
+def rss_mb(pid: int) -> float:
+    return _status_kb(pid, "VmRSS") / 1024
+
+
+def _status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The command name may contain spaces; the fields after its closing parenthesis do not.
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds of every process named postgres (server, backends, background workers)."""
+    out: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == "postgres":
+                out[int(entry.name)] = cpu_seconds(int(entry.name))
+        except OSError:
+            continue  # exited while we looked
+    return out
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies over all cores since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return float(total - idle), float(total)
+
+
+@dataclass
+class CpuSnapshot:
+    at: float
+    processes: dict[str, float]
+    postgres: dict[int, float]
+    machine: tuple[float, float]
+
+
+def cpu_snapshot(pids: Mapping[str, int]) -> CpuSnapshot:
+    return CpuSnapshot(time.perf_counter(), {name: cpu_seconds(pid) for name, pid in pids.items()},
+                       postgres_cpu(), machine_cpu())
+
+
+def cpu_share(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
+    """Percent of one core used by each process between two snapshots; `machine` is the
+    percent of all cores together (100 = every core busy)."""
+    wall = after.at - before.at
+    share = {name: round(100 * (after.processes[name] - before.processes[name]) / wall, 1)
+             for name in after.processes}
+    pg = sum(cpu - before.postgres.get(pid, 0.0) for pid, cpu in after.postgres.items())
+    share["postgres"] = round(100 * pg / wall, 1)
+    busy = after.machine[0] - before.machine[0]
+    total = after.machine[1] - before.machine[1]
+    share["machine"] = round(100 * busy / total, 1) if total else 0.0
+    return share

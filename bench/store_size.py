@@ -1,0 +1,81 @@
+"""Item 5: decision latency must not grow with the store (index paths only).
+
+Measured in-process with `proxy.gate.evaluate`, the function every route decides through
+(number parsing, the one fact query, the engine), over a one-connection asyncpg pool made by
+`proxy.db.create_pool`: the database path without HTTP in front of it, which is the part that
+could grow with the table. Sequential, one decision at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from bench import seed
+from bench.load import percentile
+from proxy import db, gate, store
+from proxy.phone import subject_hash
+from proxy.settings import RuleSettings
+
+WARMUP = 100  # prepared statement, generic plan, the pool's connection
+
+
+async def latency(database_url: str, rules: RuleSettings, numbers: Sequence[str],
+                  at: dt.datetime) -> dict[str, Any]:
+    pool = await db.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        for number in numbers[:WARMUP]:
+            await gate.evaluate(pool, rules, channel="sms", to_raw=number, from_raw=seed.SENDER,
+                                now=at)
+        times, allowed = [], 0
+        for number in numbers:
+            started = time.perf_counter()
+            evaluation = await gate.evaluate(pool, rules, channel="sms", to_raw=number,
+                                             from_raw=seed.SENDER, now=at)
+            times.append(time.perf_counter() - started)
+            allowed += evaluation.decision.allowed
+    finally:
+        await pool.close()
+    ordered = sorted(times)
+    return {"samples": len(ordered), "p50_ms": round(percentile(ordered, 50) * 1000, 3),
+            "p99_ms": round(percentile(ordered, 99) * 1000, 3),
+            "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
+            "allowed_fraction": round(allowed / len(ordered), 3)}
+
+
+async def table_facts(conn: asyncpg.Connection) -> dict[str, Any]:
+    return {
+        "consent_rows": await seed.consent_rows(conn),
+        "consents_total_bytes": await conn.fetchval(
+            "SELECT pg_total_relation_size('consents')"),
+        "subject_rows": await conn.fetchval("SELECT count(*) FROM subjects"),
+    }
+
+
+async def explain(conn: asyncpg.Connection, number: str) -> str:
+    """The plan of the fact query (proxy/store.py) for one number, as PostgreSQL ran it."""
+    rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + store._FACTS_SQL,
+                            seed.SENDER, number, subject_hash(number))
+    return "\n".join(r[0] for r in rows)
+
+
+def uses_indexes_only(plan: str) -> bool:
+    """No sequential scan of a fact table: every lookup went through an index."""
+    return not any(f"Seq Scan on {table}" in plan
+                   for table in ("consents", "relationships", "objections", "subjects"))
+
+
+def allowed_load_numbers(count: int) -> list[str]:
+    return [seed.load_number(i) for i in range(count) if seed.LOAD_MIX[i % 10] == "allowed"]
+
+
+def sample_grown(added: int, count: int, rng_seed: int = 11) -> list[str]:
+    """Random subjects of the grown part: cold rows spread over the whole table."""
+    rng = random.Random(rng_seed)
+    return [seed.grown_number(rng.randrange(max(1, added // 3))) for _ in range(count)]
