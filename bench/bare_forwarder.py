@@ -13,6 +13,7 @@ import argparse
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
+import uvloop
 from aiohttp import web
 
 from bench.load import basic_auth
@@ -69,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--auth-token", required=True)
     args = parser.parse_args(argv)
     web.run_app(create_app(args.upstream.rstrip("/"), args.account_sid, args.auth_token),
-                host="127.0.0.1", port=args.port, access_log=None, print=None)
+                host="127.0.0.1", port=args.port, access_log=None, print=None,
+                loop=uvloop.new_event_loop())  # same event loop as consent-proxy (proxy/cli.py)
 
 
 if __name__ == "__main__":

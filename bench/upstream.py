@@ -14,6 +14,7 @@ import email.utils
 import secrets
 from collections.abc import Sequence
 
+import uvloop
 from aiohttp import web
 
 from bench.load import basic_auth
@@ -68,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--auth-token", required=True)
     args = parser.parse_args(argv)
     web.run_app(create_app(args.account_sid, args.auth_token), host="127.0.0.1",
-                port=args.port, access_log=None, print=None)
+                port=args.port, access_log=None, print=None,
+                loop=uvloop.new_event_loop())  # the same loop as the servers it answers
 
 
 if __name__ == "__main__":
