@@ -3,7 +3,6 @@ the bare forwarder and consent-proxy; the median of the rounds for each."""
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from typing import Any, Literal
 
 from bench import loadgen, wrk
 from bench.load import LoadResult, Target
-from bench.services import cpu_share, cpu_snapshot
+from bench.services import add_other, cpu_share, cpu_snapshot
 from bench.sizes import Size
 
 LoadgenKind = Literal["wrk", "python"]
@@ -52,11 +51,7 @@ async def _round(gen: LoadGenerator, target: Target, connections: int, seconds: 
     result = await gen.run(target, connections, seconds)
     cpu = cpu_share(before, cpu_snapshot(pids))
     cpu["loadgen"] = round(100 * result.loadgen_cpu_seconds / result.seconds, 1)
-    # Everything else that ran on the machine meanwhile (other jobs, kernel): it should be
-    # near 0, else the round was disturbed.
-    known = sum(v for k, v in cpu.items() if k != "machine")
-    cpu["other"] = round(max(0.0, cpu["machine"] * (os.cpu_count() or 1) - known), 1)
-    return result, cpu
+    return result, add_other(cpu)
 
 
 def _median(results: list[LoadResult]) -> dict[str, float]:

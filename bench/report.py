@@ -94,6 +94,9 @@ def _store_rows(s: Results) -> list[Row]:
             s["p50_ratio"] <= STORE_GROWTH_MAX),
         Row("5 store: p50 / p99, cold rows of the large store",
             f"{_ms(s['large_cold']['p50_ms'])} / {_ms(s['large_cold']['p99_ms'])}"),
+        Row("5 store: consent/subject lookups at large size use indexes",
+            "yes" if s["index_scans_only"] else "no (see explain)", "yes",
+            bool(s["index_scans_only"])),
     ]
 
 
@@ -139,16 +142,19 @@ def _notes(results: Results) -> list[str]:
                     f"{k} {v:g}" for k, v in shares.items() if k != "machine")
                 + f" (machine: {shares['machine']:g} % of all cores busy)"
                 for target, shares in cpu.items()))
-            busiest = max(shares.get("other", 0.0) for shares in cpu.values())
-            if busiest > OTHER_CPU_WARN:
-                notes.append(f"WARNING: processes outside the bench used {busiest:g} % of a "
-                             "core during load 1 (other jobs on the machine?): numbers disturbed")
+
     s = results.get("scrub") or {}
     if not s.get("skipped"):
         cpu = s["scrub"]["cpu_percent_of_one_core"]
         notes.append(f"scrub CPU in % of one core: proxy {cpu['proxy']:g}, postgres "
                      f"{cpu['postgres']:g}, upload client {cpu['client']:g}; the file was "
                      f"{s['file_bytes'] / 1e6:.1f} MB, rows counted {s['scrub']['rows']:,}")
+    disturbed = _disturbed(results)
+    if disturbed:
+        notes.append("WARNING: processes outside the bench used CPU (other jobs on the "
+                     "machine?), in % of a core: " + ", ".join(
+                         f"{where} {value:g}" for where, value in disturbed.items())
+                     + "; those numbers are disturbed, run again on a quiet machine")
     notes.append(f"proxy log: LOG_LEVEL=info, written to {meta['proxy_log']}")
     notes.append("CPU speed check (2 M-step Python loop, best of 3): "
                  f"{meta['cpu_speed_ms_start']:g} ms at start, {meta['cpu_speed_ms_end']:g} ms "
@@ -157,6 +163,26 @@ def _notes(results: Results) -> list[str]:
                  f"PostgreSQL {meta['postgres_version']} ({meta['database_server']}), "
                  f"Python {meta['python']}")
     return notes
+
+
+def _other_cpu(results: Results) -> dict[str, float]:
+    """The `other` CPU share of every measurement that recorded one."""
+    found: dict[str, float] = {}
+    gate = results.get("gate_overhead") or {}
+    for target, shares in (gate.get("cpu_median") or {}).items():
+        found[f"load 1 against {target}"] = shares.get("other", 0.0)
+    scrub = (results.get("scrub") or {}).get("scrub") or {}
+    if "cpu_percent_of_one_core" in scrub:
+        found["scrub"] = scrub["cpu_percent_of_one_core"]["other"]
+    store = results.get("store_size") or {}
+    for size in ("small", "large", "large_cold"):
+        if "cpu_percent_of_one_core" in (store.get(size) or {}):
+            found[f"store {size}"] = store[size]["cpu_percent_of_one_core"]["other"]
+    return found
+
+
+def _disturbed(results: Results) -> dict[str, float]:
+    return {k: v for k, v in _other_cpu(results).items() if v > OTHER_CPU_WARN}
 
 
 def table(results: Results) -> str:

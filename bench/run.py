@@ -212,7 +212,9 @@ async def run_store_size_large(stack: Stack, rules: RuleSettings, size: Size,
         "small": small_out, "large": large, "large_cold": cold, "grow": grown,
         "p50_ratio": round(large["p50_ms"] / small_out["p50_ms"], 3),
         "p99_ratio": round(large["p99_ms"] / small_out["p99_ms"], 3),
-        "index_only": all(store_size.uses_indexes_only(p) for p in plans.values()),
+        "index_scans_only": all(store_size.index_scans_only(p) for p in plans.values()),
+        "index_scans_only_all_fact_tables": all(
+            store_size.index_scans_only(p, store_size.FACT_TABLES) for p in plans.values()),
         "explain": plans,
     }
 

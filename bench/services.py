@@ -189,3 +189,11 @@ def cpu_share(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
     total = after.machine[1] - before.machine[1]
     share["machine"] = round(100 * busy / total, 1) if total else 0.0
     return share
+
+
+def add_other(share: dict[str, float]) -> dict[str, float]:
+    """Add `other`: CPU (percent of one core) of everything not listed, i.e. processes outside
+    the bench and the kernel's own work. Near 0 on a quiet machine."""
+    known = sum(v for k, v in share.items() if k not in ("machine", "other"))
+    share["other"] = round(max(0.0, share["machine"] * (os.cpu_count() or 1) - known), 1)
+    return share

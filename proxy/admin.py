@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import json
+import functools
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from proxy import credentials, store
-from proxy.errors import BadInput
-from proxy.fields import ORG_ID, Fields, parse_sender_id, parse_topic
+from proxy.errors import BadInput, NotFound, RequestTimeout
+from proxy.fields import ORG_ID, Fields, load_json, parse_sender_id, parse_topic
 from proxy.keys import CLOCK, POOL, SETTINGS
 from proxy.phone import InvalidNumber, parse_number
 from proxy.policy.facts import (
@@ -33,11 +35,14 @@ _ORG_FIELDS = ("id", "name", "sector", "customer_term_months", "sms_footer", "st
 async def read_json(request: web.Request) -> Any:
     if not request.can_read_body:
         raise BadInput("request body is empty; expected a JSON object")
-    raw = await request.read()
+    timeout = request.app[SETTINGS].rules.body_timeout_seconds
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"malformed JSON: {exc}") from exc
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError as exc:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} seconds "
+                             "(limits.body_timeout_seconds)") from exc
+    return load_json(raw)
 
 
 def _path_number(request: web.Request) -> str:
@@ -83,7 +88,10 @@ async def create_organisation(request: web.Request) -> web.Response:
 
 
 async def get_organisation(request: web.Request) -> web.Response:
-    org = await store.get_organisation(request.app[POOL], request.match_info["org_id"])
+    org_id = request.match_info["org_id"]
+    if not ORG_ID.match(org_id):  # cannot exist, and may hold what a query cannot carry
+        raise NotFound(f"no organisation {org_id!r}", "id")
+    org = await store.get_organisation(request.app[POOL], org_id)
     return web.json_response(_org_json(org))
 
 
@@ -308,4 +316,16 @@ def add_routes(app: web.Application) -> None:
         web.post(f"{PREFIX}/relationships", create_relationship),
         web.post(f"{PREFIX}/objections", create_objection),
         web.get(f"{PREFIX}/decisions", list_decisions),
+        web.get(f"{PREFIX}/openapi.yaml", openapi_document),
     ])
+
+
+@functools.cache
+def _openapi_yaml() -> bytes:
+    """proxy/openapi.yaml (package data), read once."""
+    return Path(__file__).with_name("openapi.yaml").read_bytes()
+
+
+async def openapi_document(_request: web.Request) -> web.Response:
+    """The OpenAPI 3.0 description of this API, behind the admin token like every route."""
+    return web.Response(body=_openapi_yaml(), content_type="application/yaml")

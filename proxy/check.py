@@ -6,6 +6,7 @@ Neither records a decision nor consumes a contact request.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -28,13 +29,25 @@ MAX_LINE = 256
 CONTACT_CHANNELS: tuple[ContactChannel, ...] = ("voice", "sms")
 
 
+# A dry run may look ahead or back, but not to where calendar arithmetic overflows.
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+
+def _in_range(at: dt.datetime) -> dt.datetime:
+    if not EARLIEST <= at < LATEST:
+        raise BadInput("must lie between 2000-01-01 and 2100-01-01", "at")
+    return at
+
+
 async def check(request: web.Request) -> web.Response:
     f = Fields(await read_json(request), ("channel", "to", "from", "at", "topic"))
     channel = f.choice("channel", CONTACT_CHANNELS)
     assert channel is not None
     to_raw = f.text("to", max_len=64)
     from_raw = f.text("from", max_len=64)
-    now = f.time("at", required=False) or request.app[CLOCK]()
+    at = f.time("at", required=False)
+    now = _in_range(at) if at is not None else request.app[CLOCK]()
     topic = f.text("topic", required=False)
     evaluation = await gate.evaluate(
         request.app[POOL], request.app[SETTINGS].rules, channel=channel, to_raw=to_raw,
@@ -90,7 +103,7 @@ async def scrub(request: web.Request) -> web.StreamResponse:
     channel = query.get("channel")
     if channel not in CONTACT_CHANNELS:
         raise BadInput("expected one of voice, sms", "channel")
-    now = parse_time(query["at"], "at") if query.get("at") else request.app[CLOCK]()
+    now = _in_range(parse_time(query["at"], "at")) if query.get("at") else request.app[CLOCK]()
     topic = parse_topic(query["topic"], "topic") if query.get("topic") else None
     key = gate.sender_key(query.get("from"))
     if not query.get("from"):

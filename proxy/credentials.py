@@ -23,8 +23,10 @@ def derive_token(proxy_secret: str, account_sid: str, version: int) -> str:
 
 def token_matches(proxy_secret: str, account_sid: str, version: int, presented: str) -> bool:
     expected = derive_token(proxy_secret, account_sid, version)
-    return hmac.compare_digest(expected.encode(), presented.encode())
+    return constant_time_equals(expected, presented)
 
 
 def constant_time_equals(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
+    # surrogateescape: header bytes that are not UTF-8 compare (unequal) instead of raising.
+    return hmac.compare_digest(a.encode("utf-8", "surrogateescape"),
+                               b.encode("utf-8", "surrogateescape"))

@@ -24,6 +24,10 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # A server shutting down sends FATAL to idle connections; a pooled connection handed out
+    # before asyncpg has seen the disconnect fails with this ("cannot switch to state …;
+    # another operation (2) is in progress"), not with a connection error.
+    asyncpg.exceptions.InternalClientError,
 )
 
 # pg_advisory_lock key: ASCII "consentp". Held while migrating so instances can start at once.

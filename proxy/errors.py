@@ -34,6 +34,12 @@ class Unauthorized(ProxyError):
     status = 401
 
 
+class RequestTimeout(ProxyError):
+    """The request body did not arrive within limits.body_timeout_seconds (408)."""
+
+    status = 408
+
+
 class StoreUnavailable(ProxyError):
     """The consent store cannot be reached: fail closed (503)."""
 

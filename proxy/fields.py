@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
@@ -12,11 +14,63 @@ from proxy.phone import InvalidNumber, parse_number
 
 T = TypeVar("T", bound=str)
 
-ORG_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-TOPIC = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}(/[a-z0-9][a-z0-9_-]{0,62}){0,7}$")
-MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
-ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, and "abc\n" is no id or topic.
+ORG_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
+TOPIC = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}(/[a-z0-9][a-z0-9_-]{0,62}){0,7}\Z")
+MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}\Z")
+ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}\Z")
+_URL = re.compile(r"^https?://[^\s/]+(/\S*)?\Z")
+# What PostgreSQL text and jsonb cannot hold: NUL, and UTF-16 surrogates (a lone "\ud800"
+# escape decodes to one; a proper pair decodes to one character outside this range).
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+MAX_JSON_DEPTH = 64
 _MISSING = object()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadInput(f"malformed JSON: {name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadInput(f"malformed JSON: number {text[:20]}... is out of range")
+    return value
+
+
+def load_json(raw: bytes) -> Any:
+    """A request body as JSON that PostgreSQL can store: no NaN/Infinity, no number beyond a
+    float, no NUL or unpaired surrogate in any string or key, at most MAX_JSON_DEPTH deep."""
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError as exc:
+        raise BadInput("malformed JSON: nested too deeply") from exc
+    except ValueError as exc:  # also UnicodeDecodeError and too many integer digits
+        raise BadInput(f"malformed JSON: {exc}") from exc
+    _check_storable(data)
+    return data
+
+
+def _check_storable(data: Any) -> None:
+    # Iterative: a deeply nested body must not cost recursion.
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadInput(f"nested more than {MAX_JSON_DEPTH} levels deep", path or None)
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                raise BadInput("contains a NUL character or an unpaired surrogate",
+                               path or None)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{path}.{key}" if path else key
+                if _UNSTORABLE.search(key):
+                    raise BadInput("a key contains a NUL character or an unpaired surrogate",
+                                   path or None)
+                stack.append((item, name, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
 
 
 def parse_time(value: Any, name: str) -> dt.datetime:
@@ -29,6 +83,10 @@ def parse_time(value: Any, name: str) -> dt.datetime:
         raise BadInput("not an ISO 8601 time", name) from exc
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise BadInput("time has no UTC offset (naive times are refused)", name)
+    try:
+        parsed.astimezone(dt.UTC)  # 0001-01-01T00:00+01:00 is before the first instant
+    except OverflowError as exc:
+        raise BadInput("time is out of range", name) from exc
     return parsed
 
 
@@ -164,6 +222,6 @@ class Fields:
 
     def url(self, key: str) -> str | None:
         value = self.text(key, required=False, max_len=2000)
-        if value is not None and not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        if value is not None and not _URL.match(value):
             raise BadInput("expected an http(s) URL", self.name(key))
         return value

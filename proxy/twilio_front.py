@@ -39,6 +39,8 @@ IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 # Sent upstream with every forwarded create: which committed decision let it through.
 DECISION_HEADER = "X-Consent-Decision-Id"
 MAX_FIELDS = 200
+SINGLE_FIELDS = ("To", "From", "MessagingServiceSid", "Body", "Url", "Twiml", "ApplicationSid")
+_TOKEN = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, as Twilio's SDKs send it
 
 # Twilio's own code for "Attempt to send to unsubscribed recipient": dialers already handle it.
 TWILIO_UNSUBSCRIBED = 21610
@@ -221,12 +223,22 @@ async def read_form(request: web.Request) -> list[tuple[str, str]]:
         raise TwilioError(400, 20001, "Expected an application/x-www-form-urlencoded body")
     try:
         text = raw.decode("utf-8")
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=False,
-                         max_num_fields=MAX_FIELDS, errors="strict")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
+                          max_num_fields=MAX_FIELDS, errors="strict")
     except UnicodeDecodeError as exc:
         raise TwilioError(400, 20001, "The request body is not valid UTF-8") from exc
     except ValueError as exc:
         raise TwilioError(400, 20001, f"Too many form fields (at most {MAX_FIELDS})") from exc
+    for key, value in pairs:
+        if "\x00" in key or "\x00" in value:
+            raise TwilioError(400, 20001, f"Field {key!r} contains a NUL character")
+    # The gate decides on these: a second To (or From, Body) would be checked once and could
+    # reach someone else, or lose the opt-out footer. Lists such as MediaUrl may repeat.
+    keys = [key for key, _ in pairs]
+    for name in SINGLE_FIELDS:
+        if keys.count(name) > 1:
+            raise TwilioError(400, 20001, f"Field {name!r} may appear only once")
+    return pairs
 
 
 def _first(pairs: Sequence[tuple[str, str]], name: str) -> str | None:
@@ -368,8 +380,9 @@ async def _replay(request: web.Request, client: store.Client,
     token = request.headers.get(IDEMPOTENCY_HEADER)
     if not token:
         return None, None
-    if len(token) > 256:
-        raise TwilioError(400, 20001, f"{IDEMPOTENCY_HEADER} is longer than 256 characters")
+    if not _TOKEN.fullmatch(token):
+        raise TwilioError(400, 20001, f"{IDEMPOTENCY_HEADER} must be 1-256 printable ASCII "
+                          "characters")
     claim = store.IdempotencyClaim(client.account_sid, token, _request_hash(request, raw))
     stored = await store.find_idempotent(request.app[POOL], client.account_sid, token,
                                          request.app[CLOCK]())

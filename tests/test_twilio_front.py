@@ -539,3 +539,23 @@ async def test_200_concurrent_creates(world: World, fake: FakeTwilio,
     assert forwarded_before_commit == []
     sids = {body["sid"] for _n, status, body in results if status == 201}
     assert sids == {r["upstream_sid"] for r in rows if r["decision"] == "allow"}
+
+
+@pytest.mark.parametrize("field", ["To", "From", "Body"])
+async def test_repeated_decisive_fields_are_refused(world: World, fake: FakeTwilio,
+                                                    pool: asyncpg.Pool, field: str) -> None:
+    """A second To would be checked once and could reach someone else: refuse it."""
+    number = mobile()
+    await world.consent(number, "sms")
+    pairs = [("To", number), ("From", world.sms), ("Body", "Hoi")]
+    pairs.append((field, {"To": mobile(), "From": world.sms, "Body": "Nog eens"}[field]))
+    before = await pool.fetchval("SELECT count(*) FROM decisions")
+    status, body = await _post(world, f"/2010-04-01/Accounts/{world.sid}/Messages.json", pairs)
+    assert (status, body["code"]) == (400, 20001)
+    assert field in body["message"]
+    assert fake.received == []
+    assert await pool.fetchval("SELECT count(*) FROM decisions") == before
+    media = [("To", number), ("From", world.sms), ("Body", "Foto's"),
+             ("MediaUrl", "https://a/1.png"), ("MediaUrl", "https://a/2.png")]
+    status, _ = await _post(world, f"/2010-04-01/Accounts/{world.sid}/Messages.json", media)
+    assert status == 201
