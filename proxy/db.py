@@ -152,9 +152,7 @@ async def connect(database_url: str) -> asyncpg.Connection:
 
 
 async def create_pool(database_url: str, **kwargs: Any) -> asyncpg.Pool:
-    # reset="": no session state is ever left on a pooled connection (transactions use SET
-    # LOCAL), so the default reset query would only add a round trip after every query.
-    options: dict[str, Any] = {"min_size": 2, "max_size": 10, "command_timeout": 10, "reset": ""}
+    options: dict[str, Any] = {"min_size": 2, "max_size": 10, "command_timeout": 10}
     options.update(kwargs)
     pool = await asyncpg.create_pool(database_url, init=_init_connection, **options)
     assert pool is not None
