@@ -199,12 +199,8 @@ async def run_store_size_large(stack: Stack, rules: RuleSettings, size: Size,
     large = facts | await store_size.latency(stack.database_url, rules, small["numbers"], at)
     cold_numbers = store_size.sample_grown(int(grown["added"]), size.latency_samples)
     cold = await store_size.latency(stack.database_url, rules, cold_numbers, at)
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        plans = {"load_number": await store_size.explain(conn, small["numbers"][0]),
-                 "grown_number": await store_size.explain(conn, cold_numbers[0])}
-    finally:
-        await conn.close()
+    plans = {"load_number": await store_size.explain(stack.database_url, small["numbers"][0]),
+             "grown_number": await store_size.explain(stack.database_url, cold_numbers[0])}
     small_out = {k: v for k, v in small.items() if k != "numbers"}
     return {
         "method": "in-process proxy.gate.evaluate over a 1-connection pool, sequential, "

@@ -63,10 +63,15 @@ async def table_facts(conn: asyncpg.Connection) -> dict[str, Any]:
     }
 
 
-async def explain(conn: asyncpg.Connection, number: str) -> str:
-    """The plan of the fact query (proxy/store.py) for one number, as PostgreSQL ran it."""
-    rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + store._FACTS_SQL,
-                            seed.SENDER, number, subject_hash(number))
+async def explain(database_url: str, number: str) -> str:
+    """The plan of the fact query (proxy/store.py) for one number, as PostgreSQL ran it for
+    the proxy (the same session settings: a generic plan)."""
+    conn = await db.connect(database_url)
+    try:
+        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + store._FACTS_SQL,
+                                [seed.SENDER], [number], [subject_hash(number)])
+    finally:
+        await conn.close()
     return "\n".join(r[0] for r in rows)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -23,6 +23,7 @@ from proxy.keys import (
     HTTP,
     METRICS,
     POOL,
+    READER,
     REQUEST_ID,
     SETTINGS,
     UPSTREAM,
@@ -30,6 +31,7 @@ from proxy.keys import (
     Clock,
 )
 from proxy.metrics import Metrics
+from proxy.reader import GroupFetch
 from proxy.settings import Settings
 from proxy.upstream import SandboxUpstream, TwilioUpstream
 from proxy.writer import GroupCommit
@@ -54,7 +56,7 @@ def _route_name(request: web.Request) -> str:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id in, request id out, one log line per request."""
     incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(16)
     structlog.contextvars.bind_contextvars(request_id=request_id)
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
@@ -158,10 +160,12 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = await db.create_pool(url)
     app[POOL] = pool
     app[METRICS].watch_pool(pool)
-    writer = GroupCommit(pool)
+    reader, writer = GroupFetch(pool), GroupCommit(pool)
+    reader.start()
     writer.start()
-    app[WRITER] = writer
+    app[READER], app[WRITER] = reader, writer
     yield
+    await reader.close()
     await writer.close()  # every queued decision and outcome is written before the pool goes
     await pool.close()
 

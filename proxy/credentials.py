@@ -7,6 +7,7 @@ client's token means bumping its version; rotating PROXY_SECRET invalidates ever
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -16,6 +17,7 @@ def new_account_sid() -> str:
     return "AC" + secrets.token_hex(16)
 
 
+@functools.lru_cache(maxsize=4096)  # checked on every request; clients are few
 def derive_token(proxy_secret: str, account_sid: str, version: int) -> str:
     message = f"consent-proxy/client-token/v1:{account_sid}:{version}".encode()
     return hmac.new(proxy_secret.encode(), message, hashlib.sha256).hexdigest()[:32]

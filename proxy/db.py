@@ -146,13 +146,29 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def connect(database_url: str) -> asyncpg.Connection:
     """One connection set up like the pool's (JSON codecs), for the CLI and tools."""
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(database_url, server_settings=SERVER_SETTINGS)
     await _init_connection(conn)
     return conn
 
 
+async def _reset(_conn: asyncpg.Connection) -> None:
+    """What a connection needs before it goes back to the pool, beyond what asyncpg always
+    does (drop listeners, roll back an open transaction): nothing. The proxy keeps no session
+    state (no SET, LISTEN, session advisory lock or cursor outside a transaction), so the
+    default reset query would cost a round trip per query for nothing."""
+
+
+# Every statement is prepared (asyncpg caches them) and its parameters are keys, so one
+# generic plan per statement serves every call. Left to choose, PostgreSQL plans the
+# hot-path statements afresh on every call for the lengths of their arrays (store.WRITE_SQL,
+# store._FACTS_SQL): measured, 250 us of server CPU for a one-lookup fact query instead of
+# 65 us.
+SERVER_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
+
+
 async def create_pool(database_url: str, **kwargs: Any) -> asyncpg.Pool:
-    options: dict[str, Any] = {"min_size": 2, "max_size": 10, "command_timeout": 10}
+    options: dict[str, Any] = {"min_size": 2, "max_size": 10, "command_timeout": 10,
+                               "reset": _reset, "server_settings": SERVER_SETTINGS}
     options.update(kwargs)
     pool = await asyncpg.create_pool(database_url, init=_init_connection, **options)
     assert pool is not None

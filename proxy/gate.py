@@ -6,6 +6,7 @@ Shared by the check API, the scrub API and the Twilio front, so all three decide
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from proxy.fields import parse_sender_id
 from proxy.phone import try_parse_number
 from proxy.policy import Decision, decide
 from proxy.policy.facts import Contact, ContactChannel, Facts, Organisation
+from proxy.reader import GroupFetch
 from proxy.settings import RuleSettings
 
 # N16: what dialers and carriers put in From when the caller ID is withheld.
@@ -32,6 +34,7 @@ class Evaluation:
     decision: Decision
 
 
+@functools.lru_cache(maxsize=4096)  # a dialer sends from a handful of senders, every request
 def sender_key(raw: str | None) -> str | None:
     """The registered form of a sender (E.164, alphanumeric ID, MG…), or None if it has none."""
     if raw is None:
@@ -43,7 +46,7 @@ def sender_key(raw: str | None) -> str | None:
 
 
 async def evaluate(
-    conn: asyncpg.Pool | asyncpg.Connection,
+    conn: asyncpg.Pool | asyncpg.Connection | GroupFetch,
     rules: RuleSettings,
     *,
     channel: ContactChannel,
@@ -55,13 +58,16 @@ async def evaluate(
     organisations: Collection[str] | None = None,
     body_check: Callable[[Organisation], bool] | None = None,
 ) -> Evaluation:
-    """Decide one proposed contact. `organisations` limits which senders count as registered
-    (a dialer may only use senders of its own organisations). `body_check` tells, once the
-    organisation is known, whether an SMS body already carries its opt-out line (N17)."""
+    """Decide one proposed contact, on facts from `conn` (the Twilio front passes its
+    GroupFetch, which shares the query with concurrent lookups). `organisations` limits which
+    senders count as registered (a dialer may only use senders of its own organisations).
+    `body_check` tells, once the organisation is known, whether an SMS body already carries
+    its opt-out line (N17)."""
     to = try_parse_number(to_raw)
     key = sender_key(from_raw)
     if to is not None and key is not None:
-        sender, facts = await store.load_facts(conn, key, to)
+        sender, facts = await (conn.load_facts(key, to) if isinstance(conn, GroupFetch)
+                               else store.load_facts(conn, key, to))
     else:  # the engine denies on the request alone; nothing to look up
         sender, facts = None, Facts(organisation=None)
     if sender is not None and organisations is not None and (

@@ -14,6 +14,7 @@ from proxy.settings import Settings
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics
+    from proxy.reader import GroupFetch
     from proxy.twilio_front import ClientDirectory
     from proxy.upstream import Upstream
     from proxy.writer import GroupCommit
@@ -30,3 +31,4 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # Outgoing HTTP other than the provider (relayed webhooks).
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 WRITER: web.AppKey[GroupCommit] = web.AppKey("writer")
+READER: web.AppKey[GroupFetch] = web.AppKey("reader")

@@ -4,13 +4,15 @@ can forget it: phone numbers are masked, secrets and message bodies never reach 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
-from proxy.phone import is_e164, mask, mask_text
+from proxy.phone import E164, mask, mask_text
 
 _SECRET_KEYS = frozenset(
     {
@@ -22,9 +24,23 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
+# Values that cannot hold a phone number or a secret pass as they are.
+_PLAIN = (int, float, bool, type(None))
+# Every shape mask_text masks holds seven digits in a row, single separators allowed
+# (proxy/phone.py): text without such a run is left as it is, without the full search.
+_SHORTEST_NUMBER = 7
+_DIGIT_RUN = re.compile(r"\d(?:[\s\-.]?\d){6}")
+
+
+def _scrub_text(value: str) -> str:
+    if len(value) < _SHORTEST_NUMBER or _DIGIT_RUN.search(value) is None:
+        return value
+    return mask(value) if E164.fullmatch(value) else mask_text(value)
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return mask(value) if is_e164(value) else mask_text(value)
+        return _scrub_text(value)
     if isinstance(value, dict):
         return {k: "[redacted]" if k in _SECRET_KEYS else _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -35,12 +51,20 @@ def _scrub(value: Any) -> Any:
 def redact(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    for key in list(event_dict):
+    # Runs on every log line (one per request): the common cases are tested first.
+    for key, value in event_dict.items():
         if key in _SECRET_KEYS:
             event_dict[key] = "[redacted]"
-        else:
-            event_dict[key] = _scrub(event_dict[key])
+        elif value.__class__ is str:
+            event_dict[key] = _scrub_text(value)
+        elif not isinstance(value, _PLAIN):
+            event_dict[key] = _scrub(value)
     return event_dict
+
+
+def _dumps(value: Any, default: Any = None) -> str:
+    # orjson: a fifth of json.dumps' time on the one line every request writes.
+    return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
@@ -51,7 +75,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             structlog.processors.format_exc_info,
             redact,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+M = TypeVar("M", Counter, Histogram)
+
+
+class Labelled(Generic[M]):
+    """A labelled metric whose children are looked up once: `labels()` takes a lock and
+    validates its arguments, on the hot path three times a request."""
+
+    def __init__(self, metric: M) -> None:
+        self.metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def labels(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -13,16 +33,16 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.decisions = Counter(
+        self.decisions = Labelled(Counter(
             "consent_proxy_decisions", "Gate decisions by channel, verdict and reason code.",
-            ["channel", "decision", "reason"], registry=self.registry)
-        self.upstream_responses = Counter(
+            ["channel", "decision", "reason"], registry=self.registry))
+        self.upstream_responses = Labelled(Counter(
             "consent_proxy_upstream_responses",
             "Upstream answers by HTTP status ('unreachable' / 'timeout' when there was none).",
-            ["status"], registry=self.registry)
-        self.request_latency = Histogram(
+            ["status"], registry=self.registry))
+        self.request_latency = Labelled(Histogram(
             "consent_proxy_request_seconds", "Time to answer a request, by route and method.",
-            ["route", "method"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+            ["route", "method"], buckets=_LATENCY_BUCKETS, registry=self.registry))
         self.upstream_latency = Histogram(
             "consent_proxy_upstream_seconds", "Time the upstream took to answer.",
             buckets=_LATENCY_BUCKETS, registry=self.registry)

@@ -51,8 +51,11 @@ def try_parse_number(raw: str | None, region: str = DEFAULT_REGION) -> str | Non
         return None
 
 
+E164 = re.compile(r"\+[1-9]\d{6,14}")
+
+
 def is_e164(text: str) -> bool:
-    return bool(re.fullmatch(r"\+[1-9]\d{6,14}", text))
+    return E164.fullmatch(text) is not None
 
 
 def mask(e164: str) -> str:

@@ -16,6 +16,7 @@ GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
+GSM7 = GSM7_BASIC | GSM7_EXTENSION
 
 Encoding = Literal["GSM-7", "UCS-2"]
 
@@ -29,20 +30,33 @@ class Segments:
 
 def segments(body: str) -> Segments:
     """How many parts a body is sent in (twilio.md: 160/153 GSM-7, 70/67 UCS-2)."""
-    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in body):
-        return _gsm7(body)
+    chars = set(body)
+    if chars <= GSM7:
+        return _gsm7(body, chars & GSM7_EXTENSION)
     return _ucs2(body)
 
 
-def _gsm7(body: str) -> Segments:
+def _gsm7(body: str, extended: set[str]) -> Segments:
+    total = len(body) + sum(body.count(ch) for ch in extended)  # an escape costs two septets
+    if not total:
+        return Segments("GSM-7", 0, 0)
+    if not extended:
+        return Segments("GSM-7", total, _even_parts(total, single=160, per_part=153))
     costs = [2 if ch in GSM7_EXTENSION else 1 for ch in body]
-    total = sum(costs)
-    return Segments("GSM-7", total, _parts(costs, single=160, per_part=153) if total else 0)
+    return Segments("GSM-7", total, _parts(costs, single=160, per_part=153))
 
 
 def _ucs2(body: str) -> Segments:
+    total = len(body.encode("utf-16-le")) // 2
+    if total == len(body):  # no surrogate pairs
+        return Segments("UCS-2", total, _even_parts(total, single=70, per_part=67))
     costs = [len(ch.encode("utf-16-le")) // 2 for ch in body]
-    return Segments("UCS-2", sum(costs), _parts(costs, single=70, per_part=67))
+    return Segments("UCS-2", total, _parts(costs, single=70, per_part=67))
+
+
+def _even_parts(total: int, *, single: int, per_part: int) -> int:
+    """_parts when every character costs one unit: nothing can straddle a part boundary."""
+    return 1 if total <= single else -(-total // per_part)
 
 
 def _parts(costs: list[int], *, single: int, per_part: int) -> int:
@@ -64,6 +78,8 @@ def render_footer(template: str | None, *, sender: str, organisation: str) -> st
 
 
 def _fold(text: str) -> str:
+    if text.isascii():  # nothing to decompose, no combining marks
+        return " ".join(text.casefold().split())
     decomposed = unicodedata.normalize("NFKD", text)
     plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return " ".join(plain.casefold().split())

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import orjson
 
 from proxy.errors import Conflict, NotFound
 from proxy.phone import mask, subject_hash
@@ -398,34 +399,32 @@ _RELATIONSHIP_FACT = """(r.id, r.subject, r.organisation_id, r.kind, r.topics, r
 _OBJECTION_FACT = """(ob.id, ob.subject_hash, ob.organisation_id, ob.channel, ob.received_at,
     ob.via)::objection_fact"""
 
-# One round trip: the sender, its organisation, the subject, and every consent, relationship
-# and live objection that can bear on (subject, organisation), as the engine's own row types.
+# One round trip for any number of lookups (group fetch, proxy/reader.py): for each
+# (sender, number), the sender, its organisation, the subject, and every consent,
+# relationship and live objection that can bear on (subject, organisation), as the engine's
+# own row types. One row per lookup, in order.
 _FACTS_SQL = f"""
 SELECT s AS sender_row, o AS org_row,
        CASE WHEN sj.number IS NULL THEN NULL ELSE {_SUBJECT_FACT} END AS subject_row,
        ARRAY(SELECT {_CONSENT_FACT} FROM consents c
-             WHERE c.subject = $2 AND c.organisation_id = s.organisation_id
+             WHERE c.subject = q.number AND c.organisation_id = s.organisation_id
              ORDER BY c.id) AS consents,
        ARRAY(SELECT {_RELATIONSHIP_FACT} FROM relationships r
-             WHERE r.subject = $2 AND r.organisation_id = s.organisation_id
+             WHERE r.subject = q.number AND r.organisation_id = s.organisation_id
              ORDER BY r.id) AS relationships,
        ARRAY(SELECT {_OBJECTION_FACT} FROM objections ob
-             WHERE ob.subject_hash = $3 AND ob.lifted_at IS NULL
+             WHERE ob.subject_hash = q.hash AND ob.lifted_at IS NULL
                AND (ob.organisation_id IS NULL OR ob.organisation_id = s.organisation_id)
              ORDER BY ob.id) AS objections
-FROM (SELECT 1) AS one
-LEFT JOIN senders s ON s.sender = $1
+FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS q(sender, number, hash, n)
+LEFT JOIN senders s ON s.sender = q.sender
 LEFT JOIN organisations o ON o.id = s.organisation_id
-LEFT JOIN subjects sj ON sj.number = $2
+LEFT JOIN subjects sj ON sj.number = q.number
+ORDER BY q.n
 """
 
 
-async def load_facts(
-    conn: asyncpg.Pool | asyncpg.Connection, sender: str | None, number: str | None
-) -> tuple[Sender | None, Facts]:
-    """Everything the engine needs for one proposed contact, in a single query."""
-    row = await conn.fetchrow(
-        _FACTS_SQL, sender, number, subject_hash(number) if number else None)
+def _facts(row: asyncpg.Record) -> tuple[Sender | None, Facts]:
     sender_row, org_row = row["sender_row"], row["org_row"]
     facts = Facts(
         organisation=_organisation(org_row) if org_row is not None else None,
@@ -435,6 +434,24 @@ async def load_facts(
         objections=tuple(_objection(o) for o in row["objections"]),
     )
     return (_sender(sender_row) if sender_row is not None else None), facts
+
+
+async def load_facts_many(
+    conn: asyncpg.Pool | asyncpg.Connection, lookups: Sequence[tuple[str, str]]
+) -> list[tuple[Sender | None, Facts]]:
+    """Everything the engine needs for each proposed (sender, number), in a single query."""
+    senders = [sender for sender, _ in lookups]
+    numbers = [number for _, number in lookups]
+    rows = await conn.fetch(_FACTS_SQL, senders, numbers, [subject_hash(n) for n in numbers])
+    return [_facts(row) for row in rows]
+
+
+async def load_facts(
+    conn: asyncpg.Pool | asyncpg.Connection, sender: str, number: str
+) -> tuple[Sender | None, Facts]:
+    """Everything the engine needs for one proposed contact."""
+    (found,) = await load_facts_many(conn, [(sender, number)])
+    return found
 
 
 async def load_sender(
@@ -525,43 +542,120 @@ class RequestAlreadyUsed(Exception):
     """N6: the contact request was consumed by a concurrent contact; decide again."""
 
 
-# One statement, so one round trip and atomic: consume the contact request / mark the first
-# call of a consent, insert the decision only if the consumption succeeded, and claim the
-# idempotency token for it.
-RECORD_SQL = """
-WITH c AS (
-    UPDATE consents SET consumed_at = $1
-    WHERE $14::bigint IS NOT NULL AND id = $14 AND consumed_at IS NULL RETURNING id),
+# One statement for a whole batch (group commit): one round trip, one executor run, one
+# commit, and atomic. For the decisions: consume the contact requests / mark the first call
+# of a consent, insert each decision only if its consumption succeeded, and claim the
+# idempotency tokens. For the outcomes of earlier decisions: insert them and complete their
+# idempotency entries. Each batch arrives as one array per column; decision rows are
+# numbered by `n` in queue order and the answer has one row per decision, in that order,
+# with a NULL id where the request was used (N6): within a batch the earliest decision gets
+# a contact request, as it would one by one. evidence, obligations and details travel as
+# JSON text (arrays of arrays cannot be ragged).
+WRITE_SQL = """
+WITH i AS (
+    SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
+        $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+        $13::text[], $14::bigint[], $15::bigint[], $16::text[], $17::timestamptz[],
+        $18::text[], $19::text[], $20::text[], $21::text[])
+    WITH ORDINALITY AS i(decided_at, request_id, account_sid, channel, sender,
+        organisation_id, subject_hash, subject_masked, topic, decision, reason, basis, rule,
+        consumes, first_use, evidence, retry_after, obligations, details, token, request_hash,
+        n)),
+c AS (
+    UPDATE consents SET consumed_at = w.decided_at
+    FROM (SELECT DISTINCT ON (consumes) consumes, decided_at, n FROM i
+          WHERE consumes IS NOT NULL ORDER BY consumes, n) AS w
+    WHERE consents.id = w.consumes AND consents.consumed_at IS NULL
+    RETURNING w.n),
+r AS MATERIALIZED (
+    SELECT i.*, nextval('decisions_id_seq') AS id FROM i
+    WHERE i.consumes IS NULL OR i.n IN (SELECT n FROM c)),
 d AS (
-    INSERT INTO decisions (decided_at, request_id, account_sid, channel, sender,
+    INSERT INTO decisions (id, decided_at, request_id, account_sid, channel, sender,
         organisation_id, subject_hash, subject_masked, topic, decision, reason, basis, rule,
         consumed_consent_id, evidence, retry_after, obligations, details)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16, $17, $18, $19
-    WHERE $14::bigint IS NULL OR EXISTS (SELECT 1 FROM c)
-    RETURNING id),
+    OVERRIDING SYSTEM VALUE
+    SELECT id, decided_at, request_id, account_sid, channel, sender, organisation_id,
+        subject_hash, subject_masked, topic, decision, reason, basis, rule, consumes,
+        evidence::jsonb, retry_after,
+        ARRAY(SELECT jsonb_array_elements_text(obligations::jsonb)), details::jsonb
+    FROM r ORDER BY n  -- the audit chain (sql/005) follows queue order
+    RETURNING 1),
 f AS (
-    UPDATE consents SET first_used_at = $1
-    WHERE $15::bigint IS NOT NULL AND id = $15 AND first_used_at IS NULL
-      AND EXISTS (SELECT 1 FROM d) RETURNING id),
+    UPDATE consents SET first_used_at = w.decided_at
+    FROM (SELECT DISTINCT ON (first_use) first_use, decided_at FROM r
+          WHERE first_use IS NOT NULL ORDER BY first_use, n) AS w
+    WHERE consents.id = w.first_use AND consents.first_used_at IS NULL
+    RETURNING 1),
 k AS (
     INSERT INTO idempotency_keys (account_sid, token, request_hash, decision_id, created_at)
-    SELECT $3, $20, $21, d.id, $1 FROM d WHERE $20::text IS NOT NULL
-    ON CONFLICT DO NOTHING RETURNING 1)
-SELECT (SELECT id FROM d) AS id, (SELECT count(*) FROM k) AS claimed,
-       (SELECT count(*) FROM f) AS first_use
+    SELECT account_sid, token, request_hash, id, decided_at FROM r
+    WHERE token IS NOT NULL ORDER BY n
+    ON CONFLICT DO NOTHING RETURNING decision_id),
+oi AS (
+    SELECT * FROM unnest($22::bigint[], $23::int[], $24::text[], $25::text[], $26::int[],
+        $27::bytea[], $28::text[], $29::text[], $30::text[])
+    AS oi(decision_id, upstream_status, upstream_sid, error, status, response, content_type,
+          account_sid, token)),
+o AS (
+    INSERT INTO decision_outcomes (decision_id, upstream_status, upstream_sid, error)
+    SELECT decision_id, upstream_status, upstream_sid, error FROM oi RETURNING decision_id),
+u AS (
+    UPDATE idempotency_keys ik SET status = oi.status, response = oi.response,
+        content_type = oi.content_type
+    FROM oi
+    WHERE oi.account_sid IS NOT NULL AND ik.account_sid = oi.account_sid
+      AND ik.token = oi.token AND ik.decision_id = oi.decision_id
+      AND oi.decision_id IN (SELECT decision_id FROM o)
+    RETURNING 1)
+SELECT r.id, r.id IN (SELECT decision_id FROM k) AS claimed
+FROM i LEFT JOIN r USING (n) ORDER BY i.n
 """
+_DECISION_COLUMNS, _OUTCOME_COLUMNS = 21, 9
 
 
 def record_args(rec: DecisionRecord, claim: IdempotencyClaim | None) -> tuple[Any, ...]:
+    """One decision row of WRITE_SQL (its columns in order)."""
     d = rec.decision
     return (
         rec.decided_at, rec.request_id, rec.account_sid, rec.channel, rec.sender,
         rec.organisation_id, subject_hash(rec.subject) if rec.subject else None,
         masked(rec.subject), rec.topic, d.decision, d.reason, d.basis, d.rule,
         d.consumes if d.allowed else None, d.first_use if d.allowed else None,
-        [dict(e) for e in d.evidence], d.retry_after, list(d.obligations), rec.details,
+        _json([dict(e) for e in d.evidence]), d.retry_after, _json(list(d.obligations)),
+        _json(rec.details),
         claim.token if claim else None, claim.request_hash if claim else None,
     )
+
+
+def outcome_args(
+    decision_id: int, *, upstream_status: int | None, upstream_sid: str | None,
+    error: str | None, response_status: int, response: bytes, content_type: str,
+    claim: IdempotencyClaim | None = None,
+) -> tuple[Any, ...]:
+    """One outcome row of WRITE_SQL."""
+    return (decision_id, upstream_status, upstream_sid, error, response_status, response,
+            content_type, claim.account_sid if claim else None, claim.token if claim else None)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+async def write_batch(
+    conn: asyncpg.Pool | asyncpg.Connection, decisions: Sequence[tuple[Any, ...]],
+    outcomes: Sequence[tuple[Any, ...]] = (),
+) -> list[asyncpg.Record]:
+    """Commit record_args and outcome_args rows together; one (id, claimed) per decision."""
+    return await conn.fetch(  # type: ignore[no-any-return]
+        WRITE_SQL, *_columns(decisions, _DECISION_COLUMNS),
+        *_columns(outcomes, _OUTCOME_COLUMNS))
 
 
 async def record_decision(
@@ -573,35 +667,16 @@ async def record_decision(
     Raises RequestAlreadyUsed when a concurrent contact consumed the request first; nothing
     is written then, and the caller decides again on fresh facts.
     """
-    row = await conn.fetchrow(RECORD_SQL, *record_args(rec, claim))
+    (row,) = await write_batch(conn, [record_args(rec, claim)])
     if row["id"] is None:
         raise RequestAlreadyUsed
-    return row["id"], claim is None or row["claimed"] == 1
-
-
-OUTCOME_SQL = """
-WITH o AS (
-    INSERT INTO decision_outcomes (decision_id, upstream_status, upstream_sid, error)
-    VALUES ($1, $2, $3, $4) RETURNING decision_id)
-UPDATE idempotency_keys SET status = $5, response = $6, content_type = $7
-WHERE $8::text IS NOT NULL AND account_sid = $8 AND token = $9
-  AND decision_id = (SELECT decision_id FROM o)
-"""
-
-
-def outcome_args(
-    decision_id: int, *, upstream_status: int | None, upstream_sid: str | None,
-    error: str | None, response_status: int, response: bytes, content_type: str,
-    claim: IdempotencyClaim | None = None,
-) -> tuple[Any, ...]:
-    return (decision_id, upstream_status, upstream_sid, error, response_status, response,
-            content_type, claim.account_sid if claim else None, claim.token if claim else None)
+    return row["id"], claim is None or bool(row["claimed"])
 
 
 async def record_outcome(conn: asyncpg.Pool | asyncpg.Connection, args: tuple[Any, ...]
                          ) -> None:
     """What happened after the decision, written once; also completes the idempotency entry."""
-    await conn.execute(OUTCOME_SQL, *args)
+    await write_batch(conn, [], [args])
 
 
 async def complete_idempotent(

@@ -26,7 +26,17 @@ from aiohttp import web
 from proxy import credentials, gate, sms, store
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
-from proxy.keys import CLIENTS, CLOCK, METRICS, POOL, REQUEST_ID, SETTINGS, UPSTREAM, WRITER
+from proxy.keys import (
+    CLIENTS,
+    CLOCK,
+    METRICS,
+    POOL,
+    READER,
+    REQUEST_ID,
+    SETTINGS,
+    UPSTREAM,
+    WRITER,
+)
 from proxy.policy import REASONS, Decision
 from proxy.policy.facts import ContactChannel, Organisation
 from proxy.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
@@ -206,6 +216,8 @@ async def authenticate(request: web.Request) -> store.Client:
 async def read_body(request: web.Request) -> bytes:
     """The whole body, which must arrive within limits.body_timeout_seconds (else 408): a
     client trickling its body cannot hold the connection open indefinitely."""
+    if request.content.is_eof():  # already all here (a small form usually is): no timer
+        return await request.read()
     timeout = request.app[SETTINGS].rules.body_timeout_seconds
     try:
         async with asyncio.timeout(timeout):
@@ -215,10 +227,9 @@ async def read_body(request: web.Request) -> bytes:
                           "seconds") from exc
 
 
-async def read_form(request: web.Request) -> list[tuple[str, str]]:
+def parse_form(request: web.Request, raw: bytes) -> list[tuple[str, str]]:
     """The form body as ordered pairs: repeated keys and their order are kept."""
     content_type = request.headers.get("Content-Type", "application/x-www-form-urlencoded")
-    raw = await read_body(request)
     if raw and not content_type.startswith("application/x-www-form-urlencoded"):
         raise TwilioError(400, 20001, "Expected an application/x-www-form-urlencoded body")
     try:
@@ -333,7 +344,7 @@ async def _decide(request: web.Request, client: store.Client, channel: ContactCh
     from_raw = _first(pairs, "From") or (
         _first(pairs, "MessagingServiceSid") if channel == "sms" else None)
     evaluation = await gate.evaluate(
-        request.app[POOL], request.app[SETTINGS].rules, channel=channel,
+        request.app[READER], request.app[SETTINGS].rules, channel=channel,
         to_raw=_first(pairs, "To"), from_raw=from_raw, now=request.app[CLOCK](),
         organisations=client.organisations,
         body_check=_body_has_opt_out(pairs, from_raw or "") if channel == "sms" else None,
@@ -403,7 +414,7 @@ async def _replay(request: web.Request, client: store.Client,
 async def create(request: web.Request, channel: ContactChannel, tail: str) -> web.Response:
     client = await authenticate(request)
     raw = await read_body(request)
-    pairs = await read_form(request)
+    pairs = parse_form(request, raw)
     (validate_call if channel == "voice" else validate_message)(pairs)
     replay, claim = await _replay(request, client, raw)
     if replay is not None:

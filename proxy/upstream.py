@@ -18,6 +18,7 @@ from typing import Any, Protocol, Self
 from urllib.parse import parse_qsl
 
 import aiohttp
+import orjson
 
 from proxy import sms
 
@@ -32,8 +33,8 @@ class UpstreamResponse:
 
     def json(self) -> Any:
         try:
-            return json.loads(self.body)
-        except ValueError:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
             return None
 
 
@@ -85,14 +86,15 @@ class TwilioUpstream:
         self._session = session
         self._base = base.rstrip("/")
         self._sid = account_sid
-        self._auth = aiohttp.BasicAuth(account_sid, auth_token)
+        # Encoded once: the header is the same on every request.
+        self._authorization = aiohttp.BasicAuth(account_sid, auth_token).encode()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     def _url(self, tail: str, query: str) -> str:
         return f"{self._base}{API}/{self._sid}/{tail}" + (f"?{query}" if query else "")
 
     def _headers(self, headers: Mapping[str, str] | None) -> dict[str, str]:
-        out = {"User-Agent": "consent-proxy"}
+        out = {"User-Agent": "consent-proxy", "Authorization": self._authorization}
         for name in FORWARDED_HEADERS:
             if headers and name in headers:
                 out[name] = headers[name]
@@ -108,7 +110,7 @@ class TwilioUpstream:
         try:
             async with self._session.request(
                 method, self._url(tail, query), data=body, headers=self._headers(headers),
-                auth=self._auth, timeout=self._timeout, allow_redirects=False,
+                timeout=self._timeout, allow_redirects=False,
             ) as resp:
                 raw = await resp.read()
                 content_type = resp.headers.get("Content-Type", "application/json")
@@ -142,7 +144,7 @@ class _TwilioStream:
     async def __aenter__(self) -> _TwilioStream:
         try:
             self._resp = await self._up._session.request(
-                *self._args, data=self._body, headers=self._headers, auth=self._up._auth,
+                *self._args, data=self._body, headers=self._headers,
                 timeout=self._up._timeout, allow_redirects=False)
         except TimeoutError as exc:
             raise UpstreamTimeout from exc

@@ -1,0 +1,26 @@
+"""Group fetch: the fact lookups of concurrent requests share one query (store._FACTS_SQL),
+so under load a request's one round trip for its facts is shared with its neighbours'."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from proxy import store
+from proxy.batch import Batcher
+from proxy.policy.facts import Facts, Sender
+
+Lookup = tuple[str, str]  # (sender key, E.164 number)
+
+
+class GroupFetch(Batcher[Lookup]):
+    name = "group-fetch"
+
+    async def load_facts(self, sender: str, number: str) -> tuple[Sender | None, Facts]:
+        found: tuple[Sender | None, Facts] = await self.submit((sender, number))
+        return found
+
+    async def _send(self, conn: asyncpg.Connection, items: Sequence[Lookup]
+                    ) -> list[tuple[Sender | None, Facts]]:
+        return await store.load_facts_many(conn, items)
