@@ -27,6 +27,7 @@ from proxy.keys import (
     REQUEST_ID,
     SETTINGS,
     UPSTREAM,
+    WORKERS,
     WRITER,
     Clock,
 )
@@ -34,6 +35,7 @@ from proxy.metrics import Metrics
 from proxy.reader import GroupFetch
 from proxy.settings import Settings
 from proxy.upstream import SandboxUpstream, TwilioUpstream
+from proxy.workers import Workers
 from proxy.writer import GroupCommit
 
 log = structlog.get_logger("proxy")
@@ -199,6 +201,12 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[WORKERS] = Workers()
+    yield
+    app[WORKERS].close()
+
+
 async def metrics(request: web.Request) -> web.Response:
     return request.app[METRICS].render()
 
@@ -215,6 +223,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(_workers_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

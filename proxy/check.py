@@ -5,6 +5,8 @@ Neither records a decision nor consumes a contact request.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import csv
 import datetime as dt
 import io
@@ -18,13 +20,13 @@ from proxy import gate, store
 from proxy.admin import PREFIX, read_json
 from proxy.errors import BadInput
 from proxy.fields import Fields, parse_time, parse_topic
-from proxy.keys import CLOCK, POOL, SETTINGS
-from proxy.phone import try_parse_number
+from proxy.keys import CLOCK, POOL, SETTINGS, WORKERS
 from proxy.policy import Decision, decide
 from proxy.policy.facts import Contact, ContactChannel, Facts
 
 log = structlog.get_logger("proxy.scrub")
 SCRUB_BATCH = 5000
+SCRUB_AHEAD = 2  # batches parsed and looked up ahead of the one being decided
 MAX_LINE = 256
 CONTACT_CHANNELS: tuple[ContactChannel, ...] = ("voice", "sms")
 
@@ -108,7 +110,7 @@ async def scrub(request: web.Request) -> web.StreamResponse:
     key = gate.sender_key(query.get("from"))
     if not query.get("from"):
         raise BadInput("required query parameter is missing", "from")
-    pool, rules = request.app[POOL], request.app[SETTINGS].rules
+    pool, rules, workers = request.app[POOL], request.app[SETTINGS].rules, request.app[WORKERS]
     found = await store.load_sender(pool, key) if key else None
     if found is None:
         raise BadInput("not a registered sender (UNKNOWN_SENDER)", "from")
@@ -122,31 +124,50 @@ async def scrub(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
     await response.prepare(request)
     await response.write(b"number,decision,reason,retry_after\n")
-    batch: list[str] = []
-    unheld: dict[tuple[bool, bool], tuple[str, str, str]] = {}
-    total = 0
+    unheld: dict[tuple[bool, bool, str | None, bool | None], tuple[str, str, str]] = {}
 
-    async def flush() -> None:
-        numbers = [try_parse_number(raw) for raw in batch]
+    async def look_up(batch: list[str]) -> tuple[list[str], list[str | None], dict[str, Facts]]:
+        numbers = await workers.parse_numbers(batch)
         facts = await store.load_facts_bulk(pool, organisation, [n for n in numbers if n])
-        rows = []
+        return batch, numbers, facts
+
+    def rows(batch: list[str], numbers: list[str | None], facts: dict[str, Facts]) -> bytes:
+        out = []
         for raw, number in zip(batch, numbers, strict=True):
             on_file = facts.get(number) if number else None
-            if on_file is None:
-                # The engine reads `to` only for validity and "+31 or not": with nothing on
-                # file, every number of the same kind gets the same decision in this scrub.
-                key = (number is not None, bool(number and number.startswith("+31")))
+            if on_file is None or not (
+                    on_file.consents or on_file.relationships or on_file.objections):
+                # The engine reads `to` only for validity and "+31 or not", and a subject
+                # record only for its kind and publication (the number itself only goes into
+                # evidence, which a scrub does not return): with nothing else on file, every
+                # number of the same kind gets the same answer in this scrub.
+                subject = on_file.subject if on_file else None
+                key = (number is not None, bool(number and number.startswith("+31")),
+                       subject.kind if subject else None,
+                       subject.published_for_marketing if subject else None)
                 line = unheld.get(key)
                 if line is None:
-                    line = unheld[key] = _row(decide(contact(number), nothing, rules, now))
+                    line = unheld[key] = _row(decide(contact(number), on_file or nothing,
+                                                     rules, now))
             else:
                 line = _row(decide(contact(number), on_file, rules, now))
-            rows.append((raw, *line))
-        await response.write(_csv(rows))
-        batch.clear()
+            out.append((raw, *line))
+        return _csv(out)
 
-    first = True
+    # Batches in flight: while one is decided and written here, the next ones' numbers are
+    # parsed in the worker process and their facts are on their way from PostgreSQL.
+    ahead: collections.deque[asyncio.Task[tuple[list[str], list[str | None],
+                                               dict[str, Facts]]]] = collections.deque()
+
+    async def flush(batch: list[str]) -> None:
+        ahead.append(asyncio.create_task(look_up(batch)))
+        if len(ahead) > SCRUB_AHEAD:
+            await response.write(rows(*await ahead.popleft()))
+
+    total = 0
     try:
+        batch: list[str] = []
+        first = True
         async for line in _lines(request):
             value = _first_field(line)
             if first:
@@ -158,10 +179,15 @@ async def scrub(request: web.Request) -> web.StreamResponse:
             batch.append(value)
             total += 1
             if len(batch) >= SCRUB_BATCH:
-                await flush()
+                await flush(batch)
+                batch = []
         if batch:
-            await flush()
+            await flush(batch)
+        while ahead:
+            await response.write(rows(*await ahead.popleft()))
     except Exception as exc:
+        for task in ahead:
+            task.cancel()
         # The status line is gone already: cut the stream so the client cannot mistake a
         # partial result for a complete one (the chunked body never terminates).
         log.warning("scrub_aborted", numbers_done=total, error=type(exc).__name__)

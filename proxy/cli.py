@@ -42,7 +42,7 @@ def _load() -> Settings:
     except ConfigError as exc:
         print(f"consent-proxy: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, once=True)
     return settings
 
 

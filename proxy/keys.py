@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from proxy.reader import GroupFetch
     from proxy.twilio_front import ClientDirectory
     from proxy.upstream import Upstream
+    from proxy.workers import Workers
     from proxy.writer import GroupCommit
 
 Clock = Callable[[], dt.datetime]
@@ -32,3 +33,4 @@ REQUEST_ID = web.RequestKey("request_id", str)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 WRITER: web.AppKey[GroupCommit] = web.AppKey("writer")
 READER: web.AppKey[GroupFetch] = web.AppKey("reader")
+WORKERS: web.AppKey[Workers] = web.AppKey("workers")

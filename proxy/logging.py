@@ -67,7 +67,10 @@ def _dumps(value: Any, default: Any = None) -> str:
     return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+def configure_logging(level: str = "info", stream: TextIO | None = None, *,
+                      once: bool = False) -> None:
+    """`once`: this process configures logging this one time (the CLI), so each module's
+    logger can be built on its first use instead of on every call."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -79,5 +82,5 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=once,
     )

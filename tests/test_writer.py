@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -17,11 +18,12 @@ from tests.conftest import mobile, uid
 NOW = dt.datetime(2026, 11, 30, 10, 0, tzinfo=dt.UTC)
 
 
-def record(number: str, consumes: int | None = None) -> store.DecisionRecord:
+def record(number: str, consumes: int | None = None,
+           account_sid: str | None = None) -> store.DecisionRecord:
     decision = Decision("allow", "ALLOWED", "N6", {"en": "x", "nl": "x"}, "CONTACT_REQUEST",
                         ({"type": "consent", "id": consumes or 0},), consumes=consumes)
     return store.DecisionRecord(decision=decision, decided_at=NOW, channel="sms",
-                                subject=number, account_sid=None)
+                                subject=number, account_sid=account_sid)
 
 
 @pytest.fixture
@@ -89,3 +91,44 @@ async def test_close_drains_the_queue(pool: asyncpg.Pool) -> None:
     assert all(p.done() and not p.exception() for p in pending)
     with pytest.raises(asyncpg.InterfaceError):
         await w.decision(record(mobile()), None)
+
+
+async def _client(pool: asyncpg.Pool) -> str:
+    sid = "AC" + uuid.uuid4().hex
+    await pool.execute("INSERT INTO clients (account_sid, name) VALUES ($1, 'dialer')", sid)
+    return sid
+
+
+async def test_one_token_twice_in_a_batch_is_claimed_once(writer: GroupCommit,
+                                                          pool: asyncpg.Pool) -> None:
+    sid = await _client(pool)
+    claim = store.IdempotencyClaim(sid, "token-1", "hash-1")
+    results = await asyncio.gather(*(writer.decision(record(mobile(), account_sid=sid), claim)
+                                     for _ in range(4)))
+    assert sorted(claimed for _id, claimed in results) == [False, False, False, True]
+    (winner,) = [decision_id for decision_id, claimed in results if claimed]
+    assert await pool.fetchval("SELECT decision_id FROM idempotency_keys WHERE "
+                               "account_sid = $1 AND token = 'token-1'", sid) == winner
+
+
+async def test_outcomes_complete_their_idempotency_entries(writer: GroupCommit,
+                                                           pool: asyncpg.Pool) -> None:
+    sid = await _client(pool)
+    claims = [store.IdempotencyClaim(sid, f"t-{i}", f"h-{i}") for i in range(10)]
+    decided = await asyncio.gather(*(writer.decision(record(mobile(), account_sid=sid), c)
+                                     for c in claims))
+    # Outcomes of these and decisions of new requests share the next batches.
+    await asyncio.gather(
+        *(writer.outcome(store.outcome_args(
+            decision_id, upstream_status=201, upstream_sid=f"SM{i:032x}", error=None,
+            response_status=201, response=b'{"sid": "x"}', content_type="application/json",
+            claim=c)) for i, ((decision_id, _), c) in enumerate(zip(decided, claims,
+                                                                   strict=True))),
+        *(writer.decision(record(mobile()), None) for _ in range(10)))
+    rows = await pool.fetch("SELECT k.token, k.status, k.response, o.upstream_sid "
+                            "FROM idempotency_keys k JOIN decision_outcomes o "
+                            "ON o.decision_id = k.decision_id WHERE k.account_sid = $1 "
+                            "ORDER BY k.token", sid)
+    assert len(rows) == 10
+    assert all(r["status"] == 201 and r["response"] == b'{"sid": "x"}' for r in rows)
+    assert {r["upstream_sid"] for r in rows} == {f"SM{i:032x}" for i in range(10)}
