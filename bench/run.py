@@ -257,6 +257,10 @@ async def run_all(opts: Options, gen: LoadGenerator, results: dict[str, Any]) ->
             if "memory" in results:
                 results["memory"]["peak_rss_after_scrub_mb"] = round(
                     services.peak_rss_mb(stack.proxy.pid), 1)
+                # The scrub's number parsing runs in a worker process of the proxy's own.
+                results["memory"]["scrub_worker_peak_rss_mb"] = [
+                    round(services.peak_rss_mb(pid), 1)
+                    for pid in services.children(stack.proxy.pid)]
         if small is not None:
             results["store_size"] = await run_store_size_large(stack, rules, opts.size, at,
                                                                small)

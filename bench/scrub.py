@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 import asyncpg
 
 from bench import seed
-from bench.services import add_other, cpu_share, cpu_snapshot
+from bench.services import add_other, children, cpu_share, cpu_snapshot
 
 COPY_REPEATS = 3
 # Reasons counted in the streamed answer: a cheap check that the scrub decided what we seeded.
@@ -158,9 +158,19 @@ async def measure(database_url: str, proxy_url: str, proxy_pid: int, admin_token
     lines, size = seed.write_scrub_csv(csv_path, numbers)
     try:
         copy = await copy_rate(database_url, csv_path)
-        before, client_before = cpu_snapshot({"proxy": proxy_pid}), _self_cpu()
+        # A first small scrub starts the proxy's parsing worker, so its CPU can be counted.
+        warm = workdir / "scrub-warm.csv.tmp"
+        with _open(csv_path) as source:
+            warm.write_bytes(b"".join(source.readline() for _ in range(101)))
+        try:
+            await scrub(proxy_url, admin_token, warm, warm.stat().st_size, base)
+        finally:
+            warm.unlink()
+        pids = {"proxy": proxy_pid} | {f"child {pid}": pid for pid in children(proxy_pid)}
+        before, client_before = cpu_snapshot(pids), _self_cpu()
         result = await scrub(proxy_url, admin_token, csv_path, size, base)
-        cpu = cpu_share(before, cpu_snapshot({"proxy": proxy_pid}))
+        cpu = cpu_share(before, cpu_snapshot(pids))
+        cpu["proxy worker"] = round(sum(cpu.pop(name) for name in pids if name != "proxy"), 1)
         cpu["client"] = round(100 * (_self_cpu() - client_before) / result["seconds"], 1)
         result["cpu_percent_of_one_core"] = add_other(cpu)
     finally:

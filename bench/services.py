@@ -120,6 +120,14 @@ def peak_rss_mb(pid: int) -> float:
     return _status_kb(pid, "VmHWM") / 1024
 
 
+def children(pid: int) -> list[int]:
+    """The direct child processes (the proxy's scrub worker)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def rss_mb(pid: int) -> float:
     return _status_kb(pid, "VmRSS") / 1024
 

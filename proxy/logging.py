@@ -32,10 +32,22 @@ _SHORTEST_NUMBER = 7
 _DIGIT_RUN = re.compile(r"\d(?:[\s\-.]?\d){6}")
 
 
+# Texts with digit runs that turned out to hold no number (a route such as
+# /2010-04-01/Accounts/…): recognised at once the next time. Phone numbers never get here,
+# as they come out masked.
+_UNMASKED: set[str] = set()
+_UNMASKED_MAX = 1024
+
+
 def _scrub_text(value: str) -> str:
-    if len(value) < _SHORTEST_NUMBER or _DIGIT_RUN.search(value) is None:
+    if len(value) < _SHORTEST_NUMBER or value in _UNMASKED or _DIGIT_RUN.search(value) is None:
         return value
-    return mask(value) if E164.fullmatch(value) else mask_text(value)
+    if E164.fullmatch(value):
+        return mask(value)
+    masked = mask_text(value)
+    if masked == value and len(_UNMASKED) < _UNMASKED_MAX:
+        _UNMASKED.add(value)
+    return masked
 
 
 def _scrub(value: Any) -> Any:
