@@ -51,11 +51,7 @@ def try_parse_number(raw: str | None, region: str = DEFAULT_REGION) -> str | Non
         return None
 
 
-E164 = re.compile(r"\+[1-9]\d{6,14}")
-
-
-def is_e164(text: str) -> bool:
-    return E164.fullmatch(text) is not None
+E164 = re.compile(r"\+[1-9]\d{6,14}")  # the shape of an E.164 number (`E164.fullmatch`)
 
 
 def mask(e164: str) -> str:

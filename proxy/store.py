@@ -673,12 +673,6 @@ async def record_decision(
     return row["id"], claim is None or bool(row["claimed"])
 
 
-async def record_outcome(conn: asyncpg.Pool | asyncpg.Connection, args: tuple[Any, ...]
-                         ) -> None:
-    """What happened after the decision, written once; also completes the idempotency entry."""
-    await write_batch(conn, [], [args])
-
-
 async def complete_idempotent(
     conn: asyncpg.Pool | asyncpg.Connection, claim: IdempotencyClaim, status: int,
     response: bytes, content_type: str,
