@@ -31,6 +31,7 @@ from proxy.keys import (
     WRITER,
     Clock,
 )
+from proxy.logging import bind_request, end_request
 from proxy.metrics import Metrics
 from proxy.reader import GroupFetch
 from proxy.settings import Settings
@@ -58,8 +59,11 @@ def _route_name(request: web.Request) -> str:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id in, request id out, one log line per request."""
     incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(16)
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    if _REQUEST_ID.match(incoming):
+        request_id, token = incoming, bind_request(incoming)
+    else:
+        request_id = secrets.token_hex(16)
+        token = bind_request(request_id, generated=True)
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     status = 500
@@ -79,7 +83,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             status=status,
             latency_ms=round(elapsed * 1000, 3),
         )
-        structlog.contextvars.clear_contextvars()
+        end_request(token)
 
 
 def admin_error(status: int, message: str, field: str | None = None) -> web.Response:

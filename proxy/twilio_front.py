@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 import structlog
 from aiohttp import web
 
-from proxy import credentials, gate, sms, store
+from proxy import credentials, form, gate, sms, store
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
 from proxy.keys import (
@@ -37,6 +36,7 @@ from proxy.keys import (
     UPSTREAM,
     WRITER,
 )
+from proxy.logging import add_to_request
 from proxy.policy import REASONS, Decision
 from proxy.policy.facts import ContactChannel, Organisation
 from proxy.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
@@ -234,11 +234,10 @@ def parse_form(request: web.Request, raw: bytes) -> list[tuple[str, str]]:
         raise TwilioError(400, 20001, "Expected an application/x-www-form-urlencoded body")
     try:
         text = raw.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
-                          max_num_fields=MAX_FIELDS, errors="strict")
+        pairs = form.decode(text, MAX_FIELDS)
     except UnicodeDecodeError as exc:
         raise TwilioError(400, 20001, "The request body is not valid UTF-8") from exc
-    except ValueError as exc:
+    except form.TooManyFields as exc:
         raise TwilioError(400, 20001, f"Too many form fields (at most {MAX_FIELDS})") from exc
     for key, value in pairs:
         if "\x00" in key or "\x00" in value:
@@ -432,7 +431,7 @@ async def create(request: web.Request, channel: ContactChannel, tail: str) -> we
     decision = gated.evaluation.decision
     request.app[METRICS].decisions.labels(channel, decision.decision, decision.reason).inc()
     # One log line per request: the decision rides on the request's own `request_handled`.
-    structlog.contextvars.bind_contextvars(
+    add_to_request(
         decision_id=decision_id, channel=channel, decision=decision.decision,
         reason=decision.reason, basis=decision.basis, to=gated.evaluation.contact.to)
     if not claimed:  # the same token arrived twice at once: only the first goes out
@@ -465,7 +464,7 @@ async def _forward(request: web.Request, client: store.Client, decision_id: int,
     started = time.perf_counter()
     try:
         upstream = await app[UPSTREAM].send(
-            "POST", client.account_sid, tail, body=urlencode(pairs).encode(), headers=headers)
+            "POST", client.account_sid, tail, body=form.encode(pairs), headers=headers)
     except (UpstreamUnreachable, UpstreamTimeout) as exc:
         timeout = isinstance(exc, UpstreamTimeout)
         status, code = UPSTREAM_TIMEOUT if timeout else UPSTREAM_UNREACHABLE

@@ -83,3 +83,35 @@ async def test_a_full_admin_scenario_logs_no_number_or_token(
     assert national not in raw
     assert parse_number(number) not in raw
     assert ADMIN_TOKEN not in raw
+
+
+async def test_request_fields_are_redacted_too(
+    client: Any, auth: dict[str, str], log_output: io.StringIO
+) -> None:
+    """The request's own fields (its id, and what the handler adds) are redacted once, when
+    they are bound, and ride on every line of the request."""
+    number = mobile()
+    await client.get("/healthz", headers={"X-Request-Id": f"dialer-{number[1:]}"})
+    await client.get("/healthz")
+    first, second = [e for e in lines(log_output) if e["event"] == "request_handled"]
+    assert first["request_id"] == f"dialer-{mask(number)}"
+    assert re.fullmatch(r"[0-9a-f]{32}", second["request_id"])
+    assert number[3:] not in log_output.getvalue()
+    stamp = first["timestamp"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
+
+
+def test_add_to_request_outside_a_request_is_a_no_op(log_output: io.StringIO) -> None:
+    from proxy.logging import add_to_request, bind_request, end_request
+
+    add_to_request(to="+31612345678")
+    token = bind_request("r-1")
+    add_to_request(to="+31612345678", token="secret")
+    structlog.get_logger("t").info("inside")
+    end_request(token)
+    structlog.get_logger("t").info("outside")
+    inside, outside = lines(log_output)
+    assert (inside["request_id"], inside["to"], inside["token"]) == (
+        "r-1", "+31 6 ****5678", "[redacted]")
+    assert "request_id" not in outside
+    assert "to" not in outside

@@ -444,7 +444,8 @@ async def test_consent_store_down_is_503_and_nothing_forwarded(
     await world.consent(number, "sms")
     sdk = world.sdk()
     await in_thread(lambda: sdk.messages.create(to=number, from_=world.sms, body="x"))
-    await proxy.app[POOL].close()  # the consent store goes away
+    # The consent store goes away: every connection, pooled or held by a batcher, drops.
+    proxy.app[POOL].terminate()
     with pytest.raises(TwilioRestException) as caught:
         await in_thread(lambda: sdk.messages.create(to=number, from_=world.sms, body="y"))
     assert (caught.value.status, caught.value.code) == (503, 930503)
