@@ -20,13 +20,37 @@ class InvalidNumber(ValueError):
 _NL_FAST = re.compile(r"(?:\+31|0)([1-9]\d{8})")
 
 
+_NL_METADATA = phonenumbers.PhoneMetadata.metadata_for_region("NL")
+assert _NL_METADATA is not None
+_NL: phonenumbers.PhoneMetadata = _NL_METADATA
+
+
+def _matches(nsn: str, desc: phonenumbers.PhoneNumberDesc | None) -> bool:
+    """phonenumbers' own test of a national number against one of its descriptions."""
+    if desc is None or not desc.national_number_pattern:
+        return False
+    if desc.possible_length and len(nsn) not in desc.possible_length:
+        return False
+    return re.fullmatch(desc.national_number_pattern, nsn) is not None
+
+
+def _valid_nl(nsn: str) -> bool:
+    """phonenumbers.is_valid_number for +31 `nsn`. Valid means: the general pattern matches and
+    so does one number type. The ten types are tried in turn there (~11 us); most numbers
+    dialled are mobile, so that type is tried first, and the full check runs for the rest.
+    tests/test_phone.py holds the two to the same verdict."""
+    if _matches(nsn, _NL.general_desc) and _matches(nsn, _NL.mobile):
+        return True
+    return phonenumbers.is_valid_number(phonenumbers.PhoneNumber(31, int(nsn)))
+
+
 def parse_number(raw: str, region: str = DEFAULT_REGION) -> str:
     """Any common written form (`0612345678`, `06-12345678`, `0031 6 12345678`) -> E.164."""
     text = raw.strip()
     fast = _NL_FAST.fullmatch(text)
     if fast is not None and (region == "NL" or text.startswith("+")):
         nsn = fast.group(1)
-        if phonenumbers.is_valid_number(phonenumbers.PhoneNumber(31, int(nsn))):
+        if _valid_nl(nsn):
             return "+31" + nsn
         raise InvalidNumber(f"not a valid phone number: {_mask_digits(text)!r}")
     if not _ALLOWED_CHARS.match(text):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import orjson
@@ -22,6 +22,8 @@ from proxy.policy.facts import (
     Sender,
     Subject,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,64 +360,103 @@ def masked(number: str | None) -> str | None:
 
 # --- facts for the decision engine -------------------------------------------------------
 
-def _subject(row: asyncpg.Record) -> Subject:
-    return Subject(number=row["number"], kind=row["kind"],
-                   published_for_marketing=row["published_for_marketing"])
+# Fact rows are read by position, in the column order of the fact types (sql/004), so the
+# same builders take the composite rows of the bulk query and the JSON arrays of the hot-path
+# query, whose timestamps arrive as UTC text.
+_INFINITE = {"infinity": dt.datetime.max.replace(tzinfo=dt.UTC),
+             "-infinity": dt.datetime.min.replace(tzinfo=dt.UTC)}
 
 
-def _consent(row: asyncpg.Record) -> Consent:
+def _ts(value: dt.datetime | str | None) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return _INFINITE.get(value) or dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+
+
+def _given(value: dt.datetime | str) -> dt.datetime:
+    found = _ts(value)
+    assert found is not None  # NOT NULL columns
+    return found
+
+
+def _subject(row: Sequence[Any]) -> Subject:
+    return Subject(number=row[0], kind=row[1], published_for_marketing=row[2])
+
+
+def _consent(row: Sequence[Any]) -> Consent:
     return Consent(
-        id=row["id"], organisation_id=row["organisation_id"], channel=row["channel"],
-        topics=tuple(row["topics"]), kind=row["kind"], given_at=row["given_at"],
-        provenance=row["provenance"], expires_at=row["expires_at"],
-        verified_at=row["verified_at"], first_contact_by=row["first_contact_by"],
-        requested_start=row["requested_start"], requested_end=row["requested_end"],
-        withdrawn_at=row["withdrawn_at"], first_used_at=row["first_used_at"],
-        consumed_at=row["consumed_at"],
+        id=row[0], organisation_id=row[2], channel=row[3], topics=tuple(row[4]), kind=row[5],
+        given_at=_given(row[6]), provenance=row[7], expires_at=_ts(row[8]),
+        verified_at=_ts(row[9]), first_contact_by=_ts(row[10]),
+        requested_start=_ts(row[11]), requested_end=_ts(row[12]),
+        withdrawn_at=_ts(row[13]), first_used_at=_ts(row[14]), consumed_at=_ts(row[15]),
     )
 
 
-def _relationship(row: asyncpg.Record) -> Relationship:
+def _relationship(row: Sequence[Any]) -> Relationship:
     return Relationship(
-        id=row["id"], organisation_id=row["organisation_id"], kind=row["kind"],
-        topics=tuple(row["topics"]), started_at=row["started_at"],
-        provenance=row["provenance"], ended_at=row["ended_at"],
-        opt_out_offered=row["opt_out_offered"],
+        id=row[0], organisation_id=row[2], kind=row[3], topics=tuple(row[4]),
+        started_at=_given(row[5]), provenance=row[6], ended_at=_ts(row[7]),
+        opt_out_offered=row[8],
     )
 
 
-def _objection(row: asyncpg.Record) -> Objection:
-    return Objection(id=row["id"], organisation_id=row["organisation_id"],
-                     channel=row["channel"], received_at=row["received_at"], via=row["via"])
+def _objection(row: Sequence[Any]) -> Objection:
+    return Objection(id=row[0], organisation_id=row[2], channel=row[3],
+                     received_at=_given(row[4]), via=row[5])
 
 
-# The columns of each fact type (sql/004_fact_types.sql), in order.
-_SUBJECT_FACT = "(sj.number, sj.kind, sj.published_for_marketing)::subject_fact"
-_CONSENT_FACT = """(c.id, c.subject, c.organisation_id, c.channel, c.topics, c.kind, c.given_at,
-    c.provenance, c.expires_at, c.verified_at, c.first_contact_by, c.requested_start,
-    c.requested_end, c.withdrawn_at, c.first_used_at, c.consumed_at)::consent_fact"""
-_RELATIONSHIP_FACT = """(r.id, r.subject, r.organisation_id, r.kind, r.topics, r.started_at,
-    r.provenance, r.ended_at, r.opt_out_offered)::relationship_fact"""
-_OBJECTION_FACT = """(ob.id, ob.subject_hash, ob.organisation_id, ob.channel, ob.received_at,
-    ob.via)::objection_fact"""
+# The columns of each fact type (sql/004_fact_types.sql), in order; `@` marks a timestamp.
+_SUBJECT_COLUMNS = ("sj.number", "sj.kind", "sj.published_for_marketing")
+_CONSENT_COLUMNS = ("c.id", "c.subject", "c.organisation_id", "c.channel", "c.topics",
+                    "c.kind", "@c.given_at", "c.provenance", "@c.expires_at",
+                    "@c.verified_at", "@c.first_contact_by", "@c.requested_start",
+                    "@c.requested_end", "@c.withdrawn_at", "@c.first_used_at",
+                    "@c.consumed_at")
+_RELATIONSHIP_COLUMNS = ("r.id", "r.subject", "r.organisation_id", "r.kind", "r.topics",
+                         "@r.started_at", "r.provenance", "@r.ended_at", "r.opt_out_offered")
+_OBJECTION_COLUMNS = ("ob.id", "ob.subject_hash", "ob.organisation_id", "ob.channel",
+                      "@ob.received_at", "ob.via")
+# Organisation and Sender, in the order of their dataclass fields.
+_ORGANISATION_COLUMNS = ("o.id", "o.name", "o.sector", "o.customer_term_months",
+                         "o.sms_footer", "o.stop_reply")
+_SENDER_COLUMNS = ("s.sender", "s.organisation_id", "s.topic", "s.purpose", "s.automated",
+                   "s.inbound_webhook")
+
+
+def _composite(columns: Sequence[str], type_name: str) -> str:
+    return f"({', '.join(c.lstrip('@') for c in columns)})::{type_name}"
+
+
+def _json_array(columns: Sequence[str]) -> str:
+    # Timestamps as UTC text, whatever the session's TimeZone.
+    return "json_build_array(" + ", ".join(
+        f"{c[1:]} AT TIME ZONE 'UTC'" if c.startswith("@") else c for c in columns) + ")"
+
+
+_SUBJECT_FACT = _composite(_SUBJECT_COLUMNS, "subject_fact")
+_CONSENT_FACT = _composite(_CONSENT_COLUMNS, "consent_fact")
+_RELATIONSHIP_FACT = _composite(_RELATIONSHIP_COLUMNS, "relationship_fact")
+_OBJECTION_FACT = _composite(_OBJECTION_COLUMNS, "objection_fact")
 
 # One round trip for any number of lookups (group fetch, proxy/reader.py): for each
 # (sender, number), the sender, its organisation, the subject, and every consent,
-# relationship and live objection that can bear on (subject, organisation), as the engine's
-# own row types. One row per lookup, in order.
+# relationship and live objection that can bear on (subject, organisation). One row per
+# lookup, in order, as one JSON array: decoding that costs the proxy a fraction of what the
+# same facts as composite rows did.
 _FACTS_SQL = f"""
-SELECT s AS sender_row, o AS org_row,
-       CASE WHEN sj.number IS NULL THEN NULL ELSE {_SUBJECT_FACT} END AS subject_row,
-       ARRAY(SELECT {_CONSENT_FACT} FROM consents c
-             WHERE c.subject = q.number AND c.organisation_id = s.organisation_id
-             ORDER BY c.id) AS consents,
-       ARRAY(SELECT {_RELATIONSHIP_FACT} FROM relationships r
-             WHERE r.subject = q.number AND r.organisation_id = s.organisation_id
-             ORDER BY r.id) AS relationships,
-       ARRAY(SELECT {_OBJECTION_FACT} FROM objections ob
-             WHERE ob.subject_hash = q.hash AND ob.lifted_at IS NULL
-               AND (ob.organisation_id IS NULL OR ob.organisation_id = s.organisation_id)
-             ORDER BY ob.id) AS objections
+SELECT json_build_array(
+    CASE WHEN s.sender IS NULL THEN NULL ELSE {_json_array(_SENDER_COLUMNS)} END,
+    CASE WHEN o.id IS NULL THEN NULL ELSE {_json_array(_ORGANISATION_COLUMNS)} END,
+    CASE WHEN sj.number IS NULL THEN NULL ELSE {_json_array(_SUBJECT_COLUMNS)} END,
+    (SELECT json_agg({_json_array(_CONSENT_COLUMNS)} ORDER BY c.id) FROM consents c
+     WHERE c.subject = q.number AND c.organisation_id = s.organisation_id),
+    (SELECT json_agg({_json_array(_RELATIONSHIP_COLUMNS)} ORDER BY r.id) FROM relationships r
+     WHERE r.subject = q.number AND r.organisation_id = s.organisation_id),
+    (SELECT json_agg({_json_array(_OBJECTION_COLUMNS)} ORDER BY ob.id) FROM objections ob
+     WHERE ob.subject_hash = q.hash AND ob.lifted_at IS NULL
+       AND (ob.organisation_id IS NULL OR ob.organisation_id = s.organisation_id))
+)::text AS facts
 FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS q(sender, number, hash, n)
 LEFT JOIN senders s ON s.sender = q.sender
 LEFT JOIN organisations o ON o.id = s.organisation_id
@@ -424,16 +465,40 @@ ORDER BY q.n
 """
 
 
-def _facts(row: asyncpg.Record) -> tuple[Sender | None, Facts]:
-    sender_row, org_row = row["sender_row"], row["org_row"]
+class _Interned(Generic[T]):
+    """One object per distinct row value: the few organisations and senders come back on
+    every lookup, and their (frozen) objects can be shared instead of built each time. A row
+    that changes is a different key, so a stale object is never handed out."""
+
+    def __init__(self, build: Callable[..., T], limit: int = 1024) -> None:
+        self._build = build
+        self._limit = limit
+        self._seen: dict[tuple[Any, ...], T] = {}
+
+    def __call__(self, row: Sequence[Any]) -> T:
+        key = tuple(row)
+        found = self._seen.get(key)
+        if found is None:
+            if len(self._seen) >= self._limit:
+                self._seen.clear()
+            found = self._seen[key] = self._build(*key)
+        return found
+
+
+_interned_organisation = _Interned(Organisation)
+_interned_sender = _Interned(Sender)
+
+
+def _facts(text: str) -> tuple[Sender | None, Facts]:
+    sender_row, org_row, subject_row, consents, relationships, objections = orjson.loads(text)
     facts = Facts(
-        organisation=_organisation(org_row) if org_row is not None else None,
-        subject=_subject(row["subject_row"]) if row["subject_row"] is not None else None,
-        consents=tuple(_consent(c) for c in row["consents"]),
-        relationships=tuple(_relationship(r) for r in row["relationships"]),
-        objections=tuple(_objection(o) for o in row["objections"]),
+        organisation=_interned_organisation(org_row) if org_row is not None else None,
+        subject=_subject(subject_row) if subject_row is not None else None,
+        consents=tuple(_consent(c) for c in consents or ()),
+        relationships=tuple(_relationship(r) for r in relationships or ()),
+        objections=tuple(_objection(o) for o in objections or ()),
     )
-    return (_sender(sender_row) if sender_row is not None else None), facts
+    return (_interned_sender(sender_row) if sender_row is not None else None), facts
 
 
 async def load_facts_many(
@@ -443,7 +508,7 @@ async def load_facts_many(
     senders = [sender for sender, _ in lookups]
     numbers = [number for _, number in lookups]
     rows = await conn.fetch(_FACTS_SQL, senders, numbers, [subject_hash(n) for n in numbers])
-    return [_facts(row) for row in rows]
+    return [_facts(row[0]) for row in rows]
 
 
 async def load_facts(

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 
@@ -127,6 +128,10 @@ def error_body(status: int, code: int, message: str, public_url: str,
             "status": status, **extra}
 
 
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()  # every denial's body: a fraction of json.dumps' time
+
+
 def error_response(request: web.Request, exc: ProxyError) -> web.Response:
     public_url = request.app[SETTINGS].public_url
     if isinstance(exc, TwilioError):
@@ -137,7 +142,7 @@ def error_response(request: web.Request, exc: ProxyError) -> web.Response:
             status, code = DENIAL_CODES["CONSENT_STORE_UNAVAILABLE"]
             extra = {"reason": "CONSENT_STORE_UNAVAILABLE"}
     response = web.json_response(error_body(status, code, exc.message, public_url, **extra),
-                                 status=status)
+                                 status=status, dumps=_dumps)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
     return response
@@ -377,7 +382,7 @@ def _denial(decision: Decision, channel: ContactChannel, decision_id: int,
     if decision.retry_after is not None:
         extra["retry_after"] = decision.retry_after.isoformat()
     return web.json_response(error_body(status, code, message, public_url, **extra),
-                             status=status)
+                             status=status, dumps=_dumps)
 
 
 def _request_hash(request: web.Request, raw: bytes) -> str:

@@ -40,3 +40,22 @@ def test_invalid_numbers_raise_with_a_masked_message(raw: str) -> None:
 def test_masking_text_with_an_invalid_number_terminates() -> None:
     # An invalid number inside text once made masking and parsing call each other forever.
     assert mask_text("bel 0600000000 of 0612345678") == "bel ****0000 of +31 6 ****5678"
+
+
+def test_mobile_first_validity_is_phonenumbers_verdict_for_every_prefix() -> None:
+    """proxy.phone._valid_nl tries the mobile type first: the verdict must still be
+    is_valid_number's, for every three-digit prefix of the Dutch number space."""
+    from random import Random
+
+    from proxy.phone import _valid_nl
+
+    rng = Random(31)
+    checked = valid = 0
+    for prefix in range(100, 1000):
+        for _ in range(6):
+            nsn = f"{prefix}{rng.randrange(10**6):06d}"
+            expected = phonenumbers.is_valid_number(phonenumbers.PhoneNumber(31, int(nsn)))
+            assert _valid_nl(nsn) == expected, nsn
+            checked, valid = checked + 1, valid + expected
+    assert checked == 5400
+    assert 0 < valid < checked  # both verdicts were exercised

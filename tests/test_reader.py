@@ -93,3 +93,54 @@ async def test_a_closed_reader_refuses(pool: asyncpg.Pool) -> None:
     await r.close()
     with pytest.raises(asyncpg.InterfaceError):
         await r.load_facts("+31201234567", mobile())
+
+
+async def test_hot_path_facts_equal_the_bulk_facts_in_any_session_time_zone(
+        pool: asyncpg.Pool, database_url: str) -> None:
+    """The hot path reads facts as JSON (timestamps as UTC text), the scrub as composite rows:
+    both must give the engine the same objects, to the microsecond, whatever TimeZone the
+    session has."""
+    org, sender = await _organisation(pool)
+    number = mobile()
+    at = dt.datetime(2026, 3, 29, 0, 59, 59, 123456, tzinfo=dt.UTC)  # DST starts at 01:00 UTC
+    await pool.execute("INSERT INTO subjects (number, kind, published_for_marketing) "
+                       "VALUES ($1, 'business', true)", number)
+    await pool.execute(
+        """INSERT INTO consents (subject, organisation_id, channel, topics, kind, given_at,
+               provenance, expires_at, verified_at, first_contact_by, requested_start,
+               requested_end, withdrawn_at, first_used_at, consumed_at)
+           VALUES ($1, $2, 'voice', '{energy,solar}', 'request', $3::timestamptz, 'purchased',
+               $3 + interval '400 days', $3 + interval '1 second', $3 + interval '2 days',
+               $3 + interval '1 hour', $3 + interval '2 hours', $3 + interval '3 days',
+               $3 + interval '1.5 seconds', $3 + interval '0.000001 seconds')""",
+        number, org, at)
+    await pool.execute(
+        """INSERT INTO consents (subject, organisation_id, channel, topics, kind, given_at,
+               provenance) VALUES ($1, $2, 'sms', '{energy}', 'opt_in', $3, 'self_provided')""",
+        number, org, at.replace(microsecond=0))
+    await pool.execute(
+        """INSERT INTO relationships (subject, organisation_id, kind, topics, started_at,
+               provenance, ended_at, opt_out_offered)
+           VALUES ($1, $2, 'customer', '{energy}', $3::timestamptz, 'self_provided',
+               $3::timestamptz + interval '1 day',
+               true)""", number, org, at)
+    await pool.execute(
+        """INSERT INTO objections (subject, subject_hash, organisation_id, channel, received_at,
+               via) VALUES ($1, $2, $3, 'sms', $4, 'sms')""",
+        number, subject_hash(number), org, at)
+    organisation = await store.get_organisation(pool, org)
+    bulk = (await store.load_facts_bulk(pool, organisation, [number]))[number]
+    for zone in ("UTC", "Europe/Amsterdam", "America/St_Johns"):
+        conn = await asyncpg.connect(database_url, server_settings={"TimeZone": zone})
+        try:
+            found_sender, facts = await store.load_facts(conn, sender, number)
+        finally:
+            await conn.close()
+        assert found_sender is not None
+        assert found_sender.organisation_id == org
+        assert facts == bulk, zone
+        assert len(facts.consents) == 2
+        assert facts.consents[0].consumed_at == at + dt.timedelta(microseconds=1)
+        assert facts.relationships[0].opt_out_offered is True
+        assert all(t.tzinfo is dt.UTC for t in (facts.consents[0].given_at,
+                                                facts.objections[0].received_at))
