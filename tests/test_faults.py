@@ -408,7 +408,7 @@ async def test_upstream_faults_are_twilio_shaped_never_retried_and_leak_nothing(
 ) -> None:
     settings = make_settings(database_url, TWILIO_ACCOUNT_SID=UP_SID,
                              TWILIO_AUTH_TOKEN=UP_TOKEN, TWILIO_API_BASE=fake.base_url,
-                             PROXY_CONFIG=write_config(tmp_path, 0.2))
+                             PROXY_CONFIG=write_config(tmp_path, 1.0))
     proxy: TestClient[Any, Any] = await aiohttp_client(create_app(settings, clock=clock))
     world = await make_world(proxy, ADMIN)
     numbers = [mobile() for _ in range(5)]
@@ -434,7 +434,7 @@ async def test_upstream_faults_are_twilio_shaped_never_retried_and_leak_nothing(
         elif mode == "fail429":
             fake.fail_with(429, 20429)
         elif mode == "hang":
-            fake.hang(5.0)  # far beyond upstream.timeout_seconds = 0.2
+            fake.hang(5.0)  # far beyond upstream.timeout_seconds = 1 (room for a slow machine)
         else:
             await fake.refuse()
         ids = [f"up-{run}-{batch}-{i}" for i in range(BATCH)]

@@ -30,14 +30,20 @@ AMS = ZoneInfo("Europe/Amsterdam")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
+async def _proxy(aiohttp_client: Any, database_url: str, clock: Clock, fake: FakeTwilio,
+                 tmp_path: Path, upstream_timeout: float) -> TestClient[Any, Any]:
+    settings = make_settings(database_url, TWILIO_ACCOUNT_SID=UP_SID,
+                             TWILIO_AUTH_TOKEN=UP_TOKEN, TWILIO_API_BASE=fake.base_url,
+                             PROXY_CONFIG=write_config(tmp_path, upstream_timeout))
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings, clock=clock))
+    return client
+
+
 @pytest.fixture
 async def proxy(aiohttp_client: Any, database_url: str, clock: Clock, fake: FakeTwilio,
                 tmp_path: Path) -> TestClient[Any, Any]:
-    settings = make_settings(database_url, TWILIO_ACCOUNT_SID=UP_SID,
-                             TWILIO_AUTH_TOKEN=UP_TOKEN, TWILIO_API_BASE=fake.base_url,
-                             PROXY_CONFIG=write_config(tmp_path, 0.5))
-    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings, clock=clock))
-    return client
+    # The configured default timeout: a slow machine must not turn an answer into a 504.
+    return await _proxy(aiohttp_client, database_url, clock, fake, tmp_path, 10)
 
 
 @pytest.fixture
@@ -403,11 +409,15 @@ async def test_upstream_429_is_passed_through(world: World, fake: FakeTwilio) ->
     assert (caught.value.status, caught.value.code) == (429, 20429)
 
 
-async def test_upstream_timeout_is_504_and_not_retried(world: World, fake: FakeTwilio,
-                                                      pool: asyncpg.Pool) -> None:
+async def test_upstream_timeout_is_504_and_not_retried(
+    aiohttp_client: Any, database_url: str, clock: Clock, fake: FakeTwilio, tmp_path: Path,
+    auth: dict[str, str], pool: asyncpg.Pool,
+) -> None:
+    proxy = await _proxy(aiohttp_client, database_url, clock, fake, tmp_path, 0.5)
+    world = await make_world(proxy, auth)
     number = mobile()
     await world.consent(number, "voice")
-    fake.hang(5)
+    fake.hang(5)  # far beyond upstream.timeout_seconds = 0.5
     sdk = world.sdk()
     with pytest.raises(TwilioRestException) as caught:
         await in_thread(lambda: sdk.calls.create(to=number, from_=world.voice,
