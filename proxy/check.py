@@ -52,8 +52,9 @@ async def check(request: web.Request) -> web.Response:
     now = _in_range(at) if at is not None else request.app[CLOCK]()
     topic = f.text("topic", required=False)
     evaluation = await gate.evaluate(
-        request.app[POOL], request.app[SETTINGS].rules, channel=channel, to_raw=to_raw,
-        from_raw=from_raw, now=now, topic=parse_topic(topic, "topic") if topic else None,
+        gate.store_facts(request.app[POOL]), request.app[SETTINGS].rules, channel=channel,
+        to_raw=to_raw, from_raw=from_raw, now=now,
+        topic=parse_topic(topic, "topic") if topic else None,
     )
     body: dict[str, Any] = evaluation.decision.to_dict()
     body["to"] = evaluation.contact.to

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 import asyncpg
@@ -17,8 +17,7 @@ from proxy.errors import BadInput
 from proxy.fields import parse_sender_id
 from proxy.phone import try_parse_number
 from proxy.policy import Decision, decide
-from proxy.policy.facts import Contact, ContactChannel, Facts, Organisation
-from proxy.reader import GroupFetch
+from proxy.policy.facts import Contact, ContactChannel, Facts, Organisation, Sender
 from proxy.settings import RuleSettings
 
 # N16: what dialers and carriers put in From when the caller ID is withheld.
@@ -45,8 +44,19 @@ def sender_key(raw: str | None) -> str | None:
         return None
 
 
+# Where the facts of one (sender key, E.164 number) come from: the Twilio front passes its
+# GroupFetch's load_facts (the query shared with concurrent lookups), other callers the
+# store itself (`store_facts`).
+FactLoader = Callable[[str, str], Awaitable[tuple[Sender | None, Facts]]]
+
+
+def store_facts(conn: asyncpg.Pool | asyncpg.Connection) -> FactLoader:
+    """Facts straight from the store, one query per lookup (the check API, tools)."""
+    return functools.partial(store.load_facts, conn)
+
+
 async def evaluate(
-    conn: asyncpg.Pool | asyncpg.Connection | GroupFetch,
+    load_facts: FactLoader,
     rules: RuleSettings,
     *,
     channel: ContactChannel,
@@ -58,16 +68,14 @@ async def evaluate(
     organisations: Collection[str] | None = None,
     body_check: Callable[[Organisation], bool] | None = None,
 ) -> Evaluation:
-    """Decide one proposed contact, on facts from `conn` (the Twilio front passes its
-    GroupFetch, which shares the query with concurrent lookups). `organisations` limits which
+    """Decide one proposed contact, on facts from `load_facts`. `organisations` limits which
     senders count as registered (a dialer may only use senders of its own organisations).
     `body_check` tells, once the organisation is known, whether an SMS body already carries
     its opt-out line (N17)."""
     to = try_parse_number(to_raw)
     key = sender_key(from_raw)
     if to is not None and key is not None:
-        sender, facts = await (conn.load_facts(key, to) if isinstance(conn, GroupFetch)
-                               else store.load_facts(conn, key, to))
+        sender, facts = await load_facts(key, to)
     else:  # the engine denies on the request alone; nothing to look up
         sender, facts = None, Facts(organisation=None)
     if sender is not None and organisations is not None and (

@@ -348,7 +348,7 @@ async def _decide(request: web.Request, client: store.Client, channel: ContactCh
     from_raw = _first(pairs, "From") or (
         _first(pairs, "MessagingServiceSid") if channel == "sms" else None)
     evaluation = await gate.evaluate(
-        request.app[READER], request.app[SETTINGS].rules, channel=channel,
+        request.app[READER].load_facts, request.app[SETTINGS].rules, channel=channel,
         to_raw=_first(pairs, "To"), from_raw=from_raw, now=request.app[CLOCK](),
         organisations=client.organisations,
         body_check=_body_has_opt_out(pairs, from_raw or "") if channel == "sms" else None,

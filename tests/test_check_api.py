@@ -292,8 +292,8 @@ async def test_scrub_of_100000_numbers_matches_per_number_checks(
 
     async def one(raw: str) -> tuple[str, str, str]:
         async with sem:
-            ev = await gate.evaluate(pool, rules, channel="voice", to_raw=raw, from_raw=sender,
-                                     now=MONDAY_10)
+            ev = await gate.evaluate(gate.store_facts(pool), rules, channel="voice",
+                                     to_raw=raw, from_raw=sender, now=MONDAY_10)
         retry = ev.decision.retry_after.isoformat() if ev.decision.retry_after else ""
         return ev.decision.decision, ev.decision.reason, retry
 
