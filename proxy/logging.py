@@ -65,26 +65,25 @@ def _scrub_text(value: str) -> str:
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return _scrub_text(value)
+    if isinstance(value, _PLAIN):
+        return value
     if isinstance(value, dict):
-        return {k: "[redacted]" if k in _SECRET_KEYS else _scrub(v) for k, v in value.items()}
+        return {k: _field(k, v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value
 
 
+def _field(key: str, value: Any) -> Any:
+    """A field as it may be logged: a secret's value never, anything else masked."""
+    return "[redacted]" if key in _SECRET_KEYS else _scrub(value)
+
+
 def redact(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    # Runs on every log line (one per request): the common cases are tested first.
     for key, value in event_dict.items():
-        if key in _SECRET_KEYS:
-            event_dict[key] = "[redacted]"
-        elif value.__class__ is str:
-            # _scrub_text's own first tests, inline: most values are short or seen before.
-            if len(value) >= _SHORTEST_NUMBER and value not in _UNMASKED:
-                event_dict[key] = _scrub_text(value)
-        elif not isinstance(value, _PLAIN):
-            event_dict[key] = _scrub(value)
+        event_dict[key] = _field(key, value)
     return event_dict
 
 
@@ -109,7 +108,7 @@ def add_to_request(**fields: Any) -> None:
     current = _REQUEST.get()
     if current is not None:
         for key, value in fields.items():
-            current[key] = "[redacted]" if key in _SECRET_KEYS else _scrub(value)
+            current[key] = _field(key, value)
 
 
 def end_request(token: contextvars.Token[dict[str, Any] | None]) -> None:
