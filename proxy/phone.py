@@ -7,6 +7,10 @@ import re
 
 import phonenumbers
 
+# phonenumbers' own test of a national number against one description (what its number-type
+# check runs for each type in turn).
+from phonenumbers.phonenumberutil import _is_number_matching_desc as _matching_desc
+
 DEFAULT_REGION = "NL"
 _ALLOWED_CHARS = re.compile(r"^[0-9+()\-./\s]{3,40}$")
 
@@ -25,21 +29,12 @@ assert _NL_METADATA is not None
 _NL: phonenumbers.PhoneMetadata = _NL_METADATA
 
 
-def _matches(nsn: str, desc: phonenumbers.PhoneNumberDesc | None) -> bool:
-    """phonenumbers' own test of a national number against one of its descriptions."""
-    if desc is None or not desc.national_number_pattern:
-        return False
-    if desc.possible_length and len(nsn) not in desc.possible_length:
-        return False
-    return re.fullmatch(desc.national_number_pattern, nsn) is not None
-
-
 def _valid_nl(nsn: str) -> bool:
     """phonenumbers.is_valid_number for +31 `nsn`. Valid means: the general pattern matches and
     so does one number type. The ten types are tried in turn there (~11 us); most numbers
     dialled are mobile, so that type is tried first, and the full check runs for the rest.
     tests/test_phone.py holds the two to the same verdict."""
-    if _matches(nsn, _NL.general_desc) and _matches(nsn, _NL.mobile):
+    if _matching_desc(nsn, _NL.general_desc) and _matching_desc(nsn, _NL.mobile):
         return True
     return phonenumbers.is_valid_number(phonenumbers.PhoneNumber(31, int(nsn)))
 
