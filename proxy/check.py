@@ -9,24 +9,22 @@ import asyncio
 import collections
 import csv
 import datetime as dt
-import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from proxy import gate, store
+from proxy import gate, scrub_batch, store
 from proxy.admin import PREFIX, read_json
 from proxy.errors import BadInput
 from proxy.fields import Fields, parse_time, parse_topic
 from proxy.keys import CLOCK, POOL, SETTINGS, WORKERS
-from proxy.policy import Decision, decide
-from proxy.policy.facts import Contact, ContactChannel, Facts
+from proxy.policy.facts import ContactChannel
 
 log = structlog.get_logger("proxy.scrub")
-SCRUB_BATCH = 5000
-SCRUB_AHEAD = 2  # batches parsed and looked up ahead of the one being decided
+SCRUB_BATCH = 50_000
+SCRUB_AHEAD = 3  # batches in flight behind the one being written
 MAX_LINE = 256
 CONTACT_CHANNELS: tuple[ContactChannel, ...] = ("voice", "sms")
 
@@ -64,38 +62,26 @@ async def check(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-async def _lines(request: web.Request) -> AsyncIterator[str]:
-    """The body's lines, read in chunks so a huge upload is never held in memory."""
+async def _values(request: web.Request) -> AsyncIterator[list[str]]:
+    """The first field of each line of the body, a chunk at a time, so a huge upload is
+    never held in memory; empty lines are dropped."""
     pending = b""
     async for chunk in request.content.iter_chunked(1 << 16):
         pending += chunk
         *complete, pending = pending.split(b"\n")
-        for raw in complete:
-            yield raw.decode("utf-8", "replace")
+        values = [_first_field(raw.decode("utf-8", "replace")) for raw in complete]
+        yield [v for v in values if v]
         if len(pending) > 1 << 20:  # one absurd line: keep its head, drop the rest
             pending = pending[:MAX_LINE]
-    if pending:
-        yield pending.decode("utf-8", "replace")
+    if pending and (value := _first_field(pending.decode("utf-8", "replace"))):
+        yield [value]
 
 
 def _first_field(line: str) -> str:
     line = line.strip().lstrip("\ufeff")
-    if not line:
-        return ""
     if len(line) > MAX_LINE:
         return line[:MAX_LINE]
     return next(csv.reader([line]), [""])[0].strip() if ("," in line or '"' in line) else line
-
-
-def _row(decision: Decision) -> tuple[str, str, str]:
-    retry = decision.retry_after.isoformat() if decision.retry_after else ""
-    return decision.decision, decision.reason, retry
-
-
-def _csv(rows: Sequence[tuple[str, str, str, str]]) -> bytes:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(rows)
-    return out.getvalue().encode()
 
 
 async def scrub(request: web.Request) -> web.StreamResponse:
@@ -117,75 +103,45 @@ async def scrub(request: web.Request) -> web.StreamResponse:
         raise BadInput("not a registered sender (UNKNOWN_SENDER)", "from")
     sender, organisation = found
 
-    def contact(number: str | None) -> Contact:
-        return Contact(channel, number, sender.sender, sender, topic)
-
-    nothing = Facts(organisation=organisation)
+    job = scrub_batch.ScrubJob(channel, sender, organisation, topic, rules, now)
 
     response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
     await response.prepare(request)
     await response.write(b"number,decision,reason,retry_after\n")
-    unheld: dict[tuple[bool, bool, str | None, bool | None], tuple[str, str, str]] = {}
 
-    async def look_up(batch: list[str]) -> tuple[list[str], list[str | None], dict[str, Facts]]:
-        numbers = await workers.parse_numbers(batch)
-        facts = await store.load_facts_bulk(pool, organisation, [n for n in numbers if n])
-        return batch, numbers, facts
+    async def look_up(batch: list[str]) -> bytes:
+        numbers, hashes = await workers.run(scrub_batch.parse_numbers, batch)
+        text = await store.fetch_facts_bulk(
+            pool, organisation.id, [n for n in numbers if n is not None], hashes)
+        return await workers.run(scrub_batch.rows, job, batch, numbers, hashes, text)
 
-    def rows(batch: list[str], numbers: list[str | None], facts: dict[str, Facts]) -> bytes:
-        out = []
-        for raw, number in zip(batch, numbers, strict=True):
-            on_file = facts.get(number) if number else None
-            if on_file is None or not (
-                    on_file.consents or on_file.relationships or on_file.objections):
-                # The engine reads `to` only for validity and "+31 or not", and a subject
-                # record only for its kind and publication (the number itself only goes into
-                # evidence, which a scrub does not return): with nothing else on file, every
-                # number of the same kind gets the same answer in this scrub.
-                subject = on_file.subject if on_file else None
-                key = (number is not None, bool(number and number.startswith("+31")),
-                       subject.kind if subject else None,
-                       subject.published_for_marketing if subject else None)
-                line = unheld.get(key)
-                if line is None:
-                    line = unheld[key] = _row(decide(contact(number), on_file or nothing,
-                                                     rules, now))
-            else:
-                line = _row(decide(contact(number), on_file, rules, now))
-            out.append((raw, *line))
-        return _csv(out)
-
-    # Batches in flight: while one is decided and written here, the next ones' numbers are
-    # parsed in the worker process and their facts are on their way from PostgreSQL.
-    ahead: collections.deque[asyncio.Task[tuple[list[str], list[str | None],
-                                               dict[str, Facts]]]] = collections.deque()
+    # Batches in flight: while one is written here, the next ones are parsed and decided in
+    # the worker processes or their facts are on their way from PostgreSQL.
+    ahead: collections.deque[asyncio.Task[bytes]] = collections.deque()
 
     async def flush(batch: list[str]) -> None:
         ahead.append(asyncio.create_task(look_up(batch)))
         if len(ahead) > SCRUB_AHEAD:
-            await response.write(rows(*await ahead.popleft()))
+            await response.write(await ahead.popleft())
 
     total = 0
     try:
         batch: list[str] = []
         first = True
-        async for line in _lines(request):
-            value = _first_field(line)
-            if first:
+        async for values in _values(request):
+            if first and values:
                 first = False
-                if value and not any(ch.isdigit() for ch in value):
-                    continue  # a header line such as "number" or "telefoon"
-            if not value:
-                continue
-            batch.append(value)
-            total += 1
-            if len(batch) >= SCRUB_BATCH:
-                await flush(batch)
-                batch = []
+                if not any(ch.isdigit() for ch in values[0]):
+                    del values[0]  # a header line such as "number" or "telefoon"
+            batch += values
+            total += len(values)
+            while len(batch) >= SCRUB_BATCH:
+                await flush(batch[:SCRUB_BATCH])
+                del batch[:SCRUB_BATCH]
         if batch:
             await flush(batch)
         while ahead:
-            await response.write(rows(*await ahead.popleft()))
+            await response.write(await ahead.popleft())
     except Exception as exc:
         for task in ahead:
             task.cancel()

@@ -1,37 +1,51 @@
-"""A worker process for CPU-bound pure work that must not hold up the event loop: parsing the
-numbers of a scrub (phonenumbers' validity check is a third of a scrub's time). Started on
-first use, so a proxy that never scrubs never starts it."""
+"""Worker processes for CPU-bound pure work that must not hold up the event loop: the
+parsing and deciding of a scrub (proxy/scrub.py). Started on first use, so a proxy that
+never scrubs never starts them."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
-from collections.abc import Sequence
+import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
-from proxy.phone import try_parse_number
+T = TypeVar("T")
+
+# One per core: the event loop of the proxy itself mostly waits (on the upload, PostgreSQL
+# and the client), and a scrub keeps several batches in flight.
+PROCESSES = max(1, min(4, os.cpu_count() or 1))
 
 
-def parse_numbers(raw: Sequence[str]) -> list[str | None]:
-    """E.164 for each text, or None where it is not a valid number (in the worker)."""
-    return [try_parse_number(text) for text in raw]
+# Collector settings of a worker: a batch of a scrub builds tens of thousands of fact objects,
+# which at the default threshold (700 allocations) set off dozens of collections per batch.
+GC_THRESHOLD = (20_000, 10, 10)
+
+
+def _start_worker() -> None:
+    gc.freeze()  # the modules just imported live as long as the worker
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 class Workers:
-    def __init__(self) -> None:
+    def __init__(self, processes: int = PROCESSES) -> None:
+        self._processes = processes
         self._pool: ProcessPoolExecutor | None = None
 
-    async def parse_numbers(self, raw: Sequence[str]) -> list[str | None]:
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) in a worker process; fn must be a module-level function."""
         if self._pool is None:
             # spawn: a fresh interpreter, not a fork of a process with a running event loop
-            self._pool = ProcessPoolExecutor(max_workers=1,
-                                             mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=self._processes,
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_worker)
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._pool, parse_numbers, list(raw))
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except BrokenProcessPool:
-            self._pool = None  # the worker died (killed, out of memory): a new one next time
+            self._pool = None  # a worker died (killed, out of memory): new ones next time
             raise
 
     def close(self) -> None:

@@ -12,9 +12,12 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from proxy import gate
+from proxy import gate, scrub_batch, store
 from proxy.phone import subject_hash
+from proxy.policy.facts import Subject
 from proxy.settings import RuleSettings
 from tests.conftest import BULK_PREFIX, mobile, uid
 
@@ -220,6 +223,60 @@ async def test_scrub_bad_query_is_422(
     resp = await client.post(f"{A}/scrub", params=params, data=b"0612345678\n", headers=auth)
     assert resp.status == 422
     assert (await resp.json())["field"] == field
+
+
+async def test_scrub_answers_numbers_of_every_shape_as_the_check_api_does(
+    client: Any, auth: dict[str, str]
+) -> None:
+    """Numbers with nothing on file are decided once per shape; a valid foreign number too
+    short for E.164 as the engine reads it (+683, Niue) must not share the answer of a
+    longer foreign one, nor a Dutch number that of a foreign one. Blank lines before the
+    header are skipped like the header."""
+    _org_id, sender = await setup_org(client, auth)
+    lines = ["+447911123456", "+6834002", mobile(), "+4779123456", "0" + mobile()[3:]]
+    resp = await client.post(
+        f"{A}/scrub", params={"channel": "sms", "from": sender, "at": MONDAY_10.isoformat()},
+        data="\n\n".join(["", "number", *lines]).encode(), headers=auth)
+    rows = parse_csv(await resp.text())
+    expected = []
+    for raw in lines:
+        result = await do_check(client, auth, channel="sms", to=raw,
+                                **{"from": sender, "at": MONDAY_10.isoformat()})
+        expected.append((raw, result["decision"], result["reason"]))
+    assert [(r["number"], r["decision"], r["reason"]) for r in rows] == expected
+    assert {e[2] for e in expected} >= {"INVALID_NUMBER", "NO_LEGAL_BASIS"}
+
+
+@given(st.text(st.characters(exclude_characters="\n", exclude_categories=["Cs"]),
+               min_size=1, max_size=40))
+@settings(max_examples=500)
+def test_scrub_rows_are_what_the_csv_module_writes(raw: str) -> None:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(
+        [raw, "deny", "PROHIBITED_DAY", "2026-11-30T09:00:00+01:00"])
+    assert (scrub_batch.number_field(raw) + ",deny,PROHIBITED_DAY,2026-11-30T09:00:00+01:00\n"
+            == out.getvalue())
+
+
+async def test_bulk_facts_leave_out_what_cannot_change_a_decision(
+    client: Any, auth: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    """A subject record that is neither a business (N1) nor published (N9) decides like no
+    record at all: the scrub's lookup does not bring it back."""
+    org_id, _sender = await setup_org(client, auth)
+    plain, business, published, consented, unknown = (mobile() for _ in range(5))
+    await pool.executemany(
+        "INSERT INTO subjects (number, kind, published_for_marketing) VALUES ($1, $2, $3)",
+        [(plain, "person", False), (business, "business", False), (published, "person", True)])
+    await add_consent(client, auth, consented, org_id)
+    organisation = await store.get_organisation(pool, org_id)
+    found = await store.load_facts_bulk(
+        pool, organisation, [plain, business, published, consented, unknown])
+    assert set(found) == {business, published, consented}
+    assert found[business].subject == Subject(business, "business", False)
+    assert found[published].subject == Subject(published, "person", True)
+    assert found[consented].subject is None
+    assert [c.organisation_id for c in found[consented].consents] == [org_id]
 
 
 async def _seed(pool: asyncpg.Pool, org_id: str, numbers: list[str]) -> None:

@@ -1,0 +1,88 @@
+"""The CPU-bound part of a scrub (`POST /admin/v1/scrub`, proxy/check.py): parsing a batch of
+numbers, then deciding it on the facts PostgreSQL returned and writing its CSV rows. Pure
+functions of their arguments, so the proxy runs them in worker processes (proxy/workers.py)
+while its event loop streams the upload in and the answer out."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from proxy import store
+from proxy.phone import subject_hash, try_parse_number
+from proxy.policy import Decision, decide
+from proxy.policy.facts import Contact, ContactChannel, Facts, Organisation, Sender
+from proxy.settings import RuleSettings
+
+Parsed = tuple[list[str | None], list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class ScrubJob:
+    """What every number of one scrub is decided against."""
+
+    channel: ContactChannel
+    sender: Sender
+    organisation: Organisation
+    topic: str | None
+    rules: RuleSettings
+    now: dt.datetime
+
+
+def parse_numbers(raw: Sequence[str]) -> Parsed:
+    """E.164 for each text (None where it is not a valid number), and the subject_hash of
+    each valid one, in order."""
+    numbers = [try_parse_number(text) for text in raw]
+    return numbers, [subject_hash(n) for n in numbers if n is not None]
+
+
+def rows(job: ScrubJob, raw: Sequence[str], numbers: Sequence[str | None],
+         hashes: Sequence[str], facts_text: str) -> bytes:
+    """The CSV rows of a batch: each raw text as given, with its decision, reason and
+    retry_after. `numbers` and `hashes` come from parse_numbers(raw), `facts_text` from
+    store.fetch_facts_bulk for those numbers."""
+    facts = store.facts_from_bulk(facts_text, job.organisation,
+                                  [n for n in numbers if n is not None], hashes)
+    nothing = Facts(organisation=job.organisation)
+    # With nothing on file that bears on a decision, the engine reads `to` only for its shape
+    # (a valid E.164 number, +31 or not; the number itself only goes into evidence, which a
+    # scrub does not return): numbers of the same length and country code get the same
+    # answer, decided once.
+    unheld: dict[tuple[int, bool], str] = {}
+
+    def answer(number: str | None) -> str:
+        on_file = facts.get(number) if number else None
+        if on_file is not None:
+            return _suffix(decide(_contact(job, number), on_file, job.rules, job.now))
+        shape = (len(number), number.startswith("+31")) if number else (0, False)
+        line = unheld.get(shape)
+        if line is None:
+            line = unheld[shape] = _suffix(decide(_contact(job, number), nothing, job.rules,
+                                                  job.now))
+        return line
+
+    return "".join([number_field(text) + answer(number)
+                    for text, number in zip(raw, numbers, strict=True)]).encode()
+
+
+def _contact(job: ScrubJob, number: str | None) -> Contact:
+    return Contact(job.channel, number, job.sender.sender, job.sender, job.topic)
+
+
+def _suffix(decision: Decision) -> str:
+    """The CSV fields after the number, with the line end (none of them ever needs quotes)."""
+    retry = decision.retry_after.isoformat() if decision.retry_after else ""
+    return f",{decision.decision},{decision.reason},{retry}\n"
+
+
+def number_field(raw: str) -> str:
+    """The number as given, as one CSV field (quoted as the csv module would)."""
+    if '"' in raw or "," in raw or "\r" in raw:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="").writerow([raw])
+        return out.getvalue()
+    return raw
+
