@@ -146,8 +146,8 @@ def _notes(results: Results) -> list[str]:
     s = results.get("scrub") or {}
     if not s.get("skipped"):
         cpu = s["scrub"]["cpu_percent_of_one_core"]
-        notes.append(f"scrub CPU in % of one core: proxy {cpu['proxy']:g}, its parsing "
-                     f"worker {cpu.get('proxy worker', 0):g}, postgres "
+        notes.append(f"scrub CPU in % of one core: proxy {cpu['proxy']:g}, its "
+                     f"workers {cpu.get('proxy workers', 0):g}, postgres "
                      f"{cpu['postgres']:g}, upload client {cpu['client']:g}; the file was "
                      f"{s['file_bytes'] / 1e6:.1f} MB, rows counted {s['scrub']['rows']:,}")
     disturbed = _disturbed(results)

@@ -169,8 +169,10 @@ async def measure(database_url: str, proxy_url: str, proxy_pid: int, admin_token
         pids = {"proxy": proxy_pid} | {f"child {pid}": pid for pid in children(proxy_pid)}
         before, client_before = cpu_snapshot(pids), _self_cpu()
         result = await scrub(proxy_url, admin_token, csv_path, size, base)
+        # Workers the proxy started during the scrub count from zero.
+        pids |= {f"child {pid}": pid for pid in children(proxy_pid)}
         cpu = cpu_share(before, cpu_snapshot(pids))
-        cpu["proxy worker"] = round(sum(cpu.pop(name) for name in pids if name != "proxy"), 1)
+        cpu["proxy workers"] = round(sum(cpu.pop(name) for name in pids if name != "proxy"), 1)
         cpu["client"] = round(100 * (_self_cpu() - client_before) / result["seconds"], 1)
         result["cpu_percent_of_one_core"] = add_other(cpu)
     finally:

@@ -121,7 +121,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def children(pid: int) -> list[int]:
-    """The direct child processes (the proxy's scrub worker)."""
+    """The direct child processes (the proxy's scrub workers)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(c) for c in (task / "children").read_text().split()]
@@ -186,10 +186,11 @@ def cpu_snapshot(pids: Mapping[str, int]) -> CpuSnapshot:
 
 
 def cpu_share(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
-    """Percent of one core used by each process between two snapshots; `machine` is the
-    percent of all cores together (100 = every core busy)."""
+    """Percent of one core used by each process between two snapshots (a process missing
+    from `before` started in between); `machine` is the percent of all cores together
+    (100 = every core busy)."""
     wall = after.at - before.at
-    share = {name: round(100 * (after.processes[name] - before.processes[name]) / wall, 1)
+    share = {name: round(100 * (after.processes[name] - before.processes.get(name, 0.0)) / wall, 1)
              for name in after.processes}
     pg = sum(cpu - before.postgres.get(pid, 0.0) for pid, cpu in after.postgres.items())
     share["postgres"] = round(100 * pg / wall, 1)

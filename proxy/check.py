@@ -110,10 +110,9 @@ async def scrub(request: web.Request) -> web.StreamResponse:
     await response.write(b"number,decision,reason,retry_after\n")
 
     async def look_up(batch: list[str]) -> bytes:
-        numbers, hashes = await workers.run(scrub_batch.parse_numbers, batch)
-        text = await store.fetch_facts_bulk(
-            pool, organisation.id, [n for n in numbers if n is not None], hashes)
-        return await workers.run(scrub_batch.rows, job, batch, numbers, hashes, text)
+        parsed = await workers.run(scrub_batch.parse_numbers, batch)
+        text = await store.fetch_facts_bulk(pool, organisation.id, parsed.valid, parsed.hashes)
+        return await workers.run(scrub_batch.rows, job, batch, parsed, text)
 
     # Batches in flight: while one is written here, the next ones are parsed and decided in
     # the worker processes or their facts are on their way from PostgreSQL.

@@ -17,7 +17,16 @@ from proxy.policy import Decision, decide
 from proxy.policy.facts import Contact, ContactChannel, Facts, Organisation, Sender
 from proxy.settings import RuleSettings
 
-Parsed = tuple[list[str | None], list[str]]
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A parsed batch: E.164 for each text (None where it is not a valid number), and the
+    valid numbers and their subject_hash, in order, as comma-separated text (the form the
+    fact query takes them in; one string also crosses between processes at once)."""
+
+    numbers: list[str | None]
+    valid: str
+    hashes: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,19 +42,16 @@ class ScrubJob:
 
 
 def parse_numbers(raw: Sequence[str]) -> Parsed:
-    """E.164 for each text (None where it is not a valid number), and the subject_hash of
-    each valid one, in order."""
     numbers = [try_parse_number(text) for text in raw]
-    return numbers, [subject_hash(n) for n in numbers if n is not None]
+    valid = [n for n in numbers if n is not None]
+    return Parsed(numbers, ",".join(valid), ",".join([subject_hash(n) for n in valid]))
 
 
-def rows(job: ScrubJob, raw: Sequence[str], numbers: Sequence[str | None],
-         hashes: Sequence[str], facts_text: str) -> bytes:
+def rows(job: ScrubJob, raw: Sequence[str], parsed: Parsed, facts_text: str) -> bytes:
     """The CSV rows of a batch: each raw text as given, with its decision, reason and
-    retry_after. `numbers` and `hashes` come from parse_numbers(raw), `facts_text` from
-    store.fetch_facts_bulk for those numbers."""
-    facts = store.facts_from_bulk(facts_text, job.organisation,
-                                  [n for n in numbers if n is not None], hashes)
+    retry_after. `parsed` is parse_numbers(raw), `facts_text` store.fetch_facts_bulk's answer
+    for its numbers."""
+    facts = store.facts_from_bulk(facts_text, job.organisation, parsed.valid, parsed.hashes)
     nothing = Facts(organisation=job.organisation)
     # With nothing on file that bears on a decision, the engine reads `to` only for its shape
     # (a valid E.164 number, +31 or not; the number itself only goes into evidence, which a
@@ -65,7 +71,7 @@ def rows(job: ScrubJob, raw: Sequence[str], numbers: Sequence[str | None],
         return line
 
     return "".join([number_field(text) + answer(number)
-                    for text, number in zip(raw, numbers, strict=True)]).encode()
+                    for text, number in zip(raw, parsed.numbers, strict=True)]).encode()
 
 
 def _contact(job: ScrubJob, number: str | None) -> Contact:

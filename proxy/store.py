@@ -536,8 +536,8 @@ async def load_sender(
 # partial index of sql/007, since the engine treats any other subject as it treats an
 # unknown number; so most numbers of a scrub come back as nothing at all. The numbers and
 # hashes arrive as comma-separated text (asyncpg checks every element of an array parameter
-# for nesting, a microsecond each) and the facts leave as one JSON text, the rows in the
-# hot path's format.
+# for nesting, a microsecond each; E.164 numbers and hex digests hold no comma) and the
+# facts leave as one JSON text, the rows in the hot path's format.
 _BULK_FACTS_SQL = f"""
 SELECT json_build_array(
     (SELECT json_agg({_json_array(_SUBJECT_COLUMNS)}) FROM subjects sj
@@ -562,23 +562,22 @@ _BULK_SETTINGS = ("SELECT set_config('plan_cache_mode', 'force_custom_plan', tru
 
 
 async def fetch_facts_bulk(
-    pool: asyncpg.Pool, organisation_id: str, numbers: Sequence[str], hashes: Sequence[str],
+    pool: asyncpg.Pool, organisation_id: str, numbers: str, hashes: str,
 ) -> str:
     """The facts for many numbers of one organisation, as the query's JSON text (read with
-    facts_from_bulk). `hashes`: the subject_hash of each number, in order."""
+    facts_from_bulk). `numbers`: E.164 numbers, comma-separated; `hashes`: the subject_hash
+    of each, in the same order."""
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         await conn.execute(_BULK_SETTINGS)
-        text: str = await conn.fetchval(_BULK_FACTS_SQL, ",".join(numbers), organisation_id,
-                                        ",".join(hashes))
+        text: str = await conn.fetchval(_BULK_FACTS_SQL, numbers, organisation_id, hashes)
     return text
 
 
-def facts_from_bulk(text: str, organisation: Organisation, numbers: Sequence[str],
-                    hashes: Sequence[str]) -> dict[str, Facts]:
+def facts_from_bulk(text: str, organisation: Organisation, numbers: str,
+                    hashes: str) -> dict[str, Facts]:
     """Facts per number from fetch_facts_bulk's answer for these numbers and hashes. Numbers
     with nothing on file that bears on a decision are absent, and so is a subject record
     that is neither a business nor published. Pure: the scrub runs it in a worker."""
-    by_hash = dict(zip(hashes, numbers, strict=True))
     subjects, consents, relationships, objections = (rows or () for rows in orjson.loads(text))
     found: dict[str, tuple[Subject | None, list[Consent], list[Relationship],
                            list[Objection]]] = {}
@@ -596,8 +595,10 @@ def facts_from_bulk(text: str, organisation: Organisation, numbers: Sequence[str
         entry(r[1])[1].append(_consent(r))
     for r in relationships:
         entry(r[1])[2].append(_relationship(r))
-    for r in objections:
-        entry(by_hash[r[1]])[3].append(_objection(r))
+    if objections:
+        by_hash = dict(zip(hashes.split(","), numbers.split(","), strict=True))
+        for r in objections:
+            entry(by_hash[r[1]])[3].append(_objection(r))
     return {
         number: Facts(organisation=organisation, subject=subject, consents=tuple(held_consents),
                       relationships=tuple(held_relationships), objections=tuple(held_objections))
@@ -610,8 +611,8 @@ async def load_facts_bulk(
     pool: asyncpg.Pool, organisation: Organisation, numbers: Sequence[str],
 ) -> dict[str, Facts]:
     """fetch_facts_bulk and facts_from_bulk in one."""
-    unique = list(dict.fromkeys(numbers))
-    hashes = [subject_hash(n) for n in unique]
+    unique = ",".join(dict.fromkeys(numbers))
+    hashes = ",".join(subject_hash(n) for n in dict.fromkeys(numbers))
     text = await fetch_facts_bulk(pool, organisation.id, unique, hashes)
     return facts_from_bulk(text, organisation, unique, hashes)
 
