@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
@@ -62,3 +63,25 @@ async def scratch_database(server: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+async def commit_latency(database_url: str, samples: int) -> dict[str, float]:
+    """What one durable commit costs on this server: `samples` one-row INSERTs, each its own
+    transaction, one after another. The floor under a gated request's latency, which waits
+    for two commits (its decision, then its outcome); the tail is the disk's fsync."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE TABLE bench_commit_probe (id bigserial PRIMARY KEY)")
+        insert = await conn.prepare("INSERT INTO bench_commit_probe DEFAULT VALUES")
+        took = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            await insert.fetch()
+            took.append(time.perf_counter() - started)
+        await conn.execute("DROP TABLE bench_commit_probe")
+    finally:
+        await conn.close()
+    took.sort()
+    return {"samples": samples, "p50_ms": round(1e3 * took[len(took) // 2], 3),
+            "p99_ms": round(1e3 * took[int(len(took) * 0.99)], 3),
+            "max_ms": round(1e3 * took[-1], 3)}

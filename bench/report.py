@@ -59,6 +59,9 @@ def _gate_rows(g: Results) -> list[Row]:
             g["added_p99_ms"] <= ADDED_P99_MAX_MS),
         Row("1 gate: added p50 / p99 at 1 connection",
             f"{_ms(idle['added_p50_ms'])} / {_ms(idle['added_p99_ms'])}"),
+        *([Row("1 gate: PostgreSQL one-row commit p50 / p99 / max",
+               f"{_ms(c['p50_ms'])} / {_ms(c['p99_ms'])} / {_ms(c['max_ms'])}")]
+          if (c := g.get("postgres_commit")) else []),
     ]
 
 

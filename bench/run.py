@@ -165,6 +165,8 @@ async def run_gate(stack: Stack, gen: LoadGenerator, dialer: seed.Dialer, bodies
                for name, service in (("bare", stack.bare), ("proxy", stack.proxy))}
     pids = {"bare": stack.bare.pid, "proxy": stack.proxy.pid, "upstream": stack.upstream.pid}
     result = await gate_overhead.measure(gen, targets, pids, size)
+    result["postgres_commit"] = await pg.commit_latency(stack.database_url,
+                                                        size.latency_samples)
     conn = await asyncpg.connect(stack.database_url)
     try:
         mix = await conn.fetch("SELECT decision, reason, count(*) AS n FROM decisions "

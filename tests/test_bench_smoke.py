@@ -15,7 +15,8 @@ from tests.conftest import REPO
 # Every benchmark section, and the numbers in it that must have been measured.
 EXPECTED = {
     "gate_overhead": ("throughput_ratio", "added_p50_ms", "added_p99_ms", "bare.rps",
-                      "bare.p50_ms", "bare.p99_ms", "proxy.rps", "proxy.p50_ms", "proxy.p99_ms"),
+                      "bare.p50_ms", "bare.p99_ms", "proxy.rps", "proxy.p50_ms", "proxy.p99_ms",
+                      "postgres_commit.p50_ms", "postgres_commit.max_ms"),
     "engine": ("decisions_per_s",),
     "scrub": ("numbers_per_s", "copy_rows_per_s", "ratio"),
     "memory": ("peak_rss_mb",),
