@@ -23,8 +23,13 @@ from proxy.keys import CLOCK, POOL, SETTINGS, WORKERS
 from proxy.policy.facts import ContactChannel
 
 log = structlog.get_logger("proxy.scrub")
+# Measured on 2 cores, 1 M numbers against 1 M subjects: a batch's fact query scans small
+# fact tables once, so bigger batches share that scan (20,000 a batch: 71-79 k numbers/s and a
+# third more PostgreSQL CPU than 50,000); one batch in flight behind the one being written
+# keeps both workers as busy as two or three did (80-83 k numbers/s), with the proxy's peak
+# RSS at 117 MiB instead of 134-148 MiB.
 SCRUB_BATCH = 50_000
-SCRUB_AHEAD = 3  # batches in flight behind the one being written
+SCRUB_AHEAD = 1
 MAX_LINE = 256
 CONTACT_CHANNELS: tuple[ContactChannel, ...] = ("voice", "sms")
 
@@ -110,9 +115,10 @@ async def scrub(request: web.Request) -> web.StreamResponse:
     await response.write(b"number,decision,reason,retry_after\n")
 
     async def look_up(batch: list[str]) -> bytes:
-        parsed = await workers.run(scrub_batch.parse_numbers, batch)
+        lines = "\n".join(batch)  # one string to pickle, not 50,000
+        parsed = await workers.run(scrub_batch.parse_numbers, lines)
         text = await store.fetch_facts_bulk(pool, organisation.id, parsed.valid, parsed.hashes)
-        return await workers.run(scrub_batch.rows, job, batch, parsed, text)
+        return await workers.run(scrub_batch.rows, job, lines, parsed, text)
 
     # Batches in flight: while one is written here, the next ones are parsed and decided in
     # the worker processes or their facts are on their way from PostgreSQL.

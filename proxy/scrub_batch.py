@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from proxy import store
@@ -20,13 +20,19 @@ from proxy.settings import RuleSettings
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """A parsed batch: E.164 for each text (None where it is not a valid number), and the
-    valid numbers and their subject_hash, in order, as comma-separated text (the form the
-    fact query takes them in; one string also crosses between processes at once)."""
+    """A parsed batch: its valid numbers in E.164 and their subject_hash, in order, as
+    comma-separated text (the form the fact query takes them in, and one string crosses
+    between processes at once), and the positions of the lines that are not valid numbers."""
 
-    numbers: list[str | None]
     valid: str
     hashes: str
+    invalid: tuple[int, ...]
+
+    def numbers(self, count: int) -> Iterator[str | None]:
+        """E.164 for each of the batch's `count` lines, None where it is not valid."""
+        valid = iter(self.valid.split(",") if self.valid else ())
+        invalid = set(self.invalid)
+        return (None if i in invalid else next(valid) for i in range(count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +47,18 @@ class ScrubJob:
     now: dt.datetime
 
 
-def parse_numbers(raw: Sequence[str]) -> Parsed:
-    numbers = [try_parse_number(text) for text in raw]
+def parse_numbers(lines: str) -> Parsed:
+    """Parse a batch: its lines joined by newlines (no line holds one)."""
+    numbers = [try_parse_number(text) for text in lines.split("\n")]
     valid = [n for n in numbers if n is not None]
-    return Parsed(numbers, ",".join(valid), ",".join([subject_hash(n) for n in valid]))
+    return Parsed(",".join(valid), ",".join([subject_hash(n) for n in valid]),
+                  tuple(i for i, n in enumerate(numbers) if n is None))
 
 
-def rows(job: ScrubJob, raw: Sequence[str], parsed: Parsed, facts_text: str) -> bytes:
-    """The CSV rows of a batch: each raw text as given, with its decision, reason and
-    retry_after. `parsed` is parse_numbers(raw), `facts_text` store.fetch_facts_bulk's answer
-    for its numbers."""
+def rows(job: ScrubJob, lines: str, parsed: Parsed, facts_text: str) -> bytes:
+    """The CSV rows of a batch: each line as given, with its decision, reason and
+    retry_after. `parsed` is parse_numbers(lines), `facts_text` store.fetch_facts_bulk's
+    answer for its numbers."""
     facts = store.facts_from_bulk(facts_text, job.organisation, parsed.valid, parsed.hashes)
     nothing = Facts(organisation=job.organisation)
     # With nothing on file that bears on a decision, the engine reads `to` only for its shape
@@ -70,8 +78,10 @@ def rows(job: ScrubJob, raw: Sequence[str], parsed: Parsed, facts_text: str) -> 
                                                   job.now))
         return line
 
+    texts = lines.split("\n")
     return "".join([number_field(text) + answer(number)
-                    for text, number in zip(raw, parsed.numbers, strict=True)]).encode()
+                    for text, number in zip(texts, parsed.numbers(len(texts)), strict=True)
+                    ]).encode()
 
 
 def _contact(job: ScrubJob, number: str | None) -> Contact:
