@@ -360,20 +360,19 @@ def masked(number: str | None) -> str | None:
 
 # --- facts for the decision engine -------------------------------------------------------
 
-# Fact rows are read by position, in the column order of the fact types (sql/004), so the
-# same builders take the composite rows of the bulk query and the JSON arrays of the hot-path
-# query, whose timestamps arrive as UTC text.
+# Fact rows arrive as JSON arrays (the hot-path and the bulk query alike), read by position
+# in the order of the `_*_COLUMNS` lists below; timestamps arrive as UTC text.
 _INFINITE = {"infinity": dt.datetime.max.replace(tzinfo=dt.UTC),
              "-infinity": dt.datetime.min.replace(tzinfo=dt.UTC)}
 
 
-def _ts(value: dt.datetime | str | None) -> dt.datetime | None:
-    if value is None or isinstance(value, dt.datetime):
-        return value
+def _ts(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
     return _INFINITE.get(value) or dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
 
 
-def _given(value: dt.datetime | str) -> dt.datetime:
+def _given(value: str) -> dt.datetime:
     found = _ts(value)
     assert found is not None  # NOT NULL columns
     return found
@@ -406,7 +405,8 @@ def _objection(row: Sequence[Any]) -> Objection:
                      received_at=_given(row[4]), via=row[5])
 
 
-# The columns of each fact type (sql/004_fact_types.sql), in order; `@` marks a timestamp.
+# The columns of each fact row, in the order the builders above read them; `@` marks a
+# timestamp.
 _SUBJECT_COLUMNS = ("sj.number", "sj.kind", "sj.published_for_marketing")
 _CONSENT_COLUMNS = ("c.id", "c.subject", "c.organisation_id", "c.channel", "c.topics",
                     "c.kind", "@c.given_at", "c.provenance", "@c.expires_at",
@@ -424,20 +424,11 @@ _SENDER_COLUMNS = ("s.sender", "s.organisation_id", "s.topic", "s.purpose", "s.a
                    "s.inbound_webhook")
 
 
-def _composite(columns: Sequence[str], type_name: str) -> str:
-    return f"({', '.join(c.lstrip('@') for c in columns)})::{type_name}"
-
-
 def _json_array(columns: Sequence[str]) -> str:
     # Timestamps as UTC text, whatever the session's TimeZone.
     return "json_build_array(" + ", ".join(
         f"{c[1:]} AT TIME ZONE 'UTC'" if c.startswith("@") else c for c in columns) + ")"
 
-
-_SUBJECT_FACT = _composite(_SUBJECT_COLUMNS, "subject_fact")
-_CONSENT_FACT = _composite(_CONSENT_COLUMNS, "consent_fact")
-_RELATIONSHIP_FACT = _composite(_RELATIONSHIP_COLUMNS, "relationship_fact")
-_OBJECTION_FACT = _composite(_OBJECTION_COLUMNS, "objection_fact")
 
 # One round trip for any number of lookups (group fetch, proxy/reader.py): for each
 # (sender, number), the sender, its organisation, the subject, and every consent,

@@ -97,9 +97,9 @@ async def test_a_closed_reader_refuses(pool: asyncpg.Pool) -> None:
 
 async def test_hot_path_facts_equal_the_bulk_facts_in_any_session_time_zone(
         pool: asyncpg.Pool, database_url: str) -> None:
-    """The hot path reads facts as JSON (timestamps as UTC text), the scrub as composite rows:
-    both must give the engine the same objects, to the microsecond, whatever TimeZone the
-    session has."""
+    """The hot path reads facts one JSON array per lookup, the scrub one JSON document per
+    batch (from another query, through a partial index for the subject): both must give the
+    engine the same objects, to the microsecond, whatever TimeZone the session has."""
     org, sender = await _organisation(pool)
     number = mobile()
     at = dt.datetime(2026, 3, 29, 0, 59, 59, 123456, tzinfo=dt.UTC)  # DST starts at 01:00 UTC
