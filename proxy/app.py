@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 import secrets
 import time
@@ -55,6 +56,16 @@ def _route_name(request: web.Request) -> str:
     return route.resource.canonical
 
 
+# Request ids: a random prefix per process and a counter, 32 hex digits like a token_hex(16),
+# unique without a getrandom() system call per request (1 % of the proxy's CPU under load).
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count(secrets.randbits(32))
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id in, request id out, one log line per request."""
@@ -62,7 +73,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     if _REQUEST_ID.match(incoming):
         request_id, token = incoming, bind_request(incoming)
     else:
-        request_id = secrets.token_hex(16)
+        request_id = new_request_id()
         token = bind_request(request_id, generated=True)
     request[REQUEST_ID] = request_id
     started = time.perf_counter()

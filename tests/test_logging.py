@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import structlog
 
+from proxy.app import new_request_id
 from proxy.phone import mask, mask_text, parse_number
 from tests.conftest import ADMIN_TOKEN, mobile, uid
 
@@ -115,3 +116,9 @@ def test_add_to_request_outside_a_request_is_a_no_op(log_output: io.StringIO) ->
         "r-1", "+31 6 ****5678", "[redacted]")
     assert "request_id" not in outside
     assert "to" not in outside
+
+
+def test_generated_request_ids_are_unique_32_hex_digits() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
