@@ -7,15 +7,18 @@ import csv
 import datetime as dt
 import io
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import asyncpg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy import gate, scrub_batch, store
+from proxy import check, gate, scrub_batch, store
+from proxy.keys import POOL
 from proxy.phone import subject_hash
 from proxy.policy.facts import Subject
 from proxy.settings import RuleSettings
@@ -245,6 +248,34 @@ async def test_scrub_answers_numbers_of_every_shape_as_the_check_api_does(
         expected.append((raw, result["decision"], result["reason"]))
     assert [(r["number"], r["decision"], r["reason"]) for r in rows] == expected
     assert {e[2] for e in expected} >= {"INVALID_NUMBER", "NO_LEGAL_BASIS"}
+
+
+async def test_a_scrub_cut_short_by_the_store_never_looks_complete(
+    client: Any, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed, for lists too: when the consent store goes away halfway, the rows already
+    decided have been sent, but the answer stops without its final chunk, so no client can
+    take a partial scrub for a whole one."""
+    monkeypatch.setattr(check, "SCRUB_BATCH", 50)
+    _org_id, sender = await setup_org(client, auth)
+    store_gone = asyncio.Event()
+
+    async def upload() -> AsyncIterator[bytes]:
+        yield "".join(f"{mobile()}\n" for _ in range(200)).encode()  # four batches
+        await store_gone.wait()
+        for _ in range(10):
+            yield "".join(f"{mobile()}\n" for _ in range(100)).encode()
+
+    resp = await client.post(
+        f"{A}/scrub", params={"channel": "sms", "from": sender, "at": MONDAY_10.isoformat()},
+        data=upload(), headers=auth)
+    assert resp.status == 200
+    assert await resp.content.readline() == b"number,decision,reason,retry_after\n"
+    assert (await resp.content.readline()).endswith(b",deny,NO_LEGAL_BASIS,\n")
+    client.app[POOL].terminate()
+    store_gone.set()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
 
 
 @given(st.text(st.characters(exclude_characters="\n", exclude_categories=["Cs"]),
