@@ -98,7 +98,7 @@ _REQUEST: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
 def bind_request(request_id: str, *,
                  generated: bool = False) -> contextvars.Token[dict[str, Any] | None]:
     """Start a request's fields; pass the token to `end_request` when it is answered.
-    `generated`: an id of our own (random hex, no number in it) needs no redaction."""
+    `generated`: an id of our own (hex digits, never a phone number) needs no redaction."""
     return _REQUEST.set({"request_id": request_id if generated else _scrub(request_id)})
 
 

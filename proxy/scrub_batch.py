@@ -63,8 +63,8 @@ def rows(job: ScrubJob, lines: str, parsed: Parsed, facts_text: str) -> bytes:
     nothing = Facts(organisation=job.organisation)
     # With nothing on file that bears on a decision, the engine reads `to` only for its shape
     # (a valid E.164 number, +31 or not; the number itself only goes into evidence, which a
-    # scrub does not return): numbers of the same length and country code get the same
-    # answer, decided once.
+    # scrub does not return): numbers of the same length, +31 or not, get the same answer,
+    # decided once.
     unheld: dict[tuple[int, bool], str] = {}
 
     def answer(number: str | None) -> str:
@@ -101,4 +101,3 @@ def number_field(raw: str) -> str:
         csv.writer(out, lineterminator="").writerow([raw])
         return out.getvalue()
     return raw
-

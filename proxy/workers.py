@@ -1,5 +1,5 @@
 """Worker processes for CPU-bound pure work that must not hold up the event loop: the
-parsing and deciding of a scrub (proxy/scrub.py). Started on first use, so a proxy that
+parsing and deciding of a scrub (proxy/scrub_batch.py). Started on first use, so a proxy that
 never scrubs never starts them."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 # One per core: the event loop of the proxy itself mostly waits (on the upload, PostgreSQL
-# and the client), and a scrub keeps several batches in flight.
+# and the client), and a scrub keeps two batches in flight.
 PROCESSES = max(1, min(4, os.cpu_count() or 1))
 
 
