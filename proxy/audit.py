@@ -12,7 +12,7 @@ from aiohttp import web
 from proxy import db, store
 from proxy.admin import PREFIX
 from proxy.errors import BadInput
-from proxy.keys import CLOCK, POOL
+from proxy.keys import CLOCK, POOL, WRITER
 from proxy.phone import InvalidNumber, parse_number
 from proxy.policy.hours import add_months
 
@@ -22,6 +22,7 @@ async def subject_evidence(request: web.Request) -> web.Response:
         number = parse_number(request.match_info["number"])
     except InvalidNumber as exc:
         raise BadInput("not a valid phone number", "number") from exc
+    await request.app[WRITER].sync()  # outcomes of answered requests may still be queued
     report = await store.evidence_report(request.app[POOL], number, request.app[CLOCK]())
     return web.json_response(report, dumps=_dumps)
 

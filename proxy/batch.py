@@ -3,9 +3,10 @@
 One task per batcher takes whatever queued while its last batch was under way and sends it as
 one statement (one round trip, one executor run, for writes one commit); each caller awaits
 its own item's result. With one request in flight there is no waiting for company: a batch
-of one leaves at once. Each batcher keeps one pooled connection for itself (a pool acquire and
-release cost as much CPU as a small query) and gives it back when the store fails or when it
-closes.
+of one leaves at once. A caller may also queue an item without waiting for it (`enqueue`),
+and anyone may wait for everything queued so far (`sync`). Each batcher keeps one pooled
+connection for itself (a pool acquire and release cost as much CPU as a small query) and
+gives it back when the store fails or when it closes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from proxy.db import STORE_ERRORS
 log = structlog.get_logger("proxy.batch")
 
 Item = TypeVar("Item")
+
+# Queued by `sync`: never sent, answered once everything queued before it is.
+_BARRIER: Any = object()
 
 
 @dataclass(slots=True)
@@ -44,6 +48,7 @@ class Batcher(Generic[Item]):
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._flushing = False
         self._conn: asyncpg.Connection | None = None
 
     def start(self) -> None:
@@ -72,13 +77,28 @@ class Batcher(Generic[Item]):
     async def _send(self, conn: asyncpg.Connection, items: Sequence[Item]) -> Sequence[Any]:
         raise NotImplementedError
 
-    async def submit(self, item: Item) -> Any:
+    def enqueue(self, item: Item) -> asyncio.Future[Any]:
+        """Queue an item for the next batch; its future holds the result or the error."""
         if self._closing:
             raise asyncpg.exceptions.InterfaceError(f"the {self.name} is shut down")
         pending = _Pending(item, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         self._wakeup.set()
-        return await pending.future
+        return pending.future
+
+    async def submit(self, item: Item) -> Any:
+        return await self.enqueue(item)
+
+    async def sync(self) -> None:
+        """Return once every item queued before this call has been sent (and, for writes,
+        committed) or has failed. At once when nothing is queued or under way."""
+        idle = not self._queue and not self._flushing
+        if idle or self._task is None or self._task.done():
+            return
+        pending = _Pending(_BARRIER, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._wakeup.set()
+        await pending.future
 
     async def _run(self) -> None:
         while True:
@@ -87,11 +107,18 @@ class Batcher(Generic[Item]):
             while self._queue:
                 batch = self._queue[:self._max_batch]
                 del self._queue[:self._max_batch]
-                await self._flush(batch)
+                self._flushing = True
+                try:
+                    await self._flush([p for p in batch if p.item is not _BARRIER])
+                finally:
+                    self._flushing = False
+                _done([p for p in batch if p.item is _BARRIER])
             if self._closing:
                 return
 
     async def _flush(self, batch: list[_Pending[Item]]) -> None:
+        if not batch:
+            return
         try:
             results = await self._send(await self._connection(), [p.item for p in batch])
         except STORE_ERRORS as exc:  # the store is gone: the whole batch fails at once
@@ -112,6 +139,12 @@ class Batcher(Generic[Item]):
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+
+def _done(barriers: Sequence[_Pending[Any]]) -> None:
+    for pending in barriers:
+        if not pending.future.done():
+            pending.future.set_result(None)
 
 
 def _fail(batch: Sequence[_Pending[Any]], exc: BaseException) -> None:

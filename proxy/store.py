@@ -723,9 +723,11 @@ def outcome_args(
     error: str | None, response_status: int, response: bytes, content_type: str,
     claim: IdempotencyClaim | None = None,
 ) -> tuple[Any, ...]:
-    """One outcome row of WRITE_SQL (the stored response as hex: JSON has no bytes)."""
-    return (decision_id, upstream_status, upstream_sid, error, response_status, response.hex(),
-            content_type, claim.account_sid if claim else None, claim.token if claim else None)
+    """One outcome row of WRITE_SQL. The response is kept only for idempotent replays, so
+    only with a claim (as hex: JSON has no bytes)."""
+    return (decision_id, upstream_status, upstream_sid, error, response_status,
+            response.hex() if claim else None, content_type,
+            claim.account_sid if claim else None, claim.token if claim else None)
 
 
 def _json(value: Any) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -401,6 +402,11 @@ async def _replay(request: web.Request, client: store.Client,
     claim = store.IdempotencyClaim(client.account_sid, token, _request_hash(request, raw))
     stored = await store.find_idempotent(request.app[POOL], client.account_sid, token,
                                          request.app[CLOCK]())
+    if stored is not None and stored.status is None:
+        # The first request may be answered with its outcome still queued: wait for that.
+        await request.app[WRITER].sync()
+        stored = await store.find_idempotent(request.app[POOL], client.account_sid, token,
+                                             request.app[CLOCK]())
     if stored is None:
         return None, claim
     if stored.request_hash != claim.request_hash:
@@ -509,23 +515,38 @@ def _sid(upstream: UpstreamResponse) -> str | None:
 async def _finish(request: web.Request, decision_id: int, upstream_status: int | None,
                   sid: str | None, error: str | None, response: web.Response,
                   claim: store.IdempotencyClaim | None, *, outcome: bool = True) -> None:
-    """Record what happened. The decision row is already committed; if the store fails now,
-    the dialer still gets the provider's answer: a 503 for a message that did go out would
-    make it send again."""
+    """Record what happened. The decision row is already committed; the outcome row goes
+    with the next group commit, and the answer does not wait for it. If the store fails
+    now, the dialer still gets the provider's answer: a 503 for a message that did go out
+    would make it send again."""
     body = response.body if isinstance(response.body, bytes) else b""
     content_type = response.headers.get("Content-Type", "application/json")
     try:
         if outcome:
-            await request.app[WRITER].outcome(store.outcome_args(
+            queued = request.app[WRITER].outcome(store.outcome_args(
                 decision_id, upstream_status=upstream_status, upstream_sid=sid, error=error,
                 response_status=response.status, response=body, content_type=content_type,
                 claim=claim))
+            queued.add_done_callback(functools.partial(
+                _outcome_written, decision_id, sid, upstream_status))
         elif claim is not None:
             await store.complete_idempotent(request.app[POOL], claim, response.status, body,
                                             content_type)
     except STORE_ERRORS as exc:
-        log.error("outcome_not_recorded", decision_id=decision_id, sid=sid,
-                  upstream_status=upstream_status, error=type(exc).__name__)
+        _outcome_not_recorded(decision_id, sid, upstream_status, exc)
+
+
+def _outcome_written(decision_id: int, sid: str | None, upstream_status: int | None,
+                     queued: asyncio.Future[Any]) -> None:
+    if not queued.cancelled() and (exc := queued.exception()) is not None:
+        _outcome_not_recorded(decision_id, sid, upstream_status, exc)
+
+
+def _outcome_not_recorded(decision_id: int, sid: str | None, upstream_status: int | None,
+                          exc: BaseException) -> None:
+    # The SID goes to the log instead, so what was sent can still be traced.
+    log.error("outcome_not_recorded", decision_id=decision_id, sid=sid,
+              upstream_status=upstream_status, error=type(exc).__name__)
 
 
 async def create_call(request: web.Request) -> web.Response:
@@ -562,8 +583,16 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     return await _stream(request, client, tail, body)
 
 
+async def _owned_sids(request: web.Request, client: store.Client,
+                      sids: Sequence[str]) -> set[str]:
+    # A create is answered before its outcome (which holds the SID) is committed: a dialer
+    # that fetches what it just created must find it.
+    await request.app[WRITER].sync()
+    return await store.owned_sids(request.app[POOL], client.account_sid, sids)
+
+
 async def _require_owned(request: web.Request, client: store.Client, sid: str) -> None:
-    if not await store.owned_sids(request.app[POOL], client.account_sid, [sid]):
+    if not await _owned_sids(request, client, [sid]):
         raise TwilioError(404, 20404, f"The requested resource {request.path} was not found")
 
 
@@ -599,7 +628,7 @@ async def _filtered_list(request: web.Request, client: store.Client,
         return _relay(upstream)
     items = [i for i in data[key] if isinstance(i, dict)]
     sids = [i[sid_field] for i in items if isinstance(i.get(sid_field), str)]
-    mine = await store.owned_sids(request.app[POOL], client.account_sid, sids)
+    mine = await _owned_sids(request, client, sids)
     data[key] = [i for i in items if i.get(sid_field) in mine]
     return _relay(dataclasses.replace(upstream, body=json.dumps(data).encode()))
 

@@ -5,10 +5,13 @@ A decision row is durable before anything is forwarded (the caller awaits it), y
 one commit (one fsync, the dearest part of a write here) carries many decisions, together
 with the outcomes of earlier ones: every flush is one set-based statement over the whole
 batch (store.WRITE_SQL), atomic, and retried row by row if one row cannot be written.
+An answer waits for its decision's commit only, not for its outcome's: one commit on the
+path of each request, not two.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -31,8 +34,11 @@ class GroupCommit(Batcher[Row]):
             raise store.RequestAlreadyUsed
         return row["id"], claim is None or bool(row["claimed"])
 
-    async def outcome(self, args: tuple[Any, ...]) -> None:
-        await self.submit(("outcome", args))
+    def outcome(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue an outcome row (see store.WRITE_SQL) for the next commit. The request does
+        not wait for it: it rides with the decisions of the next batch, and whoever reads
+        outcomes waits for them with `sync`."""
+        return self.enqueue(("outcome", args))
 
     async def _send(self, conn: asyncpg.Connection, items: Sequence[Row]) -> list[Any]:
         decisions = [args for kind, args in items if kind == "decision"]

@@ -353,13 +353,24 @@ async def _postgres_down_and_up(proxy: ProxyProcess, pg: EmbeddedPostgres,
     assert {r.body["sid"] for r in created} == set(fake.messages)
     # The store may fail between the provider's answer and the outcome row: the dialer still
     # gets the 201 (a 503 would make it send again) and the SID goes to the log instead.
-    not_recorded = {e["decision_id"]: e["sid"] for e in events
-                    if e["event"] == "outcome_not_recorded"}
+    # An answer does not wait for its outcome row: the last ones are committed (or logged as
+    # not recorded) just after the load stops.
     conn = await asyncpg.connect(pg.url)
     try:
-        rows = {r["request_id"]: r for r in await conn.fetch(
-            """SELECT d.id, d.request_id, d.decision, o.upstream_status, o.upstream_sid
-               FROM decisions d LEFT JOIN decision_outcomes o ON o.decision_id = d.id""")}
+        deadline = time.monotonic() + 10
+        while True:
+            events = proxy.events()
+            not_recorded = {e["decision_id"]: e["sid"] for e in events
+                            if e["event"] == "outcome_not_recorded"}
+            rows = {r["request_id"]: r for r in await conn.fetch(
+                """SELECT d.id, d.request_id, d.decision, o.upstream_status, o.upstream_sid
+                   FROM decisions d LEFT JOIN decision_outcomes o ON o.decision_id = d.id""")}
+            settled = all(r.request_id in rows and (
+                rows[r.request_id]["upstream_sid"] is not None
+                or rows[r.request_id]["id"] in not_recorded) for r in created)
+            if settled or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
     finally:
         await conn.close()
     by_id = {r["id"]: r for r in rows.values()}
@@ -464,6 +475,7 @@ async def test_upstream_faults_are_twilio_shaped_never_retried_and_leak_nothing(
     assert len(forwarded) == len(set(forwarded)) == 750
 
     # Every decision has its outcome row with the provider's status or the failure.
+    await world.committed()
     rows = await pool.fetch(
         """SELECT d.id, d.request_id, d.decision, o.decision_id AS outcome, o.upstream_status,
                   o.error FROM decisions d LEFT JOIN decision_outcomes o ON o.decision_id = d.id

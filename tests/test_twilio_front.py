@@ -51,8 +51,9 @@ async def world(proxy: TestClient[Any, Any], auth: dict[str, str]) -> World:
     return await make_world(proxy, auth)
 
 
-async def decisions_for(pool: asyncpg.Pool, number: str) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await pool.fetch(
+async def decisions_for(world: World, number: str) -> list[asyncpg.Record]:
+    await world.committed()
+    rows: list[asyncpg.Record] = await world.admin.app[POOL].fetch(
         """SELECT d.*, o.upstream_status, o.upstream_sid, o.error FROM decisions d
            LEFT JOIN decision_outcomes o ON o.decision_id = d.id
            WHERE d.subject_hash = $1 ORDER BY d.id""", subject_hash(number))
@@ -83,7 +84,7 @@ async def test_allowed_sms_gets_the_footer_and_upstream_credentials(
     assert received.value("To") == "0" + number[3:]
     assert received.value("Body") == (
         f"Uw nieuwe tarief: 10% korting!\nAfmelden? Sms STOP naar {world.sms}")
-    (row,) = await decisions_for(pool, number)
+    (row,) = await decisions_for(world, number)
     assert row["decision"] == "allow"
     assert row["basis"] == "CONSENT"
     assert row["obligations"] == ["OPT_OUT_APPENDED"]
@@ -118,7 +119,7 @@ async def test_body_with_its_own_opt_out_is_left_alone(world: World, fake: FakeT
     sdk = world.sdk()
     await in_thread(lambda: sdk.messages.create(to=number, from_=world.sms, body=body))
     assert fake.creates("Messages")[0].value("Body") == body
-    (row,) = await decisions_for(pool, number)
+    (row,) = await decisions_for(world, number)
     assert row["obligations"] == []
     assert row["details"]["footer_appended"] is False
 
@@ -133,7 +134,7 @@ async def test_footer_that_does_not_fit_is_21617(world: World, fake: FakeTwilio,
                                                     body="x" * 1590))
     assert (caught.value.status, caught.value.code) == (400, 21617)
     assert fake.creates() == []
-    (row,) = await decisions_for(pool, number)
+    (row,) = await decisions_for(world, number)
     assert row["upstream_status"] is None
     assert "1600" in row["error"]
 
@@ -149,7 +150,7 @@ async def test_objection_blocks_sms_with_21610(world: World, fake: FakeTwilio,
     assert caught.value.status == 400
     assert caught.value.code == 21610
     assert fake.creates() == []
-    (row,) = await decisions_for(pool, number)
+    (row,) = await decisions_for(world, number)
     assert (row["decision"], row["reason"]) == ("deny", "OBJECTION_ON_FILE")
 
 
@@ -160,7 +161,7 @@ async def test_segments_switch_to_ucs2(world: World, fake: FakeTwilio,
     sdk = world.sdk()
     await in_thread(lambda: sdk.messages.create(to=number, from_=world.sms,
                                                 body="Korting 🎉 " + "a" * 50))
-    (row,) = await decisions_for(pool, number)
+    (row,) = await decisions_for(world, number)
     assert row["details"]["encoding"] == "UCS-2"
     assert row["details"]["segments_before"] == 1
     assert row["details"]["segments_after"] == 2
@@ -217,12 +218,46 @@ async def test_allowed_call_with_async_sdk_then_fetch(world: World, fake: FakeTw
         await sdk.http_client.close()
     (create,) = fake.creates("Calls")
     assert create.values("StatusCallbackEvent") == ["initiated", "answered"]
-    (row,) = await decisions_for(pool, number)
+    (row,) = await decisions_for(world, number)
     assert (row["decision"], row["basis"], row["upstream_sid"]) == ("allow", "CONSENT",
                                                                     call.sid)
     consent = await pool.fetchrow("SELECT first_used_at FROM consents WHERE subject = $1",
                                   number)
     assert consent["first_used_at"] is not None  # N5: the first call is on record
+
+
+async def test_answer_does_not_wait_for_its_outcome_but_a_fetch_by_sid_does(
+        world: World, fake: FakeTwilio, pool: asyncpg.Pool) -> None:
+    number = mobile()
+    await world.consent(number, "sms")
+    blocker = await pool.acquire()
+    hold = blocker.transaction()
+
+    async def hold_outcomes(_request: web.Request) -> None:
+        # The decision is committed by now; from here on no outcome row can be written.
+        await hold.start()
+        await blocker.execute("LOCK TABLE decision_outcomes IN SHARE MODE")
+
+    fake.on_create = hold_outcomes
+    sdk = world.sdk()
+    try:
+        message = await in_thread(lambda: sdk.messages.create(to=number, from_=world.sms,
+                                                              body="Hallo"))
+        fake.on_create = None
+        (decided,) = await pool.fetch("SELECT id FROM decisions WHERE subject_hash = $1",
+                                      subject_hash(number))
+        assert await pool.fetchval("SELECT count(*) FROM decision_outcomes WHERE "
+                                   "decision_id = $1", decided["id"]) == 0
+        fetch = asyncio.ensure_future(in_thread(lambda: sdk.messages(message.sid).fetch()))
+        await asyncio.sleep(0.3)
+        assert not fetch.done()  # it waits for the outcome instead of answering 404
+    finally:
+        if blocker.is_in_transaction():
+            await hold.rollback()
+        await pool.release(blocker)
+    assert (await fetch).sid == message.sid
+    (row,) = await decisions_for(world, number)
+    assert row["upstream_sid"] == message.sid
 
 
 async def test_contact_request_is_consumed_once(world: World, fake: FakeTwilio,
@@ -235,7 +270,7 @@ async def test_contact_request_is_consumed_once(world: World, fake: FakeTwilio,
         await in_thread(lambda: sdk.calls.create(to=number, from_=world.voice,
                                                  url="https://x/t"))
     assert caught.value.code == DENIAL_CODES["NO_LEGAL_BASIS"][1]
-    rows = await decisions_for(pool, number)
+    rows = await decisions_for(world, number)
     assert [r["decision"] for r in rows] == ["allow", "deny"]
     assert rows[0]["consumed_consent_id"] == request_id
     consumed = await pool.fetchval("SELECT consumed_at FROM consents WHERE id = $1",
@@ -358,7 +393,7 @@ async def test_repeated_idempotency_token_is_not_forwarded_twice(
     assert len(fake.creates()) == 1
     assert fake.creates()[0].headers["I-Twilio-Idempotency-Token"] == token[
         "I-Twilio-Idempotency-Token"]
-    assert len(await decisions_for(pool, number)) == 1
+    assert len(await decisions_for(world, number)) == 1
     status, body = await _post(world, path, {**data, "Body": "Anders"}, headers=token)
     assert (status, body["code"]) == (422, 930422)
     denied = {"To": mobile(), "From": world.sms, "Body": "x"}
@@ -395,7 +430,7 @@ async def test_upstream_500_is_passed_through_and_recorded(world: World, fake: F
     assert caught.value.status == 500
     assert caught.value.code == 20500
     assert len(fake.creates()) == 1  # never retried
-    (row,) = await decisions_for(pool, number)
+    (row,) = await decisions_for(world, number)
     assert (row["upstream_status"], row["error"]) == (500, "upstream 500")
 
 
@@ -424,7 +459,7 @@ async def test_upstream_timeout_is_504_and_not_retried(
                                                  url="https://x/t"))
     assert (caught.value.status, caught.value.code) == (504, 930504)
     assert len(fake.creates()) == 1
-    (row,) = await decisions_for(pool, number)
+    (row,) = await decisions_for(world, number)
     assert row["error"] == "upstream timeout"
 
 
@@ -437,7 +472,7 @@ async def test_upstream_refused_is_502(world: World, fake: FakeTwilio,
     with pytest.raises(TwilioRestException) as caught:
         await in_thread(lambda: sdk.messages.create(to=number, from_=world.sms, body="x"))
     assert (caught.value.status, caught.value.code) == (502, 930502)
-    (row,) = await decisions_for(pool, number)
+    (row,) = await decisions_for(world, number)
     assert (row["decision"], row["error"]) == ("allow", "upstream unreachable")
     await fake.resume()
 
@@ -483,7 +518,7 @@ async def test_sandbox_answers_when_no_twilio_account(
     assert message.body.startswith("Proef\nAfmelden?")
     fetched = await in_thread(lambda: sdk.messages(message.sid).fetch())
     assert fetched.sid == message.sid
-    (row,) = await decisions_for(pool, number)
+    (row,) = await decisions_for(world, number)
     assert row["upstream_sid"] == message.sid
 
 
@@ -539,6 +574,7 @@ async def test_200_concurrent_creates(world: World, fake: FakeTwilio,
     for _number, status, _body in results:
         by_status[status] += 1
     assert by_status == {201: 120, 403: 80}
+    await world.committed()
     rows = await pool.fetch(
         """SELECT d.decision, o.upstream_sid FROM decisions d
            LEFT JOIN decision_outcomes o ON o.decision_id = d.id WHERE d.account_sid = $1""",

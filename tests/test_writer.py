@@ -62,6 +62,43 @@ async def test_a_bad_row_fails_alone(writer: GroupCommit, pool: asyncpg.Pool) ->
     assert all(isinstance(r, tuple) for r in results[:-1])
 
 
+async def test_sync_waits_for_what_was_queued_before_it(writer: GroupCommit,
+                                                       pool: asyncpg.Pool) -> None:
+    await asyncio.wait_for(writer.sync(), 5)  # nothing queued: at once
+    decision_id, _ = await writer.decision(record(mobile()), None)
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute("LOCK TABLE decision_outcomes IN SHARE MODE")
+        queued = writer.outcome(store.outcome_args(
+            decision_id, upstream_status=201, upstream_sid="SM" + "1" * 32, error=None,
+            response_status=201, response=b"{}", content_type="application/json"))
+        synced = asyncio.ensure_future(writer.sync())
+        await asyncio.sleep(0.3)
+        assert not queued.done()
+        assert not synced.done()
+    await asyncio.wait_for(synced, 5)
+    assert queued.done()
+    assert queued.exception() is None
+    assert await pool.fetchval("SELECT upstream_sid FROM decision_outcomes WHERE "
+                               "decision_id = $1", decision_id) == "SM" + "1" * 32
+
+
+async def test_sync_returns_after_a_failed_batch(writer: GroupCommit) -> None:
+    bad = writer.outcome(store.outcome_args(
+        -1, upstream_status=201, upstream_sid="SMx", error=None, response_status=201,
+        response=b"", content_type="application/json"))
+    await asyncio.wait_for(writer.sync(), 5)
+    assert isinstance(bad.exception(), asyncpg.ForeignKeyViolationError)
+
+
+async def test_outcome_keeps_the_response_only_for_a_replay() -> None:
+    args = dict(upstream_status=201, upstream_sid="SMx", error=None, response_status=201,
+                response=b'{"sid": "SMx"}', content_type="application/json")
+    claim = store.IdempotencyClaim("AC" + "0" * 32, "t", "h")
+    assert store.outcome_args(1, **args)[5] is None  # type: ignore[arg-type]
+    assert bytes.fromhex(store.outcome_args(1, claim=claim, **args)[5]  # type: ignore[arg-type]
+                         ) == b'{"sid": "SMx"}'
+
+
 async def test_a_contact_request_is_consumed_once(writer: GroupCommit,
                                                   pool: asyncpg.Pool) -> None:
     number = mobile()

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
+from proxy.keys import WRITER
 from tests.conftest import uid
 
 A = "/admin/v1"
@@ -52,6 +53,11 @@ class World:
         assert resp.status == 201, await resp.text()
         consent_id: int = (await resp.json())["id"]
         return consent_id
+
+    async def committed(self) -> None:
+        """Wait until the outcomes of answered requests are committed: an answer does not
+        wait for its outcome row (proxy/writer.py)."""
+        await self.admin.app[WRITER].sync()
 
     async def objection(self, number: str, **extra: Any) -> None:
         body = {"subject": number, "via": "api", "received_at": "2026-11-01T10:00:00+01:00",
