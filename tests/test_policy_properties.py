@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec import structs
 
 from proxy.policy import (
     ALLOWED,
@@ -245,7 +246,7 @@ def test_n11_covering_objection_always_denies(s: Scenario, data: st.DataObject) 
         received_at=s.now - dt.timedelta(minutes=data.draw(st.integers(0, 10_000))),
         via="admin",
     )
-    objected = replace(s.facts, objections=(*s.facts.objections, covering))
+    objected = structs.replace(s.facts, objections=(*s.facts.objections, covering))
     d = s.decide(facts=objected)
     if decided_before_objections(s):
         assert d == s.decide()  # an earlier step decided; the objection changes nothing
@@ -261,7 +262,7 @@ def test_n11_an_objection_never_turns_a_deny_into_an_allow(
 ) -> None:
     extra = data.draw(objections(s.now, 998))
     before = s.decide()
-    after = s.decide(facts=replace(s.facts, objections=(*s.facts.objections, extra)))
+    after = s.decide(facts=structs.replace(s.facts, objections=(*s.facts.objections, extra)))
     if after.allowed:
         assert before.allowed
         assert after == before  # allowed despite the objection: it did not concern this contact

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import pytest
+from msgspec.structs import replace
 
 from proxy.policy import (
     ALLOWED,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
+
+import msgspec
 
 Verdict = Literal["allow", "deny"]
 
@@ -28,11 +29,11 @@ class Explanation(TypedDict):
     nl: str
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One decision. `consumes` and `first_use` are instructions to the store, which records them
-    in the same transaction as the decision (N6: a request covers one contact; N5: the first call
-    under a consent starts no new term once made)."""
+class Decision(msgspec.Struct, frozen=True):
+    """One decision, a frozen struct like the facts (proxy/policy/facts.py). `consumes` and
+    `first_use` are instructions to the store, which records them in the same transaction as
+    the decision (N6: a request covers one contact; N5: the first call under a consent starts
+    no new term once made)."""
 
     decision: Verdict
     reason: str

@@ -1,14 +1,16 @@
 """Plain data the decision engine reads: the proposed contact and the facts on file.
 
 The store builds these from one query; the engine never sees a database row or a request.
-All datetimes are timezone-aware.
+All datetimes are timezone-aware. Frozen msgspec structs: immutable like frozen dataclasses,
+and built a tenth as fast (a scrub builds one set of facts per number held).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 Channel = Literal["voice", "sms", "email"]
 ContactChannel = Literal["voice", "sms"]
@@ -30,8 +32,7 @@ RELATIONSHIP_KINDS: tuple[RelationshipKind, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Organisation:
+class Organisation(msgspec.Struct, frozen=True):
     id: str
     name: str
     sector: Sector
@@ -40,8 +41,7 @@ class Organisation:
     stop_reply: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Sender:
+class Sender(msgspec.Struct, frozen=True):
     """A caller ID / SMS sender: who is calling and about what (N16)."""
 
     sender: str
@@ -52,15 +52,13 @@ class Sender:
     inbound_webhook: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Subject:
+class Subject(msgspec.Struct, frozen=True):
     number: str
     kind: SubjectKind = "person"
     published_for_marketing: bool = False  # N9
 
 
-@dataclass(frozen=True, slots=True)
-class Consent:
+class Consent(msgspec.Struct, frozen=True):
     id: int
     organisation_id: str
     channel: Channel
@@ -78,8 +76,7 @@ class Consent:
     consumed_at: dt.datetime | None = None  # N6: a request covers one contact
 
 
-@dataclass(frozen=True, slots=True)
-class Relationship:
+class Relationship(msgspec.Struct, frozen=True):
     id: int
     organisation_id: str
     kind: RelationshipKind
@@ -90,8 +87,7 @@ class Relationship:
     opt_out_offered: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Objection:
+class Objection(msgspec.Struct, frozen=True):
     id: int
     organisation_id: str | None  # None: every organisation
     channel: Channel | None  # None: every channel
@@ -99,8 +95,7 @@ class Objection:
     via: str
 
 
-@dataclass(frozen=True, slots=True)
-class Facts:
+class Facts(msgspec.Struct, frozen=True):
     """Everything on file for one (subject, organisation), global objections included."""
 
     organisation: Organisation | None
@@ -110,8 +105,7 @@ class Facts:
     objections: tuple[Objection, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Contact:
+class Contact(msgspec.Struct, frozen=True):
     """A proposed call or SMS.
 
     `to` is the E.164 destination, or None when it could not be parsed as a valid number.
