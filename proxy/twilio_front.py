@@ -493,6 +493,8 @@ async def _forward(request: web.Request, client: store.Client, decision_id: int,
     app[METRICS].upstream_responses.labels(str(upstream.status)).inc()
     response = _relay(upstream)
     sid = _sid(upstream)
+    # On the request's log line too: its outcome row is committed after the answer.
+    add_to_request(upstream_status=upstream.status, sid=sid)
     error = None if upstream.status < 400 else f"upstream {upstream.status}"
     if error:
         log.warning("upstream_refused", decision_id=decision_id, status=upstream.status)

@@ -45,8 +45,8 @@ async def test_no_number_body_or_token_in_any_log_line(
     await world.consent(allowed, "sms")
     await world.consent(stopper, "voice")
     sdk = world.sdk()
-    await in_thread(lambda: sdk.messages.create(to="0" + allowed[3:], from_=world.sms,
-                                                body=BODY))
+    message = await in_thread(lambda: sdk.messages.create(to="0" + allowed[3:],
+                                                          from_=world.sms, body=BODY))
     with pytest.raises(TwilioRestException):
         await in_thread(lambda: sdk.messages.create(to=denied, from_=world.sms, body=BODY))
     with pytest.raises(TwilioRestException):
@@ -78,4 +78,7 @@ async def test_no_number_body_or_token_in_any_log_line(
     decided = [e for e in lines if e.get("decision")]
     assert {e["decision"] for e in decided} == {"allow", "deny"}
     assert all(e["to"].startswith("+31 6 ****") for e in decided)
+    # What was sent can be traced from the log alone (the SID is no personal data).
+    (sent,) = [e for e in decided if e["decision"] == "allow"]
+    assert (sent["sid"], sent["upstream_status"]) == (message.sid, 201)
     assert any(e["event"] == "objection_recorded" for e in lines)
