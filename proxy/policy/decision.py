@@ -29,7 +29,7 @@ class Explanation(TypedDict):
     nl: str
 
 
-class Decision(msgspec.Struct, frozen=True):
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """One decision, a frozen struct like the facts (proxy/policy/facts.py). `consumes` and
     `first_use` are instructions to the store, which records them in the same transaction as
     the decision (N6: a request covers one contact; N5: the first call under a consent starts

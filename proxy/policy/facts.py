@@ -2,7 +2,9 @@
 
 The store builds these from one query; the engine never sees a database row or a request.
 All datetimes are timezone-aware. Frozen msgspec structs: immutable like frozen dataclasses,
-and built a tenth as fast (a scrub builds one set of facts per number held).
+and built a tenth as fast (a scrub builds one set of facts per number held). Values that
+never refer back to what holds them, so the garbage collector need not track them
+(gc=False).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ RELATIONSHIP_KINDS: tuple[RelationshipKind, ...] = (
 )
 
 
-class Organisation(msgspec.Struct, frozen=True):
+class Organisation(msgspec.Struct, frozen=True, gc=False):
     id: str
     name: str
     sector: Sector
@@ -41,7 +43,7 @@ class Organisation(msgspec.Struct, frozen=True):
     stop_reply: str | None = None
 
 
-class Sender(msgspec.Struct, frozen=True):
+class Sender(msgspec.Struct, frozen=True, gc=False):
     """A caller ID / SMS sender: who is calling and about what (N16)."""
 
     sender: str
@@ -52,13 +54,13 @@ class Sender(msgspec.Struct, frozen=True):
     inbound_webhook: str | None = None
 
 
-class Subject(msgspec.Struct, frozen=True):
+class Subject(msgspec.Struct, frozen=True, gc=False):
     number: str
     kind: SubjectKind = "person"
     published_for_marketing: bool = False  # N9
 
 
-class Consent(msgspec.Struct, frozen=True):
+class Consent(msgspec.Struct, frozen=True, gc=False):
     id: int
     organisation_id: str
     channel: Channel
@@ -76,7 +78,7 @@ class Consent(msgspec.Struct, frozen=True):
     consumed_at: dt.datetime | None = None  # N6: a request covers one contact
 
 
-class Relationship(msgspec.Struct, frozen=True):
+class Relationship(msgspec.Struct, frozen=True, gc=False):
     id: int
     organisation_id: str
     kind: RelationshipKind
@@ -87,7 +89,7 @@ class Relationship(msgspec.Struct, frozen=True):
     opt_out_offered: bool = False
 
 
-class Objection(msgspec.Struct, frozen=True):
+class Objection(msgspec.Struct, frozen=True, gc=False):
     id: int
     organisation_id: str | None  # None: every organisation
     channel: Channel | None  # None: every channel
@@ -95,7 +97,7 @@ class Objection(msgspec.Struct, frozen=True):
     via: str
 
 
-class Facts(msgspec.Struct, frozen=True):
+class Facts(msgspec.Struct, frozen=True, gc=False):
     """Everything on file for one (subject, organisation), global objections included."""
 
     organisation: Organisation | None
@@ -105,7 +107,7 @@ class Facts(msgspec.Struct, frozen=True):
     objections: tuple[Objection, ...] = ()
 
 
-class Contact(msgspec.Struct, frozen=True):
+class Contact(msgspec.Struct, frozen=True, gc=False):
     """A proposed call or SMS.
 
     `to` is the E.164 destination, or None when it could not be parsed as a valid number.
