@@ -26,7 +26,8 @@ PROCESSES = max(1, min(4, os.cpu_count() or 1))
 GC_THRESHOLD = (20_000, 10, 10)
 
 
-def _start_worker() -> None:
+def start_worker() -> None:
+    """What each worker does first (also bench/instructions.py, to count work as here)."""
     gc.freeze()  # the modules just imported live as long as the worker
     gc.set_threshold(*GC_THRESHOLD)
 
@@ -42,7 +43,7 @@ class Workers:
             # spawn: a fresh interpreter, not a fork of a process with a running event loop
             self._pool = ProcessPoolExecutor(max_workers=self._processes,
                                              mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker)
+                                             initializer=start_worker)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except BrokenProcessPool:
