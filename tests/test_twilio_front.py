@@ -63,7 +63,7 @@ async def decisions_for(world: World, number: str) -> list[asyncpg.Record]:
 # --- SMS ------------------------------------------------------------------------------------
 
 async def test_allowed_sms_gets_the_footer_and_upstream_credentials(
-    world: World, fake: FakeTwilio, pool: asyncpg.Pool
+    world: World, fake: FakeTwilio
 ) -> None:
     number = mobile()
     await world.consent(number, "sms")
@@ -111,8 +111,7 @@ async def test_form_is_forwarded_field_for_field_in_order(world: World, fake: Fa
     assert received.form == [(k, v + footer if k == "Body" else v) for k, v in pairs]
 
 
-async def test_body_with_its_own_opt_out_is_left_alone(world: World, fake: FakeTwilio,
-                                                      pool: asyncpg.Pool) -> None:
+async def test_body_with_its_own_opt_out_is_left_alone(world: World, fake: FakeTwilio) -> None:
     number = mobile()
     await world.consent(number, "sms")
     body = f"Actie! Afmelden? sms stop naar {world.sms}"
@@ -124,8 +123,7 @@ async def test_body_with_its_own_opt_out_is_left_alone(world: World, fake: FakeT
     assert row["details"]["footer_appended"] is False
 
 
-async def test_footer_that_does_not_fit_is_21617(world: World, fake: FakeTwilio,
-                                                pool: asyncpg.Pool) -> None:
+async def test_footer_that_does_not_fit_is_21617(world: World, fake: FakeTwilio) -> None:
     number = mobile()
     await world.consent(number, "sms")
     sdk = world.sdk()
@@ -139,8 +137,7 @@ async def test_footer_that_does_not_fit_is_21617(world: World, fake: FakeTwilio,
     assert "1600" in row["error"]
 
 
-async def test_objection_blocks_sms_with_21610(world: World, fake: FakeTwilio,
-                                              pool: asyncpg.Pool) -> None:
+async def test_objection_blocks_sms_with_21610(world: World, fake: FakeTwilio) -> None:
     number = mobile()
     await world.consent(number, "sms")
     await world.objection(number, organisation=world.org, channel="sms")
@@ -154,8 +151,7 @@ async def test_objection_blocks_sms_with_21610(world: World, fake: FakeTwilio,
     assert (row["decision"], row["reason"]) == ("deny", "OBJECTION_ON_FILE")
 
 
-async def test_segments_switch_to_ucs2(world: World, fake: FakeTwilio,
-                                       pool: asyncpg.Pool) -> None:
+async def test_segments_switch_to_ucs2(world: World, fake: FakeTwilio) -> None:
     number = mobile()
     await world.consent(number, "sms")
     sdk = world.sdk()
@@ -379,7 +375,7 @@ async def test_unknown_or_foreign_sender_is_denied(world: World, proxy: TestClie
 # --- idempotency ----------------------------------------------------------------------------
 
 async def test_repeated_idempotency_token_is_not_forwarded_twice(
-    world: World, fake: FakeTwilio, pool: asyncpg.Pool
+    world: World, fake: FakeTwilio
 ) -> None:
     number = mobile()
     await world.consent(number, "sms")
@@ -419,8 +415,7 @@ async def test_idempotency_tokens_are_per_client(world: World, proxy: TestClient
 
 # --- upstream faults ------------------------------------------------------------------------
 
-async def test_upstream_500_is_passed_through_and_recorded(world: World, fake: FakeTwilio,
-                                                          pool: asyncpg.Pool) -> None:
+async def test_upstream_500_is_passed_through_and_recorded(world: World, fake: FakeTwilio) -> None:
     number = mobile()
     await world.consent(number, "sms")
     fake.fail_with(500, times=1)
@@ -446,7 +441,7 @@ async def test_upstream_429_is_passed_through(world: World, fake: FakeTwilio) ->
 
 async def test_upstream_timeout_is_504_and_not_retried(
     aiohttp_client: Any, database_url: str, clock: Clock, fake: FakeTwilio, tmp_path: Path,
-    auth: dict[str, str], pool: asyncpg.Pool,
+    auth: dict[str, str]
 ) -> None:
     proxy = await _proxy(aiohttp_client, database_url, clock, fake, tmp_path, 0.5)
     world = await make_world(proxy, auth)
@@ -463,8 +458,7 @@ async def test_upstream_timeout_is_504_and_not_retried(
     assert row["error"] == "upstream timeout"
 
 
-async def test_upstream_refused_is_502(world: World, fake: FakeTwilio,
-                                       pool: asyncpg.Pool) -> None:
+async def test_upstream_refused_is_502(world: World, fake: FakeTwilio) -> None:
     number = mobile()
     await world.consent(number, "sms")
     await fake.refuse()
@@ -500,8 +494,7 @@ async def test_consent_store_down_is_503_and_nothing_forwarded(
 # --- sandbox and metrics --------------------------------------------------------------------
 
 async def test_sandbox_answers_when_no_twilio_account(
-    aiohttp_client: Any, database_url: str, clock: Clock, auth: dict[str, str],
-    pool: asyncpg.Pool,
+    aiohttp_client: Any, database_url: str, clock: Clock, auth: dict[str, str]
 ) -> None:
     settings = make_settings(database_url)
     assert settings.sandbox
