@@ -86,8 +86,10 @@ class Batcher(Generic[Item]):
         self._wakeup.set()
         return pending.future
 
-    async def submit(self, item: Item) -> Any:
-        return await self.enqueue(item)
+    def submit(self, item: Item) -> asyncio.Future[Any]:
+        """`enqueue`, to be awaited: the future itself, not a coroutine around it (every
+        frame between a request and its future is passed again on each resumption)."""
+        return self.enqueue(item)
 
     async def sync(self) -> None:
         """Return once every item queued before this call has been sent (and, for writes,

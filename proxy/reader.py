@@ -3,6 +3,7 @@ so under load a request's one round trip for its facts is shared with its neighb
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import asyncpg
@@ -17,9 +18,10 @@ Lookup = tuple[str, str]  # (sender key, E.164 number)
 class GroupFetch(Batcher[Lookup]):
     name = "group-fetch"
 
-    async def load_facts(self, sender: str, number: str) -> tuple[Sender | None, Facts]:
-        found: tuple[Sender | None, Facts] = await self.submit((sender, number))
-        return found
+    def load_facts(self, sender: str, number: str
+                   ) -> asyncio.Future[tuple[Sender | None, Facts]]:
+        """A gate.FactLoader: the awaitable is the batch item's own future."""
+        return self.submit((sender, number))
 
     async def _send(self, conn: asyncpg.Connection, items: Sequence[Lookup]
                     ) -> list[tuple[Sender | None, Facts]]:

@@ -73,6 +73,7 @@ def _parts(costs: list[int], *, single: int, per_part: int) -> int:
     return parts
 
 
+@functools.lru_cache(maxsize=1024)  # an organisation's senders: the same few on every message
 def render_footer(template: str | None, *, sender: str, organisation: str) -> str:
     text = template or DEFAULT_FOOTER
     return text.replace("{sender}", sender).replace("{organisation}", organisation)

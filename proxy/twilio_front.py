@@ -53,6 +53,7 @@ DECISION_HEADER = "X-Consent-Decision-Id"
 MAX_FIELDS = 200
 SINGLE_FIELDS = ("To", "From", "MessagingServiceSid", "Body", "Url", "Twiml", "ApplicationSid")
 _TOKEN = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, as Twilio's SDKs send it
+_ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 
 # Twilio's own code for "Attempt to send to unsubscribed recipient": dialers already handle it.
 TWILIO_UNSUBSCRIBED = 21610
@@ -205,7 +206,7 @@ async def authenticate(request: web.Request) -> store.Client:
     found = _basic_credentials(request)
     secret = request.app[SETTINGS].proxy_secret
     client = None
-    if found is not None and secret and re.fullmatch(r"AC[0-9a-f]{32}", found[0]):
+    if found is not None and secret and _ACCOUNT_SID.fullmatch(found[0]):
         client = await request.app[CLIENTS].get(request, found[0])
     if client is None or found is None or not secret or not credentials.token_matches(
         secret, client.account_sid, client.token_version, found[1]
