@@ -127,8 +127,10 @@ def machine_meta(opts: Options) -> dict[str, Any]:
 
 # --- services --------------------------------------------------------------------------------
 
-async def start_services(database_url: str, out: Path,
-                         stack: contextlib.AsyncExitStack) -> Stack:
+async def start_services(database_url: str, out: Path, stack: contextlib.AsyncExitStack, *,
+                         wrap: Sequence[str] = (), ready_within: float = 60) -> Stack:
+    """The fake upstream, the bare forwarder and consent-proxy; `wrap` runs the last two
+    under another command (valgrind, for bench/gate_instructions.py)."""
     up_sid, up_token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
     up_port, bare_port, proxy_port = (services.free_port() for _ in range(3))
     upstream = await services.start(
@@ -140,7 +142,8 @@ async def start_services(database_url: str, out: Path,
         "bare forwarder", ["-m", "bench.bare_forwarder", "--port", str(bare_port),
                            "--upstream", upstream.url, "--account-sid", up_sid,
                            "--auth-token", up_token],
-        port=bare_port, ready_path="/healthz", log_path=out / "bare.log.tmp")
+        port=bare_port, ready_path="/healthz", log_path=out / "bare.log.tmp", wrap=wrap,
+        ready_within=ready_within)
     stack.push_async_callback(services.stop, bare)
     admin_token = secrets.token_urlsafe(24)
     env = {k: v for k, v in os.environ.items() if k != "PUBLIC_URL"} | {
@@ -151,7 +154,7 @@ async def start_services(database_url: str, out: Path,
     }
     proxy = await services.start(
         "consent-proxy", ["-m", "proxy.cli", "serve"], port=proxy_port, ready_path="/readyz",
-        log_path=out / "proxy.log.tmp", env=env)
+        log_path=out / "proxy.log.tmp", env=env, wrap=wrap, ready_within=ready_within)
     stack.push_async_callback(services.stop, proxy)
     return Stack(database_url, upstream, bare, proxy, admin_token)
 

@@ -64,12 +64,14 @@ def log_tail(path: Path, lines: int = 20) -> str:
 
 
 async def start(name: str, args: Sequence[str], *, port: int, ready_path: str, log_path: Path,
-                env: Mapping[str, str] | None = None, ready_within: float = 60) -> Service:
-    """Start `python -m …` (args after the interpreter) and wait for 200 on `ready_path`."""
+                env: Mapping[str, str] | None = None, ready_within: float = 60,
+                wrap: Sequence[str] = ()) -> Service:
+    """Start `python -m …` (args after the interpreter) and wait for 200 on `ready_path`.
+    `wrap`: a command that runs the interpreter (valgrind for bench/gate_instructions.py)."""
     log = _open_log(log_path)
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, *args, cwd=REPO, env=dict(env or os.environ),
+            *wrap, sys.executable, *args, cwd=REPO, env=dict(env or os.environ),
             stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT)
     finally:
         log.close()  # the child holds its own descriptor

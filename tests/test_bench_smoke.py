@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -51,3 +54,35 @@ def test_tiny_bench_writes_every_result(tmp_path: Path, server_url: str) -> None
     assert results["targets"], "the table's targets are in the JSON too"
     assert (tmp_path / "latest.png").stat().st_size > 0
     assert "gate: consent-proxy, throughput" in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_gate_instructions_counts_both_forwarders(tmp_path: Path, server_url: str) -> None:
+    env = os.environ | {"DATABASE_URL": server_url}
+    out = tmp_path / "gate.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gate_instructions", "--warm", "20", "--n", "20",
+         "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text("utf-8"))
+    assert sum(result["bare"]["statuses"].values()) == 20
+    assert sum(result["proxy"]["statuses"].values()) == 20
+    assert set(result["bare"]["statuses"]) == {"201"}, "the bare forwarder forwards all"
+    assert "201" in result["proxy"]["statuses"]
+    # Counting covered the requests only: a few hundred thousand instructions each, not the
+    # start-up's billions.
+    for name in ("bare", "proxy"):
+        assert 50_000 < result[name]["instructions_per_request"] < 20_000_000, result
+    assert result["ratio"] > 1, "the gate does more than forward"
+
+
+def test_gate_instructions_reads_the_dump_total(tmp_path: Path) -> None:
+    from bench.gate_instructions import _total
+
+    (tmp_path / "callgrind.41.1").write_text(
+        "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nsummary: 123456\n"
+        "fn=(1) main\n5 100\ntotals: 123456\n")
+    assert _total(tmp_path, 41) == 123456
+    with pytest.raises(RuntimeError, match="no dump"):
+        _total(tmp_path, 42)

@@ -1,0 +1,141 @@
+"""`python -m bench.gate_instructions`: the gate's CPU work per SMS create, counted in
+instructions by valgrind's callgrind, for consent-proxy and for the bare forwarder. The count
+is the same on a slow or a fast day of the VM, so the ratio of the two holds a change to the
+gate against the baseline where wall-clock rounds on a drifting VM cannot.
+
+It starts what `make bench` starts (a scratch database, the fake upstream, the bare forwarder
+and consent-proxy, the last two under callgrind with counting switched off), seeds load 1's
+facts, and then, for each of the two: `--warm` creates one after another, counting on, `--n`
+more, counting off, and the dump's total over `--n`. Requests go one at a time, so every
+group fetch and group commit holds one request: the database's share is the most it can be
+(under load, concurrent requests share a query and a commit). The mix is load 1's (70 %
+allowed), the same sequence for both. Needs valgrind; a few minutes. Not part of `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from bench import pg, seed
+from bench.run import start_services
+from bench.services import Service
+from proxy import db
+
+NUMBERS = 20_000  # load 1's numbers (facts and bodies), as at --size tiny and above
+
+
+async def _send(session: aiohttp.ClientSession, url: str, dialer: seed.Dialer,
+                bodies: Sequence[str], picks: random.Random, count: int) -> Counter[int]:
+    statuses: Counter[int] = Counter()
+    headers = {"Authorization": dialer.authorization,
+               "Content-Type": "application/x-www-form-urlencoded"}
+    for _ in range(count):
+        async with session.post(url + dialer.messages_path, data=picks.choice(bodies),
+                                headers=headers) as resp:
+            await resp.read()
+            statuses[resp.status] += 1
+    return statuses
+
+
+def _control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+def _total(dump_dir: Path, pid: int) -> int:
+    """Instructions in the dump `callgrind_control -d` wrote (counting was on only between
+    the two switches)."""
+    dumps = sorted(dump_dir.glob(f"callgrind.{pid}.*"))
+    if not dumps:
+        raise RuntimeError(f"callgrind wrote no dump for pid {pid} in {dump_dir}")
+    total = 0
+    for line in dumps[-1].read_text().splitlines():
+        found = re.match(r"(?:summary|totals):\s+(\d+)", line)
+        if found:
+            total = max(total, int(found.group(1)))
+    return total
+
+
+async def _count(service: Service, dialer: seed.Dialer, bodies: Sequence[str], dump_dir: Path,
+                 warm: int, n: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        await _send(session, service.url, dialer, bodies, random.Random(7), warm)
+        _control("-i", "on", str(service.pid))
+        statuses = await _send(session, service.url, dialer, bodies, random.Random(11), n)
+        _control("-i", "off", str(service.pid))
+    _control("-d", str(service.pid))
+    await asyncio.sleep(0.5)
+    total = _total(dump_dir, service.pid)
+    return {"instructions_per_request": round(total / n), "statuses": dict(statuses)}
+
+
+async def measure(warm: int, n: int) -> dict[str, Any]:
+    server, _ = await pg.server_url()
+    # The dumps, the services' logs and the bodies: a failure's message carries a log's tail.
+    with tempfile.TemporaryDirectory() as tmp:
+        dump_dir = Path(tmp)
+        wrap = ("valgrind", "--tool=callgrind", "--instr-atstart=no",
+                f"--callgrind-out-file={dump_dir}/callgrind.%p")
+        async with contextlib.AsyncExitStack() as exits:
+            url = await exits.enter_async_context(pg.scratch_database(server))
+            await db.migrate_url(url)
+            stack = await start_services(url, dump_dir, exits, wrap=wrap, ready_within=600)
+            dialer = await seed.seed_admin(stack.proxy.url, stack.admin_token)
+            at = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+            conn = await asyncpg.connect(url)
+            try:
+                await seed.copy_facts(conn, seed.load_facts(NUMBERS, at))
+            finally:
+                await conn.close()
+            bodies_path = dump_dir / "bodies"
+            seed.write_bodies(bodies_path, NUMBERS)
+            bodies = [line for line in bodies_path.read_text().splitlines() if line]
+            bare = await _count(stack.bare, dialer, bodies, dump_dir, warm, n)
+            proxy = await _count(stack.proxy, dialer, bodies, dump_dir, warm, n)
+    return {
+        "requests": n, "warm_up": warm, "bare": bare, "proxy": proxy,
+        "ratio": round(proxy["instructions_per_request"] / bare["instructions_per_request"],
+                       3),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gate_instructions",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--warm", type=int, default=300, help="creates before counting")
+    parser.add_argument("--n", type=int, default=200, help="creates counted")
+    parser.add_argument("--out", type=Path, help="also write the counts here as JSON")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("bench.gate_instructions: valgrind is not installed (apt-get install valgrind)",
+              file=sys.stderr)
+        return 1
+    result = asyncio.run(measure(args.warm, args.n))
+    for name in ("bare", "proxy"):
+        print(f"{name:6s} {result[name]['instructions_per_request']:>12,} instructions per "
+              f"create  (answers: {result[name]['statuses']})")
+    print(f"ratio  {result['ratio']:>12}  consent-proxy / bare forwarder")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
