@@ -8,9 +8,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
 
 import asyncpg
+import msgspec
 
 from proxy import store
 from proxy.errors import BadInput
@@ -26,8 +26,7 @@ WITHHELD = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
+class Evaluation(msgspec.Struct, frozen=True, gc=False):
     contact: Contact
     facts: Facts
     decision: Decision

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 MAX_BODY = 1600  # Twilio's limit; above it Twilio answers 21617
 DEFAULT_FOOTER = "Afmelden? Sms STOP naar {sender}"
@@ -22,26 +23,29 @@ GSM7 = GSM7_BASIC | GSM7_EXTENSION
 Encoding = Literal["GSM-7", "UCS-2"]
 
 
-@dataclass(frozen=True, slots=True)
-class Segments:
+class Segments(msgspec.Struct, frozen=True, gc=False):
     encoding: Encoding
     units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
     count: int
 
 
+# The same sets as character classes: one scan in C instead of a set built from every body.
+_NOT_GSM7 = re.compile("[^" + "".join(re.escape(ch) for ch in sorted(GSM7)) + "]")
+_GSM7_ESCAPED = re.compile("[" + "".join(re.escape(ch) for ch in sorted(GSM7_EXTENSION)) + "]")
+
+
 def segments(body: str) -> Segments:
     """How many parts a body is sent in (twilio.md: 160/153 GSM-7, 70/67 UCS-2)."""
-    chars = set(body)
-    if chars <= GSM7:
-        return _gsm7(body, chars & GSM7_EXTENSION)
+    if _NOT_GSM7.search(body) is None:
+        return _gsm7(body, len(_GSM7_ESCAPED.findall(body)))
     return _ucs2(body)
 
 
-def _gsm7(body: str, extended: set[str]) -> Segments:
-    total = len(body) + sum(body.count(ch) for ch in extended)  # an escape costs two septets
+def _gsm7(body: str, escapes: int) -> Segments:
+    total = len(body) + escapes  # an escape costs two septets
     if not total:
         return Segments("GSM-7", 0, 0)
-    if not extended:
+    if not escapes:
         return Segments("GSM-7", total, _even_parts(total, single=160, per_part=153))
     costs = [2 if ch in GSM7_EXTENSION else 1 for ch in body]
     return Segments("GSM-7", total, _parts(costs, single=160, per_part=153))
@@ -114,8 +118,7 @@ def has_opt_out(body: str, footer: str) -> bool:
         _INSTRUCTION.search(folded))
 
 
-@dataclass(frozen=True, slots=True)
-class FooterResult:
+class FooterResult(msgspec.Struct, frozen=True, gc=False):
     body: str
     appended: bool
     before: Segments

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import asyncpg
+import msgspec
 import orjson
 
 from proxy.errors import Conflict, NotFound
@@ -607,8 +608,7 @@ async def load_facts_bulk(
 
 # --- recording decisions, outcomes and idempotency ---------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
+class DecisionRecord(msgspec.Struct, frozen=True, gc=False):
     """One gated request and what the engine decided about it."""
 
     decision: Decision
@@ -620,11 +620,10 @@ class DecisionRecord:
     organisation_id: str | None = None
     subject: str | None = None  # E.164; stored only as hash and mask
     topic: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class IdempotencyClaim:
+class IdempotencyClaim(msgspec.Struct, frozen=True, gc=False):
     account_sid: str
     token: str
     request_hash: str

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
 import functools
 import hashlib
 import json
@@ -20,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 import structlog
 from aiohttp import web
@@ -299,8 +299,7 @@ def _replace_first(pairs: list[tuple[str, str]], name: str, value: str) -> list[
 
 # --- the gate -------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class _Gated:
+class _Gated(msgspec.Struct, frozen=True, gc=False):
     """What a create turned into: the decision and the body to forward."""
 
     evaluation: gate.Evaluation
@@ -633,7 +632,7 @@ async def _filtered_list(request: web.Request, client: store.Client,
     sids = [i[sid_field] for i in items if isinstance(i.get(sid_field), str)]
     mine = await _owned_sids(request, client, sids)
     data[key] = [i for i in items if i.get(sid_field) in mine]
-    return _relay(dataclasses.replace(upstream, body=json.dumps(data).encode()))
+    return _relay(msgspec.structs.replace(upstream, body=json.dumps(data).encode()))
 
 
 async def _stream(request: web.Request, client: store.Client, tail: str,

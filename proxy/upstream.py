@@ -13,11 +13,11 @@ import json
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, Self
 from urllib.parse import parse_qsl
 
 import aiohttp
+import msgspec
 import orjson
 
 from proxy import sms
@@ -25,8 +25,7 @@ from proxy import sms
 API = "/2010-04-01/Accounts"
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamResponse:
+class UpstreamResponse(msgspec.Struct, frozen=True, gc=False):
     status: int
     body: bytes
     content_type: str

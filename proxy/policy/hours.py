@@ -9,13 +9,13 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 import holidays
+import msgspec
 
 from proxy.settings import CallingHours, TimeRange
 
@@ -29,8 +29,7 @@ _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 DayKind = Literal["closed_date", "holiday", "sunday", "saturday", "weekday", "short_day"]
 
 
-@dataclass(frozen=True, slots=True)
-class Day:
+class Day(msgspec.Struct, frozen=True, gc=False):
     """How N13 treats one local date. `window` None: no calls at all that day."""
 
     date: dt.date
@@ -44,8 +43,7 @@ class Day:
         return self.window is None
 
 
-@dataclass(frozen=True, slots=True)
-class HoursDenial:
+class HoursDenial(msgspec.Struct, frozen=True, gc=False):
     """A call at `local` is not allowed; `retry_after` is the next allowed moment (N15)."""
 
     day: Day

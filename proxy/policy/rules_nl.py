@@ -19,8 +19,9 @@ expired; relationships run regime (2026-07-01) -> similar topic -> provenance ->
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from proxy.policy import hours
 from proxy.policy.decision import Decision, EvidenceRef, Explanation
@@ -97,8 +98,7 @@ _SKIP: Final = ""  # a record that does not concern this contact: no failure eit
 Record = Consent | Relationship
 
 
-@dataclass(frozen=True, slots=True)
-class _Grant:
+class _Grant(msgspec.Struct, frozen=True, gc=False):
     basis: str
     rule: str
     evidence: tuple[EvidenceRef, ...]
