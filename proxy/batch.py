@@ -2,9 +2,9 @@
 
 One task per batcher takes whatever queued while its last batch was under way and sends it as
 one statement (one round trip, one executor run, for writes one commit); each caller awaits
-its own item's result. With one request in flight there is no waiting for company: a batch
-of one leaves at once. A caller may also queue an item without waiting for it (`enqueue`),
-and anyone may wait for everything queued so far (`sync`). Each batcher keeps one pooled
+its own item's result (`enqueue` gives the item's future), or does not wait for it at all.
+With one request in flight there is no waiting for company: a batch of one leaves at once.
+Anyone may wait for everything queued so far (`sync`). Each batcher keeps one pooled
 connection for itself (a pool acquire and release cost as much CPU as a small query) and
 gives it back when the store fails or when it closes.
 """
@@ -78,18 +78,15 @@ class Batcher(Generic[Item]):
         raise NotImplementedError
 
     def enqueue(self, item: Item) -> asyncio.Future[Any]:
-        """Queue an item for the next batch; its future holds the result or the error."""
+        """Queue an item for the next batch; its future holds the result or the error. Await
+        the future itself rather than a coroutine around it: every frame between a request
+        and its future is passed again on each resumption."""
         if self._closing:
             raise asyncpg.exceptions.InterfaceError(f"the {self.name} is shut down")
         pending = _Pending(item, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         self._wakeup.set()
         return pending.future
-
-    def submit(self, item: Item) -> asyncio.Future[Any]:
-        """`enqueue`, to be awaited: the future itself, not a coroutine around it (every
-        frame between a request and its future is passed again on each resumption)."""
-        return self.enqueue(item)
 
     async def sync(self) -> None:
         """Return once every item queued before this call has been sent (and, for writes,

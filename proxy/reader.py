@@ -21,7 +21,7 @@ class GroupFetch(Batcher[Lookup]):
     def load_facts(self, sender: str, number: str
                    ) -> asyncio.Future[tuple[Sender | None, Facts]]:
         """A gate.FactLoader: the awaitable is the batch item's own future."""
-        return self.submit((sender, number))
+        return self.enqueue((sender, number))
 
     async def _send(self, conn: asyncpg.Connection, items: Sequence[Lookup]
                     ) -> list[tuple[Sender | None, Facts]]:

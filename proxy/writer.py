@@ -29,7 +29,7 @@ class GroupCommit(Batcher[Row]):
     async def decision(self, record: store.DecisionRecord,
                        claim: store.IdempotencyClaim | None) -> tuple[int, bool]:
         """Commit a decision row (see store.WRITE_SQL); returns (id, token claimed)."""
-        row = await self.submit(("decision", store.record_args(record, claim)))
+        row = await self.enqueue(("decision", store.record_args(record, claim)))
         if row["id"] is None:
             raise store.RequestAlreadyUsed
         return row["id"], claim is None or bool(row["claimed"])
