@@ -18,12 +18,9 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import random
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -34,6 +31,7 @@ import aiohttp
 import asyncpg
 
 from bench import pg, seed
+from bench.instructions import valgrind_missing, write_counts
 from bench.run import start_services
 from bench.services import Service
 from proxy import db
@@ -123,17 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200, help="creates counted")
     parser.add_argument("--out", type=Path, help="also write the counts here as JSON")
     args = parser.parse_args(argv)
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        print("bench.gate_instructions: valgrind is not installed (apt-get install valgrind)",
-              file=sys.stderr)
+    if valgrind_missing("bench.gate_instructions"):
         return 1
     result = asyncio.run(measure(args.warm, args.n))
     for name in ("bare", "proxy"):
         print(f"{name:6s} {result[name]['instructions_per_request']:>12,} instructions per "
               f"create  (answers: {result[name]['statuses']})")
     print(f"ratio  {result['ratio']:>12}  consent-proxy / bare forwarder")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_counts(args.out, result)
     return 0
 
 

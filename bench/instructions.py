@@ -110,6 +110,20 @@ def measure() -> dict[str, int]:
     return out
 
 
+def valgrind_missing(prog: str) -> bool:
+    """True (and says so) when valgrind or callgrind_control is not installed."""
+    if shutil.which("valgrind") and shutil.which("callgrind_control"):
+        return False
+    print(f"{prog}: valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+    return True
+
+
+def write_counts(path: Path | None, counts: object) -> None:
+    """`--out`: the counts as JSON, when asked for."""
+    if path is not None:
+        path.write_text(json.dumps(counts, indent=2) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument("--workload", nargs=2, metavar=("ITEM", "COUNT"),
@@ -119,16 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workload:
         workload(args.workload[0], int(args.workload[1]))
         return 0
-    if shutil.which("valgrind") is None:
-        print("bench.instructions: valgrind is not installed (apt-get install valgrind)",
-              file=sys.stderr)
+    if valgrind_missing("bench.instructions"):
         return 1
     counts = measure()
     for item, value in counts.items():
         what = ITEMS.get(item, "scrub_rows less scrub_facts")
         print(f"{item:22s} {value:>10,} instructions  {what}")
-    if args.out:
-        args.out.write_text(json.dumps(counts, indent=2) + "\n")
+    write_counts(args.out, counts)
     return 0
 
 
