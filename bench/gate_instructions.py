@@ -31,7 +31,7 @@ import aiohttp
 import asyncpg
 
 from bench import pg, seed
-from bench.instructions import valgrind_missing, write_counts
+from bench.instructions import counted, valgrind_missing, write_counts
 from bench.run import start_services
 from bench.services import Service
 from proxy import db
@@ -88,8 +88,10 @@ async def measure(warm: int, n: int) -> dict[str, Any]:
     # The dumps, the services' logs and the bodies: a failure's message carries a log's tail.
     with tempfile.TemporaryDirectory() as tmp:
         dump_dir = Path(tmp)
-        wrap = ("valgrind", "--tool=callgrind", "--instr-atstart=no",
-                f"--callgrind-out-file={dump_dir}/callgrind.%p")
+        # `env` execs valgrind, which runs Python in the same process: the pid is the one
+        # callgrind_control is given.
+        wrap = counted(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                        f"--callgrind-out-file={dump_dir}/callgrind.%p"])
         async with contextlib.AsyncExitStack() as exits:
             url = await exits.enter_async_context(pg.scratch_database(server))
             await db.migrate_url(url)

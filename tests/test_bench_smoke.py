@@ -86,3 +86,13 @@ def test_gate_instructions_reads_the_dump_total(tmp_path: Path) -> None:
     assert _total(tmp_path, 41) == 123456
     with pytest.raises(RuntimeError, match="no dump"):
         _total(tmp_path, 42)
+
+
+def test_counted_commands_run_python_with_a_fixed_hash_seed() -> None:
+    from bench.instructions import counted
+
+    probe = "import sys; print(sys.flags.hash_randomization, hash('consent-proxy'))"
+    runs = [subprocess.run(counted([sys.executable, "-c", probe]), capture_output=True,
+                           text=True, check=True).stdout for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert runs[0].split()[0] == "0"  # randomization off: the seed is fixed
