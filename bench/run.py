@@ -103,9 +103,19 @@ def cpu_speed_ms() -> float:
     return round(best * 1000, 1)
 
 
-def _git(*args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+def _git(*args: str, repo: Path = REPO) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
     return done.stdout.strip()
+
+
+# What a run measures: the proxy, its schema and settings, its dependencies and the bench
+# itself (load script, forwarder, upstream). Not bench/results, which every run rewrites.
+MEASURED = ("proxy", "sql", "config", "pyproject.toml", "bench", ":(exclude)bench/results")
+
+
+def dirty(repo: Path = REPO) -> bool:
+    """Whether what a run measures differs from the commit it names."""
+    return bool(_git("status", "--porcelain", "--", *MEASURED, repo=repo))
 
 
 def machine_meta(opts: Options) -> dict[str, Any]:
@@ -120,7 +130,7 @@ def machine_meta(opts: Options) -> dict[str, Any]:
         "kernel": platform.release(), "python": platform.python_version(),
         "aiohttp": metadata.version("aiohttp"), "asyncpg": metadata.version("asyncpg"),
         "git_commit": _git("rev-parse", "--short", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--", "proxy", "sql", "config")),
+        "git_dirty": dirty(),
         "skipped": sorted(opts.skip), "cpu_speed_ms_start": cpu_speed_ms(),
     }
 

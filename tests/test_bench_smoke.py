@@ -96,3 +96,26 @@ def test_counted_commands_run_python_with_a_fixed_hash_seed() -> None:
                            text=True, check=True).stdout for _ in range(2)]
     assert runs[0] == runs[1]
     assert runs[0].split()[0] == "0"  # randomization off: the seed is fixed
+
+
+def test_a_run_is_dirty_when_measured_code_changed(tmp_path: Path) -> None:
+    from bench.run import dirty
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for path in ("proxy/app.py", "bench/load.lua", "bench/results/latest.json", "notes.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("v1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "v1")
+    assert not dirty(tmp_path)
+    (tmp_path / "bench/results/latest.json").write_text("v2\n")  # every run rewrites it
+    (tmp_path / "notes.md").write_text("v2\n")
+    assert not dirty(tmp_path)
+    (tmp_path / "bench/load.lua").write_text("v2\n")
+    assert dirty(tmp_path)
+    git("checkout", "--", "bench/load.lua")
+    (tmp_path / "proxy/new.py").write_text("x = 1\n")
+    assert dirty(tmp_path)
