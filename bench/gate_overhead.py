@@ -71,7 +71,7 @@ def _cpu_median(rounds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         shares = [r["cpu_percent_of_one_core"] for r in rounds if r["target"] == name]
         out[name] = {key: round(statistics.median(s[key] for s in shares), 1)
                      for key in ("loadgen", "server", "upstream", "postgres", "other",
-                                 "machine")}
+                                 "machine", "steal")}
     return out
 
 

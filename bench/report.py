@@ -20,6 +20,9 @@ PEAK_RSS_MAX_MB = 150.0
 STORE_GROWTH_MAX = 1.5
 # CPU of processes outside the bench (and the kernel's own) above which a run is flagged.
 OTHER_CPU_WARN = 20.0
+# Steal time (percent of all cores' time the hypervisor took) above which a run is flagged:
+# on 2026-12-02 it was 34-35 % under load and 2 % idle.
+STEAL_WARN = 5.0
 
 Results = Mapping[str, Any]
 
@@ -142,8 +145,9 @@ def _notes(results: Results) -> list[str]:
         if cpu:
             notes.append("CPU in % of one core, median round: " + "; ".join(
                 f"against {target}: " + ", ".join(
-                    f"{k} {v:g}" for k, v in shares.items() if k != "machine")
-                + f" (machine: {shares['machine']:g} % of all cores busy)"
+                    f"{k} {v:g}" for k, v in shares.items() if k not in ("machine", "steal"))
+                + f" (machine: {shares['machine']:g} % of all cores busy"
+                + (f", {shares['steal']:g} % stolen" if "steal" in shares else "") + ")"
                 for target, shares in cpu.items()))
 
     s = results.get("scrub") or {}
@@ -159,6 +163,13 @@ def _notes(results: Results) -> list[str]:
                      "machine?), in % of a core: " + ", ".join(
                          f"{where} {value:g}" for where, value in disturbed.items())
                      + "; those numbers are disturbed, run again on a quiet machine")
+    stolen = _stolen(results)
+    if stolen:
+        notes.append("WARNING: the hypervisor kept this VM's cores from it (steal time), in "
+                     "% of all cores' time: " + ", ".join(
+                         f"{where} {value:g}" for where, value in stolen.items())
+                     + "; the VM waited for physical CPUs, so absolute numbers are low and "
+                     "ratios noisy: run again when the host is quieter")
     notes.append(f"proxy log: LOG_LEVEL=info, written to {meta['proxy_log']}")
     notes.append("CPU speed check (2 M-step Python loop, best of 3): "
                  f"{meta['cpu_speed_ms_start']:g} ms at start, {meta['cpu_speed_ms_end']:g} ms "
@@ -171,22 +182,33 @@ def _notes(results: Results) -> list[str]:
 
 def _other_cpu(results: Results) -> dict[str, float]:
     """The `other` CPU share of every measurement that recorded one."""
+    return _cpu_key(results, "other")
+
+
+def _cpu_key(results: Results, key: str) -> dict[str, float]:
+    """One CPU share (`other`, `steal`) of every measurement that recorded it."""
     found: dict[str, float] = {}
     gate = results.get("gate_overhead") or {}
     for target, shares in (gate.get("cpu_median") or {}).items():
-        found[f"load 1 against {target}"] = shares.get("other", 0.0)
+        if key in shares:
+            found[f"load 1 against {target}"] = shares[key]
     scrub = (results.get("scrub") or {}).get("scrub") or {}
-    if "cpu_percent_of_one_core" in scrub:
-        found["scrub"] = scrub["cpu_percent_of_one_core"]["other"]
+    if key in scrub.get("cpu_percent_of_one_core", {}):
+        found["scrub"] = scrub["cpu_percent_of_one_core"][key]
     store = results.get("store_size") or {}
     for size in ("small", "large", "large_cold"):
-        if "cpu_percent_of_one_core" in (store.get(size) or {}):
-            found[f"store {size}"] = store[size]["cpu_percent_of_one_core"]["other"]
+        shares = (store.get(size) or {}).get("cpu_percent_of_one_core", {})
+        if key in shares:
+            found[f"store {size}"] = shares[key]
     return found
 
 
 def _disturbed(results: Results) -> dict[str, float]:
     return {k: v for k, v in _other_cpu(results).items() if v > OTHER_CPU_WARN}
+
+
+def _stolen(results: Results) -> dict[str, float]:
+    return {k: v for k, v in _cpu_key(results, "steal").items() if v > STEAL_WARN}
 
 
 def table(results: Results) -> str:

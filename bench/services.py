@@ -166,12 +166,24 @@ def postgres_cpu() -> dict[int, float]:
     return out
 
 
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies over all cores since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+@dataclass(frozen=True, slots=True)
+class MachineCpu:
+    """Jiffies over all cores since boot. `steal`: time the hypervisor gave this VM's cores
+    to someone else while they had work; neither busy nor idle here."""
+
+    busy: float
+    steal: float
+    total: float
+
+
+def machine_cpu(stat: str | None = None) -> MachineCpu:
+    """From the first line of /proc/stat (user nice system idle iowait irq softirq steal …)."""
+    first = (stat if stat is not None else Path("/proc/stat").read_text()).split("\n", 1)[0]
+    values = [int(v) for v in first.split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
+    steal = values[7]
     total = sum(values[:8])  # guest time is already counted in user
-    return float(total - idle), float(total)
+    return MachineCpu(float(total - idle - steal), float(steal), float(total))
 
 
 @dataclass
@@ -179,7 +191,7 @@ class CpuSnapshot:
     at: float
     processes: dict[str, float]
     postgres: dict[int, float]
-    machine: tuple[float, float]
+    machine: MachineCpu
 
 
 def cpu_snapshot(pids: Mapping[str, int]) -> CpuSnapshot:
@@ -190,21 +202,24 @@ def cpu_snapshot(pids: Mapping[str, int]) -> CpuSnapshot:
 def cpu_share(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
     """Percent of one core used by each process between two snapshots (a process missing
     from `before` started in between); `machine` is the percent of all cores together
-    (100 = every core busy)."""
+    (100 = every core busy) and `steal` the percent of all cores' time the hypervisor took
+    away (the VM waited for a physical CPU: every figure of that round runs slow)."""
     wall = after.at - before.at
     share = {name: round(100 * (after.processes[name] - before.processes.get(name, 0.0)) / wall, 1)
              for name in after.processes}
     pg = sum(cpu - before.postgres.get(pid, 0.0) for pid, cpu in after.postgres.items())
     share["postgres"] = round(100 * pg / wall, 1)
-    busy = after.machine[0] - before.machine[0]
-    total = after.machine[1] - before.machine[1]
+    busy = after.machine.busy - before.machine.busy
+    steal = after.machine.steal - before.machine.steal
+    total = after.machine.total - before.machine.total
     share["machine"] = round(100 * busy / total, 1) if total else 0.0
+    share["steal"] = round(100 * steal / total, 1) if total else 0.0
     return share
 
 
 def add_other(share: dict[str, float]) -> dict[str, float]:
     """Add `other`: CPU (percent of one core) of everything not listed, i.e. processes outside
     the bench and the kernel's own work. Near 0 on a quiet machine."""
-    known = sum(v for k, v in share.items() if k not in ("machine", "other"))
+    known = sum(v for k, v in share.items() if k not in ("machine", "steal", "other"))
     share["other"] = round(max(0.0, share["machine"] * (os.cpu_count() or 1) - known), 1)
     return share
