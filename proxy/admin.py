@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from proxy import credentials, store
-from proxy.errors import BadInput, NotFound, RequestTimeout
+from proxy.body import read_body
+from proxy.errors import BadInput, NotFound
 from proxy.fields import ORG_ID, Fields, load_json, parse_sender_id, parse_topic
 from proxy.keys import CLOCK, POOL, SETTINGS
 from proxy.phone import InvalidNumber, parse_number
@@ -35,14 +35,7 @@ _ORG_FIELDS = ("id", "name", "sector", "customer_term_months", "sms_footer", "st
 async def read_json(request: web.Request) -> Any:
     if not request.can_read_body:
         raise BadInput("request body is empty; expected a JSON object")
-    timeout = request.app[SETTINGS].rules.body_timeout_seconds
-    try:
-        async with asyncio.timeout(timeout):
-            raw = await request.read()
-    except TimeoutError as exc:
-        raise RequestTimeout(f"the request body did not arrive within {timeout:g} seconds "
-                             "(limits.body_timeout_seconds)") from exc
-    return load_json(raw)
+    return load_json(await read_body(request))
 
 
 def _path_number(request: web.Request) -> str:

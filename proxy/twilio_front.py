@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from proxy import credentials, form, gate, sms, store
+from proxy.body import read_body
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
 from proxy.keys import (
@@ -219,20 +220,6 @@ async def authenticate(request: web.Request) -> store.Client:
 
 
 # --- request parsing and Twilio's own validation --------------------------------------------
-
-async def read_body(request: web.Request) -> bytes:
-    """The whole body, which must arrive within limits.body_timeout_seconds (else 408): a
-    client trickling its body cannot hold the connection open indefinitely."""
-    if request.content.is_eof():  # already all here (a small form usually is): no timer
-        return await request.read()
-    timeout = request.app[SETTINGS].rules.body_timeout_seconds
-    try:
-        async with asyncio.timeout(timeout):
-            return await request.read()
-    except TimeoutError as exc:
-        raise TwilioError(408, 20408, f"The request body did not arrive within {timeout:g} "
-                          "seconds") from exc
-
 
 def parse_form(request: web.Request, raw: bytes) -> list[tuple[str, str]]:
     """The form body as ordered pairs: repeated keys and their order are kept."""

@@ -26,6 +26,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from proxy import credentials, gate, store
+from proxy.body import read_body
 from proxy.errors import BadInput
 from proxy.keys import CLOCK, HTTP, POOL, SETTINGS
 from proxy.phone import try_parse_number
@@ -64,6 +65,7 @@ class SignatureInvalid(web.HTTPForbidden):
 async def signed_form(request: web.Request) -> MultiDictProxy[str]:
     """The form, after checking Twilio's signature over PUBLIC_URL + path + query."""
     settings = request.app[SETTINGS]
+    await read_body(request)  # within limits.body_timeout_seconds; post() parses it
     raw = await request.post()
     form = MultiDictProxy(MultiDict((k, v) for k, v in raw.items() if isinstance(v, str)))
     signature = request.headers.get("X-Twilio-Signature", "")

@@ -30,7 +30,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from proxy import db
+from proxy import db, webhooks
 from proxy.app import create_app
 from proxy.settings import ConfigError, load_rules, parse_rules
 from tests.conftest import (
@@ -629,7 +629,7 @@ async def test_slow_and_oversized_clients_get_4xx_and_others_are_served(
     def sms(*extra: tuple[str, str]) -> list[tuple[str, str]]:
         return [("To", number), ("From", world.sms), ("Body", "Hallo"), *extra]
 
-    # Two clients announce 1000 body bytes and send one per second.
+    # Clients announce 1000 body bytes and send one per second.
     slow_twilio = asyncio.create_task(raw_request(host, port, (
         f"POST {messages} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {basic}\r\n"
         "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"),
@@ -638,6 +638,11 @@ async def test_slow_and_oversized_clients_get_4xx_and_others_are_served(
         f"POST {A}/organisations HTTP/1.1\r\nHost: {host}\r\n"
         f"Authorization: {ADMIN['Authorization']}\r\nContent-Type: application/json\r\n"
         "Content-Length: 1000\r\n\r\n"), trickle=1000))
+    # And a webhook: it is public, so it must not wait for a body forever either.
+    slow_webhook = asyncio.create_task(raw_request(host, port, (
+        f"POST {webhooks.SMS_PATH} HTTP/1.1\r\nHost: {host}\r\nX-Twilio-Signature: x\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"),
+        trickle=1000))
     await asyncio.sleep(0.3)
     started = time.monotonic()
     status, body = await create(sms())  # meanwhile, an ordinary dialer is served at once
@@ -646,6 +651,7 @@ async def test_slow_and_oversized_clients_get_4xx_and_others_are_served(
     assert served_in < 1.0
     assert not slow_twilio.done()
     assert not slow_admin.done()
+    assert not slow_webhook.done()
 
     status, raw, waited = await slow_twilio
     assert status == 408
@@ -656,8 +662,12 @@ async def test_slow_and_oversized_clients_get_4xx_and_others_are_served(
     assert set(json.loads(raw)) == {"error", "field"}
     assert "body_timeout_seconds" in json.loads(raw)["error"]
     assert 0.9 <= waited < 5
-    print(f"\n[slow clients] ordinary create served in {served_in * 1000:.0f} ms while two "
-          f"clients trickled; both slow clients got 408 after {waited:.2f}s")
+    status, raw, waited = await slow_webhook
+    assert status == 408
+    assert "body_timeout_seconds" in json.loads(raw)["error"]
+    assert 0.9 <= waited < 5
+    print(f"\n[slow clients] ordinary create served in {served_in * 1000:.0f} ms while three "
+          f"clients trickled; every slow client got 408 after {waited:.2f}s")
 
     # Bodies over limits.max_body_bytes.
     status, body = await create(b"To=%2B31612345678&Body=" + b"x" * 70_000)
