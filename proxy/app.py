@@ -177,7 +177,9 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = await db.create_pool(url)
     app[POOL] = pool
     app[METRICS].watch_pool(pool)
-    reader, writer = GroupFetch(pool), GroupCommit(pool)
+    sizes = app[METRICS].batch_items
+    reader = GroupFetch(pool, observe=sizes.labels(GroupFetch.name).observe)
+    writer = GroupCommit(pool, observe=sizes.labels(GroupCommit.name).observe)
     reader.start()
     writer.start()
     app[READER], app[WRITER] = reader, writer

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -41,9 +41,12 @@ class Batcher(Generic[Item]):
 
     name = "batch"
 
-    def __init__(self, pool: asyncpg.Pool, max_batch: int = 256) -> None:
+    def __init__(self, pool: asyncpg.Pool, max_batch: int = 256,
+                 observe: Callable[[int], None] | None = None) -> None:
+        """`observe` is told the size of every batch sent (the batch-size metric)."""
         self._pool = pool
         self._max_batch = max_batch
+        self._observe = observe
         self._queue: list[_Pending[Item]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -118,6 +121,8 @@ class Batcher(Generic[Item]):
     async def _flush(self, batch: list[_Pending[Item]]) -> None:
         if not batch:
             return
+        if self._observe is not None:
+            self._observe(len(batch))
         try:
             results = await self._send(await self._connection(), [p.item for p in batch])
         except STORE_ERRORS as exc:  # the store is gone: the whole batch fails at once

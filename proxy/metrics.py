@@ -28,6 +28,7 @@ class Labelled(Generic[M]):
 
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # 256: the batchers' largest batch
 
 
 class Metrics:
@@ -46,6 +47,12 @@ class Metrics:
         self.upstream_latency = Histogram(
             "consent_proxy_upstream_seconds", "Time the upstream took to answer.",
             buckets=_LATENCY_BUCKETS, registry=self.registry)
+        # Requests per round trip of the group fetch and the group commit: how much of the
+        # database's cost concurrent requests share (_count is the round trips, _sum the items).
+        self.batch_items = Labelled(Histogram(
+            "consent_proxy_batch_items",
+            "Items per round trip of a batcher (group-fetch: lookups; group-commit: decision "
+            "and outcome rows).", ["batcher"], buckets=_BATCH_BUCKETS, registry=self.registry))
         self.pool_in_use = Gauge(
             "consent_proxy_db_pool_in_use", "Database connections currently checked out.",
             registry=self.registry)

@@ -62,7 +62,7 @@ def test_gate_instructions_counts_both_forwarders(tmp_path: Path, server_url: st
     out = tmp_path / "gate.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench.gate_instructions", "--warm", "20", "--n", "20",
-         "--out", str(out)],
+         "--concurrency", "4", "--out", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text("utf-8"))
@@ -75,6 +75,14 @@ def test_gate_instructions_counts_both_forwarders(tmp_path: Path, server_url: st
     for name in ("bare", "proxy"):
         assert 50_000 < result[name]["instructions_per_request"] < 20_000_000, result
     assert result["ratio"] > 1, "the gate does more than forward"
+    # The proxy's batch-size metric, read around the counted creates: 20 lookups and 20
+    # decisions went out, in at most one trip each.
+    shared = result["proxy"]["batches"]
+    assert set(shared) == {"group-fetch", "group-commit"}
+    fetch = shared["group-fetch"]
+    assert fetch["items_per_trip"] >= 1
+    assert fetch["trips_per_request"] * fetch["items_per_trip"] == pytest.approx(1, abs=0.05)
+    assert 0 < shared["group-commit"]["trips_per_request"] <= 2
 
 
 def test_gate_instructions_reads_the_dump_total(tmp_path: Path) -> None:

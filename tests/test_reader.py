@@ -144,3 +144,19 @@ async def test_hot_path_facts_equal_the_bulk_facts_in_any_session_time_zone(
         assert facts.relationships[0].opt_out_offered is True
         assert all(t.tzinfo is dt.UTC for t in (facts.consents[0].given_at,
                                                 facts.objections[0].received_at))
+
+
+async def test_every_round_trip_is_observed(pool: asyncpg.Pool) -> None:
+    """What the batch-size metric is fed (consent_proxy_batch_items): one size per trip."""
+    _org, sender = await _organisation(pool)
+    seen: list[int] = []
+    r = GroupFetch(pool, observe=seen.append)
+    r.start()
+    try:
+        await asyncio.gather(*(r.load_facts(sender, mobile()) for _ in range(20)))
+        await r.load_facts(sender, mobile())
+    finally:
+        await r.close()
+    assert sum(seen) == 21
+    assert len(seen) < 21  # the twenty concurrent lookups shared trips
+    assert seen[-1] == 1

@@ -531,6 +531,11 @@ async def test_metrics(world: World, fake: FakeTwilio) -> None:
     assert "consent_proxy_request_seconds_bucket" in text
     assert "consent_proxy_upstream_seconds_count 1.0" in text
     assert "consent_proxy_db_pool_in_use" in text
+    # Two lookups; two decisions and the allowed one's outcome, committed by the time the
+    # second answer came (each request waits for its decision's commit).
+    assert 'consent_proxy_batch_items_sum{batcher="group-fetch"} 2.0' in text
+    assert 'consent_proxy_batch_items_sum{batcher="group-commit"} 3.0' in text
+    assert 'consent_proxy_batch_items_count{batcher="group-commit"}' in text
 
 
 # --- concurrency ----------------------------------------------------------------------------
