@@ -177,9 +177,8 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = await db.create_pool(url)
     app[POOL] = pool
     app[METRICS].watch_pool(pool)
-    sizes = app[METRICS].batch_items
-    reader = GroupFetch(pool, observe=sizes.labels(GroupFetch.name).observe)
-    writer = GroupCommit(pool, observe=sizes.labels(GroupCommit.name).observe)
+    reader, writer = GroupFetch(pool), GroupCommit(pool)
+    app[METRICS].watch_batchers(reader, writer)
     reader.start()
     writer.start()
     app[READER], app[WRITER] = reader, writer

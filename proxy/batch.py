@@ -12,8 +12,9 @@ gives it back when the store fails or when it closes.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -36,17 +37,32 @@ class _Pending(Generic[Item]):
     future: asyncio.Future[Any]
 
 
+class BatchSizes:
+    """How many items each round trip carried: plain counts, so a batch pays two additions
+    rather than a metric's locks; the metrics read them when scraped (proxy/metrics.py)."""
+
+    BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # 256: the largest batch
+
+    def __init__(self) -> None:
+        self.trips = 0
+        self.items = 0
+        self.buckets = [0] * (len(self.BOUNDS) + 1)  # the last: over the largest bound
+
+    def add(self, size: int) -> None:
+        self.trips += 1
+        self.items += size
+        self.buckets[bisect.bisect_left(self.BOUNDS, size)] += 1
+
+
 class Batcher(Generic[Item]):
     """Subclasses say how one batch is sent (`_send`: one result per item, in order)."""
 
     name = "batch"
 
-    def __init__(self, pool: asyncpg.Pool, max_batch: int = 256,
-                 observe: Callable[[int], None] | None = None) -> None:
-        """`observe` is told the size of every batch sent (the batch-size metric)."""
+    def __init__(self, pool: asyncpg.Pool, max_batch: int = 256) -> None:
         self._pool = pool
         self._max_batch = max_batch
-        self._observe = observe
+        self.sizes = BatchSizes()
         self._queue: list[_Pending[Item]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -121,8 +137,7 @@ class Batcher(Generic[Item]):
     async def _flush(self, batch: list[_Pending[Item]]) -> None:
         if not batch:
             return
-        if self._observe is not None:
-            self._observe(len(batch))
+        self.sizes.add(len(batch))
         try:
             results = await self._send(await self._connection(), [p.item for p in batch])
         except STORE_ERRORS as exc:  # the store is gone: the whole batch fails at once

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from proxy.batch import Batcher, BatchSizes
 
 M = TypeVar("M", Counter, Histogram)
 
@@ -28,7 +34,6 @@ class Labelled(Generic[M]):
 
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # 256: the batchers' largest batch
 
 
 class Metrics:
@@ -47,12 +52,6 @@ class Metrics:
         self.upstream_latency = Histogram(
             "consent_proxy_upstream_seconds", "Time the upstream took to answer.",
             buckets=_LATENCY_BUCKETS, registry=self.registry)
-        # Requests per round trip of the group fetch and the group commit: how much of the
-        # database's cost concurrent requests share (_count is the round trips, _sum the items).
-        self.batch_items = Labelled(Histogram(
-            "consent_proxy_batch_items",
-            "Items per round trip of a batcher (group-fetch: lookups; group-commit: decision "
-            "and outcome rows).", ["batcher"], buckets=_BATCH_BUCKETS, registry=self.registry))
         self.pool_in_use = Gauge(
             "consent_proxy_db_pool_in_use", "Database connections currently checked out.",
             registry=self.registry)
@@ -64,8 +63,33 @@ class Metrics:
         self.pool_in_use.set_function(lambda: pool.get_size() - pool.get_idle_size())
         self.pool_size.set_function(pool.get_size)
 
+    def watch_batchers(self, *batchers: Batcher[Any]) -> None:
+        self.registry.register(_BatchCollector(batchers))
+
     def render(self) -> web.Response:
         response = web.Response(body=generate_latest(self.registry))
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         response.charset = "utf-8"
         return response
+
+
+class _BatchCollector(Collector):
+    """consent_proxy_batch_items{batcher}: items per round trip of the group fetch (lookups)
+    and the group commit (decision and outcome rows), read from the batchers' own counts at
+    scrape time. _sum / _count is how many requests share one query or one commit."""
+
+    def __init__(self, batchers: Sequence[Batcher[Any]]) -> None:
+        self._batchers = batchers
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "consent_proxy_batch_items",
+            "Items per round trip of a batcher (group-fetch: lookups; group-commit: decision "
+            "and outcome rows).", labels=["batcher"])
+        for batcher in self._batchers:
+            sizes = batcher.sizes
+            cumulative = list(itertools.accumulate(sizes.buckets))
+            bounds = [*(str(float(b)) for b in BatchSizes.BOUNDS), "+Inf"]
+            family.add_metric([batcher.name], list(zip(bounds, cumulative, strict=True)),
+                              sum_value=sizes.items)
+        yield family

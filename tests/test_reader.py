@@ -146,17 +146,19 @@ async def test_hot_path_facts_equal_the_bulk_facts_in_any_session_time_zone(
                                                 facts.objections[0].received_at))
 
 
-async def test_every_round_trip_is_observed(pool: asyncpg.Pool) -> None:
-    """What the batch-size metric is fed (consent_proxy_batch_items): one size per trip."""
+async def test_every_round_trip_is_counted(pool: asyncpg.Pool) -> None:
+    """What the batch-size metric reads (consent_proxy_batch_items): trips, items, sizes."""
     _org, sender = await _organisation(pool)
-    seen: list[int] = []
-    r = GroupFetch(pool, observe=seen.append)
+    r = GroupFetch(pool)
     r.start()
     try:
         await asyncio.gather(*(r.load_facts(sender, mobile()) for _ in range(20)))
         await r.load_facts(sender, mobile())
     finally:
         await r.close()
-    assert sum(seen) == 21
-    assert len(seen) < 21  # the twenty concurrent lookups shared trips
-    assert seen[-1] == 1
+    sizes = r.sizes
+    assert sizes.items == 21
+    assert sizes.trips < 21  # the twenty concurrent lookups shared trips
+    assert sum(sizes.buckets) == sizes.trips
+    assert sizes.buckets[0] >= 1  # the last lookup went alone
+    assert sizes.buckets[-1] == 0  # nothing over the largest batch
