@@ -157,6 +157,10 @@ def _notes(results: Results) -> list[str]:
                      f"workers {cpu.get('proxy workers', 0):g}, postgres "
                      f"{cpu['postgres']:g}, upload client {cpu['client']:g}; the file was "
                      f"{s['file_bytes'] / 1e6:.1f} MB, rows counted {s['scrub']['rows']:,}")
+    st = results.get("store_size") or {}
+    if st.get("round_p50_ratios"):
+        notes.append(f"store: {st['method']}; p50 large / small in each round: "
+                     + ", ".join(f"{r:g}" for r in st["round_p50_ratios"]))
     disturbed = _disturbed(results)
     if disturbed:
         notes.append("WARNING: processes outside the bench used CPU (other jobs on the "

@@ -151,6 +151,15 @@ def scrub_facts(count: int, base: dt.datetime, seed: int = 42) -> Rows:
     return facts
 
 
+async def seed_sender(conn: asyncpg.Connection) -> None:
+    """The organisation and its SMS sender written straight into a store with no proxy in
+    front (item 5's small twin), as seed_admin's admin calls leave them."""
+    await conn.execute("INSERT INTO organisations (id, name, sector) VALUES ($1, $2, $3)",
+                       ORGANISATION, "Energie BV", "commercial")
+    await conn.execute("INSERT INTO senders (sender, organisation_id, topic, purpose) "
+                       "VALUES ($1, $2, $3, 'marketing')", SENDER, ORGANISATION, TOPIC)
+
+
 async def copy_facts(conn: asyncpg.Connection, facts: Rows) -> None:
     """COPY every row in; subjects first (consents and relationships reference them)."""
     await conn.copy_records_to_table("subjects", records=facts.subjects, columns=["number"])

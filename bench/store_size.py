@@ -3,7 +3,8 @@
 Measured in-process with `proxy.gate.evaluate`, the function every route decides through
 (number parsing, the one fact query, the engine), over a one-connection asyncpg pool made by
 `proxy.db.create_pool`: the database path without HTTP in front of it, which is the part that
-could grow with the table. Sequential, one decision at a time.
+could grow with the table. Sequential, one decision at a time; the small store (a twin
+database with load 1's facts only) and the grown one are timed in alternating rounds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -26,6 +27,9 @@ from proxy.phone import subject_hash
 from proxy.settings import RuleSettings
 
 WARMUP = 100  # prepared statement, generic plan, the pool's connection
+# Rounds of the alternating measurement: the VM's speed drifts over minutes, so the two
+# sizes are timed in turn, small, large, small, …, and compared by their medians.
+ROUNDS = 3
 
 
 async def latency(database_url: str, rules: RuleSettings, numbers: Sequence[str],
@@ -53,6 +57,29 @@ async def latency(database_url: str, rules: RuleSettings, numbers: Sequence[str]
             "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
             "allowed_fraction": round(allowed / len(ordered), 3),
             "cpu_percent_of_one_core": cpu}
+
+
+async def alternate(stores: Mapping[str, str], rules: RuleSettings, numbers: Sequence[str],
+                    at: dt.datetime, rounds: int = ROUNDS) -> dict[str, dict[str, Any]]:
+    """The same numbers against each store (name -> database URL) in turn, `rounds` times;
+    per store the median of its rounds, with every round kept."""
+    timed: dict[str, list[dict[str, Any]]] = {name: [] for name in stores}
+    for _ in range(rounds):
+        for name, url in stores.items():
+            timed[name].append(await latency(url, rules, numbers, at))
+    return {name: _median_round(results) for name, results in timed.items()}
+
+
+def _median_round(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    cpu = [r["cpu_percent_of_one_core"] for r in results]
+    return {
+        "samples": sum(r["samples"] for r in results),
+        **{key: round(statistics.median(r[key] for r in results), 3)
+           for key in ("p50_ms", "p99_ms", "mean_ms", "allowed_fraction")},
+        "cpu_percent_of_one_core": {key: round(statistics.median(c[key] for c in cpu), 1)
+                                    for key in cpu[0]},
+        "rounds": list(results),
+    }
 
 
 async def table_facts(conn: asyncpg.Connection) -> dict[str, Any]:

@@ -52,6 +52,11 @@ def test_tiny_bench_writes_every_result(tmp_path: Path, server_url: str) -> None
             assert isinstance(value, int | float), f"{section}.{key} = {value!r}"
             assert math.isfinite(value), f"{section}.{key} = {value!r}"
     assert results["targets"], "the table's targets are in the JSON too"
+    # Item 5 times the two stores in alternating rounds and compares their medians.
+    store = results["store_size"]
+    assert len(store["small"]["rounds"]) == len(store["large"]["rounds"]) == 3
+    assert len(store["round_p50_ratios"]) == 3
+    assert store["small"]["consent_rows"] < store["large"]["consent_rows"]
     assert (tmp_path / "latest.png").stat().st_size > 0
     assert "gate: consent-proxy, throughput" in done.stdout
 
