@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from bench import loadgen, wrk
 from bench.load import LoadResult, Target
-from bench.services import add_other, cpu_share, cpu_snapshot
+from bench.services import add_other, cpu_share, cpu_snapshot, median_shares
 from bench.sizes import Size
 
 LoadgenKind = Literal["wrk", "python"]
@@ -69,9 +69,8 @@ def _cpu_median(rounds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name in ORDER:
         shares = [r["cpu_percent_of_one_core"] for r in rounds if r["target"] == name]
-        out[name] = {key: round(statistics.median(s[key] for s in shares), 1)
-                     for key in ("loadgen", "server", "upstream", "postgres", "other",
-                                 "machine", "steal")}
+        out[name] = median_shares(shares, ("loadgen", "server", "upstream", "postgres",
+                                           "other", "machine", "steal"))
     return out
 
 

@@ -184,11 +184,6 @@ def _notes(results: Results) -> list[str]:
     return notes
 
 
-def _other_cpu(results: Results) -> dict[str, float]:
-    """The `other` CPU share of every measurement that recorded one."""
-    return _cpu_key(results, "other")
-
-
 def _cpu_key(results: Results, key: str) -> dict[str, float]:
     """One CPU share (`other`, `steal`) of every measurement that recorded it."""
     found: dict[str, float] = {}
@@ -208,7 +203,7 @@ def _cpu_key(results: Results, key: str) -> dict[str, float]:
 
 
 def _disturbed(results: Results) -> dict[str, float]:
-    return {k: v for k, v in _other_cpu(results).items() if v > OTHER_CPU_WARN}
+    return {k: v for k, v in _cpu_key(results, "other").items() if v > OTHER_CPU_WARN}
 
 
 def _stolen(results: Results) -> dict[str, float]:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -215,6 +216,13 @@ def cpu_share(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
     share["machine"] = round(100 * busy / total, 1) if total else 0.0
     share["steal"] = round(100 * steal / total, 1) if total else 0.0
     return share
+
+
+def median_shares(shares: Sequence[Mapping[str, float]],
+                  keys: Sequence[str] | None = None) -> dict[str, float]:
+    """Per key (default: those of the first), the median of several rounds' CPU shares."""
+    return {key: round(statistics.median(s[key] for s in shares), 1)
+            for key in (keys if keys is not None else list(shares[0]))}
 
 
 def add_other(share: dict[str, float]) -> dict[str, float]:

@@ -21,7 +21,7 @@ import asyncpg
 
 from bench import seed
 from bench.load import percentile
-from bench.services import add_other, cpu_share, cpu_snapshot
+from bench.services import add_other, cpu_share, cpu_snapshot, median_shares
 from proxy import db, gate, store
 from proxy.phone import subject_hash
 from proxy.settings import RuleSettings
@@ -71,13 +71,12 @@ async def alternate(stores: Mapping[str, str], rules: RuleSettings, numbers: Seq
 
 
 def _median_round(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    cpu = [r["cpu_percent_of_one_core"] for r in results]
     return {
         "samples": sum(r["samples"] for r in results),
         **{key: round(statistics.median(r[key] for r in results), 3)
            for key in ("p50_ms", "p99_ms", "mean_ms", "allowed_fraction")},
-        "cpu_percent_of_one_core": {key: round(statistics.median(c[key] for c in cpu), 1)
-                                    for key in cpu[0]},
+        "cpu_percent_of_one_core": median_shares([r["cpu_percent_of_one_core"]
+                                                  for r in results]),
         "rounds": list(results),
     }
 

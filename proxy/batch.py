@@ -44,14 +44,16 @@ class BatchSizes:
     BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # 256: the largest batch
 
     def __init__(self) -> None:
-        self.trips = 0
         self.items = 0
         self.buckets = [0] * (len(self.BOUNDS) + 1)  # the last: over the largest bound
 
     def add(self, size: int) -> None:
-        self.trips += 1
         self.items += size
         self.buckets[bisect.bisect_left(self.BOUNDS, size)] += 1
+
+    @property
+    def trips(self) -> int:
+        return sum(self.buckets)
 
 
 class Batcher(Generic[Item]):

@@ -61,3 +61,10 @@ def test_no_steal_warning_on_a_quiet_host() -> None:
     for shares in results["gate_overhead"]["cpu_median"].values():
         shares["steal"] = 1.0
     assert "hypervisor" not in report.table(results)
+
+
+def test_rounds_are_summed_up_by_the_median_of_each_share() -> None:
+    rounds = [{"server": 90.0, "steal": 1.0}, {"server": 70.0, "steal": 30.0},
+              {"server": 80.0, "steal": 2.0}]
+    assert services.median_shares(rounds) == {"server": 80.0, "steal": 2.0}
+    assert services.median_shares(rounds, ("steal",)) == {"steal": 2.0}

@@ -159,6 +159,5 @@ async def test_every_round_trip_is_counted(pool: asyncpg.Pool) -> None:
     sizes = r.sizes
     assert sizes.items == 21
     assert sizes.trips < 21  # the twenty concurrent lookups shared trips
-    assert sum(sizes.buckets) == sizes.trips
     assert sizes.buckets[0] >= 1  # the last lookup went alone
     assert sizes.buckets[-1] == 0  # nothing over the largest batch
