@@ -1,7 +1,8 @@
 """Regenerate `twilio_api_v2010_subset.json` from Twilio's full OpenAPI document.
 
-The tests need only the call and message endpoints and the schemas they reference; shipping
-that subset (MIT licence, see LICENSE beside this file) lets a fresh clone run the suite alone.
+The tests and proxy/twilio_fields.py need only the endpoints consent-proxy serves and the
+schemas they reference; shipping that subset (MIT licence, see LICENSE beside this file) lets
+a fresh clone run the suite alone.
 
     python tests/twilio/extract_subset.py ../shared/reference/twilio/twilio_api_v2010.json
 """
@@ -13,12 +14,39 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PATHS = (
-    "/2010-04-01/Accounts/{AccountSid}/Calls.json",
-    "/2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json",
-    "/2010-04-01/Accounts/{AccountSid}/Messages.json",
-    "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json",
-)
+ACCOUNT = "/2010-04-01/Accounts/{AccountSid}/"
+# The creates and everything consent-proxy passes through (proxy/twilio_routes.py): the
+# calls, messages and recordings of a client and the documented resources below them that
+# can be read, updated or deleted. Paths below a call or message that only create something
+# (Feedback, Payments, Siprec, Streams, Transcriptions, UserDefinedMessages and
+# UserDefinedMessageSubscriptions lists) are left out: they are not passed through.
+PATHS = tuple(ACCOUNT + tail for tail in (
+    "Calls.json",
+    "Calls/{Sid}.json",
+    "Calls/{CallSid}/Events.json",
+    "Calls/{CallSid}/Notifications.json",
+    "Calls/{CallSid}/Notifications/{Sid}.json",
+    "Calls/{CallSid}/Payments/{Sid}.json",
+    "Calls/{CallSid}/Recordings.json",
+    "Calls/{CallSid}/Recordings/{Sid}.json",
+    "Calls/{CallSid}/Siprec/{Sid}.json",
+    "Calls/{CallSid}/Streams/{Sid}.json",
+    "Calls/{CallSid}/Transcriptions/{Sid}.json",
+    "Calls/{CallSid}/UserDefinedMessageSubscriptions/{Sid}.json",
+    "Messages.json",
+    "Messages/{Sid}.json",
+    "Messages/{MessageSid}/Media.json",
+    "Messages/{MessageSid}/Media/{Sid}.json",
+    "Recordings.json",
+    "Recordings/{Sid}.json",
+    "Recordings/{RecordingSid}/Transcriptions.json",
+    "Recordings/{RecordingSid}/Transcriptions/{Sid}.json",
+    "Recordings/{ReferenceSid}/AddOnResults.json",
+    "Recordings/{ReferenceSid}/AddOnResults/{Sid}.json",
+    "Recordings/{ReferenceSid}/AddOnResults/{AddOnResultSid}/Payloads.json",
+    "Recordings/{ReferenceSid}/AddOnResults/{AddOnResultSid}/Payloads/{Sid}.json",
+    "Recordings/{ReferenceSid}/AddOnResults/{AddOnResultSid}/Payloads/{PayloadSid}/Data.json",
+))
 OUT = Path(__file__).with_name("twilio_api_v2010_subset.json")
 
 
