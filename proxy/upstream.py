@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 import aiohttp
 import msgspec
 import orjson
+from yarl import URL
 
 from proxy import sms
 
@@ -200,7 +201,7 @@ class SandboxUpstream:
         body: bytes | None = None, headers: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
         await asyncio.sleep(0)
-        parts = tail.removesuffix(".json").split("/")
+        parts = resolve_path(tail).removesuffix(".json").split("/")
         if method == "POST" and parts in (["Calls"], ["Messages"]):
             return self._create(parts[0], client_sid, _form(body))
         if method == "GET" and len(parts) == 2 and (parts[0], parts[1]) in self._resources:
@@ -284,6 +285,14 @@ class _SandboxStream:
     async def chunks(self) -> AsyncIterator[bytes]:
         assert self._response is not None
         yield self._response.body
+
+
+def resolve_path(tail: str) -> str:
+    """The path below the account as an HTTP server acts on it: dot segments resolved
+    (RFC 3986, 5.2.4), `Calls/CA…/../../Messages.json` is `Messages.json`. The sandbox does
+    what a real server does, so that a path the front failed to refuse shows in the tests."""
+    resolved = URL.build(scheme="http", host="sandbox", path=f"{API}/AC/{tail}").path
+    return resolved.removeprefix(f"{API}/AC/") if resolved.startswith(f"{API}/AC/") else resolved
 
 
 def _form(body: bytes | None) -> dict[str, str]:

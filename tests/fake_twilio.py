@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from yarl import URL
 
 # The call and message part of Twilio's OpenAPI document (MIT), shipped with the tests;
 # tests/twilio/extract_subset.py regenerates it from the full document.
@@ -46,9 +47,16 @@ CALLS = ACCOUNT + "/Calls.json"
 CALL = ACCOUNT + "/Calls/{Sid}.json"
 MESSAGES = ACCOUNT + "/Messages.json"
 MESSAGE = ACCOUNT + "/Messages/{Sid}.json"
+RECORDINGS = ACCOUNT + "/Recordings.json"
+RECORDING = ACCOUNT + "/Recordings/{Sid}.json"
+CALL_RECORDINGS = ACCOUNT + "/Calls/{CallSid}/Recordings.json"
+CALL_RECORDING = ACCOUNT + "/Calls/{CallSid}/Recordings/{Sid}.json"
+# A recording's media: the recording's path with .mp3 or .wav (Twilio's docs; not in the spec).
+RECORDING_MEDIA = {"mp3": "audio/mpeg", "wav": "audio/x-wav"}
 
 CALL_SCHEMA = "api.v2010.account.call"
 MESSAGE_SCHEMA = "api.v2010.account.message"
+RECORDING_SCHEMA = "api.v2010.account.recording"
 
 FORM = "application/x-www-form-urlencoded"
 MAX_BODY = 1600  # Twilio refuses longer bodies with 21617
@@ -257,6 +265,13 @@ def rfc2822(moment: dt.datetime) -> str:
     return email.utils.format_datetime(moment.astimezone(dt.UTC))
 
 
+def resolve_path(path: str) -> str:
+    """The path as a real HTTP server acts on it: percent-decoded (aiohttp's `request.path`
+    decodes `%2e` and `%2f` too), then its dot segments removed as RFC 3986 (5.2.4) says, so
+    `/Calls/CA…/../../Messages.json` is `/Messages.json`."""
+    return URL.build(scheme="http", host="fake", path=path).path
+
+
 def parse_form(body: bytes) -> list[tuple[str, str]]:
     """Ordered (name, value) pairs; repeated keys stay, in order."""
     return parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
@@ -317,10 +332,13 @@ def validate_form(path: str, form: list[tuple[str, str]], schema: RequestSchema)
 
 @dataclass(frozen=True)
 class Received:
-    """One request as it arrived. `username` is the Basic-auth user presented (None without one)."""
+    """One request as it arrived. `path` is the path the fake acted on (decoded, dot segments
+    resolved), `raw_path` the request target as sent (query included). `username` is the
+    Basic-auth user presented (None without one)."""
 
     method: str
     path: str
+    raw_path: str
     query_string: str
     headers: dict[str, str]
     form: list[tuple[str, str]]
@@ -368,6 +386,27 @@ _CALLS = _Kind(
 _MESSAGES = _Kind(
     "Messages", "messages", "SM", MESSAGE_SCHEMA, MESSAGES, MESSAGE, {"To": "to", "From": "from"}
 )
+_RECORDINGS = _Kind(
+    "Recordings", "recordings", "RE", RECORDING_SCHEMA, RECORDINGS, RECORDING,
+    {"CallSid": "call_sid"},
+)  # fmt: skip
+
+# A handler of the fake: the request and the path's parameters.
+_Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class _Route:
+    pattern: re.Pattern[str]
+    handlers: Mapping[str, _Handler]  # by method
+
+
+def _route(template: str, handlers: Mapping[str, _Handler]) -> _Route:
+    parts = re.split(r"\{(\w+)\}", template)
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
+    )
+    return _Route(re.compile(regex), handlers)
 
 
 # --- the fake ---------------------------------------------------------------------------------
@@ -379,6 +418,10 @@ class FakeTwilio:
     It accepts HTTP Basic `account_sid:auth_token` (or `key_sid:secret` from `api_keys`), records
     every request in `received`, stores created calls and messages in `calls` / `messages`, and
     can be told to fail (`fail_with`), to be slow (`hang`) or to refuse connections (`refuse`).
+    Recordings (`recordings`) are made with `add_recording`, as a call would make them.
+
+    Like a real HTTP server it acts on the decoded path with its dot segments resolved:
+    `POST …/Calls/CA…/%2e%2e/%2e%2e/Calls.json` creates a call.
     """
 
     def __init__(
@@ -396,6 +439,8 @@ class FakeTwilio:
         self.received: list[Received] = []
         self.calls: dict[str, JSONObject] = {}
         self.messages: dict[str, JSONObject] = {}
+        self.recordings: dict[str, JSONObject] = {}
+        self._routes = self._make_routes()
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
         self._fault: _Fault | None = None
@@ -482,14 +527,36 @@ class FakeTwilio:
             await runner.cleanup()  # also closes keep-alive connections
 
     def _make_app(self) -> web.Application:
+        # One route for every path: the fake routes the resolved path itself (_dispatch).
         app = web.Application(middlewares=[self._middleware])
-        for kind in (_CALLS, _MESSAGES):
-            app.router.add_get(kind.list_path, functools.partial(self._list, kind))
-            app.router.add_post(kind.list_path, functools.partial(self._create, kind))
-            app.router.add_get(kind.item_path, functools.partial(self._fetch, kind))
-            app.router.add_post(kind.item_path, functools.partial(self._update, kind))
-            app.router.add_delete(kind.item_path, functools.partial(self._delete, kind))
+        app.router.add_route("*", "/{path:.*}", self._dispatch)
         return app
+
+    def _make_routes(self) -> list[_Route]:
+        routes = []
+        for kind in (_CALLS, _MESSAGES):
+            routes.append(_route(kind.list_path, {
+                "GET": functools.partial(self._list, kind),
+                "POST": functools.partial(self._create, kind)}))
+            routes.append(_route(kind.item_path, {
+                "GET": functools.partial(self._fetch, kind),
+                "POST": functools.partial(self._update, kind),
+                "DELETE": functools.partial(self._delete, kind)}))
+        routes.append(_route(RECORDINGS, {"GET": functools.partial(self._list, _RECORDINGS)}))
+        routes.append(_route(RECORDING, {
+            "GET": functools.partial(self._fetch, _RECORDINGS),
+            "DELETE": functools.partial(self._delete, _RECORDINGS)}))
+        routes.append(_route(CALL_RECORDINGS, {
+            "GET": functools.partial(self._list, _RECORDINGS)}))
+        routes.append(_route(CALL_RECORDING, {
+            "GET": functools.partial(self._fetch, _RECORDINGS),
+            "POST": functools.partial(self._update, _RECORDINGS),
+            "DELETE": functools.partial(self._delete, _RECORDINGS)}))
+        for extension in RECORDING_MEDIA:
+            routes.append(_route(
+                ACCOUNT + "/Recordings/{Sid}." + extension,
+                {"GET": functools.partial(self._media, extension)}))
+        return routes
 
     # fault modes
 
@@ -512,6 +579,25 @@ class FakeTwilio:
         self._hang = None
 
     # inspection
+
+    def add_recording(self, call_sid: str) -> JSONObject:
+        """A completed recording of a call, as the call would have left it."""
+        sid = "RE" + uuid.uuid4().hex
+        template = _response_template(RECORDING, "get", "200", RECORDING_SCHEMA)
+        resource = _instantiate(template, self.account_sid, sid)
+        now = rfc2822(self.clock())
+        resource.update(
+            sid=sid,
+            account_sid=self.account_sid,
+            call_sid=call_sid,
+            conference_sid=None,
+            status="completed",
+            date_created=now,
+            date_updated=now,
+            uri=f"/2010-04-01/Accounts/{self.account_sid}/Recordings/{sid}.json",
+        )
+        self.recordings[sid] = resource
+        return resource
 
     def creates(self, collection: Literal["Calls", "Messages"] | None = None) -> list[Received]:
         """The POSTs to Calls.json / Messages.json, in arrival order (whatever their outcome)."""
@@ -555,7 +641,8 @@ class FakeTwilio:
         self.received.append(
             Received(
                 method=request.method,
-                path=request.path,
+                path=resolve_path(request.path),
+                raw_path=request.raw_path,
                 query_string=request.query_string,
                 headers=dict(request.headers),
                 form=parse_form(body) if request.content_type == FORM else [],
@@ -571,11 +658,6 @@ class FakeTwilio:
                 raise TwilioError(fault.status, fault.code, phrase)
             if not authenticated:
                 raise TwilioError(401, 20003, "Authenticate")
-            account = request.match_info.get("AccountSid")
-            if account is not None and account != self.account_sid:
-                raise _not_found(request.path)
-            if body and request.content_type != FORM:
-                raise TwilioError(400, 20001, f"Expected a {FORM} body")
             return await handler(request)
         except TwilioError as exc:
             return exc.response()
@@ -586,6 +668,23 @@ class FakeTwilio:
                 return _not_found(request.path).response()
             code = _STATUS_CODES.get(exc.status, 20000 + exc.status)
             return TwilioError(exc.status, code, exc.reason).response()
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = resolve_path(request.path)
+        for route in self._routes:
+            found = route.pattern.fullmatch(path)
+            if found is None:
+                continue
+            handler = route.handlers.get(request.method)
+            if handler is None:
+                raise TwilioError(405, 20004, "Method not allowed")
+            params = found.groupdict()
+            if params["AccountSid"] != self.account_sid:
+                raise _not_found(path)
+            if await request.read() and request.content_type != FORM:
+                raise TwilioError(400, 20001, f"Expected a {FORM} body")
+            return await handler(request, params)
+        raise _not_found(path)
 
     async def _sleep_if_hanging(self) -> None:
         hang = self._hang
@@ -604,15 +703,19 @@ class FakeTwilio:
             self._sleepers.discard(task)
 
     def _store(self, kind: _Kind) -> dict[str, JSONObject]:
-        return self.calls if kind is _CALLS else self.messages
+        stores = {"Calls": self.calls, "Messages": self.messages, "Recordings": self.recordings}
+        return stores[kind.collection]
 
-    def _item(self, kind: _Kind, request: web.Request) -> JSONObject:
-        resource = self._store(kind).get(request.match_info["Sid"])
-        if resource is None:
+    def _item(self, kind: _Kind, request: web.Request, params: Mapping[str, str]) -> JSONObject:
+        resource = self._store(kind).get(params["Sid"])
+        call = params.get("CallSid")  # a call's recording, by the call's path
+        if resource is None or (call is not None and resource.get("call_sid") != call):
             raise _not_found(request.path)
         return resource
 
-    async def _create(self, kind: _Kind, request: web.Request) -> web.Response:
+    async def _create(
+        self, kind: _Kind, request: web.Request, params: Mapping[str, str]
+    ) -> web.Response:
         form = parse_form(await request.read())
         validate_form(kind.list_path, form, request_schema(kind.list_path))
         body = _first(form, "Body")
@@ -623,7 +726,7 @@ class FakeTwilio:
         if self.on_create is not None:
             await self.on_create(request)
         await self._sleep_if_hanging()
-        account_sid = request.match_info["AccountSid"]
+        account_sid = params["AccountSid"]
         sid = kind.prefix + uuid.uuid4().hex
         template = _response_template(kind.list_path, "post", "201", kind.schema)
         resource = _instantiate(template, account_sid, sid)
@@ -679,13 +782,18 @@ class FakeTwilio:
         self._store(kind)[sid] = resource
         return web.json_response(resource, status=201)
 
-    async def _fetch(self, kind: _Kind, request: web.Request) -> web.Response:
-        return web.json_response(self._item(kind, request))
+    async def _fetch(
+        self, kind: _Kind, request: web.Request, params: Mapping[str, str]
+    ) -> web.Response:
+        return web.json_response(self._item(kind, request, params))
 
-    async def _update(self, kind: _Kind, request: web.Request) -> web.Response:
-        resource = self._item(kind, request)
+    async def _update(
+        self, kind: _Kind, request: web.Request, params: Mapping[str, str]
+    ) -> web.Response:
+        resource = self._item(kind, request, params)
+        path = CALL_RECORDING if kind is _RECORDINGS else kind.item_path
         form = parse_form(await request.read())
-        validate_form(kind.item_path, form, request_schema(kind.item_path))
+        validate_form(path, form, request_schema(path))
         now = rfc2822(self.clock())
         status = _first(form, "Status")
         if status is not None:
@@ -698,12 +806,23 @@ class FakeTwilio:
         resource["date_updated"] = now
         return web.json_response(resource)
 
-    async def _delete(self, kind: _Kind, request: web.Request) -> web.Response:
-        self._item(kind, request)
-        del self._store(kind)[request.match_info["Sid"]]
+    async def _delete(
+        self, kind: _Kind, request: web.Request, params: Mapping[str, str]
+    ) -> web.Response:
+        self._item(kind, request, params)
+        del self._store(kind)[params["Sid"]]
         return web.Response(status=204)
 
-    async def _list(self, kind: _Kind, request: web.Request) -> web.Response:
+    async def _media(
+        self, extension: str, request: web.Request, params: Mapping[str, str]
+    ) -> web.Response:
+        self._item(_RECORDINGS, request, params)
+        body = f"{extension} audio of {params['Sid']}".encode()
+        return web.Response(body=body, content_type=RECORDING_MEDIA[extension])
+
+    async def _list(
+        self, kind: _Kind, request: web.Request, params: Mapping[str, str]
+    ) -> web.Response:
         query = request.query
         try:
             page_size = max(1, min(1000, int(query.get("PageSize", DEFAULT_PAGE_SIZE))))
@@ -711,6 +830,8 @@ class FakeTwilio:
         except ValueError as exc:
             raise TwilioError(400, 20001, "Invalid PageSize or Page") from exc
         filters = {p: query[p] for p in kind.filters if p in query}
+        if "CallSid" in params:  # a call's recordings, by the call's path
+            filters["CallSid"] = params["CallSid"]
         matching = [
             r
             for r in reversed(self._store(kind).values())  # newest first, as Twilio lists

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -425,13 +427,75 @@ async def test_delete_message_answers_204(fake: FakeTwilio, async_client: Any) -
 async def test_unrouted_paths_get_twilio_errors(fake: FakeTwilio) -> None:
     base = f"{fake.base_url}/2010-04-01/Accounts/{SID}"
     async with aiohttp.ClientSession(headers=AUTH) as session:
-        async with session.get(f"{base}/Recordings.json") as response:
+        async with session.get(f"{base}/IncomingPhoneNumbers.json") as response:
             not_found = (response.status, (await response.json())["code"])
         async with session.put(f"{base}/Calls.json") as response:
             not_allowed = (response.status, (await response.json())["code"])
 
     assert not_found == (404, 20404)
     assert not_allowed == (405, 20004)
+
+
+def send_raw(fake: FakeTwilio, method: str, target: str, body: bytes = b"") -> tuple[int, Any]:
+    """A request with `target` on the request line exactly as given (blocking)."""
+    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=30)
+    try:
+        headers = {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}
+        conn.request(method, target, body=body or None, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+async def test_dot_segments_resolve_as_on_a_real_server(fake: FakeTwilio) -> None:
+    """What a server does with `..` (RFC 3986, 5.2.4) after decoding the path: the fake does
+    it too, so a proxy that forwards such a path is caught by its tests."""
+    call, message = "CA" + "2" * 32, "SM" + "3" * 32
+    base = f"/2010-04-01/Accounts/{SID}"
+    body = urlencode({"To": TO, "From": FROM, "Url": TWIML_URL}).encode()
+    for target in (
+        f"{base}/Calls/{call}/../../Calls.json",
+        f"{base}/Calls/{call}/%2e%2e/%2E%2E/Calls.json",
+        f"{base}/Calls/{call}%2f..%2f..%2fCalls.json",
+        f"{base}/Messages/{message}/./../../Calls.json",
+    ):
+        status, created = await asyncio.to_thread(send_raw, fake, "POST", target, body)
+        assert status == 201, (target, created)
+        assert fake.received[-1].raw_path == target
+        assert fake.received[-1].path == f"{base}/Calls.json"
+    assert len(fake.creates("Calls")) == 4
+    status, _ = await asyncio.to_thread(
+        send_raw, fake, "GET", f"{base}/Calls/{call}/../../../x.json")
+    assert status == 404
+    assert fake.received[-1].path == "/2010-04-01/Accounts/x.json"
+    assert len(fake.received) == 5
+
+
+async def test_recordings_of_a_call(fake: FakeTwilio, async_client: Any) -> None:
+    call = await async_client.calls.create_async(to=TO, from_=FROM, url=TWIML_URL)
+    recording = fake.add_recording(call.sid)
+
+    fetched = await async_client.recordings(recording["sid"]).fetch_async()
+    listed = await async_client.calls(call.sid).recordings.list_async()
+    paused = await async_client.calls(call.sid).recordings(recording["sid"]).update_async(
+        status="paused")
+    base = f"/2010-04-01/Accounts/{SID}"
+    media = await asyncio.to_thread(
+        requests.get, f"{fake.base_url}{base}/Recordings/{recording['sid']}.mp3",
+        headers=AUTH, timeout=30)
+
+    assert (fetched.call_sid, fetched.account_sid) == (call.sid, SID)
+    assert [r.sid for r in listed] == [recording["sid"]]
+    assert paused.status == "paused"
+    assert media.headers["Content-Type"] == "audio/mpeg"
+    assert media.content == f"mp3 audio of {recording['sid']}".encode()
+    status, body = await asyncio.to_thread(
+        send_raw, fake, "POST", f"{base}/Calls/{call.sid}/Recordings/{recording['sid']}.json",
+        b"status=paused")
+    assert (status, body["code"]) == (400, 20001)
+    assert await async_client.recordings(recording["sid"]).delete_async() is True
+    assert fake.recordings == {}
 
 
 # --- fault modes -------------------------------------------------------------------------------
