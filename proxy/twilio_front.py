@@ -24,7 +24,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from proxy import credentials, form, gate, sms, store
+from proxy import credentials, form, gate, sms, store, twilio_routes
 from proxy.body import read_body
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
@@ -42,6 +42,8 @@ from proxy.keys import (
 from proxy.logging import add_to_request
 from proxy.policy import REASONS, Decision
 from proxy.policy.facts import ContactChannel, Organisation
+from proxy.twilio_errors import TwilioError
+from proxy.twilio_routes import NOT_PASSED_THROUGH
 from proxy.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 
 log = structlog.get_logger("proxy.front")
@@ -87,7 +89,6 @@ UPSTREAM_UNREACHABLE = (502, 930502)
 UPSTREAM_TIMEOUT = (504, 930504)
 IDEMPOTENCY_IN_FLIGHT = (409, 930409)
 IDEMPOTENCY_MISMATCH = (422, 930422)
-NOT_PASSED_THROUGH = (403, 930403)
 FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
     UPSTREAM_UNREACHABLE: (
         "UPSTREAM_UNREACHABLE", "The provider could not be reached; nothing was sent.",
@@ -106,16 +107,6 @@ FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
         "NOT_PASSED_THROUGH", "Only the calls, messages and recordings this client created are "
         "reachable through consent-proxy.", "Use Twilio directly for account administration."),
 }
-
-
-class TwilioError(ProxyError):
-    """An error answered in Twilio's shape: {"code","message","more_info","status"} + extras."""
-
-    def __init__(self, status: int, code: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.extra = extra
 
 
 def more_info(code: int, public_url: str) -> str:
@@ -409,9 +400,11 @@ async def _replay(request: web.Request, client: store.Client,
 
 
 async def create(request: web.Request, channel: ContactChannel, tail: str) -> web.Response:
+    route = twilio_routes.create_route(request.method, request.raw_path)
     client = await authenticate(request)
     raw = await read_body(request)
     pairs = parse_form(request, raw)
+    twilio_routes.check_fields(route, pairs)
     (validate_call if channel == "voice" else validate_message)(pairs)
     replay, claim = await _replay(request, client, raw)
     if replay is not None:
@@ -548,28 +541,32 @@ async def create_message(request: web.Request) -> web.Response:
 
 # --- pass-through ---------------------------------------------------------------------------
 
-_OWNED = re.compile(r"^(Calls|Messages)/((?:CA|SM|MM)[0-9a-fA-F]{32})(?:\.json|/.*)?$")
-_RECORDING = re.compile(r"^Recordings/(RE[0-9a-fA-F]{32})(?:\.json|\.mp3|\.wav|/.*)?$")
-_LISTS = {"Calls.json": ("calls", "sid"), "Messages.json": ("messages", "sid"),
-          "Recordings.json": ("recordings", "call_sid")}
-
-
 async def passthrough(request: web.Request) -> web.StreamResponse:
-    """Fetch, list, update and delete of this client's own calls, messages and recordings."""
+    """Fetch, list, update and delete of this client's own calls, messages and recordings,
+    on the routes proxy/twilio_routes.py serves."""
+    route = twilio_routes.passthrough_route(request.method, request.raw_path)
     client = await authenticate(request)
-    tail = request.match_info["tail"]
-    if request.method == "GET" and tail in _LISTS:
-        return await _filtered_list(request, client, tail)
-    owned = _OWNED.match(tail)
-    if owned is not None:
-        await _require_owned(request, client, owned.group(2))
-    elif (recording := _RECORDING.match(tail)) is not None:
-        await _require_owned_recording(request, client, recording.group(1))
+    body = await _passthrough_body(request, route)
+    if route.operation in twilio_routes.FILTERED_LISTS:
+        return await _filtered_list(request, client, route)
+    assert route.owner is not None  # every other route lies below a call, message or recording
+    kind, sid = route.owner
+    if kind == "Recordings":
+        await _require_owned_recording(request, client, sid)
     else:
-        raise TwilioError(*NOT_PASSED_THROUGH, f"consent-proxy passes through only the calls, "
-                          f"messages and recordings of this client, not {tail!r}")
-    body = await read_body(request) if request.can_read_body else None
-    return await _stream(request, client, tail, body)
+        await _require_owned(request, client, sid)
+    return await _stream(request, client, route, body)
+
+
+async def _passthrough_body(request: web.Request, route: twilio_routes.Route) -> bytes | None:
+    raw = await read_body(request)
+    if route.method != "POST":
+        if raw:
+            raise TwilioError(400, 20001, f"A {route.method} request takes no body")
+        return None
+    pairs = parse_form(request, raw)
+    twilio_routes.check_fields(route, pairs)
+    return form.encode(pairs)
 
 
 async def _owned_sids(request: web.Request, client: store.Client,
@@ -587,7 +584,7 @@ async def _require_owned(request: web.Request, client: store.Client, sid: str) -
 
 async def _require_owned_recording(request: web.Request, client: store.Client,
                                    sid: str) -> None:
-    meta = await _send(request, client, "GET", f"Recordings/{sid}.json")
+    meta = await _send(request, client, f"Recordings/{sid}.json")
     data = meta.json() if meta.status == 200 else None
     call_sid = data.get("call_sid") if isinstance(data, dict) else None
     if not isinstance(call_sid, str):
@@ -595,11 +592,15 @@ async def _require_owned_recording(request: web.Request, client: store.Client,
     await _require_owned(request, client, call_sid)
 
 
-async def _send(request: web.Request, client: store.Client, method: str, tail: str,
+_JSON = {"Accept": "application/json"}
+
+
+async def _send(request: web.Request, client: store.Client, tail: str,
                 query: str = "") -> UpstreamResponse:
+    """A GET of the proxy's own (a list to filter, a recording's call), read whole."""
     try:
-        return await request.app[UPSTREAM].send(method, client.account_sid, tail, query=query,
-                                                headers=request.headers)
+        return await request.app[UPSTREAM].send("GET", client.account_sid, tail, query=query,
+                                                headers=_JSON)
     except UpstreamTimeout as exc:
         raise TwilioError(*UPSTREAM_TIMEOUT, "The provider did not answer in time") from exc
     except UpstreamUnreachable as exc:
@@ -607,11 +608,11 @@ async def _send(request: web.Request, client: store.Client, method: str, tail: s
 
 
 async def _filtered_list(request: web.Request, client: store.Client,
-                         tail: str) -> web.Response:
+                         route: twilio_routes.Route) -> web.Response:
     """A list page with only this client's items: the upstream account may be shared."""
-    upstream = await _send(request, client, "GET", tail, request.query_string)
+    upstream = await _send(request, client, route.tail, route.query)
     data = upstream.json()
-    key, sid_field = _LISTS[tail]
+    key, sid_field = twilio_routes.FILTERED_LISTS[route.operation]
     if upstream.status != 200 or not isinstance(data, dict) or not isinstance(
             data.get(key), list):
         return _relay(upstream)
@@ -622,11 +623,11 @@ async def _filtered_list(request: web.Request, client: store.Client,
     return _relay(msgspec.structs.replace(upstream, body=json.dumps(data).encode()))
 
 
-async def _stream(request: web.Request, client: store.Client, tail: str,
+async def _stream(request: web.Request, client: store.Client, route: twilio_routes.Route,
                   body: bytes | None) -> web.StreamResponse:
     stream = request.app[UPSTREAM].stream(
-        request.method, client.account_sid, tail, query=request.query_string, body=body,
-        headers=request.headers)
+        route.method, client.account_sid, route.tail, query=route.query, body=body,
+        headers=twilio_routes.upstream_headers(route))
     try:
         async with stream:
             response = web.StreamResponse(status=stream.status,

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import email.utils
 import json
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -72,6 +73,10 @@ class StreamedResponse(Protocol):
 
 FORWARDED_HEADERS = ("Content-Type", "Accept", "I-Twilio-Idempotency-Token",
                      "X-Consent-Decision-Id")
+# What the front may ask for (proxy/twilio_routes.py builds every path from its allow-list):
+# plain segments, no escapes, no dot segments. Anything else is a bug: refused, never sent.
+_SEGMENT = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
+CANONICAL_TAIL = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 
 
 def _is_text(content_type: str) -> bool:
@@ -91,6 +96,8 @@ class TwilioUpstream:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     def _url(self, tail: str, query: str) -> str:
+        if not CANONICAL_TAIL.fullmatch(tail):
+            raise ValueError(f"not a canonical upstream path: {tail[:100]!r}")
         return f"{self._base}{API}/{self._sid}/{tail}" + (f"?{query}" if query else "")
 
     def _headers(self, headers: Mapping[str, str] | None) -> dict[str, str]:
