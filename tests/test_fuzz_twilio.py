@@ -240,8 +240,11 @@ class Harness:
         url = f"{self.world.base}/2010-04-01/Accounts/{account}/{route}.json"
         body = req.body
         if req.pad_to is not None:  # a filler field that lands the body on the limit
-            room = self.max_body - len(body) - len(b"&Pad=")
-            body += b"&Pad=" + b"x" * (room + (1 if req.pad_to == "over" else 0))
+            # A field both creates document: an undocumented one is refused before its size
+            # matters (proxy/twilio_routes.py).
+            filler = b"&StatusCallback="
+            room = self.max_body - len(body) - len(filler)
+            body += filler + b"x" * (room + (1 if req.pad_to == "over" else 0))
         headers: dict[str, str | bytes] = {}
         if req.content_type is not None:
             headers["Content-Type"] = req.content_type
