@@ -1054,10 +1054,15 @@ async def add_relay_targets(conn: asyncpg.Pool | asyncpg.Connection,
                             targets: Sequence[RelayTarget]) -> None:
     if not targets:
         return
+    # Committed without waiting for the disk: the row is needed seconds later, when Twilio
+    # calls back, and a crash within the moment before the disk has it costs that callback
+    # (an unknown id is a 404; a TwiML relay's call ends), never a decision: those are
+    # committed durably. A create does not pay a second fsync for it.
     await conn.execute(
-        """INSERT INTO relay_targets (id, decision_id, account_sid, kind, field, url, method)
-           SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                                $6::text[], $7::text[])""",
+        """WITH async AS (SELECT set_config('synchronous_commit', 'off', true))
+           INSERT INTO relay_targets (id, decision_id, account_sid, kind, field, url, method)
+           SELECT t.* FROM async, unnest($1::text[], $2::bigint[], $3::text[], $4::text[],
+                                         $5::text[], $6::text[], $7::text[]) AS t""",
         [t.id for t in targets], [t.decision_id for t in targets],
         [t.account_sid for t in targets], [t.kind for t in targets],
         [t.field for t in targets], [t.url for t in targets], [t.method for t in targets])

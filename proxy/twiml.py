@@ -185,7 +185,8 @@ def _reach(element: ET.Element, name: str, doc: Document) -> None:
 
 
 def _inside(element: ET.Element, blocked: set[int], doc: Document) -> bool:
-    return any(element is doc.blocks[i] or _contains(doc.blocks[i], element) for i in blocked)
+    return any(element is doc.blocks[i] or _contains(doc.blocks[i], element)
+               for i in blocked if 0 <= i < len(doc.blocks))
 
 
 def _contains(outer: ET.Element, element: ET.Element) -> bool:
@@ -268,7 +269,7 @@ def render(doc: Document, blocked: Collection[int] = (), new_urls: Sequence[str]
             if found is not None and found[1].strip():
                 element.set(found[0], urljoin(base, found[1].strip()))
     parents = {child: parent for parent in doc.root.iter() for child in parent}
-    for index in sorted(set(blocked)):
+    for index in sorted(i for i in set(blocked) if 0 <= i < len(doc.blocks)):
         element = doc.blocks[index]
         parent = parents.get(element)
         if parent is None:  # inside a block already replaced

@@ -279,6 +279,8 @@ async def test_application_sid_is_refused_and_recorded(world: World, fake: FakeT
     assert (app_row["decision"], app_row["reason"]) == ("deny", "TWIML_NOT_INSPECTABLE")
     assert app_row["details"]["twiml"]["element"] == "ApplicationSid"
     assert call_row["decision"] == "allow"
+    doc = await (await world.admin.get(f"/errors/{NOT_INSPECTABLE}")).json()
+    assert (doc["reason"], doc["status"]) == ("TWIML_NOT_INSPECTABLE", 403)
 
 
 async def test_application_sid_allowed_by_configuration(
