@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy import admin, audit, check, db, twilio_front, webhooks
+from proxy import admin, audit, check, db, relays, twilio_front, webhooks
 from proxy.credentials import constant_time_equals
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
@@ -248,4 +248,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     audit.add_routes(app)
     twilio_front.add_routes(app)
     webhooks.add_routes(app)
+    relays.add_routes(app)
     return app

@@ -107,6 +107,10 @@ class RuleSettings:
     optout: OptOutSettings = field(default_factory=OptOutSettings)
     relay_timeout_seconds: float = 5.0
     retention_months: int = 24  # decision rows older than this are removed by `prune`
+    # A call's TwiML may reach destinations the gate cannot see: a SIP URI (`<Sip>`), or a
+    # TwiML application (`ApplicationSid`, `<Application>`). Refused unless switched on.
+    allow_sip: bool = False
+    allow_application_sid: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +188,7 @@ SECTIONS: dict[str, set[str]] = {
     "optout": {"scope", "stop", "start", "help", "followers", "max_words", "organisations"},
     "webhooks": {"relay_timeout_seconds"},
     "retention": {"decisions_months"},
+    "twilio": {"allow_sip", "allow_application_sid"},
 }
 _KEYWORD_LISTS = ("stop", "start", "help", "followers")
 
@@ -232,6 +237,11 @@ def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
     months = data.get("retention", {}).get("decisions_months", defaults.retention_months)
     if isinstance(months, bool) or not isinstance(months, int) or not 1 <= months <= 240:
         raise ConfigError("retention.decisions_months: expected an integer from 1 to 240")
+    twilio = data.get("twilio", {})
+    allow = {key: twilio.get(key, False) for key in SECTIONS["twilio"]}
+    for key, value in sorted(allow.items()):
+        if not isinstance(value, bool):
+            raise ConfigError(f"twilio.{key}: expected true or false")
     return RuleSettings(
         calling_hours=calling_hours,
         other_destinations=other,
@@ -242,6 +252,8 @@ def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
         optout=_optout(data.get("optout", {})),
         relay_timeout_seconds=float(relay),
         retention_months=months,
+        allow_sip=allow["allow_sip"],
+        allow_application_sid=allow["allow_application_sid"],
     )
 
 

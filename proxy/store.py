@@ -964,7 +964,8 @@ async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]
             """SELECT max(chain_seq) FROM decisions WHERE chain_seq <= coalesce(
                    (SELECT min(chain_seq) - 1 FROM decisions WHERE decided_at >= $1),
                    (SELECT max(chain_seq) FROM decisions))""", before)
-        counts = {"decisions": 0, "outcomes": 0, "idempotency_keys": 0, "inbound_messages": 0}
+        counts = {"decisions": 0, "outcomes": 0, "idempotency_keys": 0, "contact_outcomes": 0,
+                  "relay_targets": 0, "inbound_messages": 0}
         if through is not None:
             anchor = await conn.fetchval(
                 "SELECT row_hash FROM decisions WHERE chain_seq = $1", through)
@@ -972,6 +973,10 @@ async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]
                                str(through))
             counts["idempotency_keys"] = await _count(conn, """DELETE FROM idempotency_keys k
                 USING decisions d WHERE d.id = k.decision_id AND d.chain_seq <= $1""", through)
+            counts["contact_outcomes"] = await _count(conn, """DELETE FROM contact_outcomes c
+                USING decisions d WHERE d.id = c.decision_id AND d.chain_seq <= $1""", through)
+            counts["relay_targets"] = await _count(conn, """DELETE FROM relay_targets r
+                USING decisions d WHERE d.id = r.decision_id AND d.chain_seq <= $1""", through)
             counts["outcomes"] = await _count(conn, """DELETE FROM decision_outcomes o
                 USING decisions d WHERE d.id = o.decision_id AND d.chain_seq <= $1""", through)
             counts["decisions"] = await _count(
@@ -1028,3 +1033,77 @@ async def evidence_report(conn: asyncpg.Pool | asyncpg.Connection, number: str,
         "integrity": "Decisions carry chain_seq, prev_hash and row_hash; `consent-proxy audit "
                      "verify` recomputes the whole chain.",
     }
+
+
+# --- relays: TwiML and callbacks that Twilio requests through the proxy --------------------
+
+@dataclass(frozen=True, slots=True)
+class RelayTarget:
+    """Where a relay URL leads: the dialer's own URL (None: recorded, not passed on)."""
+
+    id: str
+    decision_id: int
+    account_sid: str
+    kind: str  # twiml | callback
+    field: str
+    url: str | None
+    method: str  # GET | POST
+
+
+async def add_relay_targets(conn: asyncpg.Pool | asyncpg.Connection,
+                            targets: Sequence[RelayTarget]) -> None:
+    if not targets:
+        return
+    # Committed without waiting for the disk: the row is needed seconds later, when Twilio
+    # calls back, and a crash within the moment before the disk has it costs that callback
+    # (an unknown id is a 404; a TwiML relay's call ends), never a decision: those are
+    # committed durably. A create does not pay a second fsync for it.
+    await conn.execute(
+        """WITH async AS (SELECT set_config('synchronous_commit', 'off', true))
+           INSERT INTO relay_targets (id, decision_id, account_sid, kind, field, url, method)
+           SELECT t.* FROM async, unnest($1::text[], $2::bigint[], $3::text[], $4::text[],
+                                         $5::text[], $6::text[], $7::text[]) AS t""",
+        [t.id for t in targets], [t.decision_id for t in targets],
+        [t.account_sid for t in targets], [t.kind for t in targets],
+        [t.field for t in targets], [t.url for t in targets], [t.method for t in targets])
+
+
+async def get_relay_target(conn: asyncpg.Pool | asyncpg.Connection, relay_id: str,
+                           kind: str) -> RelayTarget | None:
+    row = await conn.fetchrow(
+        """SELECT id, decision_id, account_sid, kind, field, url, method FROM relay_targets
+           WHERE id = $1 AND kind = $2""", relay_id, kind)
+    return RelayTarget(*row.values()) if row is not None else None
+
+
+async def call_decision(conn: asyncpg.Pool | asyncpg.Connection, account_sid: str,
+                        call_sid: str) -> tuple[int, str | None] | None:
+    """(decision id, From as given) of the create that placed this client's call."""
+    row = await conn.fetchrow(
+        """SELECT d.id, d.sender FROM decision_outcomes o JOIN decisions d ON d.id = o.decision_id
+           WHERE o.upstream_sid = $1 AND d.account_sid = $2 ORDER BY d.id LIMIT 1""",
+        call_sid, account_sid)
+    return (row["id"], row["sender"]) if row is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactOutcome:
+    decision_id: int
+    relay_id: str
+    field: str
+    sid: str | None
+    status: str | None
+    answered_by: str | None
+    duration_seconds: int | None
+    error_code: str | None
+    received_at: dt.datetime
+
+
+async def record_contact_outcome(conn: asyncpg.Pool | asyncpg.Connection,
+                                 outcome: ContactOutcome) -> None:
+    await conn.execute(
+        """INSERT INTO contact_outcomes (decision_id, relay_id, field, sid, status, answered_by,
+               duration_seconds, error_code, received_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        outcome.decision_id, outcome.relay_id, outcome.field, outcome.sid, outcome.status,
+        outcome.answered_by, outcome.duration_seconds, outcome.error_code, outcome.received_at)

@@ -24,7 +24,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from proxy import credentials, form, gate, sms, store, twilio_routes
+from proxy import credentials, form, gate, relays, sms, store, twilio_routes
 from proxy.body import read_body
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
@@ -82,6 +82,7 @@ DENIAL_CODES: Mapping[str, tuple[int, int]] = {
     "NO_LEGAL_BASIS": (403, 930030),
     "OUTSIDE_CALLING_HOURS": (403, 930040),
     "PROHIBITED_DAY": (403, 930041),
+    "TWIML_NOT_INSPECTABLE": (403, 930051),
     "CONSENT_STORE_UNAVAILABLE": (503, 930503),
 }
 # Faults of the proxy's own, in the same shape: (status, code).
@@ -284,6 +285,7 @@ class _Gated(msgspec.Struct, frozen=True, gc=False):
     pairs: list[tuple[str, str]]
     details: dict[str, Any]
     refusal: TwilioError | None = None  # allowed by law, refused for its content (N17)
+    dialed: relays.Dialed | None = None  # a call's TwiML destinations, decided with its To
 
 
 def _sms_footer(pairs: list[tuple[str, str]], evaluation: gate.Evaluation,
@@ -323,7 +325,7 @@ def _body_has_opt_out(pairs: Sequence[tuple[str, str]],
 
 
 async def _decide(request: web.Request, client: store.Client, channel: ContactChannel,
-                  pairs: list[tuple[str, str]]) -> _Gated:
+                  pairs: list[tuple[str, str]], plan: relays.Plan) -> _Gated:
     from_raw = _first(pairs, "From") or (
         _first(pairs, "MessagingServiceSid") if channel == "sms" else None)
     evaluation = await gate.evaluate(
@@ -334,7 +336,8 @@ async def _decide(request: web.Request, client: store.Client, channel: ContactCh
     )
     if channel == "sms":
         return _sms_footer(pairs, evaluation, from_raw or "")
-    return _Gated(evaluation, pairs, {})
+    dialed = await relays.decide_create(request, client, plan, pairs, evaluation)
+    return _Gated(dialed.call, pairs, {}, dialed=dialed)
 
 
 def _record(request: web.Request, client: store.Client, gated: _Gated,
@@ -406,17 +409,18 @@ async def create(request: web.Request, channel: ContactChannel, tail: str) -> we
     pairs = parse_form(request, raw)
     twilio_routes.check_fields(route, pairs)
     (validate_call if channel == "voice" else validate_message)(pairs)
+    plan = relays.plan(channel, pairs)  # bad URLs or TwiML: 400 before anything is decided
     replay, claim = await _replay(request, client, raw)
     if replay is not None:
         return replay
     decided_at = request.app[CLOCK]()
-    gated = await _decide(request, client, channel, pairs)
+    gated = await _decide(request, client, channel, pairs, plan)
     writer = request.app[WRITER]
     try:
         decision_id, claimed = await writer.decision(
             _record(request, client, gated, decided_at), claim)
     except store.RequestAlreadyUsed:  # N6: a concurrent contact used the request; decide again
-        gated = await _decide(request, client, channel, pairs)
+        gated = await _decide(request, client, channel, pairs, plan)
         decision_id, claimed = await writer.decision(
             _record(request, client, gated, decided_at), claim)
     decision = gated.evaluation.decision
@@ -440,7 +444,15 @@ async def create(request: web.Request, channel: ContactChannel, tail: str) -> we
         response = error_response(request, gated.refusal)
         await _finish(request, decision_id, None, None, gated.refusal.message, response, claim)
         return response
-    return await _forward(request, client, decision_id, tail, gated.pairs, claim)
+    ready = await relays.ready(request, client, decision_id, plan, gated.dialed, gated.pairs,
+                               decided_at)
+    if ready.denied is not None:  # a destination in its TwiML was refused: so is the call
+        response = _denial(ready.denied.decision, channel, ready.denied.decision_id,
+                           request.app[SETTINGS].public_url)
+        await _finish(request, decision_id, None, None, "not forwarded: TwiML destination "
+                      f"refused (decision {ready.denied.decision_id})", response, claim)
+        return response
+    return await _forward(request, client, decision_id, tail, ready.pairs, claim)
 
 
 async def _forward(request: web.Request, client: store.Client, decision_id: int, tail: str,
@@ -555,6 +567,10 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
         await _require_owned_recording(request, client, sid)
     else:
         await _require_owned(request, client, sid)
+    body, denied = await relays.gate_call_update(request, client, route.tail, body)
+    if denied is not None:
+        return _denial(denied.decision, "voice", denied.decision_id,
+                       request.app[SETTINGS].public_url)
     return await _stream(request, client, route, body)
 
 

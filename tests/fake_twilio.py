@@ -34,8 +34,11 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import MultiDict
+from twilio.request_validator import RequestValidator
 from yarl import URL
 
 # The call and message part of Twilio's OpenAPI document (MIT), shipped with the tests;
@@ -441,6 +444,9 @@ class FakeTwilio:
         self.messages: dict[str, JSONObject] = {}
         self.recordings: dict[str, JSONObject] = {}
         self._routes = self._make_routes()
+        # The URL fields (and their methods) of each call and message, updates included:
+        # where Twilio would send its requests.
+        self.urls: dict[str, dict[str, str]] = {}
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
         self._fault: _Fault | None = None
@@ -780,6 +786,7 @@ class FakeTwilio:
                 }
             )
         self._store(kind)[sid] = resource
+        self.urls[sid] = {k: v for k, v in form if k in _URL_FIELDS and v}
         return web.json_response(resource, status=201)
 
     async def _fetch(
@@ -804,6 +811,8 @@ class FakeTwilio:
         if kind is _MESSAGES and body is not None:
             resource["body"] = body  # Twilio allows only "" here: redaction
         resource["date_updated"] = now
+        self.urls.setdefault(resource["sid"], {}).update(
+            {k: v for k, v in form if k in _URL_FIELDS and v})
         return web.json_response(resource)
 
     async def _delete(
@@ -859,6 +868,82 @@ class FakeTwilio:
             }
         )
         return web.json_response(result)
+
+
+    # playing Twilio towards the URLs a call or message named
+
+    async def request_url(self, url: str, params: list[tuple[str, str]], method: str = "POST"
+                          ) -> tuple[int, str, str]:
+        """Request `url` as Twilio does: its parameters in the body (POST) or the query
+        (GET), with an X-Twilio-Signature made with this account's auth token. Returns the
+        answer's (status, text, content type)."""
+        validator = RequestValidator(self.auth_token)
+        data: str | None = None
+        if method.upper() == "GET":
+            url += ("&" if "?" in url else "?") + urlencode(params)
+            signature = validator.compute_signature(url, {})
+        else:
+            data = urlencode(params)
+            signature = validator.compute_signature(url, MultiDict(params))
+        headers = {"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1"}
+        if data is not None:
+            headers["Content-Type"] = FORM
+        async with aiohttp.ClientSession() as session, session.request(
+                method.upper(), url, data=data, headers=headers) as resp:
+            return resp.status, await resp.text(), resp.headers.get("Content-Type", "")
+
+    def call_params(self, sid: str, **extra: str) -> list[tuple[str, str]]:
+        """The parameters of Twilio's requests about a call (or message), `extra` added."""
+        if sid in self.calls:
+            call = self.calls[sid]
+            params = [("AccountSid", self.account_sid), ("ApiVersion", "2010-04-01"),
+                      ("CallSid", sid), ("CallStatus", "in-progress"),
+                      ("Direction", "outbound-api"), ("From", call["from"] or ""),
+                      ("To", call["to"] or "")]
+        else:
+            message = self.messages[sid]
+            params = [("AccountSid", self.account_sid), ("ApiVersion", "2010-04-01"),
+                      ("MessageSid", sid), ("SmsSid", sid), ("From", message["from"] or ""),
+                      ("To", message["to"] or "")]
+        keys = set(extra)
+        return [(k, v) for k, v in params if k not in keys] + list(extra.items())
+
+    def url_of(self, sid: str, field: str) -> tuple[str, str]:
+        """(URL, method) the call or message named in `field`, e.g. "StatusCallback"."""
+        fields = self.urls[sid]
+        method = fields.get(_METHOD_FIELDS.get(field, ""), "POST")
+        return fields[field], method
+
+    async def fetch_twiml(self, call_sid: str, field: str = "Url", **extra: str
+                          ) -> tuple[int, str]:
+        """Twilio fetching a call's TwiML from its `Url` (or `FallbackUrl`)."""
+        url, method = self.url_of(call_sid, field)
+        status, text, _ = await self.request_url(url, self.call_params(call_sid, **extra),
+                                                 method)
+        return status, text
+
+    async def fire_status_callback(self, sid: str, status: str, field: str = "StatusCallback",
+                                   **extra: str) -> tuple[int, str, str]:
+        """Twilio reporting a call's or message's status to the URL in `field`."""
+        url, method = self.url_of(sid, field)
+        key = "CallStatus" if sid in self.calls else "MessageStatus"
+        params = self.call_params(sid, **{key: status, **extra})
+        if sid in self.messages:
+            params.append(("SmsStatus", status))
+        return await self.request_url(url, params, method)
+
+
+# URL fields of creates and updates (the spec's format "uri"), and the fields of their methods.
+_URL_FIELDS = frozenset({
+    "Url", "Method", "FallbackUrl", "FallbackMethod", "StatusCallback", "StatusCallbackMethod",
+    "RecordingStatusCallback", "RecordingStatusCallbackMethod", "AsyncAmdStatusCallback",
+    "AsyncAmdStatusCallbackMethod", "ClientNotificationUrl",
+})
+_METHOD_FIELDS = {
+    "Url": "Method", "FallbackUrl": "FallbackMethod", "StatusCallback": "StatusCallbackMethod",
+    "RecordingStatusCallback": "RecordingStatusCallbackMethod",
+    "AsyncAmdStatusCallback": "AsyncAmdStatusCallbackMethod",
+}
 
 
 def _not_found(path: str) -> TwilioError:

@@ -73,6 +73,9 @@ def test_bad_environment_names_the_key(env: dict[str, str], key: str) -> None:
         ({"upstream": {"timeout_seconds": 0}}, "upstream.timeout_seconds"),
         ({"limits": {"max_body_bytes": 10}}, "limits.max_body_bytes"),
         ({"telemetry": {}}, "telemetry"),
+        ({"twilio": {"allow_sip": "yes"}}, "twilio.allow_sip"),
+        ({"twilio": {"allow_application_sid": 1}}, "twilio.allow_application_sid"),
+        ({"twilio": {"allow_everything": True}}, "twilio.allow_everything"),
     ],
 )
 def test_bad_rules_name_the_key(data: dict[str, object], key: str) -> None:
@@ -90,6 +93,9 @@ def test_rules_parse() -> None:
     assert rules.calling_hours.sunday == TimeRange(dt.time(12), dt.time(17))
     assert rules.calling_hours.closed_dates == {dt.date(2026, 5, 4), dt.date(2026, 8, 15)}
     assert rules.other_destinations == "deny"
+    assert (rules.allow_sip, rules.allow_application_sid) == (False, False)
+    rules = parse_rules({"twilio": {"allow_sip": True, "allow_application_sid": True}})
+    assert (rules.allow_sip, rules.allow_application_sid) == (True, True)
 
 
 def test_bad_config_stops_start_up_naming_the_key(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client as TwilioClient
 
 from proxy.app import create_app
-from proxy.keys import POOL
+from proxy.keys import POOL, SETTINGS
 from proxy.phone import subject_hash
 from proxy.twilio_front import DENIAL_CODES
 from tests.conftest import UP_SID, UP_TOKEN, Clock, make_settings, mobile, uid
@@ -108,7 +108,11 @@ async def test_form_is_forwarded_field_for_field_in_order(world: World, fake: Fa
     assert status == 201
     (received,) = fake.creates()
     footer = f"\nAfmelden? Sms STOP naar {world.sms}"
-    assert received.form == [(k, v + footer if k == "Body" else v) for k, v in pairs]
+    # The StatusCallback leads through the proxy's callback relay (tests/test_relays.py).
+    relayed = received.value("StatusCallback") or ""
+    assert relayed.startswith(f"{world.admin.app[SETTINGS].public_url}/webhooks/twilio/callback/")
+    assert received.form == [(k, v + footer if k == "Body" else relayed
+                              if k == "StatusCallback" else v) for k, v in pairs]
 
 
 async def test_body_with_its_own_opt_out_is_left_alone(world: World, fake: FakeTwilio) -> None:

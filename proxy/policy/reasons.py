@@ -42,6 +42,7 @@ NO_LEGAL_BASIS: Final = "NO_LEGAL_BASIS"
 OUTSIDE_CALLING_HOURS: Final = "OUTSIDE_CALLING_HOURS"
 PROHIBITED_DAY: Final = "PROHIBITED_DAY"
 CONSENT_STORE_UNAVAILABLE: Final = "CONSENT_STORE_UNAVAILABLE"
+TWIML_NOT_INSPECTABLE: Final = "TWIML_NOT_INSPECTABLE"
 
 REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
     ALLOWED: ReasonDoc(
@@ -149,6 +150,13 @@ REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
         "SYSTEM",
         "The consent store could not be read, so the request was refused unchecked (HTTP 503).",
         "Restore the database connection; the dialer should retry later.",
+    ),
+    TWIML_NOT_INSPECTABLE: ReasonDoc(
+        "N4",
+        "The call's instructions reach a destination the gate cannot see (an ApplicationSid, "
+        "a SIP address or an unknown TwiML element), so no rule can be applied to it.",
+        "Dial phone numbers from the call's own TwiML (Url or Twiml), or switch on "
+        "twilio.allow_sip / twilio.allow_application_sid and accept the risk.",
     ),
 })
 
