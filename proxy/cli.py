@@ -20,6 +20,7 @@ from proxy import audit, db
 from proxy.app import create_app
 from proxy.errors import NotFound
 from proxy.logging import configure_logging
+from proxy.optout_spool import OptOutSpool
 from proxy.phone import InvalidNumber
 from proxy.settings import ConfigError, Settings, load_settings
 
@@ -59,6 +60,11 @@ def cmd_serve(_args: argparse.Namespace) -> int:
     if not settings.proxy_secret:
         print("consent-proxy: configuration error: PROXY_SECRET: required (client credentials "
               "are derived from it); `make run` generates one under .data/", file=sys.stderr)
+        return 2
+    try:
+        OptOutSpool(settings.optout_spool_dir).check()
+    except ConfigError as exc:
+        print(f"consent-proxy: configuration error: {exc}", file=sys.stderr)
         return 2
     settings = _with_database(settings)
     if not settings.admin_token:

@@ -14,6 +14,7 @@ from proxy.settings import Settings
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics
+    from proxy.optout_spool import OptOutSpool, SpoolDrain
     from proxy.reader import GroupFetch
     from proxy.twilio_front import ClientDirectory
     from proxy.upstream import Upstream
@@ -34,3 +35,5 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 WRITER: web.AppKey[GroupCommit] = web.AppKey("writer")
 READER: web.AppKey[GroupFetch] = web.AppKey("reader")
 WORKERS: web.AppKey[Workers] = web.AppKey("workers")
+OPTOUT_SPOOL: web.AppKey[OptOutSpool] = web.AppKey("optout_spool")
+SPOOL_DRAIN: web.AppKey[SpoolDrain] = web.AppKey("spool_drain")

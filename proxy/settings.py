@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG_PATH = Path("config/consent-proxy.toml")
+DEFAULT_SPOOL_DIR = Path(".data/spool")
 _TIME_RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 _TIME = re.compile(r"^(\d{2}):(\d{2})$")
 
@@ -127,6 +128,8 @@ class Settings:
     proxy_secret: str | None
     log_level: str
     rules: RuleSettings
+    # Where STOP replies wait while the database cannot be written (proxy/optout_spool.py).
+    optout_spool_dir: Path = DEFAULT_SPOOL_DIR
 
     @property
     def sandbox(self) -> bool:
@@ -161,6 +164,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         proxy_secret=env.get("PROXY_SECRET") or None,
         log_level=log_level,
         rules=load_rules(config_path) if config_path.exists() else _missing(config_path, env),
+        optout_spool_dir=Path(env.get("OPTOUT_SPOOL_DIR") or DEFAULT_SPOOL_DIR),
     )
 
 

@@ -820,7 +820,7 @@ class InboundRecord:
     message_sid: str
     received_at: dt.datetime
     sender: str
-    organisation_id: str
+    organisation_id: str | None  # None: the number is no registered sender
     subject: str
     intent: str
     body_hash: str
@@ -850,20 +850,35 @@ async def inbound_reply(conn: asyncpg.Pool | asyncpg.Connection, message_sid: st
 
 async def stop_by_sms(pool: asyncpg.Pool, rec: InboundRecord, objection: ObjectionIn,
                       reply: str) -> int | None:
-    """N11/N12: record the message and its objection together. None: a retry, nothing new."""
+    """N11/N12: record the message and its objection together. None: a retry, nothing new.
+
+    A STOP applied late (from the outage spool) may find a START of the same number to the
+    same organisation that arrived after it: that START lifts it at once, as it would have
+    had the STOP been recorded when it arrived."""
+    digest = subject_hash(objection.subject)
     async with pool.acquire() as conn, conn.transaction():
         if not await _claim_inbound(conn, rec):
             return None
+        later_start = None if objection.organisation is None else await conn.fetchrow(
+            """SELECT message_sid, received_at FROM inbound_messages
+               WHERE subject_hash = $1 AND organisation_id = $2 AND intent = 'start'
+                 AND received_at > $3 ORDER BY received_at, message_sid LIMIT 1""",
+            digest, objection.organisation, objection.received_at)
         objection_id: int = await conn.fetchval(
             """INSERT INTO objections (subject_hash, subject, organisation_id, channel,
-                   received_at, via, source_ref, body_hash)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
-            subject_hash(objection.subject), objection.subject, objection.organisation,
-            objection.channel, objection.received_at, objection.via, objection.source_ref,
-            objection.body_hash)
+                   received_at, via, source_ref, body_hash, lifted_at, lifted_ref)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+            digest, objection.subject, objection.organisation, objection.channel,
+            objection.received_at, objection.via, objection.source_ref, objection.body_hash,
+            *((later_start["received_at"], later_start["message_sid"]) if later_start
+              else (None, None)))
         await conn.execute(
             "UPDATE inbound_messages SET objection_id = $2, reply = $3 WHERE message_sid = $1",
             rec.message_sid, objection_id, reply)
+        if later_start is not None:
+            await conn.execute(
+                "UPDATE inbound_messages SET lifted = lifted + 1 WHERE message_sid = $1",
+                later_start["message_sid"])
     return objection_id
 
 
