@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy import admin, audit, check, db, stops, twilio_front, webhooks
+from proxy import admin, audit, check, checkpoints, db, stops, twilio_front, webhooks
 from proxy.credentials import constant_time_equals
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
@@ -247,6 +247,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_workers_ctx)
     stops.install(app)
+    checkpoints.install(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

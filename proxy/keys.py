@@ -13,6 +13,7 @@ from aiohttp import web
 from proxy.settings import Settings
 
 if TYPE_CHECKING:
+    from proxy.checkpoints import Checkpointer
     from proxy.metrics import Metrics
     from proxy.optout_spool import OptOutSpool, SpoolDrain
     from proxy.reader import GroupFetch
@@ -37,3 +38,4 @@ READER: web.AppKey[GroupFetch] = web.AppKey("reader")
 WORKERS: web.AppKey[Workers] = web.AppKey("workers")
 OPTOUT_SPOOL: web.AppKey[OptOutSpool] = web.AppKey("optout_spool")
 SPOOL_DRAIN: web.AppKey[SpoolDrain] = web.AppKey("spool_drain")
+CHECKPOINTS: web.AppKey[Checkpointer] = web.AppKey("checkpoints")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -938,37 +939,96 @@ async def relay_client(pool: asyncpg.Pool, organisation_id: str) -> tuple[str, i
 # --- audit: the decision chain, evidence reports, retention --------------------------------
 
 @dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A row of audit_checkpoints, with the row_hash the decision at its chain_seq has now
+    (None: no such row)."""
+
+    id: int
+    chain_seq: int
+    row_hash: str
+    taken_at: dt.datetime
+    mac: str
+    source: str
+    present_hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ChainReport:
     rows: int
     broken_id: int | None = None
     broken_seq: int | None = None
     why: str | None = None
+    # Read in the same snapshot as the walk: where pruning last cut the chain, the
+    # checkpoints, and the row_hash at each chain_seq asked for (None: no such row).
+    pruned_through: int | None = None
+    anchor_hash: str | None = None
+    checkpoints: tuple[StoredCheckpoint, ...] = ()
+    hashes_at: dict[int, str | None] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.broken_id is None
 
 
-async def verify_chain(conn: asyncpg.Connection) -> ChainReport:
-    """Walk the decision chain in commit order; name the first row whose hash or link is off."""
-    expected_prev: str | None = await conn.fetchval(
-        "SELECT anchor_hash FROM audit_anchors ORDER BY id DESC LIMIT 1")
-    rows = 0
+async def verify_chain(conn: asyncpg.Connection, seqs: Sequence[int] = ()) -> ChainReport:
+    """Walk the decision chain in commit order; name the first row whose hash or link is off.
+    Also reads the checkpoints and the row hashes at `seqs`, for `proxy.checkpoints`."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        cursor = conn.cursor(
-            """SELECT id, chain_seq, prev_hash, row_hash,
-                      decision_row_hash(d, d.prev_hash) AS recomputed
-               FROM decisions d ORDER BY chain_seq""", prefetch=2000)
-        async for row in cursor:
-            rows += 1
-            if row["prev_hash"] != expected_prev:
-                return ChainReport(rows, row["id"], row["chain_seq"],
-                                   "prev_hash does not match the row before it")
-            if row["row_hash"] != row["recomputed"]:
-                return ChainReport(rows, row["id"], row["chain_seq"],
-                                   "the row's content does not match its row_hash")
-            expected_prev = row["row_hash"]
+        anchor = await conn.fetchrow(
+            "SELECT through_seq, anchor_hash FROM audit_anchors ORDER BY id DESC LIMIT 1")
+        walked = await _walk_chain(conn, anchor["anchor_hash"] if anchor else None)
+        checkpoints = tuple(StoredCheckpoint(**row) for row in await conn.fetch(
+            """SELECT c.id, c.chain_seq, c.row_hash, c.taken_at, c.mac, c.source,
+                      d.row_hash AS present_hash
+               FROM audit_checkpoints c LEFT JOIN decisions d ON d.chain_seq = c.chain_seq
+               ORDER BY c.id"""))
+        found = {row["chain_seq"]: row["row_hash"] for row in await conn.fetch(
+            "SELECT chain_seq, row_hash FROM decisions WHERE chain_seq = ANY($1::bigint[])",
+            list(seqs))}
+    return dataclasses.replace(
+        walked, pruned_through=anchor["through_seq"] if anchor else None,
+        anchor_hash=anchor["anchor_hash"] if anchor else None, checkpoints=checkpoints,
+        hashes_at={seq: found.get(seq) for seq in seqs})
+
+
+async def _walk_chain(conn: asyncpg.Connection, expected_prev: str | None) -> ChainReport:
+    rows = 0
+    cursor = conn.cursor(
+        """SELECT id, chain_seq, prev_hash, row_hash,
+                  decision_row_hash(d, d.prev_hash) AS recomputed
+           FROM decisions d ORDER BY chain_seq""", prefetch=2000)
+    async for row in cursor:
+        rows += 1
+        if row["prev_hash"] != expected_prev:
+            return ChainReport(rows, row["id"], row["chain_seq"],
+                               "prev_hash does not match the row before it")
+        if row["row_hash"] != row["recomputed"]:
+            return ChainReport(rows, row["id"], row["chain_seq"],
+                               "the row's content does not match its row_hash")
+        expected_prev = row["row_hash"]
     return ChainReport(rows)
+
+
+async def chain_head(conn: asyncpg.Pool | asyncpg.Connection) -> tuple[int, str] | None:
+    """The newest committed decision row's (chain_seq, row_hash); None with no rows."""
+    row = await conn.fetchrow(
+        "SELECT chain_seq, row_hash FROM decisions ORDER BY chain_seq DESC LIMIT 1")
+    return (row["chain_seq"], row["row_hash"]) if row else None
+
+
+async def latest_checkpoint(conn: asyncpg.Pool | asyncpg.Connection) -> tuple[int, str] | None:
+    row = await conn.fetchrow(
+        "SELECT chain_seq, row_hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1")
+    return (row["chain_seq"], row["row_hash"]) if row else None
+
+
+async def insert_checkpoint(conn: asyncpg.Pool | asyncpg.Connection, chain_seq: int,
+                            row_hash: str, taken_at: dt.datetime, mac: str, source: str) -> int:
+    checkpoint_id: int = await conn.fetchval(
+        """INSERT INTO audit_checkpoints (chain_seq, row_hash, taken_at, mac, source)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+        chain_seq, row_hash, taken_at, mac, source)
+    return checkpoint_id
 
 
 async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]:
@@ -979,7 +1039,8 @@ async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]
             """SELECT max(chain_seq) FROM decisions WHERE chain_seq <= coalesce(
                    (SELECT min(chain_seq) - 1 FROM decisions WHERE decided_at >= $1),
                    (SELECT max(chain_seq) FROM decisions))""", before)
-        counts = {"decisions": 0, "outcomes": 0, "idempotency_keys": 0, "inbound_messages": 0}
+        counts = {"decisions": 0, "outcomes": 0, "idempotency_keys": 0, "inbound_messages": 0,
+                  "checkpoints": 0}
         if through is not None:
             anchor = await conn.fetchval(
                 "SELECT row_hash FROM decisions WHERE chain_seq = $1", through)
@@ -991,6 +1052,10 @@ async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]
                 USING decisions d WHERE d.id = o.decision_id AND d.chain_seq <= $1""", through)
             counts["decisions"] = await _count(
                 conn, "DELETE FROM decisions WHERE chain_seq <= $1", through)
+            # A checkpoint of a pruned row names a row that is gone on purpose; the anchor
+            # below vouches for where the chain now starts.
+            counts["checkpoints"] = await _count(
+                conn, "DELETE FROM audit_checkpoints WHERE chain_seq <= $1", through)
             await conn.execute(
                 """INSERT INTO audit_anchors (through_seq, anchor_hash, pruned_rows,
                        pruned_before) VALUES ($1, $2, $3, $4)""",
