@@ -357,6 +357,30 @@ async def test_outage_answers_without_the_database(proxy: TestClient[Any, Any]) 
     assert spool_lines(app[SETTINGS].optout_spool_dir) == []  # none of these was spooled
 
 
+async def test_a_stop_that_cannot_be_spooled_either_is_a_503(
+    log_output: Any, proxy: TestClient[Any, Any],
+) -> None:
+    """Fail closed: when even the disk refuses, Twilio gets an error (and its fallback URL,
+    if one is set), never a reply that promises an opt-out nobody recorded."""
+    app = proxy.app
+    spool_dir = app[SETTINGS].optout_spool_dir
+    spool_dir.parent.mkdir(parents=True, exist_ok=True)
+    spool_dir.write_text("not a directory")  # made unusable after the start-up check
+    with pytest.raises(StoreUnavailable, match="could not be spooled"):
+        await stops.answer_in_outage(app, {"From": mobile(), "To": landline(), "Body": "STOP"},
+                                     new_sid(), ARRIVED)
+    await asyncio.sleep(0)  # the log writes a loop iteration's lines at its end
+    assert "optout_spool_failed" in log_output.getvalue()
+    assert app[OPTOUT_SPOOL].entries == 0
+
+
+def test_the_spool_directory_setting() -> None:
+    assert make_settings("postgresql://x/y", OPTOUT_SPOOL_DIR="").optout_spool_dir == Path(
+        ".data/spool")
+    assert make_settings("postgresql://x/y", OPTOUT_SPOOL_DIR="/srv/spool").optout_spool_dir \
+        == Path("/srv/spool")
+
+
 # --- the spool file ------------------------------------------------------------------------------
 
 def sample(sid: str) -> SpoolEntry:
