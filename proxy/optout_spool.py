@@ -139,9 +139,10 @@ class OptOutSpool:
 
     def load(self) -> list[SpoolEntry]:
         """Every readable entry, in the order they arrived."""
-        if not self.path.exists():  # nothing spooled yet (the directory is made when needed)
-            self._sids, self.entries = set(), 0
-            return []
+        with self._thread_lock:  # (an append in another thread cannot come in between)
+            if not self.path.exists():  # nothing spooled (the directory is made when needed)
+                self._sids, self.entries = set(), 0
+                return []
         with self._locked():
             entries, unreadable = self._read()
         if unreadable:
