@@ -6,11 +6,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PROXY_HOST=0.0.0.0 \
-    PROXY_PORT=8080
+    PROXY_PORT=8080 \
+    OPTOUT_SPOOL_DIR=/var/lib/consent-proxy/spool
 
 WORKDIR /app
 RUN groupadd --system --gid 10001 proxy \
- && useradd --system --uid 10001 --gid proxy --home-dir /app --no-create-home proxy
+ && useradd --system --uid 10001 --gid proxy --home-dir /app --no-create-home proxy \
+ && install -d -m 700 -o 10001 -g 10001 /var/lib/consent-proxy/spool
 
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy

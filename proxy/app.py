@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy import admin, audit, check, db, relays, twilio_front, webhooks
+from proxy import admin, audit, check, checkpoints, db, relays, stops, twilio_front, webhooks
 from proxy.credentials import constant_time_equals
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
@@ -23,6 +23,7 @@ from proxy.keys import (
     CLOCK,
     HTTP,
     METRICS,
+    OPTOUT_SPOOL,
     POOL,
     READER,
     REQUEST_ID,
@@ -158,16 +159,21 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    # STOPs waiting in the outage spool are shown, but do not make the gate unready: with the
+    # database back it decides correctly while the spool drains (proxy/stops.py).
+    spooled = request.app[OPTOUT_SPOOL].entries
+    extra = {"optout_spool": spooled} if spooled else {}
     try:
         async with request.app[POOL].acquire(timeout=2) as conn:
             pending = await db.pending_migrations(conn)
     except STORE_ERRORS:
         return web.json_response(
-            {"status": "unavailable", "reason": "CONSENT_STORE_UNAVAILABLE"}, status=503)
+            {"status": "unavailable", "reason": "CONSENT_STORE_UNAVAILABLE", **extra},
+            status=503)
     if pending:
         return web.json_response(
-            {"status": "migrations_pending", "pending": pending}, status=503)
-    return web.json_response({"status": "ready"})
+            {"status": "migrations_pending", "pending": pending, **extra}, status=503)
+    return web.json_response({"status": "ready", **extra})
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -240,6 +246,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_workers_ctx)
+    stops.install(app)
+    checkpoints.install(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

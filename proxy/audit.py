@@ -1,15 +1,17 @@
 """Evidence and audit: `GET /admin/v1/subjects/{number}/evidence` and the CLI commands
-`consent-proxy evidence NUMBER`, `consent-proxy audit verify` and `consent-proxy prune`."""
+`consent-proxy evidence NUMBER`, `consent-proxy audit verify`, `consent-proxy audit
+checkpoint` and `consent-proxy prune`."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
-from proxy import db, store
+from proxy import checkpoints, db, store
 from proxy.admin import PREFIX
 from proxy.errors import BadInput
 from proxy.keys import CLOCK, POOL, WRITER
@@ -44,10 +46,22 @@ async def evidence_text(database_url: str, raw_number: str, now: dt.datetime) ->
         await conn.close()
 
 
-async def verify(database_url: str) -> store.ChainReport:
+async def verify(database_url: str, proxy_secret: str | None,
+                 given: Sequence[tuple[int, str]] = ()) -> checkpoints.AuditReport:
+    """The chain, and the checkpoints (and those `given` from the log) held against it."""
     conn = await db.connect(database_url)
     try:
-        return await store.verify_chain(conn)
+        chain = await store.verify_chain(conn, [seq for seq, _hash in given])
+    finally:
+        await conn.close()
+    return checkpoints.check(chain, proxy_secret, given)
+
+
+async def checkpoint(database_url: str, proxy_secret: str,
+                     now: dt.datetime) -> checkpoints.Checkpoint | None:
+    conn = await db.connect(database_url)
+    try:
+        return await checkpoints.take(conn, proxy_secret, now, "cli")
     finally:
         await conn.close()
 

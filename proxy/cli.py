@@ -16,10 +16,11 @@ import structlog
 import uvloop
 from aiohttp import web
 
-from proxy import audit, db
+from proxy import audit, checkpoints, db
 from proxy.app import create_app
 from proxy.errors import NotFound
 from proxy.logging import configure_logging
+from proxy.optout_spool import OptOutSpool
 from proxy.phone import InvalidNumber
 from proxy.settings import ConfigError, Settings, load_settings
 
@@ -59,6 +60,11 @@ def cmd_serve(_args: argparse.Namespace) -> int:
     if not settings.proxy_secret:
         print("consent-proxy: configuration error: PROXY_SECRET: required (client credentials "
               "are derived from it); `make run` generates one under .data/", file=sys.stderr)
+        return 2
+    try:
+        OptOutSpool(settings.optout_spool_dir).check()
+    except ConfigError as exc:
+        print(f"consent-proxy: configuration error: {exc}", file=sys.stderr)
         return 2
     settings = _with_database(settings)
     if not settings.admin_token:
@@ -101,16 +107,50 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(_args: argparse.Namespace) -> int:
+def cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = _with_database(_load())
     assert settings.database_url is not None
-    report = asyncio.run(audit.verify(settings.database_url))
-    if report.ok:
-        print(f"audit chain ok: {report.rows} decision rows verified")
-        return 0
-    print(f"audit chain BROKEN at decision id {report.broken_id} (chain_seq "
-          f"{report.broken_seq}): {report.why}", file=sys.stderr)
-    return 1
+    report = asyncio.run(audit.verify(settings.database_url, settings.proxy_secret,
+                                      args.checkpoint))
+    chain = report.chain
+    if not chain.ok:
+        print(f"audit chain BROKEN at decision id {chain.broken_id} (chain_seq "
+              f"{chain.broken_seq}): {chain.why}", file=sys.stderr)
+        return 1
+    if report.problem:
+        print(f"audit chain BROKEN: {report.problem}", file=sys.stderr)
+        return 1
+    note = "" if report.checkpoints else (
+        " (no checkpoints: rows removed from the end could not be noticed)")
+    print(f"audit chain ok: {chain.rows} decision rows verified, {report.checkpoints} "
+          f"checkpoints hold{note}")
+    return 0
+
+
+def cmd_audit_checkpoint(_args: argparse.Namespace) -> int:
+    settings = _load()
+    if not settings.proxy_secret:
+        print("consent-proxy: configuration error: PROXY_SECRET: required (checkpoints are "
+              "signed with a key derived from it)", file=sys.stderr)
+        return 2
+    secret = settings.proxy_secret
+    settings = _with_database(settings)
+    assert settings.database_url is not None
+    taken = asyncio.run(audit.checkpoint(settings.database_url, secret,
+                                         dt.datetime.now(dt.UTC)))
+    if taken is None:
+        print("consent-proxy: no decisions yet, nothing to checkpoint", file=sys.stderr)
+        return 1
+    print(json.dumps({"id": taken.id, "seq": taken.chain_seq, "hash": taken.row_hash,
+                      "mac": taken.mac, "taken_at": taken.taken_at.isoformat()}))
+    return 0
+
+
+def _seq_hash(text: str) -> tuple[int, str]:
+    try:
+        return checkpoints.parse_seq_hash(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def cmd_prune(_args: argparse.Namespace) -> int:
@@ -136,8 +176,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     evidence.set_defaults(func=cmd_evidence)
     audit_cmd = commands.add_parser("audit", help="audit the decision log")
     audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True)
-    audit_sub.add_parser("verify", help="recompute the decision hash chain").set_defaults(
-        func=cmd_audit_verify)
+    verify = audit_sub.add_parser(
+        "verify", help="recompute the decision hash chain and hold the checkpoints against it")
+    verify.add_argument(
+        "--checkpoint", metavar="SEQ:HASH", action="append", default=[], type=_seq_hash,
+        help="also hold this checkpoint against the chain (seq and hash of an "
+             "audit_checkpoint log line); repeatable")
+    verify.set_defaults(func=cmd_audit_verify)
+    audit_sub.add_parser(
+        "checkpoint", help="checkpoint the head of the decision chain (signed, logged)"
+    ).set_defaults(func=cmd_audit_checkpoint)
     commands.add_parser(
         "prune", help="delete decision rows older than retention.decisions_months"
     ).set_defaults(func=cmd_prune)

@@ -13,7 +13,9 @@ from aiohttp import web
 from proxy.settings import Settings
 
 if TYPE_CHECKING:
+    from proxy.checkpoints import Checkpointer
     from proxy.metrics import Metrics
+    from proxy.optout_spool import OptOutSpool, SpoolDrain
     from proxy.reader import GroupFetch
     from proxy.twilio_front import ClientDirectory
     from proxy.upstream import Upstream
@@ -34,3 +36,6 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 WRITER: web.AppKey[GroupCommit] = web.AppKey("writer")
 READER: web.AppKey[GroupFetch] = web.AppKey("reader")
 WORKERS: web.AppKey[Workers] = web.AppKey("workers")
+OPTOUT_SPOOL: web.AppKey[OptOutSpool] = web.AppKey("optout_spool")
+SPOOL_DRAIN: web.AppKey[SpoolDrain] = web.AppKey("spool_drain")
+CHECKPOINTS: web.AppKey[Checkpointer] = web.AppKey("checkpoints")

@@ -14,6 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from proxy.batch import Batcher, BatchSizes
+from proxy.optout_spool import OptOutSpool
 
 M = TypeVar("M", Counter, Histogram)
 
@@ -58,10 +59,17 @@ class Metrics:
         self.pool_size = Gauge(
             "consent_proxy_db_pool_size", "Database connections open in the pool.",
             registry=self.registry)
+        self.optout_spool_entries = Gauge(
+            "consent_proxy_optout_spool_entries",
+            "STOP replies spooled during a database outage and not yet applied.",
+            registry=self.registry)
 
     def watch_pool(self, pool: asyncpg.Pool) -> None:
         self.pool_in_use.set_function(lambda: pool.get_size() - pool.get_idle_size())
         self.pool_size.set_function(pool.get_size)
+
+    def watch_spool(self, spool: OptOutSpool) -> None:
+        self.optout_spool_entries.set_function(lambda: spool.entries)
 
     def watch_batchers(self, *batchers: Batcher[Any]) -> None:
         self.registry.register(_BatchCollector(batchers))

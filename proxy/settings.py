@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG_PATH = Path("config/consent-proxy.toml")
+DEFAULT_SPOOL_DIR = Path(".data/spool")
 _TIME_RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 _TIME = re.compile(r"^(\d{2}):(\d{2})$")
 
@@ -45,17 +46,21 @@ class CallingHours:
 
 
 # N12: the reply keywords. Dutch (STOP, UIT are the established ones; also STOPP, AFMELDEN,
-# UITSCHRIJVEN) and the English set Twilio and carriers use. Matched case-, accent- and
-# punctuation-insensitively, leading a short message (proxy/policy/optout.py).
+# UITSCHRIJVEN, STOPPEN and the phrases people write instead: NIET MEER BELLEN, NIET MEER
+# SMS'EN, GEEN SMS) and the English set Twilio and carriers use. Matched case-, accent- and
+# punctuation-insensitively, leading a short message (proxy/policy/optout.py). A keyword may
+# be a phrase of several words; apostrophes are dropped as in messages ("sms'en" = "smsen").
 DEFAULT_STOP_WORDS: tuple[str, ...] = (
-    "stop", "stopp", "uit", "afmelden", "uitschrijven",
+    "stop", "stopp", "uit", "afmelden", "uitschrijven", "stoppen",
+    "niet meer bellen", "niet meer smsen", "geen sms",
     "stopall", "unsubscribe", "cancel", "end", "quit", "optout", "revoke",
 )
 DEFAULT_START_WORDS: tuple[str, ...] = ("start", "aanmelden", "unstop")
 DEFAULT_HELP_WORDS: tuple[str, ...] = ("help", "info")
 # Words that may follow a keyword without turning the message into an ordinary sentence:
 # politeness ("stop aub", "afmelden graag", "dank u wel"), "all" ("stop alles", "stop alle
-# berichten") and what is being stopped ("stop sms", "stop met bellen", "stop texting me").
+# berichten"), what is being stopped ("stop sms", "stop met bellen", "stop texting me") and
+# "meer" ("geen sms meer").
 # Keywords need not be listed: one may always follow a keyword of the same kind ("stop stop").
 DEFAULT_FOLLOWER_WORDS: tuple[str, ...] = (
     "aub", "a", "u", "b", "alstublieft", "alsjeblieft", "asjeblieft", "graag", "please", "pls",
@@ -63,7 +68,7 @@ DEFAULT_FOLLOWER_WORDS: tuple[str, ...] = (
     "danku", "je", "wel", "svp", "nu", "now", "direct", "meteen", "alles", "alle", "all",
     "allemaal", "everything", "me", "mij", "ons", "hoor", "dan", "ff", "even", "met", "sms",
     "smsjes", "smsen", "berichten", "bericht", "messages", "texts", "texting", "bellen",
-    "calls", "calling",
+    "calls", "calling", "meer",
 )
 
 
@@ -127,6 +132,8 @@ class Settings:
     proxy_secret: str | None
     log_level: str
     rules: RuleSettings
+    # Where STOP replies wait while the database cannot be written (proxy/optout_spool.py).
+    optout_spool_dir: Path = DEFAULT_SPOOL_DIR
 
     @property
     def sandbox(self) -> bool:
@@ -161,6 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         proxy_secret=env.get("PROXY_SECRET") or None,
         log_level=log_level,
         rules=load_rules(config_path) if config_path.exists() else _missing(config_path, env),
+        optout_spool_dir=Path(env.get("OPTOUT_SPOOL_DIR") or DEFAULT_SPOOL_DIR),
     )
 
 
@@ -263,11 +271,18 @@ def normalise_word(word: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().strip()
 
 
-def _words(value: Any, name: str) -> frozenset[str]:
+# Deleted, not turned into a space, in messages and configured keywords alike: "sms'jes",
+# "sms'en", "don't" stay one word.
+APOSTROPHES = dict.fromkeys(map(ord, "'\u2018\u2019\u02bc`"), None)
+
+
+def _words(value: Any, name: str, *, phrases: bool) -> frozenset[str]:
     if not isinstance(value, list) or not all(isinstance(w, str) and w.strip() for w in value):
         raise ConfigError(f"{name}: expected a list of words")
-    words = frozenset(normalise_word(w) for w in value)
-    if any(not w.replace("-", "").isalnum() for w in words):
+    words = frozenset(" ".join(normalise_word(w).translate(APOSTROPHES).split()) for w in value)
+    if not phrases and any(" " in w for w in words):
+        raise ConfigError(f"{name}: one word per entry")
+    if any(not part.replace("-", "").isalnum() for w in words for part in w.split(" ")):
         raise ConfigError(f"{name}: words are letters and digits only")
     return words
 
@@ -279,7 +294,8 @@ def _optout(section: Mapping[str, Any]) -> OptOutSettings:
     max_words = section.get("max_words", OptOutKeywords().max_words)
     if isinstance(max_words, bool) or not isinstance(max_words, int) or not 1 <= max_words <= 20:
         raise ConfigError("optout.max_words: expected an integer from 1 to 20")
-    lists = {k: _words(section[k], f"optout.{k}") for k in _KEYWORD_LISTS if k in section}
+    lists = {k: _words(section[k], f"optout.{k}", phrases=k != "followers")
+             for k in _KEYWORD_LISTS if k in section}
     base = OptOutKeywords(max_words=max_words, **lists)
     organisations: dict[str, OptOutKeywords] = {}
     per_org = section.get("organisations", {})
@@ -294,7 +310,8 @@ def _optout(section: Mapping[str, Any]) -> OptOutSettings:
                 raise ConfigError(f"{name}.{key}: unknown key")
         # Per organisation, words are added to the shared lists, never taken away from them.
         organisations[org_id] = dataclasses.replace(base, **{
-            k: getattr(base, k) | _words(extra[k], f"{name}.{k}") for k in extra})
+            k: getattr(base, k) | _words(extra[k], f"{name}.{k}", phrases=k != "followers")
+            for k in extra})
     return OptOutSettings(scope=scope, keywords=base, organisations=organisations)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -820,7 +821,7 @@ class InboundRecord:
     message_sid: str
     received_at: dt.datetime
     sender: str
-    organisation_id: str
+    organisation_id: str | None  # None: the number is no registered sender
     subject: str
     intent: str
     body_hash: str
@@ -850,20 +851,35 @@ async def inbound_reply(conn: asyncpg.Pool | asyncpg.Connection, message_sid: st
 
 async def stop_by_sms(pool: asyncpg.Pool, rec: InboundRecord, objection: ObjectionIn,
                       reply: str) -> int | None:
-    """N11/N12: record the message and its objection together. None: a retry, nothing new."""
+    """N11/N12: record the message and its objection together. None: a retry, nothing new.
+
+    A STOP applied late (from the outage spool) may find a START of the same number to the
+    same organisation that arrived after it: that START lifts it at once, as it would have
+    had the STOP been recorded when it arrived."""
+    digest = subject_hash(objection.subject)
     async with pool.acquire() as conn, conn.transaction():
         if not await _claim_inbound(conn, rec):
             return None
+        later_start = None if objection.organisation is None else await conn.fetchrow(
+            """SELECT message_sid, received_at FROM inbound_messages
+               WHERE subject_hash = $1 AND organisation_id = $2 AND intent = 'start'
+                 AND received_at > $3 ORDER BY received_at, message_sid LIMIT 1""",
+            digest, objection.organisation, objection.received_at)
         objection_id: int = await conn.fetchval(
             """INSERT INTO objections (subject_hash, subject, organisation_id, channel,
-                   received_at, via, source_ref, body_hash)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
-            subject_hash(objection.subject), objection.subject, objection.organisation,
-            objection.channel, objection.received_at, objection.via, objection.source_ref,
-            objection.body_hash)
+                   received_at, via, source_ref, body_hash, lifted_at, lifted_ref)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+            digest, objection.subject, objection.organisation, objection.channel,
+            objection.received_at, objection.via, objection.source_ref, objection.body_hash,
+            *((later_start["received_at"], later_start["message_sid"]) if later_start
+              else (None, None)))
         await conn.execute(
             "UPDATE inbound_messages SET objection_id = $2, reply = $3 WHERE message_sid = $1",
             rec.message_sid, objection_id, reply)
+        if later_start is not None:
+            await conn.execute(
+                "UPDATE inbound_messages SET lifted = lifted + 1 WHERE message_sid = $1",
+                later_start["message_sid"])
     return objection_id
 
 
@@ -923,37 +939,96 @@ async def relay_client(pool: asyncpg.Pool, organisation_id: str) -> tuple[str, i
 # --- audit: the decision chain, evidence reports, retention --------------------------------
 
 @dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A row of audit_checkpoints, with the row_hash the decision at its chain_seq has now
+    (None: no such row)."""
+
+    id: int
+    chain_seq: int
+    row_hash: str
+    taken_at: dt.datetime
+    mac: str
+    source: str
+    present_hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ChainReport:
     rows: int
     broken_id: int | None = None
     broken_seq: int | None = None
     why: str | None = None
+    # Read in the same snapshot as the walk: where pruning last cut the chain, the
+    # checkpoints, and the row_hash at each chain_seq asked for (None: no such row).
+    pruned_through: int | None = None
+    anchor_hash: str | None = None
+    checkpoints: tuple[StoredCheckpoint, ...] = ()
+    hashes_at: dict[int, str | None] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.broken_id is None
 
 
-async def verify_chain(conn: asyncpg.Connection) -> ChainReport:
-    """Walk the decision chain in commit order; name the first row whose hash or link is off."""
-    expected_prev: str | None = await conn.fetchval(
-        "SELECT anchor_hash FROM audit_anchors ORDER BY id DESC LIMIT 1")
-    rows = 0
+async def verify_chain(conn: asyncpg.Connection, seqs: Sequence[int] = ()) -> ChainReport:
+    """Walk the decision chain in commit order; name the first row whose hash or link is off.
+    Also reads the checkpoints and the row hashes at `seqs`, for `proxy.checkpoints`."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        cursor = conn.cursor(
-            """SELECT id, chain_seq, prev_hash, row_hash,
-                      decision_row_hash(d, d.prev_hash) AS recomputed
-               FROM decisions d ORDER BY chain_seq""", prefetch=2000)
-        async for row in cursor:
-            rows += 1
-            if row["prev_hash"] != expected_prev:
-                return ChainReport(rows, row["id"], row["chain_seq"],
-                                   "prev_hash does not match the row before it")
-            if row["row_hash"] != row["recomputed"]:
-                return ChainReport(rows, row["id"], row["chain_seq"],
-                                   "the row's content does not match its row_hash")
-            expected_prev = row["row_hash"]
+        anchor = await conn.fetchrow(
+            "SELECT through_seq, anchor_hash FROM audit_anchors ORDER BY id DESC LIMIT 1")
+        walked = await _walk_chain(conn, anchor["anchor_hash"] if anchor else None)
+        checkpoints = tuple(StoredCheckpoint(**row) for row in await conn.fetch(
+            """SELECT c.id, c.chain_seq, c.row_hash, c.taken_at, c.mac, c.source,
+                      d.row_hash AS present_hash
+               FROM audit_checkpoints c LEFT JOIN decisions d ON d.chain_seq = c.chain_seq
+               ORDER BY c.id"""))
+        found = {row["chain_seq"]: row["row_hash"] for row in await conn.fetch(
+            "SELECT chain_seq, row_hash FROM decisions WHERE chain_seq = ANY($1::bigint[])",
+            list(seqs))}
+    return dataclasses.replace(
+        walked, pruned_through=anchor["through_seq"] if anchor else None,
+        anchor_hash=anchor["anchor_hash"] if anchor else None, checkpoints=checkpoints,
+        hashes_at={seq: found.get(seq) for seq in seqs})
+
+
+async def _walk_chain(conn: asyncpg.Connection, expected_prev: str | None) -> ChainReport:
+    rows = 0
+    cursor = conn.cursor(
+        """SELECT id, chain_seq, prev_hash, row_hash,
+                  decision_row_hash(d, d.prev_hash) AS recomputed
+           FROM decisions d ORDER BY chain_seq""", prefetch=2000)
+    async for row in cursor:
+        rows += 1
+        if row["prev_hash"] != expected_prev:
+            return ChainReport(rows, row["id"], row["chain_seq"],
+                               "prev_hash does not match the row before it")
+        if row["row_hash"] != row["recomputed"]:
+            return ChainReport(rows, row["id"], row["chain_seq"],
+                               "the row's content does not match its row_hash")
+        expected_prev = row["row_hash"]
     return ChainReport(rows)
+
+
+async def chain_head(conn: asyncpg.Pool | asyncpg.Connection) -> tuple[int, str] | None:
+    """The newest committed decision row's (chain_seq, row_hash); None with no rows."""
+    row = await conn.fetchrow(
+        "SELECT chain_seq, row_hash FROM decisions ORDER BY chain_seq DESC LIMIT 1")
+    return (row["chain_seq"], row["row_hash"]) if row else None
+
+
+async def latest_checkpoint(conn: asyncpg.Pool | asyncpg.Connection) -> tuple[int, str] | None:
+    row = await conn.fetchrow(
+        "SELECT chain_seq, row_hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1")
+    return (row["chain_seq"], row["row_hash"]) if row else None
+
+
+async def insert_checkpoint(conn: asyncpg.Pool | asyncpg.Connection, chain_seq: int,
+                            row_hash: str, taken_at: dt.datetime, mac: str, source: str) -> int:
+    checkpoint_id: int = await conn.fetchval(
+        """INSERT INTO audit_checkpoints (chain_seq, row_hash, taken_at, mac, source)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+        chain_seq, row_hash, taken_at, mac, source)
+    return checkpoint_id
 
 
 async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]:
@@ -965,7 +1040,7 @@ async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]
                    (SELECT min(chain_seq) - 1 FROM decisions WHERE decided_at >= $1),
                    (SELECT max(chain_seq) FROM decisions))""", before)
         counts = {"decisions": 0, "outcomes": 0, "idempotency_keys": 0, "contact_outcomes": 0,
-                  "relay_targets": 0, "inbound_messages": 0}
+                  "relay_targets": 0, "inbound_messages": 0, "checkpoints": 0}
         if through is not None:
             anchor = await conn.fetchval(
                 "SELECT row_hash FROM decisions WHERE chain_seq = $1", through)
@@ -981,6 +1056,10 @@ async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]
                 USING decisions d WHERE d.id = o.decision_id AND d.chain_seq <= $1""", through)
             counts["decisions"] = await _count(
                 conn, "DELETE FROM decisions WHERE chain_seq <= $1", through)
+            # A checkpoint of a pruned row names a row that is gone on purpose; the anchor
+            # below vouches for where the chain now starts.
+            counts["checkpoints"] = await _count(
+                conn, "DELETE FROM audit_checkpoints WHERE chain_seq <= $1", through)
             await conn.execute(
                 """INSERT INTO audit_anchors (through_seq, anchor_hash, pruned_rows,
                        pruned_before) VALUES ($1, $2, $3, $4)""",

@@ -9,7 +9,7 @@ Every request must carry a valid `X-Twilio-Signature` for PUBLIC_URL + path + qu
 
 from __future__ import annotations
 
-import hashlib
+import datetime as dt
 import xml.etree.ElementTree as ET
 from urllib.parse import urlencode
 
@@ -22,11 +22,11 @@ from twilio.request_validator import (
     RequestValidator,
     get_signature_algorithm,
 )
-from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from proxy import credentials, gate, store
+from proxy import credentials, gate, stops, store
 from proxy.body import read_body
+from proxy.db import STORE_ERRORS
 from proxy.errors import BadInput
 from proxy.keys import CLOCK, HTTP, POOL, SETTINGS
 from proxy.phone import try_parse_number
@@ -39,14 +39,7 @@ SMS_PATH = "/webhooks/twilio/sms"
 VOICE_PATH = "/webhooks/twilio/voice/objection"
 GATHER_PATH = VOICE_PATH + "/gather"
 OBJECT_DIGIT = "9"
-EMPTY_TWIML = str(MessagingResponse())
-
-STOP_REPLY = {
-    "organisation": "U bent afgemeld: {organisation} stuurt u geen berichten meer en belt u "
-                    "niet meer. Sms START naar dit nummer om u weer aan te melden.",
-    "channel": "U bent afgemeld: {organisation} stuurt u geen sms meer. Sms START naar dit "
-               "nummer om u weer aan te melden.",
-}
+EMPTY_TWIML = stops.EMPTY_TWIML
 START_REPLY = ("U bent weer aangemeld voor sms van {organisation}. Sms STOP naar dit nummer om "
                "u af te melden.")
 HELP_REPLY = ("{organisation}: sms STOP naar dit nummer om u af te melden, START om u weer aan "
@@ -85,10 +78,7 @@ def twiml(xml: str) -> web.Response:
     return web.Response(text=xml, content_type="text/xml")
 
 
-def _message(text: str) -> str:
-    response = MessagingResponse()
-    response.message(text)
-    return str(response)
+_message = stops.twiml_message
 
 
 def _text(template: str | None, default: str, org: Organisation) -> str:
@@ -107,22 +97,38 @@ async def inbound_sms(request: web.Request) -> web.Response:
     message_sid = form.get("MessageSid") or form.get("SmsSid")
     if not message_sid:
         raise BadInput("MessageSid is missing", "MessageSid")
+    received_at = request.app[CLOCK]()
+    try:
+        await stops.settle_spooled(request.app, message_sid)
+        return await _inbound_sms(request, form, message_sid, received_at)
+    except STORE_ERRORS:
+        # N11: no STOP is lost in a database outage (proxy/stops.py).
+        return twiml(await stops.answer_in_outage(request.app, form, message_sid, received_at))
+
+
+async def _inbound_sms(request: web.Request, form: MultiDictProxy[str], message_sid: str,
+                       received_at: dt.datetime) -> web.Response:
     found = await _sender(request, form.get("To"))
     subject = try_parse_number(form.get("From"))
+    body = form.get("Body", "")
+    if found is None and subject is not None and classify(
+            body, request.app[SETTINGS].rules.optout.keywords) == "stop":
+        return await _stop(request, stops.Stop(
+            message_sid, received_at, form.get("To", ""), subject, stops.body_hash(body)), None)
     if found is None or subject is None:
         log.warning("inbound_sms_unroutable", known_sender=found is not None,
                     valid_from=subject is not None)
         return twiml(EMPTY_TWIML)
     sender, org = found
     rules = request.app[SETTINGS].rules
-    body = form.get("Body", "")
     intent = classify(body, rules.optout.for_organisation(org.id))
     record = store.InboundRecord(
-        message_sid=message_sid, received_at=request.app[CLOCK](), sender=sender.sender,
+        message_sid=message_sid, received_at=received_at, sender=sender.sender,
         organisation_id=org.id, subject=subject, intent=intent or "other",
-        body_hash=hashlib.sha256(body.encode()).hexdigest())
+        body_hash=stops.body_hash(body))
     if intent == "stop":
-        return await _stop(request, record, org)
+        return await _stop(request, stops.Stop(
+            message_sid, received_at, form.get("To", ""), subject, record.body_hash), found)
     if intent == "start":
         reply = _message(_text(None, START_REPLY, org))
         lifted = await store.start_by_sms(request.app[POOL], record, reply)
@@ -139,21 +145,12 @@ async def inbound_sms(request: web.Request) -> web.Response:
     return await _relay(request, form, record, sender, org)
 
 
-async def _stop(request: web.Request, record: store.InboundRecord,
-                org: Organisation) -> web.Response:
-    scope = request.app[SETTINGS].rules.optout.scope
-    # N12: "organisation" blocks every channel of this organisation; "channel" SMS only.
-    channel: Channel | None = None if scope == "organisation" else "sms"
-    reply = _message(_text(org.stop_reply, STOP_REPLY[scope], org))
-    objection = store.ObjectionIn(
-        subject=record.subject, organisation=org.id, channel=channel,
-        received_at=record.received_at, via="sms", source_ref=record.message_sid,
-        body_hash=record.body_hash)
-    objection_id = await store.stop_by_sms(request.app[POOL], record, objection, reply)
+async def _stop(request: web.Request, stop: stops.Stop,
+                found: tuple[Sender, Organisation] | None) -> web.Response:
+    objection_id, reply = await stops.record_stop(
+        request.app[POOL], request.app[SETTINGS], stop, found)
     if objection_id is None:
-        return await _replay(request, record.message_sid)
-    log.info("objection_recorded", objection_id=objection_id, via="sms", organisation=org.id,
-             channel=channel, subject=record.subject)
+        return await _replay(request, stop.message_sid)
     return twiml(reply)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -102,6 +103,10 @@ def make_settings(database_url: str, **env: str) -> Settings:
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "PROXY_SECRET": PROXY_SECRET,
         "PROXY_CONFIG": str(REPO / "config" / "consent-proxy.toml"),
+        # A spool of its own per app (made only when a STOP is spooled): apps of one run
+        # share a database server but must never apply each other's spooled STOPs.
+        "OPTOUT_SPOOL_DIR": str(Path(tempfile.gettempdir())
+                                / f"consent-proxy-test-spool-{uuid.uuid4().hex[:12]}"),
     }
     base.update(env)
     return load_settings(base)

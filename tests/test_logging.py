@@ -47,6 +47,17 @@ def test_mask_text_leaves_dates_and_ids_alone() -> None:
     assert mask_text(text) == text
 
 
+def test_hex_digests_reach_the_log_unchanged(log_output: io.StringIO) -> None:
+    """An audit checkpoint's hash and MAC are the copy kept outside the database: a digest
+    that starts like an international number ("00" and digits) must not be masked."""
+    digest = "0031612345678" + "ab" * 25 + "c"
+    assert mask_text(digest) != digest  # as free text it would be
+    structlog.get_logger("t").info("audit_checkpoint", seq=7, hash=digest, mac=digest.upper())
+    (event,) = lines(log_output)
+    assert event["hash"] == digest
+    assert event["mac"] != digest.upper()  # only lowercase hex, as the proxy writes digests
+
+
 def test_processor_redacts_secrets_and_bodies(log_output: io.StringIO) -> None:
     log = structlog.get_logger("t")
     log.info("message_received", to="+31612345678", note="call 06-12345678 please",

@@ -21,6 +21,7 @@ from proxy.settings import (
     DEFAULT_HELP_WORDS,
     DEFAULT_START_WORDS,
     DEFAULT_STOP_WORDS,
+    ConfigError,
     OptOutKeywords,
     parse_rules,
 )
@@ -67,6 +68,7 @@ def test_n12_corpus_is_large_varied_and_unique() -> None:
 def test_n12_every_default_keyword_is_in_the_corpus() -> None:
     seen = {word for _e, message in POSITIVES for word in words(message)}
     seen |= {"".join(words(message)[:2]) for _e, message in POSITIVES}
+    seen |= {" ".join(words(message)[:n]) for _e, message in POSITIVES for n in (2, 3)}
     keywords = set(DEFAULT_STOP_WORDS) | set(DEFAULT_START_WORDS) | set(DEFAULT_HELP_WORDS)
     assert keywords <= seen
 
@@ -118,6 +120,33 @@ def test_n12_configured_word_with_a_hyphen() -> None:
     assert classify("Opt-in", org) == "start"
     assert classify("opt in aub", org) == "start"
     assert classify("OPTIN", org) == "start"
+
+
+def test_n12_configured_phrases() -> None:
+    optout = parse_rules({"optout": {
+        "stop": [*DEFAULT_STOP_WORDS, "Geen  berichten"],
+        "organisations": {"o": {"stop": ["niet meer mailen", "geen sms'jes"]}}}}).optout
+    shared, org = optout.keywords, optout.for_organisation("o")
+    assert "geen berichten" in shared.stop  # spaces collapsed, casefolded
+    assert classify("Geen berichten meer aub", shared) == "stop"
+    assert classify("Niet meer mailen!", org) == "stop"
+    assert classify("Niet meer mailen!", shared) is None
+    assert "geen smsjes" in org.stop  # apostrophes dropped, as in messages
+    assert classify("Geen sms'jes meer", org) == "stop"
+    assert classify("Geen smsjes meer", org) == "stop"
+    assert classify("niet meer mailen, graag bellen", org) == "stop"  # followers only
+    assert classify("niet meer mailen, liever bellen", org) is None
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"followers": ["dank je"]}, "optout.followers: one word per entry"),
+    ({"stop": ["geen sms!"]}, "optout.stop: words are letters and digits only"),
+    ({"organisations": {"o": {"help": ["wat is dit?"]}}},
+     "optout.organisations.o.help: words are letters and digits only"),
+])
+def test_n12_phrase_settings_are_validated(section: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_rules({"optout": section})
 
 
 def test_n12_custom_max_words() -> None:

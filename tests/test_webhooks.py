@@ -4,6 +4,7 @@ SDK through the front sees the objection at once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,11 @@ from twilio.request_validator import RequestValidator
 
 from proxy import credentials
 from proxy.app import create_app
-from proxy.phone import subject_hash
+from proxy.phone import mask, subject_hash
 from proxy.twilio_front import DENIAL_CODES
 from tests.conftest import PROXY_SECRET, UP_SID, UP_TOKEN, Clock, make_settings, mobile, uid
 from tests.fake_twilio import FakeTwilio
-from tests.world import World, in_thread, make_world
+from tests.world import World, in_thread, landline, make_world
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -324,11 +325,53 @@ async def test_failed_relay_answers_empty_twiml(
 
 async def test_unknown_number_gets_empty_twiml(world: World, proxy: TestClient[Any, Any],
                                                pool: asyncpg.Pool) -> None:
-    world.sms = "+31209999996"
+    world.sms = landline()  # no registered sender
     number = mobile()
-    status, reply = await inbound(proxy, world, number, "STOP")
-    assert (status, reply) == (200, '<?xml version="1.0" encoding="UTF-8"?><Response />')
+    for body in ("Hallo, wie is dit?", "START", "Help"):
+        status, reply = await inbound(proxy, world, number, body)
+        assert (status, reply) == (200, '<?xml version="1.0" encoding="UTF-8"?><Response />')
     assert await objections(pool, number) == []
+    assert await pool.fetchval("SELECT count(*) FROM inbound_messages WHERE subject_hash = $1",
+                               subject_hash(number)) == 0
+
+
+async def test_stop_to_an_unknown_number_objects_globally(
+    world: World, proxy: TestClient[Any, Any], auth: dict[str, str], pool: asyncpg.Pool,
+    log_output: Any,
+) -> None:
+    number = mobile()
+    other = await make_world(proxy, auth)  # another organisation, with the number's consent
+    await other.consent(number, "sms")
+    await other.consent(number, "voice")
+    assert (await send_sms(other, number)).sid.startswith("SM")
+    unknown = landline()
+    world.sms = unknown
+    sid = new_sid()
+    status, reply = await inbound(proxy, world, number, "Niet meer bellen aub", sid)
+    assert status == 200
+    assert "<Message>U bent afgemeld: u krijgt geen berichten meer en wordt niet meer gebeld." \
+        "</Message>" in reply
+    (row,) = await objections(pool, number)
+    assert (row["organisation_id"], row["channel"], row["via"], row["source_ref"]) == (
+        None, None, "sms", sid)
+    event = await pool.fetchrow("SELECT * FROM inbound_messages WHERE message_sid = $1", sid)
+    assert (event["organisation_id"], event["sender"], event["intent"], event["objection_id"]) \
+        == (None, unknown, "stop", row["id"])
+    # N11: a global objection blocks every organisation, on every channel.
+    with pytest.raises(TwilioRestException) as caught:
+        await send_sms(other, number)
+    assert caught.value.code == 21610
+    with pytest.raises(TwilioRestException) as caught:
+        await call(other, number)
+    assert caught.value.code == DENIAL_CODES["OBJECTION_ON_FILE"][1]
+    # A retry of the same MessageSid: the same reply, nothing new.
+    assert await inbound(proxy, world, number, "Niet meer bellen aub", sid) == (200, reply)
+    assert len(await objections(pool, number)) == 1
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    (recorded,) = [line for line in lines if line["event"] == "objection_recorded"]
+    assert (recorded["scope"], recorded["why"], recorded["subject"]) == (
+        "global", "unknown sender", mask(number))
+    assert number not in log_output.getvalue()
 
 
 # --- objection during a call ----------------------------------------------------------------

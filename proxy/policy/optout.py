@@ -15,12 +15,15 @@ be worse ("ik wil de bezorging stoppen?" is not an objection). The rule here sit
    "s.v.p." -> svp, "S.T.O.P." -> stop (so an abbreviation counts once towards `max_words`).
 3. No words (empty, only emoji or punctuation) -> None. More than `max_words` words -> None:
    a long message is a sentence, not a keyword reply.
-4. The message must *start* with a keyword: the first two words joined ("opt out", "uit
-   schrijven", "af melden") or else the first word. No leading greeting or filler ("Hoi, stop"
-   -> None): the words must lead. A first word that is a keyword of two kinds -> None.
-5. Every other word must be a keyword of the same kind ("stop stop", "afmelden stop") or a
-   follower (politeness, "alles", what is being stopped: "stop aub", "stop met sms"). Any other
-   word makes it an ordinary sentence -> None ("stop niet", "Uit de kunst").
+4. The message must *start* with a keyword. A keyword may be a phrase ("niet meer bellen",
+   "geen sms"), and a message may split a keyword once more than it is written ("opt out",
+   "uit schrijven", "af melden", "niet meer sms-en"): the longest run of leading words whose
+   letters, joined, spell a keyword is the head. No leading greeting or filler ("Hoi, stop"
+   -> None): the words must lead. A head that is a keyword of two kinds -> None.
+5. Every other word must belong to a keyword of the same kind ("stop stop", "afmelden stop",
+   "stop, niet meer bellen") or be a follower (politeness, "alles", what is being stopped:
+   "stop aub", "stop met sms", "geen sms meer"). Any other word makes it an ordinary sentence
+   -> None ("stop niet", "Uit de kunst", "stoppen met roken", "geen sms ontvangen?").
 6. A keyword of another kind anywhere -> None, even if that word is also a follower: "stop
    start" or "help stop" cannot be read safely, so the message is not acted on here and goes
    the way of every non-keyword message (relayed to the organisation's dialer, where a person
@@ -31,18 +34,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from proxy.settings import OptOutKeywords, normalise_word
+from proxy.settings import APOSTROPHES, OptOutKeywords, normalise_word
 
 Intent = Literal["stop", "start", "help"]
 INTENTS: tuple[Intent, ...] = ("stop", "start", "help")
 
-# Deleted, not turned into a space: "sms'jes", "sms'en", "don't" stay one word.
-_APOSTROPHES = dict.fromkeys(map(ord, "'\u2018\u2019\u02bc`"), None)
-
 
 def words(body: str) -> list[str]:
     """The message as normalised words (steps 1-2 above)."""
-    text = normalise_word(body).translate(_APOSTROPHES)
+    text = normalise_word(body).translate(APOSTROPHES)
     out: list[str] = []
     for chunk in text.split():
         parts = "".join(ch if ch.isalnum() else " " for ch in chunk).split()
@@ -54,10 +54,39 @@ def words(body: str) -> list[str]:
 
 
 def _squash(configured: frozenset[str]) -> frozenset[str]:
-    # Settings allow a hyphen inside a configured word ("opt-out"); messages lose theirs in
-    # step 2, so compare without it. "opt-out" then matches "optout" and, via the two-word
-    # head of step 4, "opt out" / "Opt-out".
-    return frozenset(word.replace("-", "") for word in configured)
+    # Settings allow a hyphen inside a configured word ("opt-out") and spaces between the
+    # words of a phrase ("niet meer bellen"); messages lose their hyphens in step 2, so
+    # keywords are compared as their letters run together: "optout", "nietmeerbellen".
+    return frozenset(word.replace("-", "").replace(" ", "") for word in configured)
+
+
+def _span(keywords: OptOutKeywords) -> int:
+    """How many message words one keyword may take up: its own words and hyphenated parts,
+    and one more, for a message that splits a word ("af melden")."""
+    configured = keywords.stop | keywords.start | keywords.help
+    return 1 + max((len(word.replace("-", " ").split()) for word in configured), default=1)
+
+
+class _Reader:
+    def __init__(self, message: list[str], keywords: OptOutKeywords) -> None:
+        self.message = message
+        self.sets: dict[Intent, frozenset[str]] = {
+            "stop": _squash(keywords.stop),
+            "start": _squash(keywords.start),
+            "help": _squash(keywords.help),
+        }
+        self.span = _span(keywords)
+
+    def kinds(self, text: str) -> set[Intent]:
+        return {intent for intent in INTENTS if text in self.sets[intent]}
+
+    def keyword_at(self, i: int) -> tuple[set[Intent], int]:
+        """The longest keyword starting at word i: its kinds and its length in words."""
+        for size in range(min(self.span, len(self.message) - i), 0, -1):
+            found = self.kinds("".join(self.message[i:i + size]))
+            if found:
+                return found, size
+        return set(), 0
 
 
 def classify(body: str, keywords: OptOutKeywords) -> Intent | None:
@@ -65,27 +94,20 @@ def classify(body: str, keywords: OptOutKeywords) -> Intent | None:
     message = words(body)
     if not message or len(message) > keywords.max_words:
         return None
-    sets: dict[Intent, frozenset[str]] = {
-        "stop": _squash(keywords.stop),
-        "start": _squash(keywords.start),
-        "help": _squash(keywords.help),
-    }
+    reader = _Reader(message, keywords)
     followers = _squash(keywords.followers)
-
-    def kinds(word: str) -> set[Intent]:
-        return {intent for intent in INTENTS if word in sets[intent]}
-
-    joined = "".join(message[:2]) if len(message) > 1 else ""
-    if joined and kinds(joined):
-        head, rest = kinds(joined), message[2:]
-    else:
-        head, rest = kinds(message[0]), message[1:]
+    head, i = reader.keyword_at(0)
     if len(head) != 1:
         return None  # not a keyword, or a keyword of two kinds (per-organisation overlap)
-    (intent,) = head
-    for word in rest:
-        if kinds(word) - head:
-            return None  # step 6: two intents in one message
-        if word not in sets[intent] and word not in followers:
+    if any(reader.kinds(word) - head for word in message[i:]):
+        return None  # step 6: two intents in one message
+    while i < len(message):
+        found, size = reader.keyword_at(i)
+        if found:
+            i += size  # a keyword of the same kind (step 6 ruled out the others)
+        elif message[i] in followers:
+            i += 1
+        else:
             return None  # step 5: an ordinary sentence
+    (intent,) = head
     return intent
