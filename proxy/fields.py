@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from proxy.errors import BadInput
-from proxy.phone import InvalidNumber, parse_number
+from proxy.phone import InvalidNumber, parse_number, plain_text
 
 T = TypeVar("T", bound=str)
 
@@ -97,10 +97,12 @@ def parse_topic(value: Any, name: str) -> str:
 
 
 def parse_sender_id(value: Any, name: str = "sender") -> str:
-    """A sender is an E.164 number, a MessagingServiceSid or an alphanumeric sender ID."""
+    """A sender is an E.164 number, a MessagingServiceSid or an alphanumeric sender ID.
+    Look-alike spellings (full-width letters and digits) are folded to the plain one by NFKC,
+    so they name the same sender; the key is always ASCII."""
     if not isinstance(value, str) or not value.strip():
         raise BadInput("expected a phone number, MessagingServiceSid or alphanumeric ID", name)
-    text = value.strip()
+    text = plain_text(value).strip()
     if MESSAGING_SERVICE_SID.match(text):
         return text
     if ALPHANUMERIC_SENDER.match(text):

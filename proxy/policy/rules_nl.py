@@ -172,8 +172,10 @@ def decide(contact: Contact, facts: Facts, settings: RuleSettings, now: dt.datet
 
 
 def _valid_number(to: str | None) -> bool:
-    # The front parses numbers; this only guards the E.164 shape ("+" and 8-15 digits).
-    return to is not None and 9 <= len(to) <= 16 and to[0] == "+" and to[1:].isdigit()
+    # The front parses numbers; this only guards the E.164 shape ("+" and 8-15 ASCII digits:
+    # str.isdigit alone also takes full-width and other scripts' digits).
+    return (to is not None and 9 <= len(to) <= 16 and to[0] == "+" and to.isascii()
+            and to[1:].isdigit())
 
 
 def _objections(
