@@ -29,7 +29,8 @@ from proxy.policy.facts import (
 
 PREFIX = "/admin/v1"
 OBJECTION_VIA = ("api", "agent", "ivr", "sms", "email", "letter")
-_ORG_FIELDS = ("id", "name", "sector", "customer_term_months", "sms_footer", "stop_reply")
+_ORG_FIELDS = ("id", "name", "sector", "customer_term_months", "sms_footer", "stop_reply",
+               "content_templates_carry_opt_out")
 
 
 async def read_json(request: web.Request) -> Any:
@@ -50,6 +51,7 @@ def _org_json(org: Organisation) -> dict[str, Any]:
         "id": org.id, "name": org.name, "sector": org.sector,
         "customer_term_months": org.customer_term_months,
         "sms_footer": org.sms_footer, "stop_reply": org.stop_reply,
+        "content_templates_carry_opt_out": org.content_templates_carry_opt_out,
     }
 
 
@@ -71,6 +73,7 @@ def _parse_org(data: Any, org_id: str | None = None) -> Organisation:
         customer_term_months=f.integer("customer_term_months", low=0, high=240, default=36),
         sms_footer=f.text("sms_footer", required=False, max_len=300),
         stop_reply=f.text("stop_reply", required=False, max_len=600),
+        content_templates_carry_opt_out=f.boolean("content_templates_carry_opt_out"),
     )
 
 

@@ -86,6 +86,7 @@ def _organisation(row: asyncpg.Record) -> Organisation:
         customer_term_months=row["customer_term_months"],
         sms_footer=row["sms_footer"],
         stop_reply=row["stop_reply"],
+        content_templates_carry_opt_out=row["content_templates_carry_opt_out"],
     )
 
 
@@ -106,9 +107,11 @@ async def create_organisation(pool: asyncpg.Pool, org: Organisation) -> Organisa
     try:
         row = await pool.fetchrow(
             """INSERT INTO organisations
-                   (id, name, sector, customer_term_months, sms_footer, stop_reply)
-               VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
+                   (id, name, sector, customer_term_months, sms_footer, stop_reply,
+                    content_templates_carry_opt_out)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
             org.id, org.name, org.sector, org.customer_term_months, org.sms_footer, org.stop_reply,
+            org.content_templates_carry_opt_out,
         )
     except asyncpg.UniqueViolationError as exc:
         raise Conflict(f"organisation {org.id!r} already exists", "id") from exc
@@ -125,9 +128,11 @@ async def get_organisation(pool: asyncpg.Pool, org_id: str) -> Organisation:
 async def update_organisation(pool: asyncpg.Pool, org: Organisation) -> Organisation:
     row = await pool.fetchrow(
         """UPDATE organisations SET name = $2, sector = $3, customer_term_months = $4,
-                  sms_footer = $5, stop_reply = $6, updated_at = now()
+                  sms_footer = $5, stop_reply = $6, content_templates_carry_opt_out = $7,
+                  updated_at = now()
            WHERE id = $1 RETURNING *""",
         org.id, org.name, org.sector, org.customer_term_months, org.sms_footer, org.stop_reply,
+        org.content_templates_carry_opt_out,
     )
     if row is None:
         raise NotFound(f"no organisation {org.id!r}", "id")
@@ -422,7 +427,7 @@ _OBJECTION_COLUMNS = ("ob.id", "ob.subject_hash", "ob.organisation_id", "ob.chan
                       "@ob.received_at", "ob.via")
 # Organisation and Sender, in the order of their dataclass fields.
 _ORGANISATION_COLUMNS = ("o.id", "o.name", "o.sector", "o.customer_term_months",
-                         "o.sms_footer", "o.stop_reply")
+                         "o.sms_footer", "o.stop_reply", "o.content_templates_carry_opt_out")
 _SENDER_COLUMNS = ("s.sender", "s.organisation_id", "s.topic", "s.purpose", "s.automated",
                    "s.inbound_webhook")
 

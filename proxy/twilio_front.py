@@ -24,7 +24,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from proxy import credentials, form, gate, sms, store
+from proxy import credentials, form, gate, sms, store, twilio_messages
 from proxy.body import read_body
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
@@ -80,6 +80,7 @@ DENIAL_CODES: Mapping[str, tuple[int, int]] = {
     "NO_LEGAL_BASIS": (403, 930030),
     "OUTSIDE_CALLING_HOURS": (403, 930040),
     "PROHIBITED_DAY": (403, 930041),
+    "OPT_OUT_NOT_APPENDABLE": (403, 930050),
     "CONSENT_STORE_UNAVAILABLE": (503, 930503),
 }
 # Faults of the proxy's own, in the same shape: (status, code).
@@ -88,6 +89,7 @@ UPSTREAM_TIMEOUT = (504, 930504)
 IDEMPOTENCY_IN_FLIGHT = (409, 930409)
 IDEMPOTENCY_MISMATCH = (422, 930422)
 NOT_PASSED_THROUGH = (403, 930403)
+SCHEDULED_SEND_NOT_GATED = (400, 930052)
 FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
     UPSTREAM_UNREACHABLE: (
         "UPSTREAM_UNREACHABLE", "The provider could not be reached; nothing was sent.",
@@ -105,6 +107,11 @@ FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
     NOT_PASSED_THROUGH: (
         "NOT_PASSED_THROUGH", "Only the calls, messages and recordings this client created are "
         "reachable through consent-proxy.", "Use Twilio directly for account administration."),
+    SCHEDULED_SEND_NOT_GATED: (
+        "SCHEDULED_SEND_NOT_GATED", "A message scheduled for later (ScheduleType/SendAt) would "
+        "leave long after its decision, past any objection made in between; consent-proxy "
+        "decides at the moment of sending.", "Send the message at the desired time from the "
+        "dialer itself, without ScheduleType and SendAt."),
 }
 
 
@@ -271,17 +278,9 @@ def validate_message(pairs: Sequence[tuple[str, str]]) -> None:
     if len(_first(pairs, "Body") or "") > sms.MAX_BODY:
         raise TwilioError(400, 21617, "The concatenated message body exceeds the 1600 "
                           "character limit")
-
-
-def _replace_first(pairs: list[tuple[str, str]], name: str, value: str) -> list[tuple[str, str]]:
-    out, done = [], False
-    for key, old in pairs:
-        if key == name and not done:
-            out.append((key, value))
-            done = True
-        else:
-            out.append((key, old))
-    return out
+    if twilio_messages.is_scheduled(pairs):
+        raise TwilioError(*SCHEDULED_SEND_NOT_GATED, twilio_messages.SCHEDULED_MESSAGE,
+                          reason="SCHEDULED_SEND_NOT_GATED")
 
 
 # --- the gate -------------------------------------------------------------------------------
@@ -300,6 +299,8 @@ def _sms_footer(pairs: list[tuple[str, str]], evaluation: gate.Evaluation,
     org = evaluation.facts.organisation
     decision = evaluation.decision
     body = _first(pairs, "Body") or ""
+    if evaluation.contact.content_template:  # N17: Twilio sends the template, not Body
+        return _Gated(evaluation, pairs, {"content_template": True, "footer_appended": False})
     if org is None or not decision.allowed or "OPT_OUT_APPENDED" not in decision.obligations:
         seg = sms.segments(body)
         details = {"segments_before": seg.count, "segments_after": seg.count,
@@ -317,7 +318,8 @@ def _sms_footer(pairs: list[tuple[str, str]], evaluation: gate.Evaluation,
             f"characters; the limit is {sms.MAX_BODY}. Shorten the body.",
             reason="OPT_OUT_FOOTER_DOES_NOT_FIT")
         return _Gated(evaluation, pairs, details | {"footer_appended": False}, refusal)
-    return _Gated(evaluation, _replace_first(pairs, "Body", result.body), details)
+    # A media-only message has no Body: the footer becomes its Body.
+    return _Gated(evaluation, form.put(pairs, "Body", result.body), details)
 
 
 def _body_has_opt_out(pairs: Sequence[tuple[str, str]],
@@ -340,7 +342,10 @@ async def _decide(request: web.Request, client: store.Client, channel: ContactCh
         to_raw=_first(pairs, "To"), from_raw=from_raw, now=request.app[CLOCK](),
         organisations=client.organisations,
         body_check=_body_has_opt_out(pairs, from_raw or "") if channel == "sms" else None,
+        content_template=channel == "sms" and twilio_messages.uses_content_template(pairs),
     )
+    if evaluation.contact.to is not None:  # what goes out is the number that was decided on
+        pairs = form.put(pairs, "To", evaluation.contact.to)
     if channel == "sms":
         return _sms_footer(pairs, evaluation, from_raw or "")
     return _Gated(evaluation, pairs, {})
