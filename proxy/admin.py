@@ -180,7 +180,7 @@ async def create_consent(request: web.Request) -> web.Response:
     given_at = f.time("given_at")
     assert given_at is not None
     _not_future(given_at, now, "given_at")
-    expires_at = f.time("expires_at", required=False)
+    expires_at = f.end("expires_at")  # year 9999: never expires
     if expires_at is not None and expires_at <= given_at:
         raise BadInput("must be after given_at", "expires_at")
     window = f.sub("requested_for", ("start", "end"))
@@ -236,7 +236,7 @@ async def create_relationship(request: web.Request) -> web.Response:
         "subject", "organisation", "kind", "topics", "started_at", "ended_at", "provenance",
         "opt_out_offered", "evidence"))
     started_at = f.time("started_at")
-    ended_at = f.time("ended_at", required=False)
+    ended_at = f.end("ended_at")  # year 9998: still running
     assert started_at is not None
     if ended_at is not None and ended_at < started_at:
         raise BadInput("must not be before started_at", "ended_at")

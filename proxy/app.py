@@ -10,13 +10,14 @@ import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import asyncpg
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy import admin, audit, check, db, twilio_front, webhooks
 from proxy.credentials import constant_time_equals
-from proxy.db import STORE_ERRORS
+from proxy.db import STORE_ERRORS, constraint_refusal
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
 from proxy.keys import (
     CLIENTS,
@@ -132,6 +133,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _is_twilio_route(request):
             return twilio_front.http_error_response(request, exc.status, exc.reason)
         return admin_error(exc.status, exc.reason)
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        log.warning("constraint_refused", constraint=exc.constraint_name)
+        return _error(request, constraint_refusal(exc))
     except STORE_ERRORS as exc:
         log.warning("consent_store_unavailable", error=type(exc).__name__)
         return _error(request, StoreUnavailable(

@@ -369,15 +369,31 @@ def masked(number: str | None) -> str | None:
 
 # Fact rows arrive as JSON arrays (the hot-path and the bulk query alike), read by position
 # in the order of the `_*_COLUMNS` lists below; timestamps arrive as UTC text.
-_INFINITE = {"infinity": dt.datetime.max.replace(tzinfo=dt.UTC),
-             "-infinity": dt.datetime.min.replace(tzinfo=dt.UTC)}
+_LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
+_EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+_INFINITE = {"infinity": _LATEST, "-infinity": _EARLIEST}
 
 
 def _ts(value: str | None) -> dt.datetime | None:
     if value is None:
         return None
     # The offset parsed with the rest: a fifth of the time of .replace(tzinfo=…) afterwards.
-    return _INFINITE.get(value) or dt.datetime.fromisoformat(value + "+00:00")
+    try:
+        return _INFINITE.get(value) or dt.datetime.fromisoformat(value + "+00:00")
+    except ValueError:
+        return _beyond(value)
+
+
+def _beyond(value: str) -> dt.datetime:
+    """A timestamp PostgreSQL holds and Python cannot (after 9999, or BC: "0044-03-15T… BC",
+    written only by hand) as the last or first instant Python has, so a fact row never fails
+    to load; anything else is not a timestamp from the fact query at all."""
+    if value.endswith(" BC"):
+        return _EARLIEST
+    year = value.split("-", 1)[0]
+    if year.isascii() and year.isdigit() and len(year) > 4:
+        return _LATEST
+    raise ValueError(f"not a timestamp: {value[:40]!r}")
 
 
 def _given(value: str) -> dt.datetime:
@@ -572,33 +588,54 @@ async def fetch_facts_bulk(
     return text
 
 
-def facts_from_bulk(text: str, organisation: Organisation, numbers: str,
-                    hashes: str) -> dict[str, Facts]:
+def facts_from_bulk(text: str, organisation: Organisation, numbers: str, hashes: str,
+                    unreadable: set[str] | None = None) -> dict[str, Facts]:
     """Facts per number from fetch_facts_bulk's answer for these numbers and hashes. Numbers
     with nothing on file that bears on a decision are absent, and so is a subject record
-    that is neither a business nor published. Pure: the scrub runs it in a worker."""
+    that is neither a business nor published. Pure: the scrub runs it in a worker.
+
+    With `unreadable`, a number with a row that cannot be read is left out and added to it,
+    so one bad row costs its own number an answer, not the whole batch (the caller must
+    tell such a number from one with nothing on file). Without it, such a row raises."""
     subject_rows, consent_rows, relationship_rows, objection_rows = (
         rows or () for rows in orjson.loads(text))
     subjects = {r[0]: _subject(r) for r in subject_rows}
     consents: defaultdict[str, list[Consent]] = defaultdict(list)
     relationships: defaultdict[str, list[Relationship]] = defaultdict(list)
     objections: defaultdict[str, list[Objection]] = defaultdict(list)
+    broken: set[str] = set()
     for r in consent_rows:
-        consents[r[1]].append(_consent(r))
+        try:
+            consents[r[1]].append(_consent(r))
+        except Exception:
+            _unreadable(broken, r[1], unreadable)
     for r in relationship_rows:
-        relationships[r[1]].append(_relationship(r))
+        try:
+            relationships[r[1]].append(_relationship(r))
+        except Exception:
+            _unreadable(broken, r[1], unreadable)
     if objection_rows:
         by_hash = dict(zip(hashes.split(","), numbers.split(","), strict=True))
         for r in objection_rows:
-            objections[by_hash[r[1]]].append(_objection(r))
+            try:
+                objections[by_hash[r[1]]].append(_objection(r))
+            except Exception:
+                _unreadable(broken, by_hash[r[1]], unreadable)
     held = subjects.keys() | consents.keys() | relationships.keys() | objections.keys()
     return {
         number: Facts(organisation=organisation, subject=subjects.get(number),
                       consents=tuple(consents.get(number, ())),
                       relationships=tuple(relationships.get(number, ())),
                       objections=tuple(objections.get(number, ())))
-        for number in held
+        for number in held - broken
     }
+
+
+def _unreadable(broken: set[str], number: str, unreadable: set[str] | None) -> None:
+    if unreadable is None:
+        raise  # (called in an except block) a caller without `unreadable` takes no gaps
+    broken.add(number)
+    unreadable.add(number)
 
 
 async def load_facts_bulk(

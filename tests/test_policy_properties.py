@@ -429,3 +429,70 @@ def test_n7_similarity_is_symmetric_and_needs_a_topic(a: str, b: str) -> None:
     assert similar(a, b) == similar(b, a)
     if not a or not b:
         assert not similar(a, b)
+
+
+# -- the ends of the calendar ----------------------------------------------------------------
+
+# Any UTC offset a datetime can carry, and naive times at and near the ends of the calendar
+# (year 1 and 9999): facts may hold "9999-12-31T23:59:59+00:00" as "never", or whatever a
+# hand-written row says, and `now` is anything a caller passes.
+OFFSETS = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(
+    lambda minutes: dt.timezone(dt.timedelta(minutes=minutes)))
+NAIVE_EXTREMES = st.one_of(
+    st.sampled_from((dt.datetime.min, dt.datetime.max, dt.datetime(1, 1, 1, 12),
+                     dt.datetime(9999, 12, 31, 23, 59, 59), dt.datetime(9998, 12, 31))),
+    st.datetimes(max_value=dt.datetime(1, 1, 3)),
+    st.datetimes(min_value=dt.datetime(9999, 12, 25)),
+    st.datetimes(),
+)
+extreme_times = st.builds(lambda naive, tz: naive.replace(tzinfo=tz), NAIVE_EXTREMES, OFFSETS)
+maybe_extreme = st.none() | extreme_times
+
+
+@st.composite
+def extreme_scenarios(draw: st.DrawFn) -> Scenario:
+    now = draw(extreme_times)
+    org = Organisation("org-1", "Acme", draw(st.sampled_from(SECTORS)),
+                       customer_term_months=draw(st.sampled_from((0, 36, 240))),
+                       content_templates_carry_opt_out=draw(st.booleans()))
+    channel = draw(contact_channels)
+    sender = Sender(FROM, "org-1", "energy/gas", automated=draw(st.booleans()))
+    contact = Contact(channel, draw(st.sampled_from((TO_NL, "+4915112345678"))), FROM, sender,
+                      body_has_opt_out=draw(maybe_booleans),
+                      content_template=draw(st.booleans()))
+    consents_ = tuple(Consent(
+        i, "org-1", channel, ("energy",), draw(consent_kinds), draw(extreme_times),
+        "self_provided", expires_at=draw(maybe_extreme), verified_at=draw(maybe_extreme),
+        first_contact_by=draw(maybe_extreme), requested_start=draw(maybe_extreme),
+        requested_end=draw(maybe_extreme), withdrawn_at=draw(maybe_extreme),
+        first_used_at=draw(maybe_extreme), consumed_at=draw(maybe_extreme),
+    ) for i in range(draw(st.integers(0, 3))))
+    relationships_ = tuple(Relationship(
+        100 + i, "org-1", draw(relationship_kinds), ("energy",), draw(extreme_times),
+        "self_provided", ended_at=draw(maybe_extreme), opt_out_offered=True,
+    ) for i in range(draw(st.integers(0, 2))))
+    objections_ = tuple(Objection(200 + i, draw(maybe_org_ids), draw(maybe_channels),
+                                  draw(extreme_times), "sms")
+                        for i in range(draw(st.integers(0, 1))))
+    subject = Subject(TO_NL, draw(st.sampled_from(("person", "business"))),
+                      published_for_marketing=draw(st.booleans()))
+    facts = Facts(org, subject, consents_, relationships_, objections_)
+    closed = frozenset(d for d in (dt.date.min, dt.date.max) if draw(st.booleans()))
+    rules = RuleSettings(calling_hours=CallingHours(closed_dates=closed),
+                         other_destinations=draw(other_destinations))
+    return Scenario(contact, facts, rules, now)
+
+
+@settings(max_examples=1000, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(extreme_scenarios())
+def test_extreme_times_anywhere_still_give_a_decision(s: Scenario) -> None:
+    """No time on file and no `now` makes the engine raise: far-future "never" dates, the
+    first and last instants a datetime holds, any UTC offset (nothing overflows in calendar
+    arithmetic, Amsterdam wall time or the search for the next allowed moment)."""
+    d = s.decide()
+    assert isinstance(d, Decision)
+    assert d.reason in REASONS
+    json.dumps(d.to_dict())
+    if d.retry_after is not None:
+        assert d.retry_after > s.now

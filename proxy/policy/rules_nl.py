@@ -522,7 +522,7 @@ _DAY_NL: Final = ("maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zat
 
 
 def _date(moment: dt.datetime) -> str:
-    return moment.astimezone(hours.AMSTERDAM).date().isoformat()
+    return hours.local(moment).date().isoformat()
 
 
 def _topic_en(topic: str | None) -> str:
