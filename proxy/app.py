@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy import admin, audit, check, db, twilio_front, webhooks
+from proxy.clients import ClientDirectory, ClientEvents
 from proxy.credentials import constant_time_equals
 from proxy.db import STORE_ERRORS, constraint_refusal
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
@@ -192,6 +193,15 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
+async def _client_events_ctx(app: web.Application) -> AsyncIterator[None]:
+    url = app[SETTINGS].database_url
+    assert url is not None  # _pool_ctx has refused to start without it
+    events = ClientEvents(url, app[CLIENTS])
+    events.start()
+    yield
+    await events.close()
+
+
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.sandbox:
@@ -239,8 +249,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[CLOCK] = clock or utc_now
     app[METRICS] = Metrics()
-    app[CLIENTS] = twilio_front.ClientDirectory()
+    app[CLIENTS] = ClientDirectory()
     app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_client_events_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_workers_ctx)

@@ -13,9 +13,9 @@ from aiohttp import web
 from proxy.settings import Settings
 
 if TYPE_CHECKING:
+    from proxy.clients import ClientDirectory
     from proxy.metrics import Metrics
     from proxy.reader import GroupFetch
-    from proxy.twilio_front import ClientDirectory
     from proxy.upstream import Upstream
     from proxy.workers import Workers
     from proxy.writer import GroupCommit

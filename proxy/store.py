@@ -34,6 +34,7 @@ class Client:
     name: str
     token_version: int
     organisations: tuple[str, ...]
+    enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,19 +190,68 @@ async def create_client(
     return Client(account_sid, row["name"], row["token_version"], tuple(organisations))
 
 
+_CLIENTS_SQL = """
+SELECT c.account_sid, c.name, c.token_version, c.enabled, c.created_at, c.disabled_at,
+       coalesce(array_agg(co.organisation_id ORDER BY co.organisation_id)
+                FILTER (WHERE co.organisation_id IS NOT NULL), '{}') AS organisations
+FROM clients c LEFT JOIN client_organisations co USING (account_sid)
+"""
+
+
 async def get_client(pool: asyncpg.Pool, account_sid: str) -> Client | None:
     row = await pool.fetchrow(
-        """SELECT c.account_sid, c.name, c.token_version,
-                  coalesce(array_agg(co.organisation_id ORDER BY co.organisation_id)
-                           FILTER (WHERE co.organisation_id IS NOT NULL), '{}') AS organisations
-           FROM clients c LEFT JOIN client_organisations co USING (account_sid)
-           WHERE c.account_sid = $1 GROUP BY c.account_sid""",
-        account_sid,
-    )
+        _CLIENTS_SQL + "WHERE c.account_sid = $1 GROUP BY c.account_sid", account_sid)
     if row is None:
         return None
     return Client(row["account_sid"], row["name"], row["token_version"],
-                  tuple(row["organisations"]))
+                  tuple(row["organisations"]), row["enabled"])
+
+
+def _client_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {"account_sid": row["account_sid"], "name": row["name"],
+            "organisations": list(row["organisations"]),
+            "token_version": row["token_version"], "enabled": row["enabled"],
+            "created_at": row["created_at"].isoformat(),
+            "disabled_at": row["disabled_at"].isoformat() if row["disabled_at"] else None}
+
+
+async def list_clients(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Every client, oldest first, without tokens (they are never stored)."""
+    rows = await pool.fetch(
+        _CLIENTS_SQL + "GROUP BY c.account_sid ORDER BY c.created_at, c.account_sid")
+    return [_client_json(r) for r in rows]
+
+
+async def _client_report(conn: asyncpg.Connection, account_sid: str) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        _CLIENTS_SQL + "WHERE c.account_sid = $1 GROUP BY c.account_sid", account_sid)
+    return _client_json(row)
+
+
+async def rotate_client(pool: asyncpg.Pool, account_sid: str) -> dict[str, Any]:
+    """A new token version: the old token stops the moment this commits (every gate is told
+    by the clients_notify trigger, sql/009)."""
+    async with pool.acquire() as conn, conn.transaction():
+        found = await conn.fetchval(
+            """UPDATE clients SET token_version = token_version + 1 WHERE account_sid = $1
+               RETURNING 1""", account_sid)
+        if found is None:
+            raise NotFound(f"no client {account_sid!r}", "account_sid")
+        return await _client_report(conn, account_sid)
+
+
+async def set_client_enabled(pool: asyncpg.Pool, account_sid: str, enabled: bool,
+                             at: dt.datetime) -> dict[str, Any]:
+    """Disable (refused everywhere from the commit on) or enable a client. Idempotent: a
+    second disable keeps the first disabled_at."""
+    async with pool.acquire() as conn, conn.transaction():
+        found = await conn.fetchval(
+            """UPDATE clients SET enabled = $2,
+                      disabled_at = CASE WHEN $2 THEN NULL ELSE coalesce(disabled_at, $3) END
+               WHERE account_sid = $1 RETURNING 1""", account_sid, enabled, at)
+        if found is None:
+            raise NotFound(f"no client {account_sid!r}", "account_sid")
+        return await _client_report(conn, account_sid)
 
 
 # --- subjects ----------------------------------------------------------------------------
@@ -953,11 +1003,13 @@ async def object_by_voice(pool: asyncpg.Pool, objection: ObjectionIn) -> int | N
 
 
 async def relay_client(pool: asyncpg.Pool, organisation_id: str) -> tuple[str, int] | None:
-    """The client whose token signs relayed webhooks for an organisation: its oldest client."""
+    """The client whose token signs relayed webhooks for an organisation: its oldest enabled
+    client (a disabled client's token signs nothing)."""
     row = await pool.fetchrow(
         """SELECT c.account_sid, c.token_version FROM clients c
            JOIN client_organisations co USING (account_sid)
-           WHERE co.organisation_id = $1 ORDER BY c.created_at, c.account_sid LIMIT 1""",
+           WHERE co.organisation_id = $1 AND c.enabled
+           ORDER BY c.created_at, c.account_sid LIMIT 1""",
         organisation_id)
     return (row["account_sid"], row["token_version"]) if row else None
 

@@ -16,7 +16,6 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -169,34 +168,6 @@ def _generic(status: int) -> tuple[int, int, dict[str, Any]]:
 
 
 # --- authentication -------------------------------------------------------------------------
-
-@dataclass
-class _Cached:
-    client: store.Client | None
-    until: float
-
-
-class ClientDirectory:
-    """Dialer credentials by AccountSid, cached briefly so the hot path does not pay a query
-    per request. A new client is seen at once (misses are not cached for long); a changed
-    organisation list within `ttl` seconds."""
-
-    def __init__(self, ttl: float = 10.0, miss_ttl: float = 1.0) -> None:
-        self._cache: dict[str, _Cached] = {}
-        self._ttl, self._miss_ttl = ttl, miss_ttl
-
-    async def get(self, request: web.Request, account_sid: str) -> store.Client | None:
-        now = time.monotonic()
-        hit = self._cache.get(account_sid)
-        if hit is not None and hit.until > now:
-            return hit.client
-        client = await store.get_client(request.app[POOL], account_sid)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        ttl = self._ttl if client is not None else self._miss_ttl
-        self._cache[account_sid] = _Cached(client, now + ttl)
-        return client
-
 
 def _basic_credentials(request: web.Request) -> tuple[str, str] | None:
     scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")

@@ -82,6 +82,7 @@ class Fuzz:
     sender: str
     number: str
     consent: int
+    client: str
 
     def run(self, coro: Callable[[], Awaitable[T]]) -> T:
         """Run a coroutine on the test's event loop from the hypothesis thread."""
@@ -106,6 +107,7 @@ async def fuzz(database_url: str) -> AsyncIterator[Fuzz]:
     async with TestServer(app) as server:
         base = str(server.make_url(PREFIX))
         org, sender, number = f"fuzz-{uuid.uuid4().hex[:10]}", _landline(), mobile()
+        created: dict[str, Any] = {}
         async with aiohttp.ClientSession(headers=AUTH) as http:
             for path, body in (
                 ("/organisations", {"id": org, "name": "Fuzz BV", "sector": "commercial"}),
@@ -115,11 +117,13 @@ async def fuzz(database_url: str) -> AsyncIterator[Fuzz]:
                                "given_at": "2026-10-01T12:00:00+02:00",
                                "verified_at": "2026-10-01T12:05:00+02:00",
                                "provenance": "self_provided"}),
+                ("/clients", {"name": "Fuzz dialer", "organisations": [org]}),
             ):
                 async with http.post(base + path, json=body) as resp:
                     assert resp.status == 201, await resp.text()
-                    created = await resp.json()
-        yield Fuzz(base, pool, asyncio.get_running_loop(), org, sender, number, created["id"])
+                    created[path] = await resp.json()
+        yield Fuzz(base, pool, asyncio.get_running_loop(), org, sender, number,
+                   created["/consents"]["id"], created["/clients"]["account_sid"])
     await pool.close()
 
 
@@ -133,7 +137,7 @@ def _steer(case: Case, fuzz: Fuzz) -> None:
     refs: dict[str, Any] = {"organisation": fuzz.org, "org_id": fuzz.org, "sender": fuzz.sender,
                             "from": fuzz.sender, "subject": fuzz.number, "to": fuzz.number,
                             "number": fuzz.number, "id": fuzz.consent,
-                            "organisations": [fuzz.org]}
+                            "organisations": [fuzz.org], "account_sid": fuzz.client}
     if isinstance(case.body, dict):
         for key in list(case.body):
             if key in refs and key != "id" and not (key == "sender"
@@ -288,6 +292,7 @@ HOSTILE = [
     ("POST", "/relationships", '{"subject": "0612345678", "organisation": "x", '
      '"kind": "customer", "topics": ["energy"], "started_at": "9999-12-31T23:59:59-12:00", '
      '"provenance": "self_provided", "opt_out_offered": true}', 422, "started_at"),
+    ("POST", "/clients/AC%EF%BC%90/rotate", None, 404, "account_sid"),
 ]
 
 
