@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from proxy import credentials, store
 from proxy.body import read_body
 from proxy.errors import BadInput, NotFound
 from proxy.fields import ORG_ID, Fields, load_json, parse_sender_id, parse_topic
-from proxy.keys import CLOCK, POOL, SETTINGS
+from proxy.keys import CLIENTS, CLOCK, POOL, SETTINGS
 from proxy.phone import InvalidNumber, parse_number
 from proxy.policy.facts import (
     CHANNELS,
@@ -29,7 +30,9 @@ from proxy.policy.facts import (
 
 PREFIX = "/admin/v1"
 OBJECTION_VIA = ("api", "agent", "ivr", "sms", "email", "letter")
-_ORG_FIELDS = ("id", "name", "sector", "customer_term_months", "sms_footer", "stop_reply")
+_ORG_FIELDS = ("id", "name", "sector", "customer_term_months", "sms_footer", "stop_reply",
+               "content_templates_carry_opt_out")
+_ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 
 
 async def read_json(request: web.Request) -> Any:
@@ -50,6 +53,7 @@ def _org_json(org: Organisation) -> dict[str, Any]:
         "id": org.id, "name": org.name, "sector": org.sector,
         "customer_term_months": org.customer_term_months,
         "sms_footer": org.sms_footer, "stop_reply": org.stop_reply,
+        "content_templates_carry_opt_out": org.content_templates_carry_opt_out,
     }
 
 
@@ -71,6 +75,7 @@ def _parse_org(data: Any, org_id: str | None = None) -> Organisation:
         customer_term_months=f.integer("customer_term_months", low=0, high=240, default=36),
         sms_footer=f.text("sms_footer", required=False, max_len=300),
         stop_reply=f.text("stop_reply", required=False, max_len=600),
+        content_templates_carry_opt_out=f.boolean("content_templates_carry_opt_out"),
     )
 
 
@@ -122,13 +127,18 @@ async def get_sender(request: web.Request) -> web.Response:
     return web.json_response(_sender_json(await store.get_sender(request.app[POOL], sender)))
 
 
+def _proxy_secret(request: web.Request) -> str:
+    secret = request.app[SETTINGS].proxy_secret
+    if not secret:
+        raise BadInput("PROXY_SECRET is not configured; clients cannot be issued")
+    return secret
+
+
 async def create_client(request: web.Request) -> web.Response:
     f = Fields(await read_json(request), ("name", "organisations"))
     name = f.text("name") or ""
     organisations = f.string_list("organisations")
-    secret = request.app[SETTINGS].proxy_secret
-    if not secret:
-        raise BadInput("PROXY_SECRET is not configured; clients cannot be issued")
+    secret = _proxy_secret(request)
     client = await store.create_client(
         request.app[POOL], credentials.new_account_sid(), name, organisations)
     token = credentials.derive_token(secret, client.account_sid, client.token_version)
@@ -137,6 +147,43 @@ async def create_client(request: web.Request) -> web.Response:
          "organisations": list(client.organisations)},
         status=201,
     )
+
+
+async def list_clients(request: web.Request) -> web.Response:
+    return web.json_response({"clients": await store.list_clients(request.app[POOL])})
+
+
+def _client_sid(request: web.Request) -> str:
+    sid = request.match_info["account_sid"]
+    if not _ACCOUNT_SID.fullmatch(sid):  # cannot exist
+        raise NotFound(f"no client {sid!r}", "account_sid")
+    return sid
+
+
+async def rotate_client(request: web.Request) -> web.Response:
+    """A new auth token (shown once); the old one is refused from the commit on, on every
+    gate (proxy/clients.py)."""
+    sid, secret = _client_sid(request), _proxy_secret(request)
+    client = await store.rotate_client(request.app[POOL], sid)
+    request.app[CLIENTS].forget(sid)
+    token = credentials.derive_token(secret, sid, client["token_version"])
+    return web.json_response({**client, "auth_token": token})
+
+
+async def disable_client(request: web.Request) -> web.Response:
+    return await _set_enabled(request, enabled=False)
+
+
+async def enable_client(request: web.Request) -> web.Response:
+    return await _set_enabled(request, enabled=True)
+
+
+async def _set_enabled(request: web.Request, *, enabled: bool) -> web.Response:
+    sid = _client_sid(request)
+    client = await store.set_client_enabled(request.app[POOL], sid, enabled,
+                                            request.app[CLOCK]())
+    request.app[CLIENTS].forget(sid)
+    return web.json_response(client)
 
 
 async def put_subject(request: web.Request) -> web.Response:
@@ -177,7 +224,7 @@ async def create_consent(request: web.Request) -> web.Response:
     given_at = f.time("given_at")
     assert given_at is not None
     _not_future(given_at, now, "given_at")
-    expires_at = f.time("expires_at", required=False)
+    expires_at = f.end("expires_at")  # year 9999: never expires
     if expires_at is not None and expires_at <= given_at:
         raise BadInput("must be after given_at", "expires_at")
     window = f.sub("requested_for", ("start", "end"))
@@ -233,7 +280,7 @@ async def create_relationship(request: web.Request) -> web.Response:
         "subject", "organisation", "kind", "topics", "started_at", "ended_at", "provenance",
         "opt_out_offered", "evidence"))
     started_at = f.time("started_at")
-    ended_at = f.time("ended_at", required=False)
+    ended_at = f.end("ended_at")  # year 9998: still running
     assert started_at is not None
     if ended_at is not None and ended_at < started_at:
         raise BadInput("must not be before started_at", "ended_at")
@@ -301,6 +348,10 @@ def add_routes(app: web.Application) -> None:
         web.post(f"{PREFIX}/senders", create_sender),
         web.get(f"{PREFIX}/senders/{{sender}}", get_sender),
         web.post(f"{PREFIX}/clients", create_client),
+        web.get(f"{PREFIX}/clients", list_clients),
+        web.post(f"{PREFIX}/clients/{{account_sid}}/rotate", rotate_client),
+        web.post(f"{PREFIX}/clients/{{account_sid}}/disable", disable_client),
+        web.post(f"{PREFIX}/clients/{{account_sid}}/enable", enable_client),
         web.put(f"{PREFIX}/subjects/{{number}}", put_subject),
         web.get(f"{PREFIX}/subjects/{{number}}", get_subject),
         web.delete(f"{PREFIX}/subjects/{{number}}", delete_subject),

@@ -10,13 +10,15 @@ import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import asyncpg
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy import admin, audit, check, checkpoints, db, relays, stops, twilio_front, webhooks
+from proxy.clients import ClientDirectory, ClientEvents
 from proxy.credentials import constant_time_equals
-from proxy.db import STORE_ERRORS
+from proxy.db import STORE_ERRORS, constraint_refusal
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
 from proxy.keys import (
     CLIENTS,
@@ -133,6 +135,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _is_twilio_route(request):
             return twilio_front.http_error_response(request, exc.status, exc.reason)
         return admin_error(exc.status, exc.reason)
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        log.warning("constraint_refused", constraint=exc.constraint_name)
+        return _error(request, constraint_refusal(exc))
     except STORE_ERRORS as exc:
         log.warning("consent_store_unavailable", error=type(exc).__name__)
         return _error(request, StoreUnavailable(
@@ -194,6 +199,15 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
+async def _client_events_ctx(app: web.Application) -> AsyncIterator[None]:
+    url = app[SETTINGS].database_url
+    assert url is not None  # _pool_ctx has refused to start without it
+    events = ClientEvents(url, app[CLIENTS])
+    events.start()
+    yield
+    await events.close()
+
+
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.sandbox:
@@ -241,8 +255,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[CLOCK] = clock or utc_now
     app[METRICS] = Metrics()
-    app[CLIENTS] = twilio_front.ClientDirectory()
+    app[CLIENTS] = ClientDirectory()
     app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_client_events_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_workers_ctx)

@@ -12,6 +12,8 @@ from typing import Any
 import asyncpg
 import structlog
 
+from proxy.errors import BadInput, Conflict, ProxyError
+
 log = structlog.get_logger(__name__)
 
 # Failures that mean "the consent store cannot be reached": callers fail closed (503).
@@ -29,6 +31,20 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
     # another operation (2) is in progress"), not with a connection error.
     asyncpg.exceptions.InternalClientError,
 )
+
+
+
+def constraint_refusal(exc: asyncpg.IntegrityConstraintViolationError) -> ProxyError:
+    """A write the schema refused (a CHECK, NOT NULL, foreign or unique key the handler's own
+    validation did not foresee) is the request's fault: 422 naming the column or constraint,
+    409 for a duplicate; never a 500. The row's values (exc.detail) are not repeated: they
+    may hold a number."""
+    name = exc.constraint_name or type(exc).__name__
+    field = exc.column_name or exc.constraint_name
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return Conflict(f"already exists (constraint {name})", field)
+    return BadInput(f"refused by the database (constraint {name})", field)
+
 
 # pg_advisory_lock key: ASCII "consentp". Held while migrating so instances can start at once.
 MIGRATION_LOCK_KEY = 0x636F6E73656E7470

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from proxy.errors import BadInput
-from proxy.phone import InvalidNumber, parse_number
+from proxy.phone import InvalidNumber, parse_number, plain_text
 
 T = TypeVar("T", bound=str)
 
@@ -24,6 +24,10 @@ _URL = re.compile(r"^https?://[^\s/]+(/\S*)?\Z")
 # escape decodes to one; a proper pair decodes to one character outside this range).
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 MAX_JSON_DEPTH = 64
+# Times after this year are no real moments but ways of writing "never" (9999-12-31 is
+# common): an end time there means no end, any other time there is refused. Below it, the
+# engine's calendar arithmetic (a term of up to 240 months) stays inside year 9999.
+FAR_FUTURE_YEAR = 9000
 _MISSING = object()
 
 
@@ -74,7 +78,22 @@ def _check_storable(data: Any) -> None:
 
 
 def parse_time(value: Any, name: str) -> dt.datetime:
-    """ISO 8601 with an offset. Naive times are refused: a consent time must be unambiguous."""
+    """ISO 8601 with an offset. Naive times are refused: a consent time must be unambiguous.
+    So are times after FAR_FUTURE_YEAR (`parse_end` reads those as no end)."""
+    parsed = _parse_iso(value, name)
+    if parsed.year > FAR_FUTURE_YEAR:
+        raise BadInput(f"lies after the year {FAR_FUTURE_YEAR}; not a real moment", name)
+    return _in_range(parsed, name)
+
+
+def parse_end(value: Any, name: str) -> dt.datetime | None:
+    """An end time (a consent's expiry, a relationship's end), where a date after
+    FAR_FUTURE_YEAR is a way of writing "never": that is no end, None."""
+    parsed = _parse_iso(value, name)
+    return None if parsed.year > FAR_FUTURE_YEAR else _in_range(parsed, name)
+
+
+def _parse_iso(value: Any, name: str) -> dt.datetime:
     if not isinstance(value, str):
         raise BadInput("expected an ISO 8601 time with offset", name)
     try:
@@ -83,6 +102,10 @@ def parse_time(value: Any, name: str) -> dt.datetime:
         raise BadInput("not an ISO 8601 time", name) from exc
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise BadInput("time has no UTC offset (naive times are refused)", name)
+    return parsed
+
+
+def _in_range(parsed: dt.datetime, name: str) -> dt.datetime:
     try:
         parsed.astimezone(dt.UTC)  # 0001-01-01T00:00+01:00 is before the first instant
     except OverflowError as exc:
@@ -97,10 +120,12 @@ def parse_topic(value: Any, name: str) -> str:
 
 
 def parse_sender_id(value: Any, name: str = "sender") -> str:
-    """A sender is an E.164 number, a MessagingServiceSid or an alphanumeric sender ID."""
+    """A sender is an E.164 number, a MessagingServiceSid or an alphanumeric sender ID.
+    Look-alike spellings (full-width letters and digits) are folded to the plain one by NFKC,
+    so they name the same sender; the key is always ASCII."""
     if not isinstance(value, str) or not value.strip():
         raise BadInput("expected a phone number, MessagingServiceSid or alphanumeric ID", name)
-    text = value.strip()
+    text = plain_text(value).strip()
     if MESSAGING_SERVICE_SID.match(text):
         return text
     if ALPHANUMERIC_SENDER.match(text):
@@ -178,6 +203,11 @@ class Fields:
     def time(self, key: str, *, required: bool = True) -> dt.datetime | None:
         value = self._get(key, required)
         return None if value is None else parse_time(value, self.name(key))
+
+    def end(self, key: str) -> dt.datetime | None:
+        """An optional end time; one after FAR_FUTURE_YEAR is no end (parse_end)."""
+        value = self._get(key, False)
+        return None if value is None else parse_end(value, self.name(key))
 
     def number(self, key: str, *, required: bool = True) -> str | None:
         value = self._get(key, required)

@@ -82,3 +82,18 @@ def _quote_name(name: str) -> str:
 def encode(pairs: Iterable[tuple[str, str]]) -> bytes:
     return "&".join([f"{_quote_name(name)}={_quote(value)}"
                      for name, value in pairs]).encode("ascii")
+
+
+def put(pairs: Iterable[tuple[str, str]], name: str, value: str) -> list[tuple[str, str]]:
+    """The pairs with the first `name` field set to `value` (its place kept), or with
+    (`name`, `value`) appended when there is none. Later repeats are left as they are."""
+    out, done = [], False
+    for key, old in pairs:
+        if key == name and not done:
+            out.append((key, value))
+            done = True
+        else:
+            out.append((key, old))
+    if not done:
+        out.append((name, value))
+    return out

@@ -15,7 +15,7 @@ import msgspec
 from proxy import store
 from proxy.errors import BadInput
 from proxy.fields import parse_sender_id
-from proxy.phone import try_parse_number
+from proxy.phone import plain_text, try_parse_number
 from proxy.policy import Decision, decide
 from proxy.policy.facts import Contact, ContactChannel, Facts, Organisation, Sender
 from proxy.settings import RuleSettings
@@ -66,11 +66,13 @@ async def evaluate(
     body_has_opt_out: bool | None = None,
     organisations: Collection[str] | None = None,
     body_check: Callable[[Organisation], bool] | None = None,
+    content_template: bool = False,
 ) -> Evaluation:
     """Decide one proposed contact, on facts from `load_facts`. `organisations` limits which
     senders count as registered (a dialer may only use senders of its own organisations).
     `body_check` tells, once the organisation is known, whether an SMS body already carries
-    its opt-out line (N17)."""
+    its opt-out line (N17); `content_template`: the SMS is a content template, whose body
+    is not what is sent (N17)."""
     to = try_parse_number(to_raw)
     key = sender_key(from_raw)
     if to is not None and key is not None:
@@ -89,7 +91,8 @@ async def evaluate(
         from_=from_raw or "",
         sender=sender,
         topic=topic,
-        caller_id_withheld=(from_raw or "").strip().lower() in WITHHELD,
+        caller_id_withheld=plain_text(from_raw or "").strip().lower() in WITHHELD,
         body_has_opt_out=body_has_opt_out,
+        content_template=content_template,
     )
     return Evaluation(contact, facts, decide(contact, facts, rules, now))

@@ -14,10 +14,10 @@ from proxy.settings import Settings
 
 if TYPE_CHECKING:
     from proxy.checkpoints import Checkpointer
+    from proxy.clients import ClientDirectory
     from proxy.metrics import Metrics
     from proxy.optout_spool import OptOutSpool, SpoolDrain
     from proxy.reader import GroupFetch
-    from proxy.twilio_front import ClientDirectory
     from proxy.upstream import Upstream
     from proxy.workers import Workers
     from proxy.writer import GroupCommit

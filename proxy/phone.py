@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 
 import phonenumbers
 
@@ -17,7 +18,7 @@ from phonenumbers.phonenumberutil import _is_number_matching_desc as _matching_d
 phonenumbers.enable_pattern_cache()
 
 DEFAULT_REGION = "NL"
-_ALLOWED_CHARS = re.compile(r"^[0-9+()\-./\s]{3,40}$")
+_ALLOWED_CHARS = re.compile(r"^[0-9+()\-./\s]{3,40}$", re.ASCII)
 
 
 class InvalidNumber(ValueError):
@@ -26,7 +27,7 @@ class InvalidNumber(ValueError):
 
 # The common Dutch shapes (+31 or 0, then 9 digits) skip phonenumbers.parse, the slow part
 # (~17 us); validity is still phonenumbers.is_valid_number's verdict, on the same number.
-_NL_FAST = re.compile(r"(?:\+31|0)([1-9]\d{8})")
+_NL_FAST = re.compile(r"(?:\+31|0)([1-9][0-9]{8})")
 
 
 _NL_METADATA = phonenumbers.PhoneMetadata.metadata_for_region("NL")
@@ -44,9 +45,25 @@ def _valid_nl(nsn: str) -> bool:
     return phonenumbers.is_valid_number(phonenumbers.PhoneNumber(31, int(nsn)))
 
 
+def plain_text(raw: str) -> str:
+    """User text as the ASCII it stands for, when it has any: NFKC folds full-width digits and
+    signs (U+FF0B, U+FF10-U+FF19), circled digits and odd spaces into their plain forms, so a
+    look-alike spelling names the same number or sender as the plain one. ASCII text (nearly
+    all of it) is returned as is; what is not ASCII even after NFKC stays so, and callers
+    refuse it."""
+    if raw.isascii():
+        return raw
+    return unicodedata.normalize("NFKC", raw)
+
+
 def parse_number(raw: str, region: str = DEFAULT_REGION) -> str:
-    """Any common written form (`0612345678`, `06-12345678`, `0031 6 12345678`) -> E.164."""
-    text = raw.strip()
+    """Any common written form (`0612345678`, `06-12345678`, `0031 6 12345678`) -> E.164,
+    always ASCII `+` and digits. Full-width digits name the same number as ASCII ones (NFKC);
+    digits of other scripts, which phonenumbers would read too, are refused rather than
+    turned into a number under another spelling."""
+    text = plain_text(raw).strip()
+    if not text.isascii():
+        raise InvalidNumber(f"not a phone number: {_mask_digits(text)!r}")
     fast = _NL_FAST.fullmatch(text)
     if fast is not None and (region == "NL" or text.startswith("+")):
         nsn = fast.group(1)
@@ -63,7 +80,10 @@ def parse_number(raw: str, region: str = DEFAULT_REGION) -> str:
         raise InvalidNumber(f"not a phone number: {_mask_digits(text)!r}") from exc
     if not phonenumbers.is_valid_number(number):
         raise InvalidNumber(f"not a valid phone number: {_mask_digits(text)!r}")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if not E164.fullmatch(e164):  # the key of a subject: nothing but ASCII `+` and digits
+        raise InvalidNumber(f"not a valid phone number: {_mask_digits(text)!r}")
+    return e164
 
 
 def try_parse_number(raw: str | None, region: str = DEFAULT_REGION) -> str | None:
@@ -75,7 +95,8 @@ def try_parse_number(raw: str | None, region: str = DEFAULT_REGION) -> str | Non
         return None
 
 
-E164 = re.compile(r"\+[1-9]\d{6,14}")  # the shape of an E.164 number (`E164.fullmatch`)
+# The shape of an E.164 number (`E164.fullmatch`): ASCII digits only.
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 def mask(e164: str) -> str:

@@ -55,11 +55,18 @@ def parse_numbers(lines: str) -> Parsed:
                   tuple(i for i, n in enumerate(numbers) if n is None))
 
 
+# A number whose facts cannot be read or decided: its own row says so, and the rest of the
+# file is decided as usual (a public contract, README "Checking before you dial").
+ERROR_ROW = ",error,DECISION_FAILED,\n"
+
+
 def rows(job: ScrubJob, lines: str, parsed: Parsed, facts_text: str) -> bytes:
     """The CSV rows of a batch: each line as given, with its decision, reason and
     retry_after. `parsed` is parse_numbers(lines), `facts_text` store.fetch_facts_bulk's
     answer for its numbers."""
-    facts = store.facts_from_bulk(facts_text, job.organisation, parsed.valid, parsed.hashes)
+    unreadable: set[str] = set()
+    facts = store.facts_from_bulk(facts_text, job.organisation, parsed.valid, parsed.hashes,
+                                  unreadable)
     nothing = Facts(organisation=job.organisation)
     # With nothing on file that bears on a decision, the engine reads `to` only for its shape
     # (a valid E.164 number, +31 or not; the number itself only goes into evidence, which a
@@ -68,20 +75,28 @@ def rows(job: ScrubJob, lines: str, parsed: Parsed, facts_text: str) -> bytes:
     unheld: dict[tuple[int, bool], str] = {}
 
     def answer(number: str | None) -> str:
+        if number in unreadable:
+            return ERROR_ROW
         on_file = facts.get(number) if number else None
         if on_file is not None:
-            return _suffix(decide(_contact(job, number), on_file, job.rules, job.now))
+            return _decided(job, number, on_file)
         shape = (len(number), number.startswith("+31")) if number else (0, False)
         line = unheld.get(shape)
         if line is None:
-            line = unheld[shape] = _suffix(decide(_contact(job, number), nothing, job.rules,
-                                                  job.now))
+            line = unheld[shape] = _decided(job, number, nothing)
         return line
 
     texts = lines.split("\n")
     return "".join([number_field(text) + answer(number)
                     for text, number in zip(texts, parsed.numbers(len(texts)), strict=True)
                     ]).encode()
+
+
+def _decided(job: ScrubJob, number: str | None, facts: Facts) -> str:
+    try:
+        return _suffix(decide(_contact(job, number), facts, job.rules, job.now))
+    except Exception:  # one number the engine cannot decide is its own row
+        return ERROR_ROW
 
 
 def _contact(job: ScrubJob, number: str | None) -> Contact:

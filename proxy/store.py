@@ -35,6 +35,7 @@ class Client:
     name: str
     token_version: int
     organisations: tuple[str, ...]
+    enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ def _organisation(row: asyncpg.Record) -> Organisation:
         customer_term_months=row["customer_term_months"],
         sms_footer=row["sms_footer"],
         stop_reply=row["stop_reply"],
+        content_templates_carry_opt_out=row["content_templates_carry_opt_out"],
     )
 
 
@@ -107,9 +109,11 @@ async def create_organisation(pool: asyncpg.Pool, org: Organisation) -> Organisa
     try:
         row = await pool.fetchrow(
             """INSERT INTO organisations
-                   (id, name, sector, customer_term_months, sms_footer, stop_reply)
-               VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
+                   (id, name, sector, customer_term_months, sms_footer, stop_reply,
+                    content_templates_carry_opt_out)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
             org.id, org.name, org.sector, org.customer_term_months, org.sms_footer, org.stop_reply,
+            org.content_templates_carry_opt_out,
         )
     except asyncpg.UniqueViolationError as exc:
         raise Conflict(f"organisation {org.id!r} already exists", "id") from exc
@@ -126,9 +130,11 @@ async def get_organisation(pool: asyncpg.Pool, org_id: str) -> Organisation:
 async def update_organisation(pool: asyncpg.Pool, org: Organisation) -> Organisation:
     row = await pool.fetchrow(
         """UPDATE organisations SET name = $2, sector = $3, customer_term_months = $4,
-                  sms_footer = $5, stop_reply = $6, updated_at = now()
+                  sms_footer = $5, stop_reply = $6, content_templates_carry_opt_out = $7,
+                  updated_at = now()
            WHERE id = $1 RETURNING *""",
         org.id, org.name, org.sector, org.customer_term_months, org.sms_footer, org.stop_reply,
+        org.content_templates_carry_opt_out,
     )
     if row is None:
         raise NotFound(f"no organisation {org.id!r}", "id")
@@ -185,19 +191,68 @@ async def create_client(
     return Client(account_sid, row["name"], row["token_version"], tuple(organisations))
 
 
+_CLIENTS_SQL = """
+SELECT c.account_sid, c.name, c.token_version, c.enabled, c.created_at, c.disabled_at,
+       coalesce(array_agg(co.organisation_id ORDER BY co.organisation_id)
+                FILTER (WHERE co.organisation_id IS NOT NULL), '{}') AS organisations
+FROM clients c LEFT JOIN client_organisations co USING (account_sid)
+"""
+
+
 async def get_client(pool: asyncpg.Pool, account_sid: str) -> Client | None:
     row = await pool.fetchrow(
-        """SELECT c.account_sid, c.name, c.token_version,
-                  coalesce(array_agg(co.organisation_id ORDER BY co.organisation_id)
-                           FILTER (WHERE co.organisation_id IS NOT NULL), '{}') AS organisations
-           FROM clients c LEFT JOIN client_organisations co USING (account_sid)
-           WHERE c.account_sid = $1 GROUP BY c.account_sid""",
-        account_sid,
-    )
+        _CLIENTS_SQL + "WHERE c.account_sid = $1 GROUP BY c.account_sid", account_sid)
     if row is None:
         return None
     return Client(row["account_sid"], row["name"], row["token_version"],
-                  tuple(row["organisations"]))
+                  tuple(row["organisations"]), row["enabled"])
+
+
+def _client_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {"account_sid": row["account_sid"], "name": row["name"],
+            "organisations": list(row["organisations"]),
+            "token_version": row["token_version"], "enabled": row["enabled"],
+            "created_at": row["created_at"].isoformat(),
+            "disabled_at": row["disabled_at"].isoformat() if row["disabled_at"] else None}
+
+
+async def list_clients(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Every client, oldest first, without tokens (they are never stored)."""
+    rows = await pool.fetch(
+        _CLIENTS_SQL + "GROUP BY c.account_sid ORDER BY c.created_at, c.account_sid")
+    return [_client_json(r) for r in rows]
+
+
+async def _client_report(conn: asyncpg.Connection, account_sid: str) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        _CLIENTS_SQL + "WHERE c.account_sid = $1 GROUP BY c.account_sid", account_sid)
+    return _client_json(row)
+
+
+async def rotate_client(pool: asyncpg.Pool, account_sid: str) -> dict[str, Any]:
+    """A new token version: the old token stops the moment this commits (every gate is told
+    by the clients_notify trigger, sql/009)."""
+    async with pool.acquire() as conn, conn.transaction():
+        found = await conn.fetchval(
+            """UPDATE clients SET token_version = token_version + 1 WHERE account_sid = $1
+               RETURNING 1""", account_sid)
+        if found is None:
+            raise NotFound(f"no client {account_sid!r}", "account_sid")
+        return await _client_report(conn, account_sid)
+
+
+async def set_client_enabled(pool: asyncpg.Pool, account_sid: str, enabled: bool,
+                             at: dt.datetime) -> dict[str, Any]:
+    """Disable (refused everywhere from the commit on) or enable a client. Idempotent: a
+    second disable keeps the first disabled_at."""
+    async with pool.acquire() as conn, conn.transaction():
+        found = await conn.fetchval(
+            """UPDATE clients SET enabled = $2,
+                      disabled_at = CASE WHEN $2 THEN NULL ELSE coalesce(disabled_at, $3) END
+               WHERE account_sid = $1 RETURNING 1""", account_sid, enabled, at)
+        if found is None:
+            raise NotFound(f"no client {account_sid!r}", "account_sid")
+        return await _client_report(conn, account_sid)
 
 
 # --- subjects ----------------------------------------------------------------------------
@@ -365,15 +420,31 @@ def masked(number: str | None) -> str | None:
 
 # Fact rows arrive as JSON arrays (the hot-path and the bulk query alike), read by position
 # in the order of the `_*_COLUMNS` lists below; timestamps arrive as UTC text.
-_INFINITE = {"infinity": dt.datetime.max.replace(tzinfo=dt.UTC),
-             "-infinity": dt.datetime.min.replace(tzinfo=dt.UTC)}
+_LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
+_EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+_INFINITE = {"infinity": _LATEST, "-infinity": _EARLIEST}
 
 
 def _ts(value: str | None) -> dt.datetime | None:
     if value is None:
         return None
     # The offset parsed with the rest: a fifth of the time of .replace(tzinfo=…) afterwards.
-    return _INFINITE.get(value) or dt.datetime.fromisoformat(value + "+00:00")
+    try:
+        return _INFINITE.get(value) or dt.datetime.fromisoformat(value + "+00:00")
+    except ValueError:
+        return _beyond(value)
+
+
+def _beyond(value: str) -> dt.datetime:
+    """A timestamp PostgreSQL holds and Python cannot (after 9999, or BC: "0044-03-15T… BC",
+    written only by hand) as the last or first instant Python has, so a fact row never fails
+    to load; anything else is not a timestamp from the fact query at all."""
+    if value.endswith(" BC"):
+        return _EARLIEST
+    year = value.split("-", 1)[0]
+    if year.isascii() and year.isdigit() and len(year) > 4:
+        return _LATEST
+    raise ValueError(f"not a timestamp: {value[:40]!r}")
 
 
 def _given(value: str) -> dt.datetime:
@@ -423,7 +494,7 @@ _OBJECTION_COLUMNS = ("ob.id", "ob.subject_hash", "ob.organisation_id", "ob.chan
                       "@ob.received_at", "ob.via")
 # Organisation and Sender, in the order of their dataclass fields.
 _ORGANISATION_COLUMNS = ("o.id", "o.name", "o.sector", "o.customer_term_months",
-                         "o.sms_footer", "o.stop_reply")
+                         "o.sms_footer", "o.stop_reply", "o.content_templates_carry_opt_out")
 _SENDER_COLUMNS = ("s.sender", "s.organisation_id", "s.topic", "s.purpose", "s.automated",
                    "s.inbound_webhook")
 
@@ -568,33 +639,54 @@ async def fetch_facts_bulk(
     return text
 
 
-def facts_from_bulk(text: str, organisation: Organisation, numbers: str,
-                    hashes: str) -> dict[str, Facts]:
+def facts_from_bulk(text: str, organisation: Organisation, numbers: str, hashes: str,
+                    unreadable: set[str] | None = None) -> dict[str, Facts]:
     """Facts per number from fetch_facts_bulk's answer for these numbers and hashes. Numbers
     with nothing on file that bears on a decision are absent, and so is a subject record
-    that is neither a business nor published. Pure: the scrub runs it in a worker."""
+    that is neither a business nor published. Pure: the scrub runs it in a worker.
+
+    With `unreadable`, a number with a row that cannot be read is left out and added to it,
+    so one bad row costs its own number an answer, not the whole batch (the caller must
+    tell such a number from one with nothing on file). Without it, such a row raises."""
     subject_rows, consent_rows, relationship_rows, objection_rows = (
         rows or () for rows in orjson.loads(text))
     subjects = {r[0]: _subject(r) for r in subject_rows}
     consents: defaultdict[str, list[Consent]] = defaultdict(list)
     relationships: defaultdict[str, list[Relationship]] = defaultdict(list)
     objections: defaultdict[str, list[Objection]] = defaultdict(list)
+    broken: set[str] = set()
     for r in consent_rows:
-        consents[r[1]].append(_consent(r))
+        try:
+            consents[r[1]].append(_consent(r))
+        except Exception:
+            _unreadable(broken, r[1], unreadable)
     for r in relationship_rows:
-        relationships[r[1]].append(_relationship(r))
+        try:
+            relationships[r[1]].append(_relationship(r))
+        except Exception:
+            _unreadable(broken, r[1], unreadable)
     if objection_rows:
         by_hash = dict(zip(hashes.split(","), numbers.split(","), strict=True))
         for r in objection_rows:
-            objections[by_hash[r[1]]].append(_objection(r))
+            try:
+                objections[by_hash[r[1]]].append(_objection(r))
+            except Exception:
+                _unreadable(broken, by_hash[r[1]], unreadable)
     held = subjects.keys() | consents.keys() | relationships.keys() | objections.keys()
     return {
         number: Facts(organisation=organisation, subject=subjects.get(number),
                       consents=tuple(consents.get(number, ())),
                       relationships=tuple(relationships.get(number, ())),
                       objections=tuple(objections.get(number, ())))
-        for number in held
+        for number in held - broken
     }
+
+
+def _unreadable(broken: set[str], number: str, unreadable: set[str] | None) -> None:
+    if unreadable is None:
+        raise  # (called in an except block) a caller without `unreadable` takes no gaps
+    broken.add(number)
+    unreadable.add(number)
 
 
 async def load_facts_bulk(
@@ -927,11 +1019,13 @@ async def object_by_voice(pool: asyncpg.Pool, objection: ObjectionIn) -> int | N
 
 
 async def relay_client(pool: asyncpg.Pool, organisation_id: str) -> tuple[str, int] | None:
-    """The client whose token signs relayed webhooks for an organisation: its oldest client."""
+    """The client whose token signs relayed webhooks for an organisation: its oldest enabled
+    client (a disabled client's token signs nothing)."""
     row = await pool.fetchrow(
         """SELECT c.account_sid, c.token_version FROM clients c
            JOIN client_organisations co USING (account_sid)
-           WHERE co.organisation_id = $1 ORDER BY c.created_at, c.account_sid LIMIT 1""",
+           WHERE co.organisation_id = $1 AND c.enabled
+           ORDER BY c.created_at, c.account_sid LIMIT 1""",
         organisation_id)
     return (row["account_sid"], row["token_version"]) if row else None
 

@@ -16,7 +16,6 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -24,7 +23,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from proxy import credentials, form, gate, relays, sms, store, twilio_routes
+from proxy import credentials, form, gate, relays, sms, store, twilio_messages, twilio_routes
 from proxy.body import read_body
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
@@ -82,6 +81,7 @@ DENIAL_CODES: Mapping[str, tuple[int, int]] = {
     "NO_LEGAL_BASIS": (403, 930030),
     "OUTSIDE_CALLING_HOURS": (403, 930040),
     "PROHIBITED_DAY": (403, 930041),
+    "OPT_OUT_NOT_APPENDABLE": (403, 930050),
     "TWIML_NOT_INSPECTABLE": (403, 930051),
     "CONSENT_STORE_UNAVAILABLE": (503, 930503),
 }
@@ -90,6 +90,7 @@ UPSTREAM_UNREACHABLE = (502, 930502)
 UPSTREAM_TIMEOUT = (504, 930504)
 IDEMPOTENCY_IN_FLIGHT = (409, 930409)
 IDEMPOTENCY_MISMATCH = (422, 930422)
+SCHEDULED_SEND_NOT_GATED = (400, 930052)
 FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
     UPSTREAM_UNREACHABLE: (
         "UPSTREAM_UNREACHABLE", "The provider could not be reached; nothing was sent.",
@@ -107,6 +108,11 @@ FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
     NOT_PASSED_THROUGH: (
         "NOT_PASSED_THROUGH", "Only the calls, messages and recordings this client created are "
         "reachable through consent-proxy.", "Use Twilio directly for account administration."),
+    SCHEDULED_SEND_NOT_GATED: (
+        "SCHEDULED_SEND_NOT_GATED", "A message scheduled for later (ScheduleType/SendAt) would "
+        "leave long after its decision, past any objection made in between; consent-proxy "
+        "decides at the moment of sending.", "Send the message at the desired time from the "
+        "dialer itself, without ScheduleType and SendAt."),
 }
 
 
@@ -154,34 +160,6 @@ def _generic(status: int) -> tuple[int, int, dict[str, Any]]:
 
 
 # --- authentication -------------------------------------------------------------------------
-
-@dataclass
-class _Cached:
-    client: store.Client | None
-    until: float
-
-
-class ClientDirectory:
-    """Dialer credentials by AccountSid, cached briefly so the hot path does not pay a query
-    per request. A new client is seen at once (misses are not cached for long); a changed
-    organisation list within `ttl` seconds."""
-
-    def __init__(self, ttl: float = 10.0, miss_ttl: float = 1.0) -> None:
-        self._cache: dict[str, _Cached] = {}
-        self._ttl, self._miss_ttl = ttl, miss_ttl
-
-    async def get(self, request: web.Request, account_sid: str) -> store.Client | None:
-        now = time.monotonic()
-        hit = self._cache.get(account_sid)
-        if hit is not None and hit.until > now:
-            return hit.client
-        client = await store.get_client(request.app[POOL], account_sid)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        ttl = self._ttl if client is not None else self._miss_ttl
-        self._cache[account_sid] = _Cached(client, now + ttl)
-        return client
-
 
 def _basic_credentials(request: web.Request) -> tuple[str, str] | None:
     scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
@@ -263,17 +241,9 @@ def validate_message(pairs: Sequence[tuple[str, str]]) -> None:
     if len(_first(pairs, "Body") or "") > sms.MAX_BODY:
         raise TwilioError(400, 21617, "The concatenated message body exceeds the 1600 "
                           "character limit")
-
-
-def _replace_first(pairs: list[tuple[str, str]], name: str, value: str) -> list[tuple[str, str]]:
-    out, done = [], False
-    for key, old in pairs:
-        if key == name and not done:
-            out.append((key, value))
-            done = True
-        else:
-            out.append((key, old))
-    return out
+    if twilio_messages.is_scheduled(pairs):
+        raise TwilioError(*SCHEDULED_SEND_NOT_GATED, twilio_messages.SCHEDULED_MESSAGE,
+                          reason="SCHEDULED_SEND_NOT_GATED")
 
 
 # --- the gate -------------------------------------------------------------------------------
@@ -293,6 +263,8 @@ def _sms_footer(pairs: list[tuple[str, str]], evaluation: gate.Evaluation,
     org = evaluation.facts.organisation
     decision = evaluation.decision
     body = _first(pairs, "Body") or ""
+    if evaluation.contact.content_template:  # N17: Twilio sends the template, not Body
+        return _Gated(evaluation, pairs, {"content_template": True, "footer_appended": False})
     if org is None or not decision.allowed or "OPT_OUT_APPENDED" not in decision.obligations:
         seg = sms.segments(body)
         details = {"segments_before": seg.count, "segments_after": seg.count,
@@ -310,7 +282,8 @@ def _sms_footer(pairs: list[tuple[str, str]], evaluation: gate.Evaluation,
             f"characters; the limit is {sms.MAX_BODY}. Shorten the body.",
             reason="OPT_OUT_FOOTER_DOES_NOT_FIT")
         return _Gated(evaluation, pairs, details | {"footer_appended": False}, refusal)
-    return _Gated(evaluation, _replace_first(pairs, "Body", result.body), details)
+    # A media-only message has no Body: the footer becomes its Body.
+    return _Gated(evaluation, form.put(pairs, "Body", result.body), details)
 
 
 def _body_has_opt_out(pairs: Sequence[tuple[str, str]],
@@ -333,7 +306,10 @@ async def _decide(request: web.Request, client: store.Client, channel: ContactCh
         to_raw=_first(pairs, "To"), from_raw=from_raw, now=request.app[CLOCK](),
         organisations=client.organisations,
         body_check=_body_has_opt_out(pairs, from_raw or "") if channel == "sms" else None,
+        content_template=channel == "sms" and twilio_messages.uses_content_template(pairs),
     )
+    if evaluation.contact.to is not None:  # what goes out is the number that was decided on
+        pairs = form.put(pairs, "To", evaluation.contact.to)
     if channel == "sms":
         return _sms_footer(pairs, evaluation, from_raw or "")
     dialed = await relays.decide_create(request, client, plan, pairs, evaluation)

@@ -85,17 +85,22 @@ async def test_organisation_create_get_put(client: Any, auth: dict[str, str]) ->
     created = await resp.json()
     assert created == {"id": org_id, "name": "Goede Doelen", "sector": "charity",
                        "customer_term_months": 24,
-                       "sms_footer": "Stop? Sms STOP naar {sender}", "stop_reply": None}
+                       "sms_footer": "Stop? Sms STOP naar {sender}", "stop_reply": None,
+                       "content_templates_carry_opt_out": False}
     resp = await client.get(f"{A}/organisations/{org_id}", headers=auth)
     assert resp.status == 200
     assert await resp.json() == created
     resp = await client.put(f"{A}/organisations/{org_id}",
-                            json={"name": "Goede Doelen NL", "sector": "lottery"}, headers=auth)
+                            json={"name": "Goede Doelen NL", "sector": "lottery",
+                                  "content_templates_carry_opt_out": True}, headers=auth)
     assert resp.status == 200
     updated = await resp.json()
     assert updated["name"] == "Goede Doelen NL"
     assert updated["sector"] == "lottery"
     assert updated["customer_term_months"] == 36
+    assert updated["content_templates_carry_opt_out"] is True
+    resp = await client.get(f"{A}/organisations/{org_id}", headers=auth)
+    assert (await resp.json())["content_templates_carry_opt_out"] is True
 
 
 async def test_organisation_defaults(client: Any, auth: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import tomllib
 import uuid
 from collections import Counter
@@ -81,6 +82,7 @@ class Fuzz:
     sender: str
     number: str
     consent: int
+    client: str
 
     def run(self, coro: Callable[[], Awaitable[T]]) -> T:
         """Run a coroutine on the test's event loop from the hypothesis thread."""
@@ -105,6 +107,7 @@ async def fuzz(database_url: str) -> AsyncIterator[Fuzz]:
     async with TestServer(app) as server:
         base = str(server.make_url(PREFIX))
         org, sender, number = f"fuzz-{uuid.uuid4().hex[:10]}", _landline(), mobile()
+        created: dict[str, Any] = {}
         async with aiohttp.ClientSession(headers=AUTH) as http:
             for path, body in (
                 ("/organisations", {"id": org, "name": "Fuzz BV", "sector": "commercial"}),
@@ -114,11 +117,13 @@ async def fuzz(database_url: str) -> AsyncIterator[Fuzz]:
                                "given_at": "2026-10-01T12:00:00+02:00",
                                "verified_at": "2026-10-01T12:05:00+02:00",
                                "provenance": "self_provided"}),
+                ("/clients", {"name": "Fuzz dialer", "organisations": [org]}),
             ):
                 async with http.post(base + path, json=body) as resp:
                     assert resp.status == 201, await resp.text()
-                    created = await resp.json()
-        yield Fuzz(base, pool, asyncio.get_running_loop(), org, sender, number, created["id"])
+                    created[path] = await resp.json()
+        yield Fuzz(base, pool, asyncio.get_running_loop(), org, sender, number,
+                   created["/consents"]["id"], created["/clients"]["account_sid"])
     await pool.close()
 
 
@@ -132,7 +137,7 @@ def _steer(case: Case, fuzz: Fuzz) -> None:
     refs: dict[str, Any] = {"organisation": fuzz.org, "org_id": fuzz.org, "sender": fuzz.sender,
                             "from": fuzz.sender, "subject": fuzz.number, "to": fuzz.number,
                             "number": fuzz.number, "id": fuzz.consent,
-                            "organisations": [fuzz.org]}
+                            "organisations": [fuzz.org], "account_sid": fuzz.client}
     if isinstance(case.body, dict):
         for key in list(case.body):
             if key in refs and key != "id" and not (key == "sender"
@@ -274,6 +279,20 @@ HOSTILE = [
      '"inbound_webhook": "http://a\\n"}', 422, "inbound_webhook"),
     ("GET", "/organisations/a%00b", None, 404, "id"),
     ("GET", "/organisations/ABC", None, 404, "id"),
+    # digits of another script: phonenumbers would read them, consent-proxy refuses them
+    ("PUT", "/subjects/%D9%A0%D9%A6%D9%A1%D9%A2%D9%A3%D9%A4%D9%A5%D9%A6%D9%A7%D9%A8",
+     '{"kind": "person"}', 422, "number"),
+    ("POST", "/objections", '{"subject": "\u0966\u096c\u0967\u0968\u0969\u096a\u0966'
+     '\u0966\u0966\u0968", "via": "api"}', 422, "subject"),
+    # far-future times that mean no "no end": refused, naming the field
+    ("POST", "/consents", '{"subject": "0612345678", "organisation": "x", "channel": "sms", '
+     '"topics": ["energy"], "kind": "opt_in", "given_at": "2026-10-01T12:00:00+02:00", '
+     '"first_contact_by": "9999-12-31T23:59:59+00:00", "provenance": "self_provided"}',
+     422, "first_contact_by"),
+    ("POST", "/relationships", '{"subject": "0612345678", "organisation": "x", '
+     '"kind": "customer", "topics": ["energy"], "started_at": "9999-12-31T23:59:59-12:00", '
+     '"provenance": "self_provided", "opt_out_offered": true}', 422, "started_at"),
+    ("POST", "/clients/AC%EF%BC%90/rotate", None, 404, "account_sid"),
 ]
 
 
@@ -320,6 +339,77 @@ async def _business(fuzz: Fuzz) -> str:
 
 
 END_OF_TIME = "9999-12-31T23:30:00+00:00"  # valid, but 00:30 on 1 January 10000 in Amsterdam
+
+
+# --- look-alike numbers and extreme dates, generated ------------------------------------------
+
+# Numbers spelled with digits of every script (full-width ones fold to ASCII, the others are
+# refused), and times from the first to the last instant a datetime holds, in any offset.
+SPELLINGS = st.text(alphabet=st.one_of(
+    st.sampled_from("0123456789+-() "), st.characters(categories=["Nd"]),
+    st.sampled_from([chr(0xFF10 + d) for d in range(10)] + ["\uff0b", "\u3000"])),
+    min_size=8, max_size=16)
+EXTREME_TIMES = st.builds(
+    lambda naive, minutes: naive.replace(
+        tzinfo=dt.timezone(dt.timedelta(minutes=minutes))).isoformat(),
+    st.one_of(st.datetimes(), st.datetimes(min_value=dt.datetime(9000, 1, 1)),
+              st.datetimes(max_value=dt.datetime(1, 1, 3)),
+              st.sampled_from([dt.datetime.max, dt.datetime.min])),
+    st.integers(-(24 * 60 - 1), 24 * 60 - 1))
+ASCII_E164 = st.from_regex(r"\A\+[1-9][0-9]{6,14}\Z")
+
+
+async def test_fuzz_numbers_and_dates_never_make_a_500(fuzz: Fuzz) -> None:
+    """Consents and relationships with look-alike subjects and extreme dates, then a check of
+    the number: never a 500; what is stored is an ASCII E.164 subject and times a decision
+    can be made on (none after the year 9000), and the check still decides."""
+    ascii_number = re.compile(r"\+[1-9][0-9]{6,14}", re.ASCII)
+
+    def run() -> None:
+        with requests.Session() as http:
+            http.headers.update(AUTH)
+
+            @settings(max_examples=150, derandomize=True, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+            @given(subject=st.one_of(SPELLINGS, st.just(fuzz.number).map(_wide)),
+                   given_at=EXTREME_TIMES, end=st.none() | EXTREME_TIMES,
+                   relationship=st.booleans())
+            def one(subject: str, given_at: str, end: str | None, relationship: bool) -> None:
+                if relationship:
+                    path, body = "/relationships", {
+                        "subject": subject, "organisation": fuzz.org, "kind": "customer",
+                        "topics": ["energy"], "started_at": given_at, "ended_at": end,
+                        "provenance": "self_provided", "opt_out_offered": True}
+                else:
+                    path, body = "/consents", {
+                        "subject": subject, "organisation": fuzz.org, "channel": "voice",
+                        "topics": ["energy"], "kind": "opt_in", "given_at": given_at,
+                        "expires_at": end, "verified_at": given_at,
+                        "provenance": "self_provided"}
+                created = http.post(fuzz.base + path, json=body, timeout=30)
+                assert created.status_code in (201, 422), created.text
+                if created.status_code != 201:
+                    return
+                table = path.strip("/")
+                row = fuzz.run(lambda: fuzz.pool.fetchrow(
+                    f"SELECT * FROM {table} WHERE id = $1", created.json()["id"]))
+                assert ascii_number.fullmatch(row["subject"]), row["subject"]
+                for key in ("given_at", "expires_at", "started_at", "ended_at"):
+                    if row.get(key) is not None:
+                        assert row[key].year <= 9000 + 1, (key, row[key])
+                checked = http.post(fuzz.base + "/check", timeout=30, json={
+                    "channel": "voice", "to": subject, "from": fuzz.sender,
+                    "at": "2026-11-30T10:00:00+01:00"})
+                assert checked.status_code == 200, checked.text
+                assert checked.json()["to"] == row["subject"]
+
+            one()
+
+    await asyncio.to_thread(run)
+
+
+def _wide(number: str) -> str:
+    return "".join(chr(0xFF10 + int(ch)) if ch.isdigit() else "\uff0b" for ch in number)
 
 
 async def test_check_at_the_end_of_time_is_not_a_500(fuzz: Fuzz) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.fields import parse_sender_id
+from proxy.gate import sender_key
 from proxy.phone import InvalidNumber, mask_text, parse_number, try_parse_number
 
 
@@ -59,3 +63,65 @@ def test_mobile_first_validity_is_phonenumbers_verdict_for_every_prefix() -> Non
             checked, valid = checked + 1, valid + expected
     assert checked == 5400
     assert 0 < valid < checked  # both verdicts were exercised
+
+
+# --- look-alike spellings: one number, one key ---------------------------------------------
+
+ASCII_E164 = re.compile(r"\+[1-9][0-9]{6,14}", re.ASCII)
+
+
+@pytest.mark.parametrize("raw", [
+    "+316\uff11\uff12\uff13\uff14\uff10\uff10\uff10\uff12",  # +316 then full-width 12340002
+    "\uff10\uff16\uff11\uff12\uff13\uff14\uff10\uff10\uff10\uff12",  # all full-width, 06…
+    "\uff0b\uff13\uff11\uff16\uff11\uff12\uff13\uff14\uff10\uff10\uff10\uff12",  # full-width + too
+    "06\u00a01234\u30000002",  # no-break and ideographic spaces
+    "06\uff0d12340002",  # a full-width hyphen
+])
+def test_full_width_digits_name_the_same_number(raw: str) -> None:
+    """NFKC first: a full-width spelling of a number is that number, never a new key (an
+    objection on the ASCII form must be found)."""
+    assert try_parse_number(raw) == "+31612340002"
+
+
+@pytest.mark.parametrize("raw", [
+    "+31 \u0666\u0661\u0662\u0663\u0664\u0660\u0660\u0660\u0662",  # Arabic-Indic digits
+    "\u0966\u096c\u0967\u0968\u0969\u096a\u0966\u0966\u0966\u0968",  # Devanagari
+    "+31 6 1234 \U0001d7ce\U0001d7ce\U0001d7ce2",  # mathematical bold zeros: NFKC makes 0
+])
+def test_digits_of_other_scripts_are_refused_or_folded(raw: str) -> None:
+    """phonenumbers reads Arabic-Indic and Devanagari digits itself; after NFKC they are still
+    not ASCII, so they are refused, not parsed into a number under another spelling."""
+    found = try_parse_number(raw)
+    if raw.startswith("+31 6 1234"):
+        assert found == "+31612340002"  # NFKC folds mathematical digits to ASCII
+    else:
+        assert found is None
+
+
+DIGITISH = st.text(
+    alphabet=st.one_of(st.characters(categories=["Nd"]), st.sampled_from("+-(). 0123456789"),
+                       st.characters(categories=["Zs"])),
+    min_size=3, max_size=20)
+
+
+@given(DIGITISH)
+def test_a_parsed_number_is_always_ascii(raw: str) -> None:
+    found = try_parse_number(raw)
+    assert found is None or ASCII_E164.fullmatch(found)
+
+
+@given(st.integers(min_value=10**8, max_value=10**9 - 1), st.sampled_from(["+31", "0"]))
+def test_full_width_agrees_with_ascii(nsn: int, prefix: str) -> None:
+    raw = f"{prefix}{nsn}"
+    wide = "".join(chr(ord(ch) + 0xFEE0) if ch.isdigit() or ch == "+" else ch for ch in raw)
+    assert try_parse_number(wide) == try_parse_number(raw)
+
+
+@pytest.mark.parametrize(("raw", "key"), [
+    ("\uff25\uff4e\uff45\uff52\uff47\uff49\uff45", "Energie"),  # full-width letters
+    ("\uff10\uff12\uff10\uff0d\uff11\uff12\uff13\uff14\uff15\uff16\uff17", "+31201234567"),
+    ("MG" + "\uff41" * 32, "MG" + "a" * 32),
+])
+def test_sender_keys_are_folded_too(raw: str, key: str) -> None:
+    assert parse_sender_id(raw) == key
+    assert sender_key(raw) == key

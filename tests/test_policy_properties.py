@@ -24,6 +24,8 @@ from proxy.policy import (
     NOT_MARKETING,
     OBJECTION_ON_FILE,
     OPT_OUT_APPENDED,
+    OPT_OUT_IN_TEMPLATE,
+    OPT_OUT_NOT_APPENDABLE,
     OUTSIDE_CALLING_HOURS,
     PROHIBITED_DAY,
     REASONS,
@@ -105,7 +107,8 @@ maybe_ranges = st.none() | st.tuples(st.times(), st.times()).filter(
     lambda p: p[0] != p[1]).map(_range)
 organisations = st.builds(
     Organisation, id=st.just("org-1"), name=st.just("Acme"), sector=st.sampled_from(SECTORS),
-    customer_term_months=st.sampled_from((36, 36, 12, 60)))
+    customer_term_months=st.sampled_from((36, 36, 12, 60)),
+    content_templates_carry_opt_out=st.booleans())
 senders = st.builds(
     Sender, sender=st.just(FROM), organisation_id=st.sampled_from(("org-1",) * 9 + ("org-2",)),
     topic=topics,
@@ -120,6 +123,7 @@ maybe_topics = st.one_of(st.none(), topics, topics)
 maybe_booleans = st.none() | st.booleans()
 few = st.sampled_from((0, 0, 0, 1, 2))
 usually = st.sampled_from((True,) * 19 + (False,))  # 1 in 20: sender unknown, ID withheld
+rarely = st.sampled_from((False,) * 4 + (True,))  # e.g. an SMS sent as a content template
 other_destinations = st.sampled_from(("consent_only", "consent_only", "deny"))
 
 
@@ -195,6 +199,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         topic=draw(maybe_topics),
         caller_id_withheld=not draw(usually),
         body_has_opt_out=draw(maybe_booleans),
+        content_template=draw(rarely),
     )
     subject = draw(subjects)
     n_c, n_r, n_o = draw(st.integers(0, 4)), draw(st.integers(0, 3)), draw(few)
@@ -312,9 +317,35 @@ def test_store_instructions_and_obligations_match_the_basis(s: Scenario) -> None
     assert (d.consumes is not None) == (d.basis == CONTACT_REQUEST)
     if d.first_use is not None:
         assert (d.basis, s.contact.channel) == (CONSENT, "voice")
-    footer = (s.contact.channel == "sms" and d.basis != NOT_MARKETING
-              and s.contact.body_has_opt_out is not True)
+    n17 = s.contact.channel == "sms" and d.basis != NOT_MARKETING
+    if n17 and s.contact.content_template:  # nothing can be appended to a template
+        assert s.facts.organisation is not None
+        assert s.facts.organisation.content_templates_carry_opt_out
+        assert d.obligations == (OPT_OUT_IN_TEMPLATE,)
+        return
+    footer = n17 and s.contact.body_has_opt_out is not True
     assert d.obligations == ((OPT_OUT_APPENDED,) if footer else ())
+
+
+@PROPERTY
+@given(scenarios())
+def test_n17_a_marketing_template_needs_the_organisations_word(s: Scenario) -> None:
+    """A marketing SMS sent as a content template is allowed only when the organisation
+    declared its templates carry the opt-out line; otherwise, where it would have been
+    allowed, it is denied OPT_OUT_NOT_APPENDABLE, whatever its body says."""
+    template = structs.replace(s.contact, content_template=True, channel="sms")
+    plain = structs.replace(template, content_template=False, body_has_opt_out=True)
+    as_template, as_text = s.decide(contact=template), s.decide(contact=plain)
+    org = s.facts.organisation
+    if not as_text.allowed or as_text.basis == NOT_MARKETING:
+        assert as_template == as_text  # decided before N17, or not marketing
+    elif org is not None and org.content_templates_carry_opt_out:
+        assert as_template.allowed
+        assert as_template.obligations == (OPT_OUT_IN_TEMPLATE,)
+    else:
+        assert as_template.reason == OPT_OUT_NOT_APPENDABLE
+        assert as_template.rule == "N17"
+        assert (as_template.consumes, as_template.first_use) == (None, None)
 
 
 @PROPERTY
@@ -398,3 +429,70 @@ def test_n7_similarity_is_symmetric_and_needs_a_topic(a: str, b: str) -> None:
     assert similar(a, b) == similar(b, a)
     if not a or not b:
         assert not similar(a, b)
+
+
+# -- the ends of the calendar ----------------------------------------------------------------
+
+# Any UTC offset a datetime can carry, and naive times at and near the ends of the calendar
+# (year 1 and 9999): facts may hold "9999-12-31T23:59:59+00:00" as "never", or whatever a
+# hand-written row says, and `now` is anything a caller passes.
+OFFSETS = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(
+    lambda minutes: dt.timezone(dt.timedelta(minutes=minutes)))
+NAIVE_EXTREMES = st.one_of(
+    st.sampled_from((dt.datetime.min, dt.datetime.max, dt.datetime(1, 1, 1, 12),
+                     dt.datetime(9999, 12, 31, 23, 59, 59), dt.datetime(9998, 12, 31))),
+    st.datetimes(max_value=dt.datetime(1, 1, 3)),
+    st.datetimes(min_value=dt.datetime(9999, 12, 25)),
+    st.datetimes(),
+)
+extreme_times = st.builds(lambda naive, tz: naive.replace(tzinfo=tz), NAIVE_EXTREMES, OFFSETS)
+maybe_extreme = st.none() | extreme_times
+
+
+@st.composite
+def extreme_scenarios(draw: st.DrawFn) -> Scenario:
+    now = draw(extreme_times)
+    org = Organisation("org-1", "Acme", draw(st.sampled_from(SECTORS)),
+                       customer_term_months=draw(st.sampled_from((0, 36, 240))),
+                       content_templates_carry_opt_out=draw(st.booleans()))
+    channel = draw(contact_channels)
+    sender = Sender(FROM, "org-1", "energy/gas", automated=draw(st.booleans()))
+    contact = Contact(channel, draw(st.sampled_from((TO_NL, "+4915112345678"))), FROM, sender,
+                      body_has_opt_out=draw(maybe_booleans),
+                      content_template=draw(st.booleans()))
+    consents_ = tuple(Consent(
+        i, "org-1", channel, ("energy",), draw(consent_kinds), draw(extreme_times),
+        "self_provided", expires_at=draw(maybe_extreme), verified_at=draw(maybe_extreme),
+        first_contact_by=draw(maybe_extreme), requested_start=draw(maybe_extreme),
+        requested_end=draw(maybe_extreme), withdrawn_at=draw(maybe_extreme),
+        first_used_at=draw(maybe_extreme), consumed_at=draw(maybe_extreme),
+    ) for i in range(draw(st.integers(0, 3))))
+    relationships_ = tuple(Relationship(
+        100 + i, "org-1", draw(relationship_kinds), ("energy",), draw(extreme_times),
+        "self_provided", ended_at=draw(maybe_extreme), opt_out_offered=True,
+    ) for i in range(draw(st.integers(0, 2))))
+    objections_ = tuple(Objection(200 + i, draw(maybe_org_ids), draw(maybe_channels),
+                                  draw(extreme_times), "sms")
+                        for i in range(draw(st.integers(0, 1))))
+    subject = Subject(TO_NL, draw(st.sampled_from(("person", "business"))),
+                      published_for_marketing=draw(st.booleans()))
+    facts = Facts(org, subject, consents_, relationships_, objections_)
+    closed = frozenset(d for d in (dt.date.min, dt.date.max) if draw(st.booleans()))
+    rules = RuleSettings(calling_hours=CallingHours(closed_dates=closed),
+                         other_destinations=draw(other_destinations))
+    return Scenario(contact, facts, rules, now)
+
+
+@settings(max_examples=1000, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(extreme_scenarios())
+def test_extreme_times_anywhere_still_give_a_decision(s: Scenario) -> None:
+    """No time on file and no `now` makes the engine raise: far-future "never" dates, the
+    first and last instants a datetime holds, any UTC offset (nothing overflows in calendar
+    arithmetic, Amsterdam wall time or the search for the next allowed moment)."""
+    d = s.decide()
+    assert isinstance(d, Decision)
+    assert d.reason in REASONS
+    json.dumps(d.to_dict())
+    if d.retry_after is not None:
+        assert d.retry_after > s.now

@@ -81,7 +81,7 @@ async def test_allowed_sms_gets_the_footer_and_upstream_credentials(
     assert received.values("MediaUrl") == ["https://a/1.png", "https://a/2.png"]
     assert sorted(k for k, _ in received.form) == ["Body", "From", "MediaUrl", "MediaUrl",
                                                    "StatusCallback", "To"]
-    assert received.value("To") == "0" + number[3:]
+    assert received.value("To") == number  # the E.164 number decided on, not the dialer's form
     assert received.value("Body") == (
         f"Uw nieuwe tarief: 10% korting!\nAfmelden? Sms STOP naar {world.sms}")
     (row,) = await decisions_for(world, number)

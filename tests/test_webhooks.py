@@ -304,6 +304,36 @@ async def test_other_messages_are_relayed_signed_for_the_client(
     assert await objections(pool, number) == []
 
 
+async def test_a_disabled_client_signs_no_relayed_webhook(
+    proxy: TestClient[Any, Any], auth: dict[str, str], relay_target: Any
+) -> None:
+    """The oldest enabled client of the organisation signs; with none left, nothing is
+    relayed (a disabled client's token must not speak for the organisation any more)."""
+    server, received, _mode = relay_target
+    world = await make_world(proxy, auth)
+    url = str(server.make_url("/crm/sms"))
+    world.sms = f"+3120{mobile()[-7:]}"
+    resp = await proxy.post("/admin/v1/senders", json={
+        "sender": world.sms, "organisation": world.org, "topic": "energy",
+        "inbound_webhook": url}, headers=auth)
+    assert resp.status == 201
+    resp = await proxy.post("/admin/v1/clients", json={
+        "name": "Dialer B", "organisations": [world.org]}, headers=auth)
+    later = (await resp.json())["account_sid"]
+    resp = await proxy.post(f"/admin/v1/clients/{world.sid}/disable", headers=auth)
+    assert resp.status == 200
+    assert (await inbound(proxy, world, mobile(), "Wanneer komt de monteur?"))[0] == 200
+    ((_url, form, signature),) = received
+    assert dict(form)["AccountSid"] == later
+    token = credentials.derive_token(PROXY_SECRET, later, 1)
+    assert RequestValidator(token).validate(url, MultiDict(form), signature)
+    resp = await proxy.post(f"/admin/v1/clients/{later}/disable", headers=auth)
+    assert resp.status == 200
+    status, reply = await inbound(proxy, world, mobile(), "Hallo?")
+    assert (status, reply) == (200, '<?xml version="1.0" encoding="UTF-8"?><Response />')
+    assert len(received) == 1
+
+
 @pytest.mark.parametrize(("status", "delay"), [(500, 0.0), (200, 3.0)])
 async def test_failed_relay_answers_empty_twiml(
     proxy: TestClient[Any, Any], auth: dict[str, str], relay_target: Any,

@@ -41,6 +41,9 @@ class Organisation(msgspec.Struct, frozen=True, gc=False):
     customer_term_months: int = 36
     sms_footer: str | None = None
     stop_reply: str | None = None
+    # N17: the organisation declares that its content templates (Twilio ContentSid) carry its
+    # opt-out line; without it a marketing SMS sent as a template is refused.
+    content_templates_carry_opt_out: bool = False
 
 
 class Sender(msgspec.Struct, frozen=True, gc=False):
@@ -114,6 +117,8 @@ class Contact(msgspec.Struct, frozen=True, gc=False):
     `sender` is None when `from_` is not a registered sender.
     `topic` overrides the sender's topic when set (check API).
     `body_has_opt_out` is None when there is no body to look at (dry-run check).
+    `content_template` is True for an SMS sent as a content template, whose text the gate
+    can neither read nor append to (N17).
     """
 
     channel: ContactChannel
@@ -123,6 +128,7 @@ class Contact(msgspec.Struct, frozen=True, gc=False):
     topic: str | None = None
     caller_id_withheld: bool = False
     body_has_opt_out: bool | None = None
+    content_template: bool = False
 
     @property
     def effective_topic(self) -> str | None:

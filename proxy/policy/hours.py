@@ -25,6 +25,12 @@ SHORT_DAYS: frozenset[tuple[int, int]] = frozenset({(5, 4), (12, 5), (12, 24)})
 # N15: how far ahead to look for the next open window before giving up (retry_after None).
 HORIZON_DAYS = 366
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+# The ends of what a datetime can hold. Facts may lie there ("9999-12-31T23:59:59+00:00" is a
+# common "never"), and the engine must still decide: arithmetic past them stops at them.
+LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+_LAST_LOCAL = dt.datetime.max.replace(tzinfo=AMSTERDAM)
+_FIRST_LOCAL = dt.datetime.min.replace(tzinfo=AMSTERDAM)
 
 DayKind = Literal["closed_date", "holiday", "sunday", "saturday", "weekday", "short_day"]
 
@@ -63,7 +69,12 @@ def public_holidays(year: int) -> Mapping[dt.date, tuple[str, str]]:
 def local(moment: dt.datetime) -> dt.datetime:
     if moment.tzinfo is None:
         raise ValueError("datetimes given to the policy engine must be timezone-aware")
-    return moment.astimezone(AMSTERDAM)
+    try:
+        return moment.astimezone(AMSTERDAM)
+    except OverflowError:
+        # Within a day of 0001-01-01 or 9999-12-31 the Amsterdam wall time can fall outside
+        # what a datetime holds: the nearest end stands in for it.
+        return _LAST_LOCAL if moment.year > dt.MINYEAR else _FIRST_LOCAL
 
 
 def local_date(moment: dt.datetime) -> dt.date:
@@ -76,6 +87,10 @@ def add_months(moment: dt.datetime, months: int) -> dt.datetime:
     start = local(moment)
     years, month0 = divmod(start.month - 1 + months, 12)
     year = start.year + years
+    if year > dt.MAXYEAR:  # a term ending after year 9999 has not ended at any `now`
+        return LATEST
+    if year < dt.MINYEAR:
+        return EARLIEST
     last = _MONTH_DAYS[month0] + (month0 == 1 and calendar.isleap(year))
     return start.replace(year=year, month=month0 + 1, day=min(start.day, last))
 
@@ -141,7 +156,9 @@ def _next_opening(
     now: dt.datetime, here: dt.datetime, today: Day, hours: CallingHours,
 ) -> dt.datetime | None:
     day = today
-    for offset in range(HORIZON_DAYS + 1):
+    # Near the end of year 9999 the horizon stops at the last date there is.
+    days_left = (dt.date.max - today.date).days
+    for offset in range(min(HORIZON_DAYS, days_left) + 1):
         if offset:
             day = classify(today.date + dt.timedelta(days=offset), hours)
         window = day.window
@@ -157,5 +174,9 @@ def _next_opening(
 
 
 def _real(wall: dt.datetime) -> dt.datetime:
-    # astimezone() to the datetime's own zone is a no-op, so normalise through UTC.
-    return wall.astimezone(dt.UTC).astimezone(AMSTERDAM)
+    # astimezone() to the datetime's own zone is a no-op, so normalise through UTC. At the very
+    # ends of the calendar (no DST gap there) the wall time is taken as it is.
+    try:
+        return wall.astimezone(dt.UTC).astimezone(AMSTERDAM)
+    except OverflowError:
+        return wall

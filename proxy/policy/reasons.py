@@ -41,6 +41,7 @@ NUMBER_PROVENANCE_INVALID: Final = "NUMBER_PROVENANCE_INVALID"
 NO_LEGAL_BASIS: Final = "NO_LEGAL_BASIS"
 OUTSIDE_CALLING_HOURS: Final = "OUTSIDE_CALLING_HOURS"
 PROHIBITED_DAY: Final = "PROHIBITED_DAY"
+OPT_OUT_NOT_APPENDABLE: Final = "OPT_OUT_NOT_APPENDABLE"
 CONSENT_STORE_UNAVAILABLE: Final = "CONSENT_STORE_UNAVAILABLE"
 TWIML_NOT_INSPECTABLE: Final = "TWIML_NOT_INSPECTABLE"
 
@@ -146,6 +147,13 @@ REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
         "No calls today: Sunday, Dutch public holiday or a configured commemoration day.",
         "Retry at `retry_after`.",
     ),
+    OPT_OUT_NOT_APPENDABLE: ReasonDoc(
+        "N17",
+        "A marketing SMS sent as a content template (ContentSid): the opt-out line cannot be "
+        "appended to it, and the organisation has not declared that its templates carry one.",
+        "Send the text as Body (the footer is then appended), or put the opt-out line in the "
+        "organisation's templates and set content_templates_carry_opt_out.",
+    ),
     CONSENT_STORE_UNAVAILABLE: ReasonDoc(
         "SYSTEM",
         "The consent store could not be read, so the request was refused unchecked (HTTP 503).",
@@ -195,3 +203,6 @@ BASES: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
 
 # N17: the caller must append the organisation's opt-out footer to the SMS body.
 OPT_OUT_APPENDED: Final = "OPT_OUT_APPENDED"
+# N17: the message is a content template, which the organisation declared carries its opt-out
+# line (content_templates_carry_opt_out); nothing is appended.
+OPT_OUT_IN_TEMPLATE: Final = "OPT_OUT_IN_TEMPLATE"

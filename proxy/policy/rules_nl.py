@@ -57,6 +57,8 @@ from proxy.policy.reasons import (
     NUMBER_PROVENANCE_INVALID,
     OBJECTION_ON_FILE,
     OPT_OUT_APPENDED,
+    OPT_OUT_IN_TEMPLATE,
+    OPT_OUT_NOT_APPENDABLE,
     OUTSIDE_CALLING_HOURS,
     PROHIBITED_DAY,
     PUBLISHED_NUMBER,
@@ -172,8 +174,10 @@ def decide(contact: Contact, facts: Facts, settings: RuleSettings, now: dt.datet
 
 
 def _valid_number(to: str | None) -> bool:
-    # The front parses numbers; this only guards the E.164 shape ("+" and 8-15 digits).
-    return to is not None and 9 <= len(to) <= 16 and to[0] == "+" and to[1:].isdigit()
+    # The front parses numbers; this only guards the E.164 shape ("+" and 8-15 ASCII digits:
+    # str.isdigit alone also takes full-width and other scripts' digits).
+    return (to is not None and 9 <= len(to) <= 16 and to[0] == "+" and to.isascii()
+            and to[1:].isdigit())
 
 
 def _objections(
@@ -433,9 +437,16 @@ def _deny(
 def _allow(grant: _Grant, contact: Contact, org: Organisation) -> Decision:
     obligations: tuple[str, ...] = ()
     # N17: marketing SMS carry the opt-out line; the front appends it when the body lacks one.
-    if (contact.channel == "sms" and grant.basis != NOT_MARKETING
-            and contact.body_has_opt_out is not True):
-        obligations = (OPT_OUT_APPENDED,)
+    # A content template replaces the body (its Body is not what is sent), so nothing can be
+    # appended: it goes out only when the organisation vouches that its templates carry it.
+    if contact.channel == "sms" and grant.basis != NOT_MARKETING:
+        if contact.content_template:
+            if not org.content_templates_carry_opt_out:
+                return _deny(OPT_OUT_NOT_APPENDABLE, "N17", _text_not_appendable(org),
+                             grant.evidence)
+            obligations = (OPT_OUT_IN_TEMPLATE,)
+        elif contact.body_has_opt_out is not True:
+            obligations = (OPT_OUT_APPENDED,)
     return Decision(
         "allow", ALLOWED, grant.rule, _text_allow(grant, contact, org), grant.basis,
         grant.evidence, None, obligations, grant.consumes, grant.first_use,
@@ -511,7 +522,7 @@ _DAY_NL: Final = ("maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zat
 
 
 def _date(moment: dt.datetime) -> str:
-    return moment.astimezone(hours.AMSTERDAM).date().isoformat()
+    return hours.local(moment).date().isoformat()
 
 
 def _topic_en(topic: str | None) -> str:
@@ -702,6 +713,18 @@ def _text_request_or_provenance(code: str, en: str, nl: str, record: Record) -> 
                       "contact (N6)."}
     return {"en": f"Denied: {en} gives no basis for this contact (N5).",
             "nl": f"Geweigerd: {nl} geeft geen grondslag voor dit contact (N5)."}
+
+
+def _text_not_appendable(org: Organisation) -> Explanation:
+    return {
+        "en": "Denied: a marketing SMS must say how to opt out, and this one is a content "
+              f"template the opt-out line cannot be appended to, while {org.name} has not "
+              "declared that its templates carry it (N17).",
+        "nl": "Geweigerd: een marketing-sms moet vermelden hoe de ontvanger zich afmeldt, en "
+              "dit bericht is een inhoudssjabloon waaraan de afmeldregel niet kan worden "
+              f"toegevoegd, terwijl {org.name} niet heeft verklaard dat de sjablonen die regel "
+              "bevatten (N17).",
+    }
 
 
 def _text_hours(denial: hours.HoursDenial) -> Explanation:
