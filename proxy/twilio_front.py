@@ -308,8 +308,11 @@ async def _decide(request: web.Request, client: store.Client, channel: ContactCh
         body_check=_body_has_opt_out(pairs, from_raw or "") if channel == "sms" else None,
         content_template=channel == "sms" and twilio_messages.uses_content_template(pairs),
     )
-    if evaluation.contact.to is not None:  # what goes out is the number that was decided on
+    # What goes out is what was decided on: the E.164 To, and the sender as registered.
+    if evaluation.contact.to is not None:
         pairs = form.put(pairs, "To", evaluation.contact.to)
+    if evaluation.contact.sender is not None and _first(pairs, "From") is not None:
+        pairs = form.put(pairs, "From", evaluation.contact.sender.sender)
     if channel == "sms":
         return _sms_footer(pairs, evaluation, from_raw or "")
     dialed = await relays.decide_create(request, client, plan, pairs, evaluation)
@@ -622,8 +625,10 @@ async def _stream(request: web.Request, client: store.Client, route: twilio_rout
         headers=twilio_routes.upstream_headers(route))
     try:
         async with stream:
-            response = web.StreamResponse(status=stream.status,
-                                          headers={"Content-Type": stream.content_type})
+            headers = {"Content-Type": stream.content_type}
+            if stream.location is not None:
+                headers["Location"] = stream.location
+            response = web.StreamResponse(status=stream.status, headers=headers)
             await response.prepare(request)
             async for chunk in stream.chunks():
                 await response.write(chunk)

@@ -63,6 +63,9 @@ class Upstream(Protocol):
 class StreamedResponse(Protocol):
     status: int
     content_type: str
+    # Where a redirect points (Twilio may redirect a recording's media to where it is
+    # stored): passed to the dialer as it came, the proxy follows no redirect itself.
+    location: str | None
 
     async def __aenter__(self) -> Self: ...
 
@@ -147,6 +150,7 @@ class _TwilioStream:
         self._resp: aiohttp.ClientResponse | None = None
         self.status = 0
         self.content_type = "application/octet-stream"
+        self.location: str | None = None
 
     async def __aenter__(self) -> _TwilioStream:
         try:
@@ -159,6 +163,8 @@ class _TwilioStream:
             raise UpstreamUnreachable(type(exc).__name__) from exc
         self.status = self._resp.status
         self.content_type = self._resp.headers.get("Content-Type", self.content_type)
+        if 300 <= self.status < 400:
+            self.location = self._resp.headers.get("Location")
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -280,6 +286,7 @@ class _SandboxStream:
         self._response: UpstreamResponse | None = None
         self.status = 0
         self.content_type = "application/json"
+        self.location: str | None = None
 
     async def __aenter__(self) -> _SandboxStream:
         self._response = await self._pending

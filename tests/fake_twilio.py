@@ -443,6 +443,8 @@ class FakeTwilio:
         self.calls: dict[str, JSONObject] = {}
         self.messages: dict[str, JSONObject] = {}
         self.recordings: dict[str, JSONObject] = {}
+        # Set: recording media is answered with a redirect there, as Twilio may do.
+        self.media_location: str | None = None
         self._routes = self._make_routes()
         # The URL fields (and their methods) of each call and message, updates included:
         # where Twilio would send its requests.
@@ -826,6 +828,8 @@ class FakeTwilio:
         self, extension: str, request: web.Request, params: Mapping[str, str]
     ) -> web.Response:
         self._item(_RECORDINGS, request, params)
+        if self.media_location is not None:
+            raise web.HTTPFound(self.media_location)
         body = f"{extension} audio of {params['Sid']}".encode()
         return web.Response(body=body, content_type=RECORDING_MEDIA[extension])
 

@@ -89,6 +89,17 @@ async def test_the_decided_e164_number_is_what_goes_upstream(
     assert received.form[0][0] == "To"  # in its place, not appended
 
 
+async def test_the_sender_goes_upstream_as_registered(world: World, fake: FakeTwilio) -> None:
+    number = mobile()
+    await world.consent(number, "sms")
+    spelled = world.sms.translate(FULL_WIDTH)  # full-width, as a look-alike sender
+    status, body = await _post(world, "Messages", [("To", number), ("From", spelled),
+                                                   ("Body", "Hoi")])
+    assert status == 201, body
+    (received,) = fake.creates("Messages")
+    assert received.value("From") == world.sms
+
+
 async def test_digits_of_another_script_are_an_invalid_number(world: World,
                                                               fake: FakeTwilio) -> None:
     arabic = "".join(chr(0x0660 + int(d)) for d in "0612340002")  # phonenumbers reads these

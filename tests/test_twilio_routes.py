@@ -53,6 +53,7 @@ class Answer:
     status: int
     body: bytes
     content_type: str
+    location: str | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -68,7 +69,7 @@ def send_raw(base: str, method: str, target: str, *, body: bytes = b"",
         conn.request(method, target, body=body or None, headers=dict(headers or {}))
         response = conn.getresponse()
         return Answer(response.status, response.read(),
-                      response.getheader("Content-Type", ""))
+                      response.getheader("Content-Type", ""), response.getheader("Location"))
     finally:
         conn.close()
 
@@ -345,6 +346,14 @@ async def test_recording_media_is_streamed_as_upstream_sent_it(scene: Scene) -> 
     assert answer.status == 200
     assert answer.content_type == "audio/mpeg"
     assert answer.body == f"mp3 audio of {scene.recording}".encode()
+
+
+async def test_a_redirect_to_where_media_is_stored_reaches_the_dialer(scene: Scene) -> None:
+    # Twilio may answer a media request with a redirect to its storage: the proxy follows
+    # none itself (it would fetch from wherever upstream points), the dialer gets it whole.
+    scene.fake.media_location = "https://media.example/stored/RE.mp3?Signature=abc"
+    answer = await _send(scene, "GET", f"{scene.own}/Recordings/{scene.recording}.mp3")
+    assert (answer.status, answer.location) == (302, scene.fake.media_location)
 
 
 async def test_list_queries_are_reencoded_and_lists_filtered(scene: Scene) -> None:
