@@ -10,8 +10,10 @@ regression tests.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -484,3 +486,22 @@ async def test_relay_ids_cannot_be_replayed_across_kinds_urls_or_accounts(
     status, _, _ = await fake.request_url(twiml_url, fake.call_params(sid, AccountSid=world.sid))
     assert status == 403
     assert dialer.seen == []
+
+
+async def test_finding_13_calls_on_liberation_day_outside_lustrum_years(
+        world: World, fake: FakeTwilio, clock: Clock) -> None:
+    """FINDING 13. nl-rules.md N13 (revised 2026-12-03): the public holidays are the
+    Algemene termijnenwet list every year, 5 May included, and "the `holidays` package alone
+    is not enough: it lists 5 May only in lustrum years". proxy/policy/hours.py takes the
+    package's calendar as it is: on Wednesday 5 May 2027 at 11:00 a marketing call is allowed
+    and placed."""
+    to = mobile()
+    clock.now = dt.datetime(2027, 5, 4, 11, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
+    await world.consent(to, "voice", given_at="2027-05-03T12:00:00+02:00",
+                        verified_at="2027-05-03T12:05:00+02:00")
+    clock.now = dt.datetime(2027, 5, 5, 11, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
+    status, body = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t")])
+    assert fake.creates() == [], (status, body)
+    (row,) = await rows_for(world, to)
+    assert row["reason"] == "PROHIBITED_DAY"
