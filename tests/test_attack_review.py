@@ -1,0 +1,507 @@
+"""Review of issue 17 ("Close every way around the gate"): attacks by a dialer that holds valid
+credentials, against a real proxy on a real port, the fake Twilio behind it and real
+PostgreSQL. Every test asserts on what the fake upstream received and on the decision rows.
+
+Tests marked `FINDING n` fail on the code as reviewed: each shows a way around the gate (or a
+500), explained in its docstring. The others are attacks the gate withstood, kept as
+regression tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from multidict import MultiDict
+from twilio.request_validator import RequestValidator
+
+from proxy.keys import OPTOUT_SPOOL, SPOOL_DRAIN
+from proxy.twilio_front import DENIAL_CODES
+from tests import test_optout_spool, test_relays
+from tests.conftest import UP_SID, UP_TOKEN, Clock, mobile
+from tests.fake_twilio import FakeTwilio
+from tests.test_faults import EmbeddedPostgres
+from tests.test_optout_spool import new_sid, start_app
+from tests.test_optout_spool import sms as inbound_sms
+from tests.test_relays import Dialer, consented, objected, rows_for, start_proxy
+from tests.test_twilio_routes import basic, send_raw
+from tests.world import A, World, make_world
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+ACCOUNT = "/2010-04-01/Accounts/{sid}/"
+OBJECTION = DENIAL_CODES["OBJECTION_ON_FILE"][1]
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+# Fixtures shared with the modules these attacks extend: the dialer's own web server, and a
+# private PostgreSQL that can be stopped and started.
+dialer = test_relays.dialer
+private_pg = test_optout_spool.private_pg
+
+
+@pytest.fixture
+async def proxy(aiohttp_client: Any, database_url: str, clock: Clock, fake: FakeTwilio,
+                tmp_path: Path) -> TestClient[Any, Any]:
+    return await start_proxy(aiohttp_client, database_url, clock, fake, tmp_path)
+
+
+@pytest.fixture
+async def world(proxy: TestClient[Any, Any], auth: dict[str, str]) -> World:
+    return await make_world(proxy, auth)
+
+
+async def post(world: World, tail: str, pairs: list[tuple[str, str]] | bytes,
+               method: str = "POST", headers: dict[str, str] | None = None,
+               ) -> tuple[int, Any]:
+    """A request to the Twilio front as the dialer (Basic auth), its form as given."""
+    data = pairs if isinstance(pairs, bytes) else aiohttp.FormData(pairs)
+    resp = await world.admin.request(
+        method, ACCOUNT.format(sid=world.sid) + tail, data=data,
+        auth=aiohttp.BasicAuth(world.sid, world.token), headers=headers)
+    text = await resp.text()
+    try:
+        return resp.status, await resp.json(content_type=None)
+    except ValueError:
+        return resp.status, text
+
+
+async def sender(world: World, value: str, topic: str = "energy/electricity") -> None:
+    resp = await world.admin.post(f"{A}/senders", json={
+        "sender": value, "organisation": world.org, "topic": topic}, headers=world.auth)
+    assert resp.status == 201, await resp.text()
+
+
+# --- FINDINGS -----------------------------------------------------------------------------
+
+async def test_finding_1_call_token_shows_another_caller_id(world: World, fake: FakeTwilio
+                                                            ) -> None:
+    """FINDING 1. `CallToken` (a documented CreateCall field) makes Twilio place a forwarded
+    call that "bears the same CallerID of the original incoming call": the person called sees
+    the number of whoever called in, not the registered From the gate decided on (N16). The
+    gate passes it through untouched."""
+    to = await consented(world)
+    status, _ = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t"),
+        ("CallToken", '{"parentCallInfoToken":"x","identityHeaderTokens":[]}')])
+    assert [r.value("CallToken") for r in fake.creates()] == [], status
+
+
+async def test_finding_2_sms_fallback_sender_is_never_decided(world: World, fake: FakeTwilio
+                                                              ) -> None:
+    """FINDING 2. `FallbackFrom` (a documented CreateMessage field) names a second sender,
+    used when the first channel fails. The gate decides on `From` only: the fallback goes out
+    from a sender that is registered to no organisation (N16/N17: the sender must be the
+    organisation's and be identified), while the footer names the decided one."""
+    number = mobile()
+    await world.consent(number, "sms")
+    status, _ = await post(world, "Messages.json", [
+        ("To", number), ("From", world.sms), ("Body", "Hoi"), ("FallbackFrom", "+3120555012")])
+    assert [r.value("FallbackFrom") for r in fake.creates()] == [], status
+
+
+@pytest.mark.parametrize("caller", ["EnergieBV", "MG" + "a" * 32])
+async def test_finding_3_call_from_an_id_that_cannot_be_called_back(
+        world: World, fake: FakeTwilio, caller: str) -> None:
+    """FINDING 3. N16 (nl-rules.md): an alphanumeric sender ID or a messaging-service id is
+    never a caller ID for a call (`CALLER_ID_NOT_CALLABLE`). The gate allows a call from a
+    registered alphanumeric SMS sender (or MG…) and forwards it; the reason code does not
+    exist at all (not in proxy/policy/reasons.py, not in DENIAL_CODES, not in README)."""
+    await sender(world, caller)
+    to = await consented(world)
+    status, body = await post(world, "Calls.json", [
+        ("To", to), ("From", caller), ("Url", "https://dialer.example/t")])
+    (row,) = await rows_for(world, to)
+    assert (row["decision"], row["reason"]) == ("deny", "CALLER_ID_NOT_CALLABLE"), (
+        status, body)
+    assert fake.creates() == []
+
+
+@pytest.mark.parametrize("url", ["//dialer.example/next", "/next", "\ufeffhttps://d.example/n"])
+async def test_finding_4_inline_twiml_url_not_recognised_is_forwarded_unrelayed(
+        world: World, fake: FakeTwilio, url: str) -> None:
+    """FINDING 4. In inline `Twiml` (create or live update) a URL the proxy does not take for
+    an absolute http(s) URL (`//host/path`, a relative path, a leading BOM or zero-width
+    character) is neither rewritten to the TwiML relay nor refused: it reaches Twilio as
+    written (proxy/twiml.py `_absolute` returns None when there is no base, and `_slots`
+    then skips the slot). If Twilio resolves or cleans it up, it fetches the dialer's TwiML
+    directly and nothing in it is decided. Fail open where it should fail closed."""
+    to = await consented(world)
+    document = f'<Response><Redirect method="POST">{url}</Redirect></Response>'
+    status, body = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Twiml", document)])
+    sent = [r.value("Twiml") for r in fake.creates()]
+    assert not any(url in (text or "") for text in sent), (status, body, sent)
+
+
+async def test_finding_5_stop_spooled_in_an_outage_is_ignored_once_the_database_is_back(
+        aiohttp_client: Any, private_pg: EmbeddedPostgres, clock: Clock, fake: FakeTwilio,
+        auth: dict[str, str], tmp_path: Path) -> None:
+    """FINDING 5. A STOP that arrives during a database outage is spooled, and applied by a
+    background drain that retries with a backoff of up to 30 s (proxy/optout_spool.py). When
+    the database is back, creates are decided at once on the database alone: until the drain
+    gets its turn, an SMS to the person who sent STOP is allowed and sent. README and
+    proxy/app.py claim "with the database back it decides correctly while the spool drains";
+    it does not. (Several instances with their own spool directories widen the window: the
+    other instances never see the entry.)"""
+    proxy = await start_app(aiohttp_client, private_pg.url, clock, tmp_path / "spool",
+                            TWILIO_ACCOUNT_SID=UP_SID, TWILIO_API_BASE=fake.base_url)
+    proxy.app[SPOOL_DRAIN].retry_initial = 30.0  # the backoff after an outage of a minute
+    world = await make_world(proxy, auth)
+    number = mobile()
+    await world.consent(number, "sms")
+    await asyncio.to_thread(private_pg.stop)
+    try:
+        status, _ = await inbound_sms(proxy, world.sms, number, "STOP", new_sid())
+        assert status == 200
+        assert proxy.app[OPTOUT_SPOOL].entries == 1
+    finally:
+        await asyncio.to_thread(private_pg.start)
+    for _ in range(20):  # the pool reconnects: a dialer retries a 503
+        status, body = await post(world, "Messages.json", [
+            ("To", number), ("From", world.sms), ("Body", "Aanbieding!")])
+        if status != 503:
+            break
+    assert proxy.app[OPTOUT_SPOOL].entries == 1  # still waiting for the drain
+    assert fake.creates("Messages") == [], (status, body)
+
+
+async def test_finding_6_filtered_lists_tell_of_other_clients_calls(
+        world: World, fake: FakeTwilio, proxy: TestClient[Any, Any], auth: dict[str, str]
+        ) -> None:
+    """FINDING 6. The three lists are filtered to the client's own items, but the page's own
+    fields come from the whole upstream account: with `To=<number>&PageSize=1` a client
+    that never called the number learns from `next_page_uri` (and `end`, `start`, `page`)
+    that other clients of the same upstream account called it at least twice. A number,
+    and whether it is being called, is personal data of another organisation's contact."""
+    other = await make_world(proxy, auth)
+    number = await consented(other)
+    for _ in range(2):
+        status, _ = await post(other, "Calls.json", [
+            ("To", number), ("From", other.voice), ("Url", "https://dialer.example/t")])
+        assert status == 201
+    resp = await world.admin.get(
+        ACCOUNT.format(sid=world.sid) + "Calls.json",
+        params={"To": number, "PageSize": "1"}, auth=aiohttp.BasicAuth(world.sid, world.token))
+    page = await resp.json()
+    assert page["calls"] == []
+    assert page["next_page_uri"] is None, page
+
+
+async def test_finding_7_idempotency_tokens_are_shared_upstream(
+        world: World, fake: FakeTwilio, proxy: TestClient[Any, Any], auth: dict[str, str]
+        ) -> None:
+    """FINDING 7. Idempotency tokens are per client in the proxy (README), but the proxy
+    passes the client's token unchanged to the one upstream account all clients share. Two
+    clients that happen to use the same token (a counter, a date, "retry-1") send Twilio the
+    same I-Twilio-Idempotency-Token: where Twilio honours it, the second client's allowed
+    message is answered with the first client's message (its To and Body) and not sent, and
+    the proxy records the other client's SID as its outcome."""
+    other = await make_world(proxy, auth)
+    for who in (world, other):
+        number = mobile()
+        await who.consent(number, "sms")
+        status, _ = await post(who, "Messages.json", [
+            ("To", number), ("From", who.sms), ("Body", "Hoi")],
+            headers={"I-Twilio-Idempotency-Token": "retry-1"})
+        assert status == 201
+    first, second = (r.headers.get("I-Twilio-Idempotency-Token") for r in fake.creates())
+    assert first != second
+
+
+async def test_finding_8_say_hides_a_dial_from_inspection(world: World, fake: FakeTwilio
+                                                          ) -> None:
+    """FINDING 8 (low). `<Say>` is never looked into (its children are taken for SSML), so an
+    element that is no SSML at all, here a `<Dial>` to an objected number, reaches Twilio
+    undecided. The module's own rule is "an element that is not TwiML: not inspectable
+    (fail closed)"; inside `<Say>` only SSML's elements should pass."""
+    to, target = await consented(world), await objected(world)
+    document = f"<Response><Say>Hallo<Dial>{target}</Dial></Say></Response>"
+    status, body = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Twiml", document)])
+    assert fake.creates() == [], (status, body)
+
+
+async def test_finding_9_payment_status_callback_bypasses_the_callback_relay(
+        world: World, fake: FakeTwilio, proxy: TestClient[Any, Any]) -> None:
+    """FINDING 9 (low). UpdatePayments (`POST Calls/{CA}/Payments/{PK}.json`, passed through)
+    carries a `StatusCallback` URL that is forwarded as given: Twilio calls the dialer
+    directly, signed with the upstream account's token and showing the upstream AccountSid,
+    and the proxy records nothing. Every other callback URL is rewritten to the callback
+    relay (proxy/relays.py)."""
+    to = await consented(world)
+    status, created = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t")])
+    assert status == 201
+    tail = f"Calls/{created['sid']}/Payments/PK{'0' * 32}.json"
+    await post(world, tail, [("IdempotencyKey", "k1"), ("StatusCallback",
+                                                         "https://dialer.example/pay")])
+    (sent,) = [r for r in fake.received if r.path.endswith(tail)]
+    public = str(proxy.make_url("")).rstrip("/")
+    assert (sent.value("StatusCallback") or "").startswith(f"{public}/webhooks/twilio/callback/")
+
+
+async def test_finding_10_a_disabled_client_is_still_served_by_the_relays(
+        world: World, fake: FakeTwilio, dialer: Dialer, proxy: TestClient[Any, Any]) -> None:
+    """FINDING 10. README: a disabled client is refused on every Twilio route "and its token
+    signs no relayed webhook". The TwiML and callback relays load the client without looking
+    at `enabled` (proxy/relays.py `_call_dialer`, `twiml_relay`): after the disable, Twilio's
+    next TwiML fetch on a live call is still passed to the dialer signed with the disabled
+    client's token, and the `<Dial>`s it answers are decided and served. A leaked token used
+    to start a call whose TwiML redirects to itself keeps dialing after the disable."""
+    allowed = await consented(world)
+    dialer.twiml = f"<Response><Dial>{allowed}</Dial></Response>"
+    status, created = await post(world, "Calls.json", [
+        ("To", await consented(world)), ("From", world.voice), ("Url", dialer.url("/twiml"))])
+    assert status == 201
+    resp = await proxy.post(f"{A}/clients/{world.sid}/disable", headers=world.auth)
+    assert resp.status == 200
+    _status, text = await fake.fetch_twiml(created["sid"])
+    assert dialer.seen == [], "a disabled client's dialer was asked, signed with its token"
+    assert "<Dial>" not in text
+
+
+@pytest.mark.parametrize("body", [
+    "Stuur een sms en kies uit drie aanbiedingen!",
+    "Text us today and stop paying too much for energy.",
+    "Antwoord JA en stop met te veel betalen",
+])
+async def test_finding_11_ordinary_marketing_copy_is_taken_for_an_opt_out_line(
+        world: World, fake: FakeTwilio, body: str) -> None:
+    """FINDING 11. N17: every marketing SMS identifies the sender and says how to opt out;
+    the footer is appended unless the body already carries one. proxy/sms.py `has_opt_out`
+    takes any body with "sms|stuur|reply|text|antwoord|send" followed within 25 characters by
+    the word "stop", "uit" or "afmelden" for an opt-out instruction: ordinary Dutch copy
+    ("… kies uit …") or a deliberate phrase skips the footer, and the message goes out with
+    neither the opt-out nor the sender's identity, recorded as compliant."""
+    number = mobile()
+    await world.consent(number, "sms")
+    status, answer = await post(world, "Messages.json", [
+        ("To", number), ("From", world.sms), ("Body", body)])
+    assert status == 201, answer
+    (sent,) = fake.creates()
+    assert sent.value("Body") != body, "sent without the opt-out footer"
+
+
+@pytest.mark.parametrize("sms_sender", ["EnergieBV", "MG" + "b" * 32])
+async def test_finding_12_opt_out_line_names_a_sender_no_one_can_text(
+        world: World, fake: FakeTwilio, sms_sender: str) -> None:
+    """FINDING 12. The default footer is "Afmelden? Sms STOP naar {sender}", and {sender} is
+    the request's From or MessagingServiceSid as given. From an alphanumeric sender ID (which
+    cannot receive a reply) or a MessagingServiceSid the line tells the person to text STOP
+    to "EnergieBV" or "MG…": an opt-out that cannot be used (N12, N17), recorded as
+    OPT_OUT_APPENDED."""
+    await sender(world, sms_sender)
+    number = mobile()
+    await world.consent(number, "sms")
+    field = "MessagingServiceSid" if sms_sender.startswith("MG") else "From"
+    status, _ = await post(world, "Messages.json", [
+        ("To", number), (field, sms_sender), ("Body", "Nieuwe aanbieding")])
+    sent = [r.value("Body") for r in fake.creates()]
+    assert not any(sms_sender in (body or "") for body in sent), (status, sent)
+
+
+
+# --- attacks the gate withstood (regression tests) ----------------------------------------
+
+@pytest.mark.parametrize("spelling", [
+    "+\uff13\uff11{nsn}",  # full-width digits
+    "+31\u00a0{nsn}",  # no-break space
+    "0031 {nsn}",
+    "+31 (0){nsn}",
+    " {national}\n",
+])
+async def test_look_alike_spellings_of_an_objected_number_are_refused(
+        world: World, fake: FakeTwilio, spelling: str) -> None:
+    target = await objected(world)
+    nsn = target[3:]
+    to = spelling.format(nsn=nsn, national="0" + nsn)
+    status, body = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t")])
+    assert (status, body["code"]) == (403, OBJECTION)
+    assert fake.creates() == []
+
+
+@pytest.mark.parametrize("mark", ["\u200b", "\u200f", "\u200e", "\ufeff", "\u2060"])
+async def test_invisible_characters_in_to_reach_no_one(world: World, fake: FakeTwilio,
+                                                       mark: str) -> None:
+    target = await objected(world)
+    for to in (mark + target, target[:6] + mark + target[6:], target + mark):
+        status, body = await post(world, "Calls.json", [
+            ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t")])
+        assert status in (400, 403), body
+    # Digits of another script are refused rather than read as the same number.
+    arabic = "+" + "".join(chr(0x0660 + int(d)) for d in target[1:])
+    status, _ = await post(world, "Calls.json", [
+        ("To", arabic), ("From", world.voice), ("Url", "https://dialer.example/t")])
+    assert status == 403
+    assert fake.creates() == []
+
+
+async def test_form_encoding_games_reach_no_one(world: World, fake: FakeTwilio) -> None:
+    allowed, target = await consented(world), await objected(world)
+    q = {"a": allowed.replace("+", "%2B"), "t": target.replace("+", "%2B"), "f":
+         world.voice.replace("+", "%2B")}
+    tail = "&From={f}&Url=https%3A%2F%2Fd.example%2Ft"
+    bodies = [
+        "To={a};To={t}" + tail,  # ';' is no separator, for the proxy nor for Twilio
+        "To={a}&To={t}" + tail,  # a second To
+        "To={a}&to={t}" + tail,  # the same name in another case
+        "To={a}&To%20={t}" + tail,
+        "To={a}&To%5B%5D={t}" + tail,
+        "To={a}%00{t}" + tail,
+        "To=%C0%AB31" + target[3:] + tail,  # an overlong '+'
+        "To={t}%FF" + tail,
+    ]
+    for raw in bodies:
+        status, body = await post(world, "Calls.json", raw.format(**q).encode(),
+                                  headers=FORM)
+        assert status in (400, 403), (raw, body)
+    assert fake.creates() == []
+    # A literal '+' is a space: `To=+316…` is decided (and sent) as the number it spells.
+    status, _ = await post(world, "Calls.json", (
+        "To=" + target + tail.format(**q)).encode(), headers=FORM)
+    assert status in (400, 403)
+    assert fake.creates() == []
+
+
+@pytest.mark.parametrize("dial", [
+    "<Dial>{a}<!-- x -->{b}</Dial>",
+    "<Dial><![CDATA[{t}]]></Dial>",
+    "<Dial>&#43;&#51;&#49;{rest}</Dial>",
+    "<dial><number>{t}</number></dial>",
+    "<Dial>\n  {t}\n</Dial>",
+    "<Gather><Say>Kies</Say><Dial>{t}</Dial></Gather>",
+    "<Dial><Client>agent</Client>{t}</Dial>",
+    "<Dial><Number sendDigits=\"1\" url=\"https://d.example/w\">{full}</Number></Dial>",
+    "<Connect><Dial>{t}</Dial></Connect>",
+    "<Dial><WhatsApp>{t}</WhatsApp></Dial>",
+    "<Refer><Sip>sip:{t}@carrier.example</Sip></Refer>",
+    "<Message to=\"{t}\">Hoi</Message>",
+    "<Enqueue><Task>{{}}</Task></Enqueue><Dial>{t}</Dial>",
+])
+async def test_twiml_hiding_an_objected_number_is_refused(world: World, fake: FakeTwilio,
+                                                          dial: str) -> None:
+    target = await objected(world)
+    full = "+" + "".join(chr(0xFF10 + int(d)) for d in target[1:])
+    document = "<Response>" + dial.format(t=target, a=target[:7], b=target[7:],
+                                          rest=target[3:], full=full) + "</Response>"
+    status, body = await post(world, "Calls.json", [
+        ("To", await consented(world)), ("From", world.voice), ("Twiml", document)])
+    assert status in (400, 403), body
+    assert fake.creates() == []
+
+
+@pytest.mark.parametrize("element", [
+    '<Dial action="https://d.example/a"><Number url="https://d.example/w">{n}</Number></Dial>',
+    '<Enqueue waitUrl="https://d.example/w" action="https://d.example/a">q</Enqueue>',
+    '<Connect action="https://d.example/a"><Stream url="wss://d.example/s"/></Connect>',
+    '<Gather ACTION="https://d.example/a"/>',
+    '<Redirect>HTTPS://d.example/r</Redirect>',
+    '<Redirect> https://user:pw@d.example/r </Redirect>',
+    '<Dial referUrl="https://d.example/r"><Queue url="https://d.example/q">q</Queue></Dial>',
+])
+async def test_twiml_urls_in_a_create_lead_through_the_relay(
+        world: World, fake: FakeTwilio, proxy: TestClient[Any, Any], element: str) -> None:
+    document = "<Response>" + element.format(n=await consented(world)) + "</Response>"
+    status, body = await post(world, "Calls.json", [
+        ("To", await consented(world)), ("From", world.voice), ("Twiml", document)])
+    assert status == 201, body
+    (sent,) = fake.creates()
+    text = (sent.value("Twiml") or "").lower()
+    assert "https://d.example" not in text  # wss: a media stream, not TwiML: left as is
+    assert "pw@" not in text
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "PUT", "PATCH", "DELETE", "GET"])
+async def test_other_methods_on_a_create_path_create_nothing(
+        world: World, fake: FakeTwilio, method: str) -> None:
+    target = await objected(world)
+    status, _ = await post(world, "Calls.json", [
+        ("To", target), ("From", world.voice), ("Url", "https://d.example/t")], method=method,
+        headers={"X-HTTP-Method-Override": "POST", "X-Method-Override": "POST"})
+    assert status >= 400
+    assert fake.creates() == []
+    assert not [r for r in fake.received if r.method != "GET"]
+
+
+async def test_request_smuggling_headers_create_nothing(world: World, fake: FakeTwilio) -> None:
+    target = await objected(world)
+    form = f"To={target.replace('+', '%2B')}&From={world.voice.replace('+', '%2B')}&Url=x"
+    body = f"{len(form):x}\r\n{form}\r\n0\r\n\r\n".encode()
+    answer = await asyncio.to_thread(
+        send_raw, world.base, "POST", ACCOUNT.format(sid=world.sid) + "Calls.json",
+        body=body, headers={**basic(world.sid, world.token), **FORM,
+                            "Transfer-Encoding": "chunked", "Content-Length": "4"})
+    assert answer.status == 400
+    assert fake.creates() == []
+
+
+async def test_live_updates_of_others_and_ambiguous_updates_are_refused(
+        world: World, fake: FakeTwilio, proxy: TestClient[Any, Any], auth: dict[str, str]
+        ) -> None:
+    status, created = await post(world, "Calls.json", [
+        ("To", await consented(world)), ("From", world.voice), ("Url", "https://d.example/t")])
+    assert status == 201
+    tail = f"Calls/{created['sid']}.json"
+    other = await make_world(proxy, auth)
+    target = await objected(world)
+    dial = f"<Response><Dial>{target}</Dial></Response>"
+    assert (await post(other, tail, [("Twiml", dial)]))[0] == 404
+    assert (await post(world, tail, [("Twiml", "<Response/>"), ("Url", "https://x/y")]))[0] \
+        == 400
+    assert (await post(world, tail, [("Twiml", dial)]))[0] == 403
+    assert (await post(world, tail, [("Url", "//d.example/t")]))[0] == 400
+    assert [r for r in fake.received if r.path.endswith(tail)] == []
+    (row,) = await rows_for(world, target)
+    assert row["decision"] == "deny"
+
+
+async def test_relay_ids_cannot_be_replayed_across_kinds_urls_or_accounts(
+        world: World, fake: FakeTwilio, dialer: Dialer) -> None:
+    status, created = await post(world, "Calls.json", [
+        ("To", await consented(world)), ("From", world.voice), ("Url", dialer.url("/t")),
+        ("StatusCallback", dialer.url("/status"))])
+    assert status == 201
+    sid = created["sid"]
+    twiml_url, _ = fake.url_of(sid, "Url")
+    callback_url, _ = fake.url_of(sid, "StatusCallback")
+    relay_id = callback_url.rsplit("/", 1)[1]
+    # A callback's id on the TwiML route (and the other way round): unknown.
+    swapped = twiml_url.rsplit("/", 1)[0] + "/" + relay_id
+    assert (await fake.request_url(swapped, fake.call_params(sid)))[0] == 404
+    # Signed by the upstream account, but for another URL than the one requested.
+    params = fake.call_params(sid)
+    signature = RequestValidator(UP_TOKEN).compute_signature(callback_url, MultiDict(params))
+    async with aiohttp.ClientSession() as session, session.post(
+            twiml_url, data=params, headers={"X-Signature": "", "X-Twilio-Signature":
+                                             signature}) as resp:
+        assert resp.status == 403
+    # Properly signed, but naming the client's account instead of the upstream one.
+    status, _, _ = await fake.request_url(twiml_url, fake.call_params(sid, AccountSid=world.sid))
+    assert status == 403
+    assert dialer.seen == []
+
+
+async def test_finding_13_calls_on_liberation_day_outside_lustrum_years(
+        world: World, fake: FakeTwilio, clock: Clock) -> None:
+    """FINDING 13. nl-rules.md N13 (revised 2026-12-03): the public holidays are the
+    Algemene termijnenwet list every year, 5 May included, and "the `holidays` package alone
+    is not enough: it lists 5 May only in lustrum years". proxy/policy/hours.py takes the
+    package's calendar as it is: on Wednesday 5 May 2027 at 11:00 a marketing call is allowed
+    and placed."""
+    to = mobile()
+    clock.now = dt.datetime(2027, 5, 4, 11, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
+    await world.consent(to, "voice", given_at="2027-05-03T12:00:00+02:00",
+                        verified_at="2027-05-03T12:05:00+02:00")
+    clock.now = dt.datetime(2027, 5, 5, 11, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
+    status, body = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t")])
+    assert fake.creates() == [], (status, body)
+    (row,) = await rows_for(world, to)
+    assert row["reason"] == "PROHIBITED_DAY"
