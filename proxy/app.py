@@ -165,7 +165,7 @@ async def healthz(_request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     # STOPs waiting in the outage spool are shown, but do not make the gate unready: with the
-    # database back it decides correctly while the spool drains (proxy/stops.py).
+    # database back, every decision applies the spool before deciding (proxy/stops.py).
     spooled = request.app[OPTOUT_SPOOL].entries
     extra = {"optout_spool": spooled} if spooled else {}
     try:

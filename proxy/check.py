@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from proxy import gate, scrub_batch, store
+from proxy import gate, scrub_batch, stops, store
 from proxy.admin import PREFIX, read_json
 from proxy.errors import BadInput
 from proxy.fields import Fields, parse_time, parse_topic
@@ -54,6 +54,7 @@ async def check(request: web.Request) -> web.Response:
     at = f.time("at", required=False)
     now = _in_range(at) if at is not None else request.app[CLOCK]()
     topic = f.text("topic", required=False)
+    await stops.apply_before_deciding(request.app)
     evaluation = await gate.evaluate(
         gate.store_facts(request.app[POOL]), request.app[SETTINGS].rules, channel=channel,
         to_raw=to_raw, from_raw=from_raw, now=now,
@@ -103,6 +104,7 @@ async def scrub(request: web.Request) -> web.StreamResponse:
     if not query.get("from"):
         raise BadInput("required query parameter is missing", "from")
     pool, rules, workers = request.app[POOL], request.app[SETTINGS].rules, request.app[WORKERS]
+    await stops.apply_before_deciding(request.app)
     found = await store.load_sender(pool, key) if key else None
     if found is None:
         raise BadInput("not a registered sender (UNKNOWN_SENDER)", "from")

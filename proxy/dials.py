@@ -23,7 +23,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from proxy import gate, store, twiml
+from proxy import gate, stops, store, twiml
 from proxy.keys import METRICS, POOL, READER, REQUEST_ID, SETTINGS, WRITER
 from proxy.phone import try_parse_number
 from proxy.policy import Decision
@@ -70,6 +70,7 @@ async def evaluate(request: web.Request, client: store.Client,
                    now: dt.datetime) -> list[Decided]:
     """Decide every destination that is not an agent (agents pass and are not recorded)."""
     rules = request.app[SETTINGS].rules
+    await stops.apply_before_deciding(request.app)
     out = []
     for target in targets:
         caller = target.caller_id or call_from

@@ -23,7 +23,17 @@ import orjson
 import structlog
 from aiohttp import web
 
-from proxy import credentials, form, gate, relays, sms, store, twilio_messages, twilio_routes
+from proxy import (
+    credentials,
+    form,
+    gate,
+    relays,
+    sms,
+    stops,
+    store,
+    twilio_messages,
+    twilio_routes,
+)
 from proxy.body import read_body
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
@@ -301,6 +311,7 @@ async def _decide(request: web.Request, client: store.Client, channel: ContactCh
                   pairs: list[tuple[str, str]], plan: relays.Plan) -> _Gated:
     from_raw = _first(pairs, "From") or (
         _first(pairs, "MessagingServiceSid") if channel == "sms" else None)
+    await stops.apply_before_deciding(request.app)
     evaluation = await gate.evaluate(
         request.app[READER].load_facts, request.app[SETTINGS].rules, channel=channel,
         to_raw=_first(pairs, "To"), from_raw=from_raw, now=request.app[CLOCK](),

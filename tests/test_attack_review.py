@@ -139,16 +139,13 @@ async def test_finding_4_inline_twiml_url_not_recognised_is_forwarded_unrelayed(
     assert not any(url in (text or "") for text in sent), (status, body, sent)
 
 
-async def test_finding_5_stop_spooled_in_an_outage_is_ignored_once_the_database_is_back(
+async def test_finding_5_a_spooled_stop_is_applied_before_the_next_decision(
         aiohttp_client: Any, private_pg: EmbeddedPostgres, clock: Clock, fake: FakeTwilio,
         auth: dict[str, str], tmp_path: Path) -> None:
-    """FINDING 5. A STOP that arrives during a database outage is spooled, and applied by a
-    background drain that retries with a backoff of up to 30 s (proxy/optout_spool.py). When
-    the database is back, creates are decided at once on the database alone: until the drain
-    gets its turn, an SMS to the person who sent STOP is allowed and sent. README and
-    proxy/app.py claim "with the database back it decides correctly while the spool drains";
-    it does not. (Several instances with their own spool directories widen the window: the
-    other instances never see the entry.)"""
+    """FINDING 5 (fixed). A STOP spooled during a database outage used to wait for the drain's
+    backoff (up to 30 s) while creates were decided on the database alone, so an SMS reached
+    the person who had sent STOP. Now every decision first applies what the spool holds; the
+    drain's own timer no longer matters."""
     proxy = await start_app(aiohttp_client, private_pg.url, clock, tmp_path / "spool",
                             TWILIO_ACCOUNT_SID=UP_SID, TWILIO_API_BASE=fake.base_url)
     proxy.app[SPOOL_DRAIN].retry_initial = 30.0  # the backoff after an outage of a minute
@@ -160,6 +157,10 @@ async def test_finding_5_stop_spooled_in_an_outage_is_ignored_once_the_database_
         status, _ = await inbound_sms(proxy, world.sms, number, "STOP", new_sid())
         assert status == 200
         assert proxy.app[OPTOUT_SPOOL].entries == 1
+        # Still down: the decision cannot see the spool applied, so it is refused unchecked.
+        status, body = await post(world, "Messages.json", [
+            ("To", number), ("From", world.sms), ("Body", "Aanbieding!")])
+        assert status == 503, body
     finally:
         await asyncio.to_thread(private_pg.start)
     for _ in range(20):  # the pool reconnects: a dialer retries a 503
@@ -167,8 +168,9 @@ async def test_finding_5_stop_spooled_in_an_outage_is_ignored_once_the_database_
             ("To", number), ("From", world.sms), ("Body", "Aanbieding!")])
         if status != 503:
             break
-    assert proxy.app[OPTOUT_SPOOL].entries == 1  # still waiting for the drain
-    assert fake.creates("Messages") == [], (status, body)
+    assert (status, body["reason"]) == (400, "OBJECTION_ON_FILE"), body
+    assert proxy.app[OPTOUT_SPOOL].entries == 0  # applied by the decision, not the timer
+    assert fake.creates("Messages") == []
 
 
 async def test_finding_6_filtered_lists_tell_of_other_clients_calls(
