@@ -12,7 +12,6 @@ import base64
 import binascii
 import functools
 import hashlib
-import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -613,20 +612,48 @@ async def _send(request: web.Request, client: store.Client, tail: str,
         raise TwilioError(*UPSTREAM_UNREACHABLE, "The provider could not be reached") from exc
 
 
+# Upstream pages read for one filtered list page, at most: a client whose own items are rare
+# in a shared account pages on from where the proxy stopped.
+MAX_LIST_ROUNDS = 10
+
+
 async def _filtered_list(request: web.Request, client: store.Client,
                          route: twilio_routes.Route) -> web.Response:
-    """A list page with only this client's items: the upstream account may be shared."""
-    upstream = await _send(request, client, route.tail, route.query)
-    data = upstream.json()
+    """A list page with only this client's items: the upstream account may be shared. The
+    page's own fields must not tell of other clients' items either (`next_page_uri` on a
+    page filtered to nothing would say that someone else called the number in `To=`), so
+    the proxy reads on through upstream pages until it has a page's worth of the client's
+    own items or the list ends, and only then hands out a next page."""
     key, sid_field = twilio_routes.FILTERED_LISTS[route.operation]
-    if upstream.status != 200 or not isinstance(data, dict) or not isinstance(
-            data.get(key), list):
-        return _relay(upstream)
-    items = [i for i in data[key] if isinstance(i, dict)]
-    sids = [i[sid_field] for i in items if isinstance(i.get(sid_field), str)]
-    mine = await _owned_sids(request, client, sids)
-    data[key] = [i for i in items if i.get(sid_field) in mine]
-    return _relay(msgspec.structs.replace(upstream, body=json.dumps(data).encode()))
+    wanted = twilio_routes.page_size(route.query)
+    first: dict[str, Any] | None = None
+    mine: list[Any] = []
+    query: str | None = route.query
+    next_uri = None
+    for _ in range(MAX_LIST_ROUNDS):
+        assert query is not None  # the loop ends at the list's end
+        upstream = await _send(request, client, route.tail, query)
+        data = upstream.json()
+        if upstream.status != 200 or not isinstance(data, dict) or not isinstance(
+                data.get(key), list):
+            if first is None:
+                return _relay(upstream)
+            raise TwilioError(502, 20502, "The provider failed while the list was read on")
+        first = first or data
+        items = [i for i in data[key] if isinstance(i, dict)]
+        sids = [i[sid_field] for i in items if isinstance(i.get(sid_field), str)]
+        owned = await _owned_sids(request, client, sids)
+        mine += [i for i in items if i.get(sid_field) in owned]
+        next_uri = data.get("next_page_uri")
+        query = twilio_routes.next_page_query(route, client.account_sid, next_uri)
+        if len(mine) >= wanted or query is None:
+            break
+    assert first is not None
+    given = first.get("start")
+    start = given if isinstance(given, int) else 0
+    page = {**first, key: mine, "end": start + max(len(mine) - 1, 0),
+            "next_page_uri": next_uri if query is not None else None}
+    return web.json_response(page, dumps=_dumps)
 
 
 async def _stream(request: web.Request, client: store.Client, route: twilio_routes.Route,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import msgspec
 
@@ -168,6 +169,31 @@ def _query(method: str, raw: str) -> str:
     if any("\x00" in key or "\x00" in value for key, value in pairs):
         raise TwilioError(400, 20001, "The query string contains a NUL character")
     return form.encode(pairs).decode("ascii")
+
+
+DEFAULT_PAGE_SIZE = 50  # Twilio's, when a list request names none
+
+
+def page_size(query: str) -> int:
+    """The PageSize a list request asks for (Twilio's default when none or not a number)."""
+    for name, value in form.decode(query, MAX_QUERY_FIELDS) if query else ():
+        if name == "PageSize" and value.isascii() and value.isdigit():
+            return max(1, min(1000, int(value)))
+    return DEFAULT_PAGE_SIZE
+
+
+def next_page_query(route: Route, account_sid: str, next_uri: Any) -> str | None:
+    """The query of a list page's `next_page_uri` (with the client's AccountSid swapped in),
+    when it continues the same list; None at the end of the list or for anything else."""
+    if not isinstance(next_uri, str):
+        return None
+    path, _, raw_query = next_uri.partition("?")
+    if path != f"/2010-04-01/Accounts/{account_sid}/{route.tail}":
+        return None
+    try:
+        return _query("GET", raw_query)
+    except TwilioError:
+        return None
 
 
 def create_route(method: str, raw_path: str) -> Route:

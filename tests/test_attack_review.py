@@ -176,11 +176,11 @@ async def test_finding_5_a_spooled_stop_is_applied_before_the_next_decision(
 async def test_finding_6_filtered_lists_tell_of_other_clients_calls(
         world: World, fake: FakeTwilio, proxy: TestClient[Any, Any], auth: dict[str, str]
         ) -> None:
-    """FINDING 6. The three lists are filtered to the client's own items, but the page's own
-    fields come from the whole upstream account: with `To=<number>&PageSize=1` a client
-    that never called the number learns from `next_page_uri` (and `end`, `start`, `page`)
-    that other clients of the same upstream account called it at least twice. A number,
-    and whether it is being called, is personal data of another organisation's contact."""
+    """FINDING 6 (fixed). The three lists were filtered to the client's own items, but the
+    page's own fields came from the whole upstream account: with `To=<number>&PageSize=1` a
+    client that never called the number learned from `next_page_uri` that other clients of
+    the same upstream account had called it. The proxy now reads on through upstream pages
+    and hands out a next page only when it has a page's worth of the client's own items."""
     other = await make_world(proxy, auth)
     number = await consented(other)
     for _ in range(2):
@@ -193,6 +193,28 @@ async def test_finding_6_filtered_lists_tell_of_other_clients_calls(
     page = await resp.json()
     assert page["calls"] == []
     assert page["next_page_uri"] is None, page
+    assert page["end"] == page["start"]
+
+
+async def test_own_items_are_all_listed_across_the_pages_of_a_shared_account(
+        world: World, fake: FakeTwilio, proxy: TestClient[Any, Any], auth: dict[str, str]
+        ) -> None:
+    """The other side of finding 6's fix: a client paging through a list that other clients'
+    items interleave (the official SDK, one item a page) still gets every item of its own."""
+    other = await make_world(proxy, auth)
+    mine = []
+    for _ in range(3):
+        for who in (other, world, other):
+            status, body = await post(who, "Calls.json", [
+                ("To", await consented(who)), ("From", who.voice),
+                ("Url", "https://dialer.example/t")])
+            assert status == 201, body
+            if who is world:
+                mine.append(body["sid"])
+    sdk = world.sdk()
+    listed = await asyncio.to_thread(lambda: [c.sid for c in sdk.calls.list(page_size=1)])
+    assert sorted(listed) == sorted(mine)
+    assert len(fake.received) > 3  # it read on through the other client's pages
 
 
 async def test_finding_7_idempotency_tokens_are_shared_upstream(
