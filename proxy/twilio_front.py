@@ -23,7 +23,17 @@ import orjson
 import structlog
 from aiohttp import web
 
-from proxy import credentials, form, gate, relays, sms, store, twilio_messages, twilio_routes
+from proxy import (
+    consumption,
+    credentials,
+    form,
+    gate,
+    relays,
+    sms,
+    store,
+    twilio_messages,
+    twilio_routes,
+)
 from proxy.body import read_body
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
@@ -419,6 +429,7 @@ async def create(request: web.Request, channel: ContactChannel, tail: str) -> we
         return response
     if gated.refusal is not None:
         response = error_response(request, gated.refusal)
+        await consumption.give_back(request.app, decision_id, "not_sent", "refused")
         await _finish(request, decision_id, None, None, gated.refusal.message, response, claim)
         return response
     ready = await relays.ready(request, client, decision_id, plan, gated.dialed, gated.pairs,
@@ -451,6 +462,8 @@ async def _forward(request: web.Request, client: store.Client, decision_id: int,
         label = "timeout" if timeout else "unreachable"
         app[METRICS].upstream_responses.labels(label).inc()
         log.warning("upstream_failed", decision_id=decision_id, error=label)
+        if not timeout:  # N6: nothing was sent; after a timeout it may have been
+            await consumption.after_upstream(app, decision_id, None)
         message = ("The provider did not answer in time; the request may or may not have "
                    "been delivered. It is not retried automatically." if timeout else
                    "The provider could not be reached; nothing was sent.")
@@ -467,6 +480,7 @@ async def _forward(request: web.Request, client: store.Client, decision_id: int,
     error = None if upstream.status < 400 else f"upstream {upstream.status}"
     if error:
         log.warning("upstream_refused", decision_id=decision_id, status=upstream.status)
+        await consumption.after_upstream(app, decision_id, upstream.status)
     await _finish(request, decision_id, upstream.status, sid, error, response, claim)
     return response
 
