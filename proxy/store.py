@@ -1196,6 +1196,9 @@ async def evidence_report(conn: asyncpg.Pool | asyncpg.Connection, number: str,
                   oc.recorded_at AS outcome_recorded_at
            FROM decisions d LEFT JOIN decision_outcomes oc ON oc.decision_id = d.id
            WHERE d.subject_hash = $1 ORDER BY d.chain_seq""", digest)
+    reversals = await conn.fetch(
+        """SELECT v.* FROM consumption_reversals v JOIN decisions d ON d.id = v.decision_id
+           WHERE d.subject_hash = $1 ORDER BY v.id""", digest)
     if subject is None and not (consents or relationships or objections or decisions):
         raise NotFound("nothing is held about this number", "number")
     return {
@@ -1207,6 +1210,8 @@ async def evidence_report(conn: asyncpg.Pool | asyncpg.Connection, number: str,
         "relationships": [_jsonable(r, drop=("subject",)) for r in relationships],
         "objections": [_jsonable(r, drop=("subject", "subject_hash")) for r in objections],
         "decisions": [decision_json(r) for r in decisions],
+        # N5/N6: what a contact that never happened gave back, per decision.
+        "consumption_reversals": [_jsonable(r) for r in reversals],
         "integrity": "Decisions carry chain_seq, prev_hash and row_hash; `consent-proxy audit "
                      "verify` recomputes the whole chain.",
     }

@@ -429,7 +429,8 @@ async def create(request: web.Request, channel: ContactChannel, tail: str) -> we
         return response
     if gated.refusal is not None:
         response = error_response(request, gated.refusal)
-        await consumption.give_back(request.app, decision_id, "not_sent", "refused")
+        await consumption.give_back(request.app, decision_id, "not_sent",
+                                    str(gated.refusal.extra.get("reason", gated.refusal.code)))
         await _finish(request, decision_id, None, None, gated.refusal.message, response, claim)
         return response
     ready = await relays.ready(request, client, decision_id, plan, gated.dialed, gated.pairs,

@@ -112,6 +112,10 @@ async def test_provider_refusal_gives_the_request_back(
     assert reversal["reversed_at"] == clock.now
     assert (await consent_row(pool, request_id))["consumed_at"] is None
     await used_again(world, fake, number, request_id)
+    report = await (await world.admin.get(f"/admin/v1/subjects/{number}/evidence",
+                                          headers=world.auth)).json()
+    assert [(r["decision_id"], r["why"], r["request_id"]) for r in
+            report["consumption_reversals"]] == [(row["id"], "provider_refused", request_id)]
 
 
 async def test_unreachable_provider_gives_the_request_back(
@@ -167,7 +171,8 @@ async def test_sms_the_proxy_refuses_to_send_gives_the_request_back(
     assert fake.creates() == []
     (row,) = await decisions(world, number)
     (reversal,) = await reversals(pool, [row["id"]])
-    assert (reversal["why"], reversal["request_id"]) == ("not_sent", request_id)
+    assert (reversal["why"], reversal["detail"], reversal["request_id"]) == (
+        "not_sent", "OPT_OUT_FOOTER_DOES_NOT_FIT", request_id)
     assert (await consent_row(pool, request_id))["consumed_at"] is None
 
 
