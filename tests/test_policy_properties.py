@@ -292,6 +292,18 @@ def test_n2_an_automated_call_needs_an_automated_voice_consent_or_request(s: Sce
 
 @PROPERTY
 @given(scenarios())
+def test_n2_without_an_automated_voice_basis_an_automated_call_is_denied(s: Scenario) -> None:
+    """Whatever else is on file (a sound consent to be called by a person included): no
+    relationship, business subject or published number lets a robocall through."""
+    robot = structs.replace(s.contact, channel="voice", automated=True)
+    on_file = tuple(c for c in s.facts.consents if c.channel != "automated_voice")
+    voice = structs.replace(sound_consent(s.contact, s.now, 50), channel="voice")
+    d = s.decide(contact=robot, facts=structs.replace(s.facts, consents=(voice, *on_file)))
+    assert not d.allowed or d.basis == NOT_MARKETING
+
+
+@PROPERTY
+@given(scenarios())
 def test_n2_a_voice_objection_covers_the_automated_call(s: Scenario) -> None:
     if s.contact.channel != "voice" or s.facts.organisation is None:
         return
