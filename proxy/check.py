@@ -32,6 +32,14 @@ SCRUB_BATCH = 50_000
 SCRUB_AHEAD = 1
 MAX_LINE = 256
 CONTACT_CHANNELS: tuple[ContactChannel, ...] = ("voice", "sms")
+# N2: `automated_voice` asks about an automated call (a call, whatever the sender's flag).
+CHECK_CHANNELS = ("voice", "automated_voice", "sms")
+
+
+def _contact_channel(channel: str) -> tuple[ContactChannel, bool]:
+    """The contact's channel and whether it is automated voice."""
+    return ("voice", True) if channel == "automated_voice" else (
+        "sms" if channel == "sms" else "voice", False)
 
 
 # A dry run may look ahead or back, but not to where calendar arithmetic overflows.
@@ -47,8 +55,9 @@ def _in_range(at: dt.datetime) -> dt.datetime:
 
 async def check(request: web.Request) -> web.Response:
     f = Fields(await read_json(request), ("channel", "to", "from", "at", "topic"))
-    channel = f.choice("channel", CONTACT_CHANNELS)
-    assert channel is not None
+    chosen = f.choice("channel", CHECK_CHANNELS)
+    assert chosen is not None
+    channel, automated = _contact_channel(chosen)
     to_raw = f.text("to", max_len=64)
     from_raw = f.text("from", max_len=64)
     at = f.time("at", required=False)
@@ -58,7 +67,7 @@ async def check(request: web.Request) -> web.Response:
     evaluation = await gate.evaluate(
         gate.store_facts(request.app[POOL]), request.app[SETTINGS].rules, channel=channel,
         to_raw=to_raw, from_raw=from_raw, now=now,
-        topic=parse_topic(topic, "topic") if topic else None,
+        topic=parse_topic(topic, "topic") if topic else None, automated=automated,
     )
     body: dict[str, Any] = evaluation.decision.to_dict()
     body["to"] = evaluation.contact.to
@@ -95,9 +104,10 @@ async def scrub(request: web.Request) -> web.StreamResponse:
     unknown = set(query) - {"channel", "from", "at", "topic"}
     if unknown:
         raise BadInput("unknown query parameter", sorted(unknown)[0])
-    channel = query.get("channel")
-    if channel not in CONTACT_CHANNELS:
-        raise BadInput("expected one of voice, sms", "channel")
+    chosen = query.get("channel")
+    if chosen not in CHECK_CHANNELS:
+        raise BadInput("expected one of voice, automated_voice, sms", "channel")
+    channel, automated = _contact_channel(chosen)
     now = _in_range(parse_time(query["at"], "at")) if query.get("at") else request.app[CLOCK]()
     topic = parse_topic(query["topic"], "topic") if query.get("topic") else None
     key = gate.sender_key(query.get("from"))
@@ -110,7 +120,7 @@ async def scrub(request: web.Request) -> web.StreamResponse:
         raise BadInput("not a registered sender (UNKNOWN_SENDER)", "from")
     sender, organisation = found
 
-    job = scrub_batch.ScrubJob(channel, sender, organisation, topic, rules, now)
+    job = scrub_batch.ScrubJob(channel, sender, organisation, topic, rules, now, automated)
 
     response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
     await response.prepare(request)

@@ -67,12 +67,14 @@ async def evaluate(
     organisations: Collection[str] | None = None,
     body_check: Callable[[Organisation], bool] | None = None,
     content_template: bool = False,
+    automated: bool = False,
 ) -> Evaluation:
     """Decide one proposed contact, on facts from `load_facts`. `organisations` limits which
     senders count as registered (a dialer may only use senders of its own organisations).
     `body_check` tells, once the organisation is known, whether an SMS body already carries
     its opt-out line (N17); `content_template`: the SMS is a content template, whose body
-    is not what is sent (N17)."""
+    is not what is sent (N17); `automated`: a call is automated voice whatever its sender
+    says (N2)."""
     to = try_parse_number(to_raw)
     key = sender_key(from_raw)
     if to is not None and key is not None:
@@ -94,5 +96,7 @@ async def evaluate(
         caller_id_withheld=plain_text(from_raw or "").strip().lower() in WITHHELD,
         body_has_opt_out=body_has_opt_out,
         content_template=content_template,
+        from_key=key,
+        automated=automated,
     )
     return Evaluation(contact, facts, decide(contact, facts, rules, now))

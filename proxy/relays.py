@@ -34,7 +34,7 @@ from aiohttp import web
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
-from proxy import credentials, dials, form, gate, store, twiml
+from proxy import consumption, credentials, dials, form, gate, store, twiml
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
 from proxy.keys import CLOCK, HTTP, POOL, SETTINGS
@@ -384,6 +384,9 @@ async def callback_relay(request: web.Request) -> web.StreamResponse:
     except STORE_ERRORS as exc:  # the dialer still gets its callback
         log.error("contact_outcome_not_recorded", decision_id=target.decision_id,
                   error=type(exc).__name__)
+    # N5/N6: a call that reached nobody made no contact.
+    await consumption.after_callback(request.app, target.decision_id, target.field,
+                                     first("CallStatus"))
     if target.url is None:
         return web.Response(status=204)
     try:

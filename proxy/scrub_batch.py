@@ -45,6 +45,7 @@ class ScrubJob:
     topic: str | None
     rules: RuleSettings
     now: dt.datetime
+    automated: bool = False  # N2: `channel=automated_voice`
 
 
 def parse_numbers(lines: str) -> Parsed:
@@ -100,7 +101,8 @@ def _decided(job: ScrubJob, number: str | None, facts: Facts) -> str:
 
 
 def _contact(job: ScrubJob, number: str | None) -> Contact:
-    return Contact(job.channel, number, job.sender.sender, job.sender, job.topic)
+    return Contact(job.channel, number, job.sender.sender, job.sender, job.topic,
+                   from_key=job.sender.sender, automated=job.automated)
 
 
 def _suffix(decision: Decision) -> str:

@@ -7,7 +7,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import asyncpg
 import msgspec
@@ -766,8 +766,8 @@ d AS (
     FROM r ORDER BY n  -- the audit chain (sql/005) follows queue order
     RETURNING 1),
 f AS (
-    UPDATE consents SET first_used_at = w.decided_at
-    FROM (SELECT DISTINCT ON (first_use) first_use, decided_at FROM r
+    UPDATE consents SET first_used_at = w.decided_at, first_used_by = w.id
+    FROM (SELECT DISTINCT ON (first_use) first_use, decided_at, id FROM r
           WHERE first_use IS NOT NULL ORDER BY first_use, n) AS w
     WHERE consents.id = w.first_use AND consents.first_used_at IS NULL
     RETURNING 1),
@@ -1134,7 +1134,8 @@ async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]
                    (SELECT min(chain_seq) - 1 FROM decisions WHERE decided_at >= $1),
                    (SELECT max(chain_seq) FROM decisions))""", before)
         counts = {"decisions": 0, "outcomes": 0, "idempotency_keys": 0, "contact_outcomes": 0,
-                  "relay_targets": 0, "inbound_messages": 0, "checkpoints": 0}
+                  "relay_targets": 0, "consumption_reversals": 0, "inbound_messages": 0,
+                  "checkpoints": 0}
         if through is not None:
             anchor = await conn.fetchval(
                 "SELECT row_hash FROM decisions WHERE chain_seq = $1", through)
@@ -1146,6 +1147,9 @@ async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]
                 USING decisions d WHERE d.id = c.decision_id AND d.chain_seq <= $1""", through)
             counts["relay_targets"] = await _count(conn, """DELETE FROM relay_targets r
                 USING decisions d WHERE d.id = r.decision_id AND d.chain_seq <= $1""", through)
+            counts["consumption_reversals"] = await _count(conn, """DELETE FROM
+                consumption_reversals v USING decisions d
+                WHERE d.id = v.decision_id AND d.chain_seq <= $1""", through)
             counts["outcomes"] = await _count(conn, """DELETE FROM decision_outcomes o
                 USING decisions d WHERE d.id = o.decision_id AND d.chain_seq <= $1""", through)
             counts["decisions"] = await _count(
@@ -1192,6 +1196,9 @@ async def evidence_report(conn: asyncpg.Pool | asyncpg.Connection, number: str,
                   oc.recorded_at AS outcome_recorded_at
            FROM decisions d LEFT JOIN decision_outcomes oc ON oc.decision_id = d.id
            WHERE d.subject_hash = $1 ORDER BY d.chain_seq""", digest)
+    reversals = await conn.fetch(
+        """SELECT v.* FROM consumption_reversals v JOIN decisions d ON d.id = v.decision_id
+           WHERE d.subject_hash = $1 ORDER BY v.id""", digest)
     if subject is None and not (consents or relationships or objections or decisions):
         raise NotFound("nothing is held about this number", "number")
     return {
@@ -1203,6 +1210,8 @@ async def evidence_report(conn: asyncpg.Pool | asyncpg.Connection, number: str,
         "relationships": [_jsonable(r, drop=("subject",)) for r in relationships],
         "objections": [_jsonable(r, drop=("subject", "subject_hash")) for r in objections],
         "decisions": [decision_json(r) for r in decisions],
+        # N5/N6: what a contact that never happened gave back, per decision.
+        "consumption_reversals": [_jsonable(r) for r in reversals],
         "integrity": "Decisions carry chain_seq, prev_hash and row_hash; `consent-proxy audit "
                      "verify` recomputes the whole chain.",
     }
@@ -1280,3 +1289,62 @@ async def record_contact_outcome(conn: asyncpg.Pool | asyncpg.Connection,
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
         outcome.decision_id, outcome.relay_id, outcome.field, outcome.sid, outcome.status,
         outcome.answered_by, outcome.duration_seconds, outcome.error_code, outcome.received_at)
+
+
+# --- giving back what a contact that never happened consumed (N5, N6) -----------------------
+
+# Why a decision's consumption is given back (consumption_reversals.why).
+ReversalWhy = Literal["provider_refused", "provider_unreachable", "not_sent", "not_reached"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reversal:
+    """What one reversal gave back: the contact request usable again, the consent whose first
+    call counts as not made."""
+
+    decision_id: int
+    request_id: int | None
+    first_use_consent_id: int | None
+
+
+# One statement: record the reversal and give back what the decision consumed, atomically.
+# The unique decision_id makes it happen once (a second callback inserts nothing and so gives
+# back nothing). A decision that consumed a request is that request's only consumer until it
+# is reversed (WRITE_SQL consumes only an unused request), so clearing consumed_at never
+# frees another contact's use; the first-call marker is cleared only while this decision
+# still holds it. The rows of consents are locked by the update: a contact being decided
+# meanwhile can use the request only once this commits (its WRITE_SQL waits for the lock
+# and then finds the request unused).
+_REVERSE_SQL = """
+WITH v AS (
+    INSERT INTO consumption_reversals (decision_id, request_id, first_use_consent_id, why,
+        detail, reversed_at)
+    SELECT d.id, d.consumed_consent_id,
+        (SELECT c.id FROM consents c WHERE c.first_used_by = d.id ORDER BY c.id LIMIT 1),
+        $2, $3, $4
+    FROM decisions d
+    WHERE d.id = $1 AND (d.consumed_consent_id IS NOT NULL
+                         OR EXISTS (SELECT 1 FROM consents c WHERE c.first_used_by = d.id))
+    ON CONFLICT (decision_id) DO NOTHING
+    RETURNING request_id, first_use_consent_id),
+r AS (
+    UPDATE consents SET consumed_at = NULL FROM v
+    WHERE consents.id = v.request_id AND consents.consumed_at IS NOT NULL RETURNING 1),
+f AS (
+    UPDATE consents SET first_used_at = NULL, first_used_by = NULL FROM v
+    WHERE consents.id = v.first_use_consent_id AND consents.first_used_by = $1 RETURNING 1)
+SELECT request_id, first_use_consent_id FROM v
+"""
+
+
+async def reverse_consumption(
+    conn: asyncpg.Pool | asyncpg.Connection, decision_id: int, why: ReversalWhy,
+    detail: str | None, at: dt.datetime,
+) -> Reversal | None:
+    """Give back what a decision consumed when its contact never happened: the provider refused
+    it or could not be reached, or the call reached nobody. None when there was nothing to give
+    back, or it was given back before."""
+    row = await conn.fetchrow(_REVERSE_SQL, decision_id, why, detail, at)
+    if row is None:
+        return None
+    return Reversal(decision_id, row["request_id"], row["first_use_consent_id"])

@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 
 from proxy import (
+    consumption,
     credentials,
     form,
     gate,
@@ -75,6 +76,7 @@ DENIAL_CODES: Mapping[str, tuple[int, int]] = {
     "INVALID_NUMBER": (403, 930001),
     "UNKNOWN_SENDER": (403, 930002),
     "CALLER_ID_WITHHELD": (403, 930003),
+    "CALLER_ID_NOT_CALLABLE": (403, 930006),
     "DESTINATION_NOT_ALLOWED": (403, 930004),
     "OBJECTION_ON_FILE": (403, 930005),  # calls; SMS gets Twilio's 21610 / 400
     "CONSENT_WITHDRAWN": (403, 930010),
@@ -431,6 +433,8 @@ async def create(request: web.Request, channel: ContactChannel, tail: str) -> we
         return response
     if gated.refusal is not None:
         response = error_response(request, gated.refusal)
+        await consumption.give_back(request.app, decision_id, "not_sent",
+                                    str(gated.refusal.extra.get("reason", gated.refusal.code)))
         await _finish(request, decision_id, None, None, gated.refusal.message, response, claim)
         return response
     ready = await relays.ready(request, client, decision_id, plan, gated.dialed, gated.pairs,
@@ -463,6 +467,8 @@ async def _forward(request: web.Request, client: store.Client, decision_id: int,
         label = "timeout" if timeout else "unreachable"
         app[METRICS].upstream_responses.labels(label).inc()
         log.warning("upstream_failed", decision_id=decision_id, error=label)
+        if not timeout:  # N6: nothing was sent; after a timeout it may have been
+            await consumption.after_upstream(app, decision_id, None)
         message = ("The provider did not answer in time; the request may or may not have "
                    "been delivered. It is not retried automatically." if timeout else
                    "The provider could not be reached; nothing was sent.")
@@ -479,6 +485,7 @@ async def _forward(request: web.Request, client: store.Client, decision_id: int,
     error = None if upstream.status < 400 else f"upstream {upstream.status}"
     if error:
         log.warning("upstream_refused", decision_id=decision_id, status=upstream.status)
+        await consumption.after_upstream(app, decision_id, upstream.status)
     await _finish(request, decision_id, upstream.status, sid, error, response, claim)
     return response
 

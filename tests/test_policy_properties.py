@@ -200,6 +200,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         caller_id_withheld=not draw(usually),
         body_has_opt_out=draw(maybe_booleans),
         content_template=draw(rarely),
+        automated=draw(rarely),
     )
     subject = draw(subjects)
     n_c, n_r, n_o = draw(st.integers(0, 4)), draw(st.integers(0, 3)), draw(few)
@@ -221,7 +222,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 
 
 def sound_consent(contact: Contact, now: dt.datetime, ident: int) -> Consent:
-    return Consent(ident, "org-1", contact.channel, ("energy",), "opt_in",
+    return Consent(ident, "org-1", contact.basis_channel, ("energy",), "opt_in",
                    now - dt.timedelta(days=30), "self_provided",
                    verified_at=now - dt.timedelta(days=29))
 
@@ -271,6 +272,46 @@ def test_n11_an_objection_never_turns_a_deny_into_an_allow(
     if after.allowed:
         assert before.allowed
         assert after == before  # allowed despite the objection: it did not concern this contact
+
+
+# -- N2 ---------------------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(scenarios())
+def test_n2_an_automated_call_needs_an_automated_voice_consent_or_request(s: Scenario) -> None:
+    if s.contact.basis_channel != "automated_voice":
+        return
+    d = s.decide()
+    if not d.allowed or d.basis == NOT_MARKETING:
+        return
+    assert d.basis in (CONSENT, CONTACT_REQUEST)
+    used = {c.id: c for c in s.facts.consents}[int(d.evidence[0]["id"])]
+    assert used.channel == "automated_voice"
+
+
+@PROPERTY
+@given(scenarios())
+def test_n2_without_an_automated_voice_basis_an_automated_call_is_denied(s: Scenario) -> None:
+    """Whatever else is on file (a sound consent to be called by a person included): no
+    relationship, business subject or published number lets a robocall through."""
+    robot = structs.replace(s.contact, channel="voice", automated=True)
+    on_file = tuple(c for c in s.facts.consents if c.channel != "automated_voice")
+    voice = structs.replace(sound_consent(s.contact, s.now, 50), channel="voice")
+    d = s.decide(contact=robot, facts=structs.replace(s.facts, consents=(voice, *on_file)))
+    assert not d.allowed or d.basis == NOT_MARKETING
+
+
+@PROPERTY
+@given(scenarios())
+def test_n2_a_voice_objection_covers_the_automated_call(s: Scenario) -> None:
+    if s.contact.channel != "voice" or s.facts.organisation is None:
+        return
+    robot = structs.replace(s.contact, automated=True)
+    voice_objection = Objection(997, None, "voice", s.now, "api")
+    d = s.decide(contact=robot, facts=structs.replace(
+        s.facts, objections=(*s.facts.objections, voice_objection)))
+    assert not d.allowed or d.basis == NOT_MARKETING
 
 
 # -- shape of every decision -----------------------------------------------------------------

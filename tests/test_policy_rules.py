@@ -16,6 +16,7 @@ from msgspec.structs import replace
 from proxy.policy import (
     ALLOWED,
     BUSINESS_ENTITY,
+    CALLER_ID_NOT_CALLABLE,
     CALLER_ID_WITHHELD,
     CHARITY_RELATION,
     CONSENT,
@@ -97,8 +98,12 @@ PETITIONS = RuleSettings(petition_signers_are_relations=True)
 def contact(
     channel: ContactChannel = "voice", *, to: str | None = TO, sender: Sender | None = SENDER,
     topic: str | None = None, withheld: bool = False, body_has_opt_out: bool | None = None,
+    from_key: str | None = None, automated: bool = False,
 ) -> Contact:
-    return Contact(channel, to, "+31201234567", sender, topic, withheld, body_has_opt_out)
+    """`from_key`: the From as given and as the gate keys it (default: the sender's)."""
+    key = from_key if from_key is not None else (sender.sender if sender else None)
+    return Contact(channel, to, key or "+31201234567", sender, topic, withheld,
+                   body_has_opt_out, from_key=key, automated=automated)
 
 
 VOICE = contact()
@@ -329,14 +334,190 @@ BUSINESS_CASES = [
     case("N2-deny-sms-to-legal-person", SMS, facts(subject=BUSINESS), NO_LEGAL_BASIS, "N5"),
     case("N2-allow-sms-to-legal-person-with-consent", SMS,
          facts(consent(channel="sms"), subject=BUSINESS), ALLOWED, "N5", CONSENT),
-    case("N2-allow-automated-call-with-consent", contact(sender=ROBOT), facts(consent()),
-         ALLOWED, "N5", CONSENT),
+    case("N2-allow-automated-call-with-automated-voice-consent", contact(sender=ROBOT),
+         facts(consent(channel="automated_voice")), ALLOWED, "N5", CONSENT),
 ]
 
 
 @pytest.mark.parametrize("c", BUSINESS_CASES)
 def test_n1_n2_subject_and_channel(c: Case) -> None:
     check(c)
+
+
+# -- N2: automated voice is a channel of its own -----------------------------------------------
+
+AUTOMATED = contact(sender=ROBOT)
+# The check API asks about an automated call with an ordinary sender.
+ASKED_AUTOMATED = contact(automated=True)
+
+AUTOMATED_CASES = [
+    case("N2-deny-voice-consent-does-not-cover-automated-call", AUTOMATED, facts(consent()),
+         CONSENT_WRONG_CHANNEL, "N5", evidence=(("consent", 1),)),
+    case("N2-deny-voice-consent-does-not-cover-asked-automated-call", ASKED_AUTOMATED,
+         facts(consent()), CONSENT_WRONG_CHANNEL, "N5"),
+    case("N2-allow-automated-voice-consent-for-asked-automated-call", ASKED_AUTOMATED,
+         facts(consent(channel="automated_voice")), ALLOWED, "N5", CONSENT),
+    case("N2-deny-automated-voice-consent-does-not-cover-live-call", VOICE,
+         facts(consent(channel="automated_voice")), CONSENT_WRONG_CHANNEL, "N5"),
+    case("N2-deny-automated-voice-consent-does-not-cover-sms", SMS,
+         facts(consent(channel="automated_voice")), CONSENT_WRONG_CHANNEL, "N5"),
+    case("N2-allow-live-call-with-voice-consent-beside-automated", VOICE,
+         facts(consent(1, channel="automated_voice"), consent(2)), ALLOWED, "N5", CONSENT,
+         evidence=(("consent", 2),)),
+    case("N2-allow-automated-call-with-automated-consent-beside-voice", AUTOMATED,
+         facts(consent(1), consent(2, channel="automated_voice")), ALLOWED, "N5", CONSENT,
+         evidence=(("consent", 2),)),
+    case("N2-deny-voice-request-does-not-cover-automated-call", AUTOMATED, facts(request()),
+         CONSENT_WRONG_CHANNEL, "N6"),
+    case("N2-allow-automated-voice-request", AUTOMATED,
+         facts(request(channel="automated_voice")), ALLOWED, "N6", CONTACT_REQUEST),
+    case("N2-deny-automated-call-to-legal-person-with-voice-consent", AUTOMATED,
+         facts(consent(), subject=BUSINESS), CONSENT_WRONG_CHANNEL, "N5"),
+    case("N2-allow-automated-call-to-legal-person-with-automated-consent", AUTOMATED,
+         facts(consent(channel="automated_voice"), subject=BUSINESS), ALLOWED, "N5", CONSENT),
+    case("N2-deny-asked-automated-call-to-legal-person", ASKED_AUTOMATED,
+         facts(subject=BUSINESS), NO_LEGAL_BASIS, "N5"),
+    # Tw 11.7(1): automated calls need prior consent; the relationship exception (11.7(3))
+    # is for electronic messages.
+    case("N2-deny-customer-relationship-gives-no-automated-call", AUTOMATED,
+         facts(relation()), NO_LEGAL_BASIS, "N2", evidence=(("relationship", 10),)),
+    case("N2-deny-charity-relation-gives-no-automated-call", AUTOMATED,
+         facts(relation(kind="donor", topics=("energy",)), org=CHARITY), NO_LEGAL_BASIS, "N2",
+         evidence=(("relationship", 10),)),
+    case("N2-deny-press-customer-automated-call-after-2026-07-01", AUTOMATED,
+         facts(relation(), org=PRESS), NO_LEGAL_BASIS, "N2", now=AFTER),
+    case("N2-allow-customer-relationship-live-call", VOICE, facts(relation()), ALLOWED, "N7",
+         CUSTOMER),
+    case("N2-deny-voice-consent-wins-precedence-over-relationship", AUTOMATED,
+         facts(consent(), relation()), CONSENT_WRONG_CHANNEL, "N5"),
+    case("N2-deny-first-automated-call-after-six-months", AUTOMATED,
+         facts(consent(channel="automated_voice", given=at(2025, 9, 10, 14))),
+         CONSENT_FIRST_CONTACT_LATE, "N5", now=at(2026, 3, 10, 14, 0, 1)),
+    case("N2-allow-first-automated-call-at-six-months", AUTOMATED,
+         facts(consent(channel="automated_voice", given=at(2025, 9, 10, 14))), ALLOWED, "N5",
+         CONSENT, now=at(2026, 3, 10, 14)),
+    case("N13-deny-automated-call-before-nine", AUTOMATED,
+         facts(consent(channel="automated_voice")), OUTSIDE_CALLING_HOURS, "N13",
+         now=at(2026, 3, 10, 8, 59, 59, 999999)),
+    case("N13-allow-automated-call-at-nine", AUTOMATED,
+         facts(consent(channel="automated_voice")), ALLOWED, "N5", CONSENT,
+         now=at(2026, 3, 10, 9)),
+    case("N13-deny-automated-call-at-22h", AUTOMATED,
+         facts(consent(channel="automated_voice")), OUTSIDE_CALLING_HOURS, "N13",
+         now=at(2026, 3, 10, 22)),
+    case("N13-deny-automated-call-on-sunday", AUTOMATED,
+         facts(consent(channel="automated_voice")), PROHIBITED_DAY, "N13", now=SUNDAY),
+]
+
+
+@pytest.mark.parametrize("c", AUTOMATED_CASES)
+def test_n2_automated_voice(c: Case) -> None:
+    check(c)
+
+
+def test_n2_automated_voice_texts_name_the_channel() -> None:
+    d = decide(AUTOMATED, facts(consent()), DEFAULT, NOW)
+    assert "not automated calls" in d.explanation["en"]
+    assert "geautomatiseerd bellen" in d.explanation["nl"]
+    d = decide(AUTOMATED, facts(relation()), DEFAULT, NOW)
+    assert "automated calls" in d.explanation["en"]
+    assert "(N2)" in d.explanation["nl"]
+
+
+def test_n5_first_automated_call_is_reported_for_the_store() -> None:
+    d = decide(AUTOMATED, facts(consent(channel="automated_voice")), DEFAULT, NOW)
+    assert d.first_use == 1
+    d = decide(AUTOMATED, facts(request(channel="automated_voice")), DEFAULT, NOW)
+    assert d.consumes == 5
+
+
+# N11 with N2: an objection to calls covers robocalls; one to automated calls only those.
+AUTOMATED_OBJECTIONS = [
+    case("N11-deny-voice-objection-covers-automated-call", AUTOMATED,
+         facts(consent(channel="automated_voice"), objection(channel="voice")),
+         OBJECTION_ON_FILE, "N11", evidence=(("objection", 20),)),
+    case("N11-deny-automated-objection-covers-automated-call", AUTOMATED,
+         facts(consent(channel="automated_voice"), objection(channel="automated_voice")),
+         OBJECTION_ON_FILE, "N11"),
+    case("N11-deny-automated-objection-at-the-moment-recorded", AUTOMATED,
+         facts(consent(channel="automated_voice"),
+               objection(channel="automated_voice", received=NOW)), OBJECTION_ON_FILE, "N11"),
+    case("N11-allow-automated-objection-an-instant-before-recorded", AUTOMATED,
+         facts(consent(channel="automated_voice"), objection(
+             channel="automated_voice", received=NOW + dt.timedelta(microseconds=1))),
+         ALLOWED, "N5", CONSENT),
+    case("N11-allow-automated-objection-does-not-cover-live-call", VOICE,
+         facts(consent(), objection(channel="automated_voice")), ALLOWED, "N5", CONSENT),
+    case("N11-allow-automated-objection-does-not-cover-sms", SMS,
+         facts(consent(channel="sms"), objection(channel="automated_voice")), ALLOWED, "N5",
+         CONSENT),
+    case("N11-deny-automated-objection-beats-automated-request", ASKED_AUTOMATED,
+         facts(request(channel="automated_voice"), objection(channel="automated_voice")),
+         OBJECTION_ON_FILE, "N11"),
+    case("N11-allow-sms-objection-does-not-cover-automated-call", AUTOMATED,
+         facts(consent(channel="automated_voice"), objection(channel="sms")), ALLOWED, "N5",
+         CONSENT),
+    case("N11-deny-all-channel-objection-covers-automated-call", AUTOMATED,
+         facts(consent(channel="automated_voice"), objection(org=None)), OBJECTION_ON_FILE,
+         "N11"),
+]
+
+
+@pytest.mark.parametrize("c", AUTOMATED_OBJECTIONS)
+def test_n11_objection_scope_for_automated_voice(c: Case) -> None:
+    check(c)
+
+
+def test_n11_automated_objection_text_names_the_channel() -> None:
+    d = decide(AUTOMATED, facts(consent(channel="automated_voice"),
+                                objection(channel="automated_voice")), DEFAULT, NOW)
+    assert "automated calls" in d.explanation["en"]
+
+
+# -- N16: a call shows a number that can be called back ----------------------------------------
+
+ALPHA = Sender("AcmeEnergie", "org-1", "energy/gas")
+SERVICE_MG = Sender("MG" + "0" * 32, "org-1", "energy/gas")
+ALPHA_SERVICE = replace(ALPHA, purpose="service")
+
+NOT_CALLABLE = [
+    case("N16-deny-alphanumeric-caller-id", contact(sender=ALPHA), facts(consent()),
+         CALLER_ID_NOT_CALLABLE, "N16", evidence=()),
+    case("N16-deny-messaging-service-as-caller-id", contact(sender=SERVICE_MG),
+         facts(consent()), CALLER_ID_NOT_CALLABLE, "N16"),
+    case("N16-deny-unregistered-alphanumeric-caller-id-before-unknown",
+         contact(sender=None, from_key="Acme"), facts(), CALLER_ID_NOT_CALLABLE, "N16"),
+    case("N16-deny-unregistered-number-is-unknown-sender",
+         contact(sender=None, from_key="+31201234568"), facts(), UNKNOWN_SENDER, "N16"),
+    case("N16-deny-withheld-before-not-callable", contact(sender=None, from_key="Anonymous",
+         withheld=True), facts(), CALLER_ID_WITHHELD, "N16"),
+    case("N16-deny-invalid-number-before-not-callable", contact(to=None, sender=ALPHA),
+         facts(), INVALID_NUMBER, "N4"),
+    case("N16-deny-not-callable-service-call", contact(sender=ALPHA_SERVICE), facts(),
+         CALLER_ID_NOT_CALLABLE, "N16"),
+    case("N16-deny-not-callable-automated-call", contact(sender=ALPHA, automated=True),
+         facts(consent(channel="automated_voice")), CALLER_ID_NOT_CALLABLE, "N16"),
+    case("N16-deny-not-callable-before-objection", contact(sender=ALPHA),
+         facts(consent(), objection()), CALLER_ID_NOT_CALLABLE, "N16"),
+    case("N16-allow-alphanumeric-sms-sender", contact("sms", sender=ALPHA),
+         facts(consent(channel="sms")), ALLOWED, "N5", CONSENT),
+    case("N16-allow-messaging-service-sms", contact("sms", sender=SERVICE_MG),
+         facts(consent(channel="sms")), ALLOWED, "N5", CONSENT),
+    case("N16-allow-callable-number", VOICE, facts(consent()), ALLOWED, "N5", CONSENT),
+]
+
+
+@pytest.mark.parametrize("c", NOT_CALLABLE)
+def test_n16_caller_id_not_callable(c: Case) -> None:
+    check(c)
+
+
+def test_n16_not_callable_consumes_nothing() -> None:
+    d = decide(contact(sender=ALPHA), facts(request(), consent(2)), DEFAULT, NOW)
+    assert d.reason == CALLER_ID_NOT_CALLABLE
+    assert (d.consumes, d.first_use) == (None, None)
+    assert "AcmeEnergie" in d.explanation["en"]
+    assert "terugbelbare" in d.explanation["nl"]
 
 
 # -- N5: opt-in consent ------------------------------------------------------------------------
@@ -667,8 +848,9 @@ HOURS = [
          settings=RuleSettings(CallingHours(closed_dates=frozenset({dt.date(2026, 5, 4)})))),
     case("N13-allow-sms-on-sunday", SMS, facts(consent(channel="sms")), ALLOWED, "N5", CONSENT,
          now=SUNDAY),
-    case("N13-deny-automated-call-at-night", contact(sender=ROBOT), facts(consent()),
-         OUTSIDE_CALLING_HOURS, "N13", now=at(2026, 3, 10, 23)),
+    case("N13-deny-automated-call-at-night", contact(sender=ROBOT),
+         facts(consent(channel="automated_voice")), OUTSIDE_CALLING_HOURS, "N13",
+         now=at(2026, 3, 10, 23)),
     case("N13-deny-basis-failure-before-hours", VOICE, facts(consent(expires=NOW - DAY)),
          CONSENT_EXPIRED, "N5", now=SUNDAY),
 ]

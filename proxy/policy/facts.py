@@ -14,7 +14,9 @@ from typing import Literal
 
 import msgspec
 
-Channel = Literal["voice", "sms", "email"]
+# N2: automated voice (pre-recorded / AI, no human) is a channel of its own: a consent to be
+# called by a person does not cover it.
+Channel = Literal["voice", "automated_voice", "sms", "email"]
 ContactChannel = Literal["voice", "sms"]
 Sector = Literal["commercial", "charity", "lottery", "press"]
 SubjectKind = Literal["person", "business"]
@@ -23,7 +25,7 @@ ConsentKind = Literal["opt_in", "request"]
 Provenance = Literal["self_provided", "purchased", "enriched", "unknown"]
 RelationshipKind = Literal["customer", "donor", "volunteer", "attendee", "petition"]
 
-CHANNELS: tuple[Channel, ...] = ("voice", "sms", "email")
+CHANNELS: tuple[Channel, ...] = ("voice", "automated_voice", "sms", "email")
 SECTORS: tuple[Sector, ...] = ("commercial", "charity", "lottery", "press")
 SUBJECT_KINDS: tuple[SubjectKind, ...] = ("person", "business")
 PURPOSES: tuple[Purpose, ...] = ("marketing", "service")
@@ -119,6 +121,10 @@ class Contact(msgspec.Struct, frozen=True, gc=False):
     `body_has_opt_out` is None when there is no body to look at (dry-run check).
     `content_template` is True for an SMS sent as a content template, whose text the gate
     can neither read nor append to (N17).
+    `from_key` is the registered form of `from_` (E.164, alphanumeric ID, MG…) or None when
+    it has none: what tells a callable caller ID from one that is not (N16).
+    `automated` marks a call as automated voice whatever its sender says (check API); a call
+    from a sender with `automated` is automated voice too (N2).
     """
 
     channel: ContactChannel
@@ -129,6 +135,17 @@ class Contact(msgspec.Struct, frozen=True, gc=False):
     caller_id_withheld: bool = False
     body_has_opt_out: bool | None = None
     content_template: bool = False
+    from_key: str | None = None
+    automated: bool = False
+
+    @property
+    def basis_channel(self) -> Channel:
+        """The channel a consent or objection must name (N2): a call is `automated_voice`
+        when automated, else `voice`; an SMS is `sms`."""
+        if self.channel == "voice" and (
+                self.automated or (self.sender is not None and self.sender.automated)):
+            return "automated_voice"
+        return self.channel
 
     @property
     def effective_topic(self) -> str | None:

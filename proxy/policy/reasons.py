@@ -26,6 +26,7 @@ ALLOWED: Final = "ALLOWED"
 INVALID_NUMBER: Final = "INVALID_NUMBER"
 UNKNOWN_SENDER: Final = "UNKNOWN_SENDER"
 CALLER_ID_WITHHELD: Final = "CALLER_ID_WITHHELD"
+CALLER_ID_NOT_CALLABLE: Final = "CALLER_ID_NOT_CALLABLE"
 DESTINATION_NOT_ALLOWED: Final = "DESTINATION_NOT_ALLOWED"
 OBJECTION_ON_FILE: Final = "OBJECTION_ON_FILE"
 CONSENT_WITHDRAWN: Final = "CONSENT_WITHDRAWN"
@@ -66,6 +67,13 @@ REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
         "The caller ID is withheld or anonymous; marketing calls must show a callable number.",
         "Switch off number suppression in the dialer.",
     ),
+    CALLER_ID_NOT_CALLABLE: ReasonDoc(
+        "N16",
+        "A call's From is an alphanumeric sender ID or a MessagingServiceSid, which cannot be "
+        "called back; a call must show the organisation's own callable number (SMS may use "
+        "them).",
+        "Call from a registered phone number of the organisation.",
+    ),
     DESTINATION_NOT_ALLOWED: ReasonDoc(
         "N4",
         "The destination is outside +31 and the configured policy for other destinations is deny.",
@@ -94,7 +102,8 @@ REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
     ),
     CONSENT_WRONG_CHANNEL: ReasonDoc(
         "N5",
-        "A consent is on file, but for another channel; one consent never covers two channels.",
+        "A consent is on file, but for another channel; one consent never covers two channels, "
+        "and a `voice` consent (calls by a person) does not cover automated calls (N2).",
         "Contact the person through the consented channel, or obtain consent for this one.",
     ),
     CONSENT_UNVERIFIED: ReasonDoc(

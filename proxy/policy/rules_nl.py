@@ -37,6 +37,7 @@ from proxy.policy.facts import (
 from proxy.policy.reasons import (
     ALLOWED,
     BUSINESS_ENTITY,
+    CALLER_ID_NOT_CALLABLE,
     CALLER_ID_WITHHELD,
     CHARITY_RELATION,
     CONSENT,
@@ -145,6 +146,11 @@ def decide(contact: Contact, facts: Facts, settings: RuleSettings, now: dt.datet
     # it would always surface as UNKNOWN_SENDER and the operator would look in the wrong place.
     if contact.caller_id_withheld:
         return _deny(CALLER_ID_WITHHELD, "N16", _text_withheld())
+    # N16: a call must show a number that can be called back; an alphanumeric sender ID or a
+    # messaging service is no caller ID (SMS keeps them). Named before UNKNOWN_SENDER, as
+    # registering it would not help.
+    if contact.channel == "voice" and _not_callable(contact):
+        return _deny(CALLER_ID_NOT_CALLABLE, "N16", _text_not_callable(contact.from_))
     if sender is None or org is None or org.id != sender.organisation_id:
         return _deny(UNKNOWN_SENDER, "N16", _text_unknown_sender(contact.from_))
     domestic = contact.to_is_nl
@@ -180,15 +186,25 @@ def _valid_number(to: str | None) -> bool:
             and to[1:].isdigit())
 
 
+def _not_callable(contact: Contact) -> bool:
+    key = contact.sender.sender if contact.sender is not None else contact.from_key
+    return key is not None and not key.startswith("+")
+
+
 def _objections(
     objections: tuple[Objection, ...], contact: Contact, org: Organisation, now: dt.datetime,
 ) -> list[Objection]:
     # N11: per organisation or global, per channel or all; effective from received_at.
+    # N2: an objection to calls (`voice`) covers automated calls too; one to
+    # `automated_voice` covers automated calls only.
+    if not objections:
+        return []
+    channel = contact.basis_channel
     return [
         o for o in objections
         if o.received_at <= now
         and (o.organisation_id is None or o.organisation_id == org.id)
-        and (o.channel is None or o.channel == contact.channel)
+        and (o.channel is None or o.channel == contact.channel or o.channel == channel)
     ]
 
 
@@ -198,7 +214,7 @@ def _business_entity(contact: Contact, facts: Facts) -> _Grant | None:
     subject = facts.subject
     if subject is None or subject.kind != "business":
         return None
-    if contact.channel != "voice" or contact.sender is None or contact.sender.automated:
+    if contact.basis_channel != "voice" or contact.sender is None:
         return None
     return _Grant(BUSINESS_ENTITY, "N1", (_subject_ref(subject.number),))
 
@@ -265,8 +281,9 @@ def _given_failure(
     still standing, and a number the person gave themselves."""
     if c.organisation_id != org.id or c.given_at > now:
         return _SKIP  # N5/N6: given to this organisation; a sister company's is not ours
-    if c.channel != contact.channel:
-        return CONSENT_WRONG_CHANNEL  # N5: one consent never covers two channels
+    if c.channel != contact.basis_channel:
+        # N5: one consent never covers two channels; N2: nor a call by a person a robocall.
+        return CONSENT_WRONG_CHANNEL
     if not any_covers(c.topics, topic):
         return CONSENT_WRONG_TOPIC
     if c.withdrawn_at is not None and c.withdrawn_at <= now:
@@ -355,6 +372,8 @@ def _relationship_basis(
         code = _relationship_failure(r, basis, contact, org, topic, now)
         if code is None:
             return _Grant(basis, rule, (_relationship_ref(r.id),), r)
+        if code == NO_LEGAL_BASIS and contact.basis_channel == "automated_voice":
+            rule = "N2"
         failures.add(code, _rule(code, rule), r)
     return None
 
@@ -379,6 +398,10 @@ def _relationship_failure(
     # N7: from 2026-07-01 no calls on a customer relationship, whatever its topic or term.
     if basis == CUSTOMER and contact.channel == "voice" and _customer_calls_ended(org, now):
         return CUSTOMER_EXCEPTION_ENDED
+    # N2: automated calls need prior consent (Tw 11.7(1)); the relationship exception of
+    # Tw 11.7(3) covers electronic messages only.
+    if contact.basis_channel == "automated_voice":
+        return NO_LEGAL_BASIS
     if not any_similar(r.topics, topic):
         return TOPIC_NOT_SIMILAR  # N7: only the organisation's own similar products
     if r.provenance != SELF_PROVIDED:
@@ -415,7 +438,7 @@ def _published_basis(contact: Contact, facts: Facts) -> _Grant | None:
     if subject is None or not subject.published_for_marketing:
         return None
     # N9: live voice only: not automated voice, not SMS.
-    if contact.channel != "voice" or contact.sender is None or contact.sender.automated:
+    if contact.basis_channel != "voice" or contact.sender is None:
         return None
     return _Grant(PUBLISHED_NUMBER, "N9", (_subject_ref(subject.number),))
 
@@ -503,8 +526,10 @@ def _record_ref(record: Record) -> EvidenceRef:
 
 # -- explanations (one sentence each, English and Dutch) ---------------------------------------
 
-_CHANNEL_EN: Final = {"voice": "calls", "sms": "SMS", "email": "e-mail"}
-_CHANNEL_NL: Final = {"voice": "bellen", "sms": "sms", "email": "e-mail"}
+_CHANNEL_EN: Final = {"voice": "calls", "automated_voice": "automated calls", "sms": "SMS",
+                      "email": "e-mail"}
+_CHANNEL_NL: Final = {"voice": "bellen", "automated_voice": "geautomatiseerd bellen",
+                      "sms": "sms", "email": "e-mail"}
 _KIND_NL: Final = {
     "customer": "klant", "donor": "donateur", "volunteer": "vrijwilliger",
     "attendee": "deelnemer aan een evenement", "petition": "ondertekenaar van een petitie",
@@ -557,6 +582,17 @@ def _text_unknown_sender(from_: str) -> Explanation:
     }
 
 
+def _text_not_callable(from_: str) -> Explanation:
+    return {
+        "en": f"Denied: {from_} is an alphanumeric sender ID or a messaging service, which "
+              "cannot be called back; a call must show the organisation's own callable number "
+              "(N16).",
+        "nl": f"Geweigerd: {from_} is een alfanumerieke afzender of een berichtendienst, die "
+              "niet teruggebeld kan worden; een oproep moet het eigen, terugbelbare nummer van "
+              "de organisatie tonen (N16).",
+    }
+
+
 def _text_withheld() -> Explanation:
     return {
         "en": "Denied: the caller ID is withheld, while marketing calls must show the "
@@ -597,12 +633,13 @@ def _text_nothing(contact: Contact, domestic: bool) -> Explanation:
             "nl": "Geweigerd: nummers buiten +31 mogen alleen benaderd worden met uitdrukkelijke "
                   "toestemming of een contactverzoek, en die zijn er niet (N4).",
         }
+    ch = contact.basis_channel
     return {
         "en": "Denied: no consent, contact request, relationship or published number on file "
-              f"allows {_CHANNEL_EN[contact.channel]} about {_topic_en(contact.effective_topic)} "
+              f"allows {_CHANNEL_EN[ch]} about {_topic_en(contact.effective_topic)} "
               "(N5).",
         "nl": "Geweigerd: er is geen toestemming, contactverzoek, relatie of gepubliceerd nummer "
-              f"voor {_CHANNEL_NL[contact.channel]} over {_topic_nl(contact.effective_topic)} "
+              f"voor {_CHANNEL_NL[ch]} over {_topic_nl(contact.effective_topic)} "
               "(N5).",
     }
 
@@ -656,10 +693,10 @@ def _text_wrong_channel(
 ) -> Explanation:
     return {
         "en": f"Denied: {en} is for {_CHANNEL_EN[c.channel]}, not "
-              f"{_CHANNEL_EN[contact.channel]}, and one consent never covers two channels "
+              f"{_CHANNEL_EN[contact.basis_channel]}, and one consent never covers two channels "
               f"({rule}).",
         "nl": f"Geweigerd: {nl} geldt voor {_CHANNEL_NL[c.channel]}, niet voor "
-              f"{_CHANNEL_NL[contact.channel]}, en één toestemming dekt nooit twee kanalen "
+              f"{_CHANNEL_NL[contact.basis_channel]}, en één toestemming dekt nooit twee kanalen "
               f"({rule}).",
     }
 
@@ -689,6 +726,12 @@ def _text_relationship_failure(
                       f"{until} ({rule}).",
                 "nl": f"Geweigerd: {nl} is beëindigd op {ended} en de termijn van {months} "
                       f"maanden liep af op {until} ({rule})."}
+    if code == NO_LEGAL_BASIS and contact.basis_channel == "automated_voice":
+        return {"en": f"Denied: {en} gives no basis for automated calls, which need prior "
+                      "consent or a contact request for automated calls (N2).",
+                "nl": f"Geweigerd: {nl} geeft geen grondslag voor geautomatiseerd bellen, "
+                      "waarvoor vooraf toestemming of een contactverzoek voor geautomatiseerd "
+                      "bellen nodig is (N2)."}
     if code == NO_LEGAL_BASIS:
         return {"en": f"Denied: {en} gives no basis because no opt-out was offered when the "
                       f"number was collected ({rule}).",
@@ -771,9 +814,10 @@ def _text_allow(grant: _Grant, contact: Contact, org: Organisation) -> Explanati
             return _text_request_allow(record, contact, org, grant.lifts_hours)
         until = _date(record.expires_at) if record.expires_at else ""
         until_en, until_nl = (f" until {until}", f" tot {until}") if until else ("", "")
-        return {"en": f"Allowed: consent {record.id} covers {_CHANNEL_EN[contact.channel]} about "
+        ch = contact.basis_channel
+        return {"en": f"Allowed: consent {record.id} covers {_CHANNEL_EN[ch]} about "
                       f"{_topic_en(topic)} by {org.name}{until_en} (N5).",
-                "nl": f"Toegestaan: toestemming {record.id} dekt {_CHANNEL_NL[contact.channel]} "
+                "nl": f"Toegestaan: toestemming {record.id} dekt {_CHANNEL_NL[ch]} "
                       f"over {_topic_nl(topic)} door {org.name}{until_nl} (N5)."}
     if isinstance(record, Relationship):
         return _text_relationship_allow(record, grant, contact, org)
