@@ -79,30 +79,41 @@ async def sender(world: World, value: str, topic: str = "energy/electricity") ->
 
 # --- FINDINGS -----------------------------------------------------------------------------
 
-async def test_finding_1_call_token_shows_another_caller_id(world: World, fake: FakeTwilio
-                                                            ) -> None:
-    """FINDING 1. `CallToken` (a documented CreateCall field) makes Twilio place a forwarded
-    call that "bears the same CallerID of the original incoming call": the person called sees
-    the number of whoever called in, not the registered From the gate decided on (N16). The
-    gate passes it through untouched."""
+@pytest.mark.parametrize(("name", "value"), [
+    ("CallToken", '{"parentCallInfoToken":"x","identityHeaderTokens":[]}'),
+    ("CallerId", "+3120555012"),
+])
+async def test_finding_1_call_token_shows_another_caller_id(
+        world: World, fake: FakeTwilio, name: str, value: str) -> None:
+    """FINDING 1 (fixed). `CallToken` (a forwarded call "bears the same CallerID of the
+    original incoming call") and `CallerId` made the person called see another number than
+    the registered From the gate decided on (N16); both were passed through. Now refused with
+    400 (20001) naming the field, before anything is decided or sent."""
     to = await consented(world)
-    status, _ = await post(world, "Calls.json", [
-        ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t"),
-        ("CallToken", '{"parentCallInfoToken":"x","identityHeaderTokens":[]}')])
-    assert [r.value("CallToken") for r in fake.creates()] == [], status
+    status, body = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t"), (name, value)])
+    assert (status, body["code"]) == (400, 20001), body
+    assert repr(name) in body["message"]
+    assert fake.creates() == []
+    assert await rows_for(world, to) == []
 
 
 async def test_finding_2_sms_fallback_sender_is_never_decided(world: World, fake: FakeTwilio
                                                               ) -> None:
-    """FINDING 2. `FallbackFrom` (a documented CreateMessage field) names a second sender,
-    used when the first channel fails. The gate decides on `From` only: the fallback goes out
-    from a sender that is registered to no organisation (N16/N17: the sender must be the
-    organisation's and be identified), while the footer names the decided one."""
+    """FINDING 2 (fixed). `FallbackFrom` names a second sender, used when the first channel
+    fails; the gate decided on `From` only, so the fallback went out from a sender registered
+    to no organisation (N16/N17) while the footer named the decided one. Now refused with 400
+    (20001) naming the field, before anything is decided or sent, even when the fallback is
+    one of the client's own senders."""
     number = mobile()
     await world.consent(number, "sms")
-    status, _ = await post(world, "Messages.json", [
-        ("To", number), ("From", world.sms), ("Body", "Hoi"), ("FallbackFrom", "+3120555012")])
-    assert [r.value("FallbackFrom") for r in fake.creates()] == [], status
+    for fallback in ("+3120555012", world.sms):
+        status, body = await post(world, "Messages.json", [
+            ("To", number), ("From", world.sms), ("Body", "Hoi"), ("FallbackFrom", fallback)])
+        assert (status, body["code"]) == (400, 20001), body
+        assert "'FallbackFrom'" in body["message"]
+    assert fake.creates() == []
+    assert await rows_for(world, number) == []
 
 
 @pytest.mark.parametrize("caller", ["EnergieBV", "MG" + "a" * 32])
