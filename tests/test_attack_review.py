@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -207,12 +208,11 @@ async def test_finding_6_filtered_lists_tell_of_other_clients_calls(
 async def test_finding_7_idempotency_tokens_are_shared_upstream(
         world: World, fake: FakeTwilio, proxy: TestClient[Any, Any], auth: dict[str, str]
         ) -> None:
-    """FINDING 7. Idempotency tokens are per client in the proxy (README), but the proxy
-    passes the client's token unchanged to the one upstream account all clients share. Two
-    clients that happen to use the same token (a counter, a date, "retry-1") send Twilio the
-    same I-Twilio-Idempotency-Token: where Twilio honours it, the second client's allowed
-    message is answered with the first client's message (its To and Body) and not sent, and
-    the proxy records the other client's SID as its outcome."""
+    """FINDING 7 (fixed). Idempotency tokens are per client in the proxy, but the client's
+    token went unchanged to the one upstream account all clients share: two clients using the
+    same token ("retry-1") sent Twilio the same I-Twilio-Idempotency-Token, so where Twilio
+    honours it one client got the other's message. Now the token sent upstream is the SHA-256
+    of the client's AccountSid and its token: per client, the same for the same client."""
     other = await make_world(proxy, auth)
     for who in (world, other):
         number = mobile()
@@ -222,7 +222,8 @@ async def test_finding_7_idempotency_tokens_are_shared_upstream(
             headers={"I-Twilio-Idempotency-Token": "retry-1"})
         assert status == 201
     first, second = (r.headers.get("I-Twilio-Idempotency-Token") for r in fake.creates())
-    assert first != second
+    assert (first, second) == tuple(
+        hashlib.sha256(f"{who.sid}:retry-1".encode()).hexdigest() for who in (world, other))
 
 
 async def test_finding_8_say_hides_a_dial_from_inspection(world: World, fake: FakeTwilio
