@@ -126,6 +126,8 @@ def plan(channel: ContactChannel, pairs: Sequence[tuple[str, str]], *,
                 raise BadField(f"{key} must be GET or POST")
     text = _value(pairs, "Twiml") if channel == "voice" else None
     document = twiml.parse(text) if text is not None else None
+    if document is not None:
+        twiml.urls(document)  # an inline URL Twilio could take otherwise: 400 (fail closed)
     application = channel == "voice" and not update and bool(_value(pairs, "ApplicationSid"))
     # A message's own StatusCallback overrides its messaging service's or application's:
     # the proxy adds one only where it takes nothing away from the dialer.
@@ -341,6 +343,7 @@ async def twiml_relay(request: web.Request) -> web.Response:
         return twiml_response(twiml.HANGUP)
     try:
         doc = twiml.parse(body)
+        twiml.urls(doc, (), target.url)  # a URL that cannot be relayed: hung up (fail closed)
     except twiml.MalformedTwiml as exc:
         log.warning("twiml_relay_failed", decision_id=target.decision_id, error=exc.message)
         return twiml_response(twiml.HANGUP)

@@ -30,7 +30,15 @@ from tests.fake_twilio import FakeTwilio
 from tests.test_faults import EmbeddedPostgres
 from tests.test_optout_spool import new_sid, start_app
 from tests.test_optout_spool import sms as inbound_sms
-from tests.test_relays import Dialer, consented, objected, rows_for, start_proxy
+from tests.test_relays import (
+    Dialer,
+    consented,
+    objected,
+    outcomes,
+    rows_for,
+    rows_of_client,
+    start_proxy,
+)
 from tests.test_twilio_routes import basic, send_raw
 from tests.world import A, World, make_world
 
@@ -137,18 +145,27 @@ async def test_finding_3_call_from_an_id_that_cannot_be_called_back(
 @pytest.mark.parametrize("url", ["//dialer.example/next", "/next", "\ufeffhttps://d.example/n"])
 async def test_finding_4_inline_twiml_url_not_recognised_is_forwarded_unrelayed(
         world: World, fake: FakeTwilio, url: str) -> None:
-    """FINDING 4. In inline `Twiml` (create or live update) a URL the proxy does not take for
-    an absolute http(s) URL (`//host/path`, a relative path, a leading BOM or zero-width
-    character) is neither rewritten to the TwiML relay nor refused: it reaches Twilio as
-    written (proxy/twiml.py `_absolute` returns None when there is no base, and `_slots`
-    then skips the slot). If Twilio resolves or cleans it up, it fetches the dialer's TwiML
-    directly and nothing in it is decided. Fail open where it should fail closed."""
+    """FINDING 4 (fixed). In inline `Twiml` (create or live update) a URL the proxy did not
+    take for an absolute http(s) URL (`//host/path`, a relative path, a leading BOM) was
+    neither relayed nor refused: it reached Twilio as written, which could resolve or clean it
+    up and fetch TwiML nothing decided. Now the TwiML is refused with 400 (20001) naming the
+    element, before anything is decided or sent (in TwiML fetched through the relay, such a
+    URL hangs the call up: tests/test_relays.py::test_twiml_relay_fails_closed)."""
     to = await consented(world)
     document = f'<Response><Redirect method="POST">{url}</Redirect></Response>'
     status, body = await post(world, "Calls.json", [
         ("To", to), ("From", world.voice), ("Twiml", document)])
-    sent = [r.value("Twiml") for r in fake.creates()]
-    assert not any(url in (text or "") for text in sent), (status, body, sent)
+    assert (status, body["code"]) == (400, 20001), body
+    assert "Redirect" in body["message"]
+    assert fake.creates() == []
+    assert await rows_for(world, to) == []
+    status, created = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t")])
+    assert status == 201
+    tail = f"Calls/{created['sid']}.json"
+    status, body = await post(world, tail, [("Twiml", document.replace("Redirect", "redirect"))])
+    assert (status, body["code"]) == (400, 20001), body
+    assert [r for r in fake.received if r.path.endswith(tail)] == []
 
 
 async def test_finding_5_stop_spooled_in_an_outage_is_ignored_once_the_database_is_back(
@@ -228,15 +245,24 @@ async def test_finding_7_idempotency_tokens_are_shared_upstream(
 
 async def test_finding_8_say_hides_a_dial_from_inspection(world: World, fake: FakeTwilio
                                                           ) -> None:
-    """FINDING 8 (low). `<Say>` is never looked into (its children are taken for SSML), so an
-    element that is no SSML at all, here a `<Dial>` to an objected number, reaches Twilio
-    undecided. The module's own rule is "an element that is not TwiML: not inspectable
-    (fail closed)"; inside `<Say>` only SSML's elements should pass."""
+    """FINDING 8 (fixed, low). `<Say>` was never looked into (its children taken for SSML), so
+    an element that is no SSML at all, here a `<Dial>` to an objected number, reached Twilio
+    undecided. Now only SSML's elements may appear in `<Say>`; anything else is refused as
+    TWIML_NOT_INSPECTABLE (403, 930051), recorded, like any unknown element. SSML passes."""
     to, target = await consented(world), await objected(world)
     document = f"<Response><Say>Hallo<Dial>{target}</Dial></Say></Response>"
     status, body = await post(world, "Calls.json", [
         ("To", to), ("From", world.voice), ("Twiml", document)])
-    assert fake.creates() == [], (status, body)
+    assert (status, body["code"], body["reason"]) == (
+        403, DENIAL_CODES["TWIML_NOT_INSPECTABLE"][1], "TWIML_NOT_INSPECTABLE"), body
+    assert fake.creates() == []
+    assert [r["reason"] for r in await rows_of_client(world)] == ["ALLOWED",
+                                                                  "TWIML_NOT_INSPECTABLE"]
+    ssml = ('<Response><Say>Hallo <break time="1s"/><prosody rate="slow"><say-as '
+            'interpret-as="digits">12</say-as></prosody><w>dag</w></Say></Response>')
+    status, body = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Twiml", ssml)])
+    assert status == 201, body
 
 
 async def test_finding_9_payment_status_callback_bypasses_the_callback_relay(

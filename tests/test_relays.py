@@ -490,7 +490,7 @@ async def test_twiml_relay_keeps_allowed_dials_and_refuses_the_rest(
     assert dialer.valid_for(world.sid, seen)
 
 
-@pytest.mark.parametrize("mode", ["down", "slow", "junk", "error", "audio"])
+@pytest.mark.parametrize("mode", ["down", "slow", "junk", "error", "audio", "bad_url"])
 async def test_twiml_relay_fails_closed(world: World, fake: FakeTwilio, dialer: Dialer,
                                         mode: str) -> None:
     url = dialer.url("/twiml")
@@ -502,6 +502,8 @@ async def test_twiml_relay_fails_closed(world: World, fake: FakeTwilio, dialer: 
         dialer.twiml = "<html>Hello</html>"
     elif mode == "error":
         dialer.status = 500
+    elif mode == "bad_url":  # a URL no relay can stand in for: never left for Twilio to fetch
+        dialer.twiml = "<Response><Say>Hallo</Say><Redirect>ftp://d.example/n</Redirect></Response>"
     else:
         dialer.twiml, dialer.content_type = "ID3\x03binary", "audio/mpeg"
     created = await call(world, await consented(world), url=url)
