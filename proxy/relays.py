@@ -49,6 +49,7 @@ CALLBACK_PATH = "/webhooks/twilio/callback/{relay_id}"
 MAX_FIELDS = 200
 MAX_ANSWER = twiml.MAX_BYTES  # the most of a dialer's answer passed back to Twilio
 _CALL = re.compile(r"Calls/(CA[0-9a-fA-F]{32})\.json")
+_PAYMENT = re.compile(r"Calls/(CA[0-9a-fA-F]{32})/Payments/PK[0-9a-fA-F]{32}\.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +57,12 @@ class UrlField:
     name: str
     method: str | None  # the field naming its method; None: always POST
     kind: twiml.UrlKind
+    label: str | None = None  # how the relay records it, where the name alone is ambiguous
 
 
-# Every URL field of CreateCall, UpdateCall and CreateMessage in Twilio's OpenAPI document
-# (UpdateMessage has none). ClientNotificationUrl delivers push notifications: a callback.
+# Every URL field of the operations passed on in Twilio's OpenAPI document: CreateCall,
+# UpdateCall, CreateMessage and UpdatePayments (the others have none, tests/test_relays.py).
+# ClientNotificationUrl delivers push notifications: a callback.
 CALL_CREATE = (
     UrlField("Url", "Method", "twiml"), UrlField("FallbackUrl", "FallbackMethod", "twiml"),
     UrlField("StatusCallback", "StatusCallbackMethod", "callback"),
@@ -69,6 +72,8 @@ CALL_CREATE = (
 )
 CALL_UPDATE = CALL_CREATE[:3]
 MESSAGE_CREATE = (UrlField("StatusCallback", None, "callback"),)
+# A Pay session's updates (Twilio requires the field), recorded under the call's decision.
+PAYMENT_UPDATE = (UrlField("StatusCallback", None, "callback", "Payments.StatusCallback"),)
 
 
 class BadField(ProxyError):
@@ -118,12 +123,7 @@ def plan(channel: ContactChannel, pairs: Sequence[tuple[str, str]], *,
     """Check the URL and method fields and parse the inline Twiml (400 if Twilio would not
     take them), so a bad request is refused before anything is decided or stored."""
     fields = (CALL_UPDATE if update else CALL_CREATE) if channel == "voice" else MESSAGE_CREATE
-    for field in fields:
-        for key, value in pairs:
-            if key == field.name and value and not _is_url(value):
-                raise BadField(f"{key} must be an absolute http or https URL")
-            if key == field.method and value and value.upper() not in ("GET", "POST"):
-                raise BadField(f"{key} must be GET or POST")
+    _check(fields, pairs)
     text = _value(pairs, "Twiml") if channel == "voice" else None
     document = twiml.parse(text) if text is not None else None
     if document is not None:
@@ -135,6 +135,15 @@ def plan(channel: ContactChannel, pairs: Sequence[tuple[str, str]], *,
         channel == "voice" or not (_value(pairs, "MessagingServiceSid")
                                    or _value(pairs, "ApplicationSid")))
     return Plan(fields, document, application, own)
+
+
+def _check(fields: Sequence[UrlField], pairs: Sequence[tuple[str, str]]) -> None:
+    for field in fields:
+        for key, value in pairs:
+            if key == field.name and value and not _is_url(value):
+                raise BadField(f"{key} must be an absolute http or https URL")
+            if key == field.method and value and value.upper() not in ("GET", "POST"):
+                raise BadField(f"{key} must be GET or POST")
 
 
 async def decide_create(request: web.Request, client: store.Client, plan: Plan,
@@ -173,8 +182,9 @@ async def ready(request: web.Request, client: store.Client, decision_id: int, pl
 async def gate_call_update(request: web.Request, client: store.Client, tail: str,
                            body: bytes | None) -> tuple[bytes | None, dials.Denied | None]:
     """A live-call update (`POST Calls/CA….json`) with new TwiML, URLs or callbacks: decided
-    and rewritten as a create is, from the From of the call's own create decision."""
-    found = _CALL.fullmatch(tail)
+    and rewritten as a create is, from the From of the call's own create decision. A Pay
+    session's update (`POST Calls/CA…/Payments/PK….json`): its callback is relayed too."""
+    found = _CALL.fullmatch(tail) or _PAYMENT.fullmatch(tail)
     if request.method != "POST" or found is None or not body:
         return body, None
     try:
@@ -182,9 +192,13 @@ async def gate_call_update(request: web.Request, client: store.Client, tail: str
     except (UnicodeDecodeError, form.TooManyFields) as exc:
         raise BadField("The update is not a form-encoded UTF-8 body of at most "
                        f"{MAX_FIELDS} fields") from exc
-    if len([k for k, _ in pairs if k in ("Twiml", "Url")]) > 1:
-        raise BadField("Twiml and Url may appear once, and not together")
-    update = plan("voice", pairs, update=True)
+    if found.re is _PAYMENT:
+        _check(PAYMENT_UPDATE, pairs)
+        update = Plan(PAYMENT_UPDATE, None, application=False, own_callback=False)
+    else:
+        if len([k for k, _ in pairs if k in ("Twiml", "Url")]) > 1:
+            raise BadField("Twiml and Url may appear once, and not together")
+        update = plan("voice", pairs, update=True)
     if update.document is None and not any(
             _value(pairs, f.name) for f in update.fields):
         return body, None
@@ -242,7 +256,7 @@ async def rewrite(request: web.Request, client: store.Client, decision_id: int, 
         field = by_name.get(key)
         if field is not None and value:
             method = (_value(pairs, field.method) or "POST").upper()
-            value = relays.add(field.kind, key, value.strip(), method)
+            value = relays.add(field.kind, field.label or key, value.strip(), method)
         elif key == "Twiml" and plan.document is not None and twiml.urls(plan.document):
             value = relays.document(plan.document, set(), None)
         out.append((key, value))

@@ -266,22 +266,38 @@ async def test_finding_8_say_hides_a_dial_from_inspection(world: World, fake: Fa
 
 
 async def test_finding_9_payment_status_callback_bypasses_the_callback_relay(
-        world: World, fake: FakeTwilio, proxy: TestClient[Any, Any]) -> None:
-    """FINDING 9 (low). UpdatePayments (`POST Calls/{CA}/Payments/{PK}.json`, passed through)
-    carries a `StatusCallback` URL that is forwarded as given: Twilio calls the dialer
-    directly, signed with the upstream account's token and showing the upstream AccountSid,
-    and the proxy records nothing. Every other callback URL is rewritten to the callback
-    relay (proxy/relays.py)."""
+        world: World, fake: FakeTwilio, proxy: TestClient[Any, Any], dialer: Dialer) -> None:
+    """FINDING 9 (fixed, low). UpdatePayments (`POST Calls/{CA}/Payments/{PK}.json`, passed
+    through) carried a `StatusCallback` forwarded as given: Twilio called the dialer directly,
+    signed with the upstream token and showing the upstream AccountSid, and the proxy recorded
+    nothing. Now it is rewritten to the callback relay like every other callback: recorded
+    under the call's decision, passed on to the dialer as from its own account; a URL that is
+    not absolute http(s) is refused with 400 (20001)."""
     to = await consented(world)
     status, created = await post(world, "Calls.json", [
         ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t")])
     assert status == 201
     tail = f"Calls/{created['sid']}/Payments/PK{'0' * 32}.json"
+    status, body = await post(world, tail, [("IdempotencyKey", "k0"),
+                                            ("StatusCallback", "/pay")])
+    assert (status, body["code"]) == (400, 20001), body
     await post(world, tail, [("IdempotencyKey", "k1"), ("StatusCallback",
-                                                         "https://dialer.example/pay")])
+                                                         dialer.url("/status/pay"))])
     (sent,) = [r for r in fake.received if r.path.endswith(tail)]
     public = str(proxy.make_url("")).rstrip("/")
-    assert (sent.value("StatusCallback") or "").startswith(f"{public}/webhooks/twilio/callback/")
+    relay = sent.value("StatusCallback") or ""
+    assert relay.startswith(f"{public}/webhooks/twilio/callback/")
+    status, text, _ = await fake.request_url(relay, fake.call_params(
+        created["sid"], Result="success", PaymentConfirmationCode="x1"))
+    assert (status, text) == (200, "noted")
+    (seen,) = dialer.seen
+    assert seen.url == dialer.url("/status/pay")
+    assert dict(seen.params)["AccountSid"] == world.sid
+    assert dialer.valid_for(world.sid, seen)
+    (call_row,) = await rows_for(world, to)
+    (outcome,) = await outcomes(world)
+    assert (outcome["decision_id"], outcome["field"]) == (call_row["id"],
+                                                           "Payments.StatusCallback")
 
 
 async def test_finding_10_a_disabled_client_is_still_served_by_the_relays(
