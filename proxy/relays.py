@@ -10,12 +10,15 @@ before the request is forwarded):
   for it with the client's token, decides every destination in it (proxy/dials.py), replaces
   each refused `<Dial>` with a spoken refusal and a hang-up, rewrites its URLs in turn, and
   answers Twilio. A dialer that is slow, down or answers junk gets the call hung up.
-- Callbacks (`StatusCallback`, recording and machine-detection callbacks, and those inside
-  TwiML) lead to `/webhooks/twilio/callback/{id}`: the proxy records how the call or message
-  went (`contact_outcomes`), then passes the request on as if from the client's own account
-  (its AccountSid, signed with its token) and answers Twilio with the dialer's answer.
+- Callbacks (`StatusCallback`, recording and machine-detection callbacks, a Pay session's
+  `StatusCallback` (UpdatePayments), and those inside TwiML) lead to
+  `/webhooks/twilio/callback/{id}`: the proxy records how the call or message went
+  (`contact_outcomes`), then passes the request on as if from the client's own account (its
+  AccountSid, signed with its token) and answers Twilio with the dialer's answer.
 
-Both routes accept only requests with a valid X-Twilio-Signature of the upstream account.
+Both routes accept only requests with a valid X-Twilio-Signature of the upstream account. A
+client that is disabled (or gone) is not asked nor signed for any more: its TwiML requests are
+answered with a hang-up, its callbacks are recorded and not passed on.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from twilio.request_validator import RequestValidator
 from proxy import credentials, dials, form, gate, store, twiml
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
-from proxy.keys import CLOCK, HTTP, POOL, SETTINGS
+from proxy.keys import CLIENTS, CLOCK, HTTP, POOL, SETTINGS
 from proxy.policy.facts import ContactChannel
 from proxy.webhooks import signed_form
 from proxy.webhooks import twiml as twiml_response
@@ -309,13 +312,23 @@ async def _read(resp: aiohttp.ClientResponse) -> bytes:
     return bytes(data)
 
 
-async def _call_dialer(request: web.Request, target: store.RelayTarget,
+async def _enabled_client(request: web.Request, target: store.RelayTarget
+                          ) -> store.Client | None:
+    """The client a relay speaks for; None (logged) when it is disabled or gone: its token
+    signs nothing any more, and its dialer is not asked (README: a disabled client)."""
+    client = await request.app[CLIENTS].get(request, target.account_sid)
+    if client is None:
+        log.warning("relay_client_disabled", decision_id=target.decision_id,
+                    kind=target.kind, field=target.field)
+    return client
+
+
+async def _call_dialer(request: web.Request, target: store.RelayTarget, client: store.Client,
                        pairs: list[tuple[str, str]]) -> tuple[int, bytes, str]:
     """Request the dialer's own URL as Twilio would have: its method, Twilio's parameters
     with the client's AccountSid, signed with the client's token."""
     settings = request.app[SETTINGS]
-    client = await store.get_client(request.app[POOL], target.account_sid)
-    if client is None or not settings.proxy_secret or target.url is None:
+    if not settings.proxy_secret or target.url is None:
         raise _DialerFailed("no client")
     token = credentials.derive_token(settings.proxy_secret, client.account_sid,
                                      client.token_version)
@@ -347,8 +360,11 @@ async def twiml_relay(request: web.Request) -> web.Response:
     """Twilio fetches TwiML: the dialer's, with every destination decided."""
     pairs = await _twilio_params(request)
     target = await _target(request, "twiml")
+    client = await _enabled_client(request, target)
+    if client is None:
+        return twiml_response(twiml.HANGUP)
     try:
-        status, body, _ = await _call_dialer(request, target, pairs)
+        status, body, _ = await _call_dialer(request, target, client, pairs)
     except _DialerFailed as exc:
         log.warning("twiml_relay_failed", decision_id=target.decision_id, error=str(exc))
         return twiml_response(twiml.HANGUP)
@@ -360,9 +376,6 @@ async def twiml_relay(request: web.Request) -> web.Response:
         twiml.urls(doc, (), target.url)  # a URL that cannot be relayed: hung up (fail closed)
     except twiml.MalformedTwiml as exc:
         log.warning("twiml_relay_failed", decision_id=target.decision_id, error=exc.message)
-        return twiml_response(twiml.HANGUP)
-    client = await store.get_client(request.app[POOL], target.account_sid)
-    if client is None:
         return twiml_response(twiml.HANGUP)
     now, call_from = request.app[CLOCK](), _value(pairs, "From")
     decided = await dials.evaluate(request, client, doc.targets, call_from, now)
@@ -403,8 +416,11 @@ async def callback_relay(request: web.Request) -> web.StreamResponse:
                   error=type(exc).__name__)
     if target.url is None:
         return web.Response(status=204)
+    client = await _enabled_client(request, target)
+    if client is None:  # recorded above; not passed on, so Twilio is told nothing went wrong
+        return web.Response(status=204)
     try:
-        status, body, content_type = await _call_dialer(request, target, pairs)
+        status, body, content_type = await _call_dialer(request, target, client, pairs)
     except _DialerFailed as exc:
         log.warning("callback_relay_failed", decision_id=target.decision_id,
                     field=target.field, error=str(exc))

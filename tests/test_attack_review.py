@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
+from proxy import twiml
 from proxy.keys import OPTOUT_SPOOL, SPOOL_DRAIN
 from proxy.twilio_front import DENIAL_CODES
 from tests import test_optout_spool, test_relays
@@ -302,22 +303,28 @@ async def test_finding_9_payment_status_callback_bypasses_the_callback_relay(
 
 async def test_finding_10_a_disabled_client_is_still_served_by_the_relays(
         world: World, fake: FakeTwilio, dialer: Dialer, proxy: TestClient[Any, Any]) -> None:
-    """FINDING 10. README: a disabled client is refused on every Twilio route "and its token
-    signs no relayed webhook". The TwiML and callback relays load the client without looking
-    at `enabled` (proxy/relays.py `_call_dialer`, `twiml_relay`): after the disable, Twilio's
-    next TwiML fetch on a live call is still passed to the dialer signed with the disabled
-    client's token, and the `<Dial>`s it answers are decided and served. A leaked token used
-    to start a call whose TwiML redirects to itself keeps dialing after the disable."""
+    """FINDING 10 (fixed). README: a disabled client's "token signs no relayed webhook". The
+    TwiML and callback relays loaded the client without looking at `enabled`: after the
+    disable, Twilio's next TwiML fetch on a live call was still passed to the dialer signed
+    with the disabled client's token, and the `<Dial>`s it answered were served (a leaked
+    token's call redirecting to itself kept dialing). Now the TwiML relay answers a hang-up
+    without asking the dialer (logged `relay_client_disabled`), and the callback relay
+    records the outcome and answers 204 without passing it on."""
     allowed = await consented(world)
     dialer.twiml = f"<Response><Dial>{allowed}</Dial></Response>"
     status, created = await post(world, "Calls.json", [
-        ("To", await consented(world)), ("From", world.voice), ("Url", dialer.url("/twiml"))])
+        ("To", await consented(world)), ("From", world.voice), ("Url", dialer.url("/twiml")),
+        ("StatusCallback", dialer.url("/status"))])
     assert status == 201
     resp = await proxy.post(f"{A}/clients/{world.sid}/disable", headers=world.auth)
     assert resp.status == 200
-    _status, text = await fake.fetch_twiml(created["sid"])
+    assert await fake.fetch_twiml(created["sid"]) == (200, twiml.HANGUP)
+    assert await rows_for(world, allowed) == []  # nothing in the dialer's TwiML was decided
+    status, text, _ = await fake.fire_status_callback(created["sid"], "completed")
+    assert (status, text) == (204, "")
     assert dialer.seen == [], "a disabled client's dialer was asked, signed with its token"
-    assert "<Dial>" not in text
+    (outcome,) = await outcomes(world)
+    assert outcome["status"] == "completed"
 
 
 @pytest.mark.parametrize("body", [
