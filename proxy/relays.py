@@ -10,12 +10,15 @@ before the request is forwarded):
   for it with the client's token, decides every destination in it (proxy/dials.py), replaces
   each refused `<Dial>` with a spoken refusal and a hang-up, rewrites its URLs in turn, and
   answers Twilio. A dialer that is slow, down or answers junk gets the call hung up.
-- Callbacks (`StatusCallback`, recording and machine-detection callbacks, and those inside
-  TwiML) lead to `/webhooks/twilio/callback/{id}`: the proxy records how the call or message
-  went (`contact_outcomes`), then passes the request on as if from the client's own account
-  (its AccountSid, signed with its token) and answers Twilio with the dialer's answer.
+- Callbacks (`StatusCallback`, recording and machine-detection callbacks, a Pay session's
+  `StatusCallback` (UpdatePayments), and those inside TwiML) lead to
+  `/webhooks/twilio/callback/{id}`: the proxy records how the call or message went
+  (`contact_outcomes`), then passes the request on as if from the client's own account (its
+  AccountSid, signed with its token) and answers Twilio with the dialer's answer.
 
-Both routes accept only requests with a valid X-Twilio-Signature of the upstream account.
+Both routes accept only requests with a valid X-Twilio-Signature of the upstream account. A
+client that is disabled (or gone) is not asked nor signed for any more: its TwiML requests are
+answered with a hang-up, its callbacks are recorded and not passed on.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from twilio.request_validator import RequestValidator
 from proxy import consumption, credentials, dials, form, gate, store, twiml
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
-from proxy.keys import CLOCK, HTTP, POOL, SETTINGS
+from proxy.keys import CLIENTS, CLOCK, HTTP, POOL, SETTINGS
 from proxy.policy.facts import ContactChannel
 from proxy.webhooks import signed_form
 from proxy.webhooks import twiml as twiml_response
@@ -49,6 +52,7 @@ CALLBACK_PATH = "/webhooks/twilio/callback/{relay_id}"
 MAX_FIELDS = 200
 MAX_ANSWER = twiml.MAX_BYTES  # the most of a dialer's answer passed back to Twilio
 _CALL = re.compile(r"Calls/(CA[0-9a-fA-F]{32})\.json")
+_PAYMENT = re.compile(r"Calls/(CA[0-9a-fA-F]{32})/Payments/PK[0-9a-fA-F]{32}\.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +60,12 @@ class UrlField:
     name: str
     method: str | None  # the field naming its method; None: always POST
     kind: twiml.UrlKind
+    label: str | None = None  # how the relay records it, where the name alone is ambiguous
 
 
-# Every URL field of CreateCall, UpdateCall and CreateMessage in Twilio's OpenAPI document
-# (UpdateMessage has none). ClientNotificationUrl delivers push notifications: a callback.
+# Every URL field of the operations passed on in Twilio's OpenAPI document: CreateCall,
+# UpdateCall, CreateMessage and UpdatePayments (the others have none, tests/test_relays.py).
+# ClientNotificationUrl delivers push notifications: a callback.
 CALL_CREATE = (
     UrlField("Url", "Method", "twiml"), UrlField("FallbackUrl", "FallbackMethod", "twiml"),
     UrlField("StatusCallback", "StatusCallbackMethod", "callback"),
@@ -69,6 +75,8 @@ CALL_CREATE = (
 )
 CALL_UPDATE = CALL_CREATE[:3]
 MESSAGE_CREATE = (UrlField("StatusCallback", None, "callback"),)
+# A Pay session's updates (Twilio requires the field), recorded under the call's decision.
+PAYMENT_UPDATE = (UrlField("StatusCallback", None, "callback", "Payments.StatusCallback"),)
 
 
 class BadField(ProxyError):
@@ -118,14 +126,11 @@ def plan(channel: ContactChannel, pairs: Sequence[tuple[str, str]], *,
     """Check the URL and method fields and parse the inline Twiml (400 if Twilio would not
     take them), so a bad request is refused before anything is decided or stored."""
     fields = (CALL_UPDATE if update else CALL_CREATE) if channel == "voice" else MESSAGE_CREATE
-    for field in fields:
-        for key, value in pairs:
-            if key == field.name and value and not _is_url(value):
-                raise BadField(f"{key} must be an absolute http or https URL")
-            if key == field.method and value and value.upper() not in ("GET", "POST"):
-                raise BadField(f"{key} must be GET or POST")
+    _check(fields, pairs)
     text = _value(pairs, "Twiml") if channel == "voice" else None
     document = twiml.parse(text) if text is not None else None
+    if document is not None:
+        twiml.urls(document)  # an inline URL Twilio could take otherwise: 400 (fail closed)
     application = channel == "voice" and not update and bool(_value(pairs, "ApplicationSid"))
     # A message's own StatusCallback overrides its messaging service's or application's:
     # the proxy adds one only where it takes nothing away from the dialer.
@@ -133,6 +138,15 @@ def plan(channel: ContactChannel, pairs: Sequence[tuple[str, str]], *,
         channel == "voice" or not (_value(pairs, "MessagingServiceSid")
                                    or _value(pairs, "ApplicationSid")))
     return Plan(fields, document, application, own)
+
+
+def _check(fields: Sequence[UrlField], pairs: Sequence[tuple[str, str]]) -> None:
+    for field in fields:
+        for key, value in pairs:
+            if key == field.name and value and not _is_url(value):
+                raise BadField(f"{key} must be an absolute http or https URL")
+            if key == field.method and value and value.upper() not in ("GET", "POST"):
+                raise BadField(f"{key} must be GET or POST")
 
 
 async def decide_create(request: web.Request, client: store.Client, plan: Plan,
@@ -171,8 +185,9 @@ async def ready(request: web.Request, client: store.Client, decision_id: int, pl
 async def gate_call_update(request: web.Request, client: store.Client, tail: str,
                            body: bytes | None) -> tuple[bytes | None, dials.Denied | None]:
     """A live-call update (`POST Calls/CA….json`) with new TwiML, URLs or callbacks: decided
-    and rewritten as a create is, from the From of the call's own create decision."""
-    found = _CALL.fullmatch(tail)
+    and rewritten as a create is, from the From of the call's own create decision. A Pay
+    session's update (`POST Calls/CA…/Payments/PK….json`): its callback is relayed too."""
+    found = _CALL.fullmatch(tail) or _PAYMENT.fullmatch(tail)
     if request.method != "POST" or found is None or not body:
         return body, None
     try:
@@ -180,9 +195,13 @@ async def gate_call_update(request: web.Request, client: store.Client, tail: str
     except (UnicodeDecodeError, form.TooManyFields) as exc:
         raise BadField("The update is not a form-encoded UTF-8 body of at most "
                        f"{MAX_FIELDS} fields") from exc
-    if len([k for k, _ in pairs if k in ("Twiml", "Url")]) > 1:
-        raise BadField("Twiml and Url may appear once, and not together")
-    update = plan("voice", pairs, update=True)
+    if found.re is _PAYMENT:
+        _check(PAYMENT_UPDATE, pairs)
+        update = Plan(PAYMENT_UPDATE, None, application=False, own_callback=False)
+    else:
+        if len([k for k, _ in pairs if k in ("Twiml", "Url")]) > 1:
+            raise BadField("Twiml and Url may appear once, and not together")
+        update = plan("voice", pairs, update=True)
     if update.document is None and not any(
             _value(pairs, f.name) for f in update.fields):
         return body, None
@@ -240,7 +259,7 @@ async def rewrite(request: web.Request, client: store.Client, decision_id: int, 
         field = by_name.get(key)
         if field is not None and value:
             method = (_value(pairs, field.method) or "POST").upper()
-            value = relays.add(field.kind, key, value.strip(), method)
+            value = relays.add(field.kind, field.label or key, value.strip(), method)
         elif key == "Twiml" and plan.document is not None and twiml.urls(plan.document):
             value = relays.document(plan.document, set(), None)
         out.append((key, value))
@@ -293,13 +312,23 @@ async def _read(resp: aiohttp.ClientResponse) -> bytes:
     return bytes(data)
 
 
-async def _call_dialer(request: web.Request, target: store.RelayTarget,
+async def _enabled_client(request: web.Request, target: store.RelayTarget
+                          ) -> store.Client | None:
+    """The client a relay speaks for; None (logged) when it is disabled or gone: its token
+    signs nothing any more, and its dialer is not asked (README: a disabled client)."""
+    client = await request.app[CLIENTS].get(request, target.account_sid)
+    if client is None:
+        log.warning("relay_client_disabled", decision_id=target.decision_id,
+                    kind=target.kind, field=target.field)
+    return client
+
+
+async def _call_dialer(request: web.Request, target: store.RelayTarget, client: store.Client,
                        pairs: list[tuple[str, str]]) -> tuple[int, bytes, str]:
     """Request the dialer's own URL as Twilio would have: its method, Twilio's parameters
     with the client's AccountSid, signed with the client's token."""
     settings = request.app[SETTINGS]
-    client = await store.get_client(request.app[POOL], target.account_sid)
-    if client is None or not settings.proxy_secret or target.url is None:
+    if not settings.proxy_secret or target.url is None:
         raise _DialerFailed("no client")
     token = credentials.derive_token(settings.proxy_secret, client.account_sid,
                                      client.token_version)
@@ -331,8 +360,11 @@ async def twiml_relay(request: web.Request) -> web.Response:
     """Twilio fetches TwiML: the dialer's, with every destination decided."""
     pairs = await _twilio_params(request)
     target = await _target(request, "twiml")
+    client = await _enabled_client(request, target)
+    if client is None:
+        return twiml_response(twiml.HANGUP)
     try:
-        status, body, _ = await _call_dialer(request, target, pairs)
+        status, body, _ = await _call_dialer(request, target, client, pairs)
     except _DialerFailed as exc:
         log.warning("twiml_relay_failed", decision_id=target.decision_id, error=str(exc))
         return twiml_response(twiml.HANGUP)
@@ -341,11 +373,9 @@ async def twiml_relay(request: web.Request) -> web.Response:
         return twiml_response(twiml.HANGUP)
     try:
         doc = twiml.parse(body)
+        twiml.urls(doc, (), target.url)  # a URL that cannot be relayed: hung up (fail closed)
     except twiml.MalformedTwiml as exc:
         log.warning("twiml_relay_failed", decision_id=target.decision_id, error=exc.message)
-        return twiml_response(twiml.HANGUP)
-    client = await store.get_client(request.app[POOL], target.account_sid)
-    if client is None:
         return twiml_response(twiml.HANGUP)
     now, call_from = request.app[CLOCK](), _value(pairs, "From")
     decided = await dials.evaluate(request, client, doc.targets, call_from, now)
@@ -389,8 +419,11 @@ async def callback_relay(request: web.Request) -> web.StreamResponse:
                                      first("CallStatus"))
     if target.url is None:
         return web.Response(status=204)
+    client = await _enabled_client(request, target)
+    if client is None:  # recorded above; not passed on, so Twilio is told nothing went wrong
+        return web.Response(status=204)
     try:
-        status, body, content_type = await _call_dialer(request, target, pairs)
+        status, body, content_type = await _call_dialer(request, target, client, pairs)
     except _DialerFailed as exc:
         log.warning("callback_relay_failed", decision_id=target.decision_id,
                     field=target.field, error=str(exc))

@@ -358,6 +358,12 @@ def _denial(decision: Decision, channel: ContactChannel, decision_id: int,
                              status=status, dumps=_dumps)
 
 
+def upstream_token(claim: store.IdempotencyClaim) -> str:
+    """The idempotency token sent upstream: tokens are per client, and clients may share one
+    upstream account, so the same token of two clients must never meet there."""
+    return hashlib.sha256(f"{claim.account_sid}:{claim.token}".encode()).hexdigest()
+
+
 def _request_hash(request: web.Request, raw: bytes) -> str:
     return hashlib.sha256(request.method.encode() + request.path.encode() + b"\n" + raw
                           ).hexdigest()
@@ -456,7 +462,7 @@ async def _forward(request: web.Request, client: store.Client, decision_id: int,
     headers = {"Content-Type": "application/x-www-form-urlencoded",
                "Accept": "application/json", DECISION_HEADER: str(decision_id)}
     if claim is not None:
-        headers[IDEMPOTENCY_HEADER] = claim.token
+        headers[IDEMPOTENCY_HEADER] = upstream_token(claim)
     started = time.perf_counter()
     try:
         upstream = await app[UPSTREAM].send(

@@ -51,6 +51,18 @@ MEDIA = tuple(
 # documented shape is unknown (404); any other is an account resource, not passed (403).
 OWNED = ("Calls", "Messages", "Recordings")
 
+# Fields Twilio documents that the proxy refuses (400, 20001), with why: each would make what
+# goes out differ from what was decided.
+REFUSED_FIELDS: Mapping[tuple[str, str], str] = {
+    # N16: the caller ID shown must be the From the gate decided on, as registered.
+    ("CreateCall", "CallToken"): "a forwarded call shows the caller ID of the incoming call it "
+    "forwards, not the From decided on (N16)",
+    ("CreateCall", "CallerId"): "it sets another caller ID than the From decided on (N16)",
+    # N16, N17: a second sender that is never decided, while the footer names the first.
+    ("CreateMessage", "FallbackFrom"): "it names a second sender that is never decided (N16, "
+    "N17); send from a registered sender with From or MessagingServiceSid",
+}
+
 # A canonical raw path: letters, digits, '_' and '-', with single dots only inside a segment.
 # So: no percent-escape, no dot segment, no empty segment ('//', a trailing '/'), no ';', no
 # backslash, nothing a server could decode or resolve into another path.
@@ -216,11 +228,16 @@ def passthrough_route(method: str, raw_path: str) -> Route:
 
 def check_fields(route: Route, pairs: Sequence[tuple[str, str]]) -> None:
     """Only the field names Twilio documents for the operation, in their exact case: `to`,
-    `To ` or `To[]` would reach Twilio undecided, or be taken for `To` by a lenient parser."""
+    `To ` or `To[]` would reach Twilio undecided, or be taken for `To` by a lenient parser.
+    Nor those of REFUSED_FIELDS, even empty."""
     for name, _ in pairs:
         if name not in route.fields:
             raise TwilioError(400, 20001, f"Unknown parameter {name[:64]!r}: Twilio documents "
                               f"no such field for {route.operation} (names are case-sensitive)")
+        why = REFUSED_FIELDS.get((route.operation, name))
+        if why is not None:
+            raise TwilioError(400, 20001, f"Parameter {name!r} is not accepted by "
+                              f"consent-proxy: {why}")
 
 
 def upstream_headers(route: Route) -> dict[str, str]:

@@ -10,14 +10,18 @@ What can reach a person (decided by the gate, proxy/dials.py):
   `<Application>` hide the real destination; any other noun is unknown.
 - `<Refer>` (a SIP transfer): its `<Sip>` target, as above.
 - `<Sms>` / `<Message>` in a call send a text to any `to`: never inspectable here.
-- An element that is not TwiML at all: unknown, so not inspectable either (fail closed).
+- An element that is not TwiML at all: unknown, so not inspectable either (fail closed). Inside
+  `<Say>` only SSML's elements may appear; anything else there is unknown too.
 
 Which URLs return TwiML (rewritten to the TwiML relay), per Twilio's TwiML reference: the text
 of `<Redirect>`; `action` of `<Gather>`, `<Dial>`, `<Record>`, `<Enqueue>`, `<Pay>`,
 `<Connect>`, `<Refer>`; `<Dial referUrl>`; `<Enqueue waitUrl>`; the whisper `url` of
-`<Number>`, `<Client>`, `<Sip>`, `<Queue>`. Not rewritten: `<Play>` (audio) and
-`<Conference waitUrl>` (audio, or TwiML limited to Say/Play/Pause/Redirect that cannot dial).
-Status and recording callbacks are rewritten to the callback relay.
+`<Number>`, `<Client>`, `<Sip>`, `<Queue>`; `<Conversation url>`. Not rewritten: `<Play>`
+(audio) and `<Conference waitUrl>` (audio, or TwiML limited to Say/Play/Pause/Redirect that
+cannot dial). Status and recording callbacks are rewritten to the callback relay. A URL in one
+of these places that is not an absolute http(s) URL (after resolving against the document's own
+URL, where it has one) makes the document malformed: left as written it would reach Twilio
+undecided (fail closed).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ TargetKind = Literal["number", "agent", "sip", "application", "unknown"]
 UrlKind = Literal["twiml", "callback"]
 
 # Every verb and noun of TwiML Voice that cannot reach anyone by itself (lower case). `say`
-# holds SSML, which is never looked into.
+# holds SSML, whose elements are only checked to be SSML's.
 _BENIGN = frozenset({
     "response", "say", "play", "pause", "gather", "record", "redirect", "reject", "hangup",
     "enqueue", "task", "leave", "connect", "stream", "room", "autopilot", "virtualagent",
@@ -51,6 +55,11 @@ _BENIGN = frozenset({
 _REACH = frozenset({"dial", "refer"})
 _AGENTS = frozenset({"client", "queue", "conference", "sim"})
 _OPAQUE = frozenset({"say"})
+# The SSML elements Twilio takes inside <Say> (its TwiML reference), and SSML's root `speak`;
+# `amazon:` ones carry a namespace prefix, refused as malformed. Nothing else can be inspected.
+_SSML = frozenset({
+    "break", "emphasis", "lang", "p", "phoneme", "prosody", "s", "say-as", "sub", "w",
+    "speak"})
 
 # (element, attribute) -> the attribute that names its method. TwiML first, then callbacks.
 _TWIML_URLS: dict[tuple[str, str], str | None] = {
@@ -60,6 +69,7 @@ _TWIML_URLS: dict[tuple[str, str], str | None] = {
     ("refer", "action"): "method", ("dial", "referurl"): "refermethod",
     ("enqueue", "waiturl"): "waiturlmethod", ("number", "url"): "method",
     ("client", "url"): "method", ("sip", "url"): "method", ("queue", "url"): "method",
+    ("conversation", "url"): "method",
 }
 _CALLBACK_URLS: dict[tuple[str, str], str | None] = {
     ("dial", "recordingstatuscallback"): "recordingstatuscallbackmethod",
@@ -75,6 +85,9 @@ _CALLBACK_URLS: dict[tuple[str, str], str | None] = {
     ("stream", "statuscallback"): "statuscallbackmethod",
     ("siprec", "statuscallback"): "statuscallbackmethod",
     ("transcription", "statuscallbackurl"): None,
+    ("virtualagent", "statuscallback"): "statuscallbackmethod",
+    ("conversation", "statuscallback"): "statuscallbackmethod",
+    ("conversation", "recordingstatuscallback"): "recordingstatuscallbackmethod",
 }
 
 
@@ -154,6 +167,17 @@ def _scan(parent: ET.Element, doc: Document) -> None:
             doc.targets.append(Target(_block(child, doc), "unknown", child.tag, "", None))
         elif name not in _OPAQUE:
             _scan(child, doc)
+        else:
+            _ssml(child, doc)
+
+
+def _ssml(say: ET.Element, doc: Document) -> None:
+    """A `<Say>` holding anything but SSML (a `<Dial>`, say) is not inspectable: the whole
+    `<Say>` is the block a refusal replaces."""
+    for element in say.iter():
+        if element is not say and _local(element.tag) not in _SSML:
+            doc.targets.append(Target(_block(say, doc), "unknown", element.tag, "", None))
+            return
 
 
 def _block(element: ET.Element, doc: Document) -> int:
@@ -193,16 +217,23 @@ def _contains(outer: ET.Element, element: ET.Element) -> bool:
     return any(e is element for e in outer.iter())
 
 
-def _absolute(raw: str, base: str | None) -> str | None:
-    """An http(s) URL Twilio can fetch; relative ones resolve against the document's URL."""
+def _absolute(raw: str, base: str | None, field: str) -> str | None:
+    """An http(s) URL Twilio can fetch; relative ones resolve against the document's URL.
+    None for an empty value (Twilio's default applies); anything else that is no absolute
+    http(s) URL is refused: left as written, Twilio might resolve or clean it up and fetch
+    TwiML the gate never saw."""
     url = raw.strip()
-    if base is not None:
-        url = urljoin(base, url)
-    try:
-        scheme = urlsplit(url).scheme.lower()
-    except ValueError:
+    if not url:
         return None
-    return url if scheme in ("http", "https") else None
+    try:
+        if base is not None:
+            url = urljoin(base, url)
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise MalformedTwiml(f"the TwiML's {field} must be an absolute http or https URL")
+    return url
 
 
 def _method(element: ET.Element, name: str | None) -> str:
@@ -221,8 +252,8 @@ def _slots(doc: Document, blocked: Collection[int], base: str | None
         name = _local(element.tag)
         if skip and _inside(element, skip, doc):
             continue
-        if name == "redirect" and element.text and element.text.strip():
-            url = _absolute(element.text, base)
+        if name == "redirect" and element.text:
+            url = _absolute(element.text, base, element.tag)
             if url:
                 out.append((element, None, UrlSlot("twiml", element.tag, url,
                                                    _method(element, "method"))))
@@ -235,7 +266,7 @@ def _slots(doc: Document, blocked: Collection[int], base: str | None
                 kind, method_attr = "callback", _CALLBACK_URLS[pair]
             else:
                 continue
-            url = _absolute(value, base)
+            url = _absolute(value, base, f"{element.tag}.{key}")
             if url:
                 out.append((element, key, UrlSlot(kind, f"{element.tag}.{key}", url,
                                                   _method(element, method_attr))))
@@ -244,7 +275,8 @@ def _slots(doc: Document, blocked: Collection[int], base: str | None
 
 def urls(doc: Document, blocked: Collection[int] = (), base: str | None = None
          ) -> list[UrlSlot]:
-    """What `render` will ask new URLs for, in the same order."""
+    """What `render` will ask new URLs for, in the same order. Raises MalformedTwiml for a
+    URL that is not an absolute http(s) URL (after resolving against `base`)."""
     return [slot for _, _, slot in _slots(doc, blocked, base)]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
+from proxy import twiml
 from proxy.keys import OPTOUT_SPOOL, SPOOL_DRAIN
 from proxy.twilio_front import DENIAL_CODES
 from tests import test_optout_spool, test_relays
@@ -29,7 +31,15 @@ from tests.fake_twilio import FakeTwilio
 from tests.test_faults import EmbeddedPostgres
 from tests.test_optout_spool import new_sid, start_app
 from tests.test_optout_spool import sms as inbound_sms
-from tests.test_relays import Dialer, consented, objected, rows_for, start_proxy
+from tests.test_relays import (
+    Dialer,
+    consented,
+    objected,
+    outcomes,
+    rows_for,
+    rows_of_client,
+    start_proxy,
+)
 from tests.test_twilio_routes import basic, send_raw
 from tests.world import A, World, make_world
 
@@ -79,30 +89,41 @@ async def sender(world: World, value: str, topic: str = "energy/electricity") ->
 
 # --- FINDINGS -----------------------------------------------------------------------------
 
-async def test_finding_1_call_token_shows_another_caller_id(world: World, fake: FakeTwilio
-                                                            ) -> None:
-    """FINDING 1. `CallToken` (a documented CreateCall field) makes Twilio place a forwarded
-    call that "bears the same CallerID of the original incoming call": the person called sees
-    the number of whoever called in, not the registered From the gate decided on (N16). The
-    gate passes it through untouched."""
+@pytest.mark.parametrize(("name", "value"), [
+    ("CallToken", '{"parentCallInfoToken":"x","identityHeaderTokens":[]}'),
+    ("CallerId", "+3120555012"),
+])
+async def test_finding_1_call_token_shows_another_caller_id(
+        world: World, fake: FakeTwilio, name: str, value: str) -> None:
+    """FINDING 1 (fixed). `CallToken` (a forwarded call "bears the same CallerID of the
+    original incoming call") and `CallerId` made the person called see another number than
+    the registered From the gate decided on (N16); both were passed through. Now refused with
+    400 (20001) naming the field, before anything is decided or sent."""
     to = await consented(world)
-    status, _ = await post(world, "Calls.json", [
-        ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t"),
-        ("CallToken", '{"parentCallInfoToken":"x","identityHeaderTokens":[]}')])
-    assert [r.value("CallToken") for r in fake.creates()] == [], status
+    status, body = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t"), (name, value)])
+    assert (status, body["code"]) == (400, 20001), body
+    assert repr(name) in body["message"]
+    assert fake.creates() == []
+    assert await rows_for(world, to) == []
 
 
 async def test_finding_2_sms_fallback_sender_is_never_decided(world: World, fake: FakeTwilio
                                                               ) -> None:
-    """FINDING 2. `FallbackFrom` (a documented CreateMessage field) names a second sender,
-    used when the first channel fails. The gate decides on `From` only: the fallback goes out
-    from a sender that is registered to no organisation (N16/N17: the sender must be the
-    organisation's and be identified), while the footer names the decided one."""
+    """FINDING 2 (fixed). `FallbackFrom` names a second sender, used when the first channel
+    fails; the gate decided on `From` only, so the fallback went out from a sender registered
+    to no organisation (N16/N17) while the footer named the decided one. Now refused with 400
+    (20001) naming the field, before anything is decided or sent, even when the fallback is
+    one of the client's own senders."""
     number = mobile()
     await world.consent(number, "sms")
-    status, _ = await post(world, "Messages.json", [
-        ("To", number), ("From", world.sms), ("Body", "Hoi"), ("FallbackFrom", "+3120555012")])
-    assert [r.value("FallbackFrom") for r in fake.creates()] == [], status
+    for fallback in ("+3120555012", world.sms):
+        status, body = await post(world, "Messages.json", [
+            ("To", number), ("From", world.sms), ("Body", "Hoi"), ("FallbackFrom", fallback)])
+        assert (status, body["code"]) == (400, 20001), body
+        assert "'FallbackFrom'" in body["message"]
+    assert fake.creates() == []
+    assert await rows_for(world, number) == []
 
 
 @pytest.mark.parametrize("caller", ["EnergieBV", "MG" + "a" * 32])
@@ -125,18 +146,27 @@ async def test_finding_3_call_from_an_id_that_cannot_be_called_back(
 @pytest.mark.parametrize("url", ["//dialer.example/next", "/next", "\ufeffhttps://d.example/n"])
 async def test_finding_4_inline_twiml_url_not_recognised_is_forwarded_unrelayed(
         world: World, fake: FakeTwilio, url: str) -> None:
-    """FINDING 4. In inline `Twiml` (create or live update) a URL the proxy does not take for
-    an absolute http(s) URL (`//host/path`, a relative path, a leading BOM or zero-width
-    character) is neither rewritten to the TwiML relay nor refused: it reaches Twilio as
-    written (proxy/twiml.py `_absolute` returns None when there is no base, and `_slots`
-    then skips the slot). If Twilio resolves or cleans it up, it fetches the dialer's TwiML
-    directly and nothing in it is decided. Fail open where it should fail closed."""
+    """FINDING 4 (fixed). In inline `Twiml` (create or live update) a URL the proxy did not
+    take for an absolute http(s) URL (`//host/path`, a relative path, a leading BOM) was
+    neither relayed nor refused: it reached Twilio as written, which could resolve or clean it
+    up and fetch TwiML nothing decided. Now the TwiML is refused with 400 (20001) naming the
+    element, before anything is decided or sent (in TwiML fetched through the relay, such a
+    URL hangs the call up: tests/test_relays.py::test_twiml_relay_fails_closed)."""
     to = await consented(world)
     document = f'<Response><Redirect method="POST">{url}</Redirect></Response>'
     status, body = await post(world, "Calls.json", [
         ("To", to), ("From", world.voice), ("Twiml", document)])
-    sent = [r.value("Twiml") for r in fake.creates()]
-    assert not any(url in (text or "") for text in sent), (status, body, sent)
+    assert (status, body["code"]) == (400, 20001), body
+    assert "Redirect" in body["message"]
+    assert fake.creates() == []
+    assert await rows_for(world, to) == []
+    status, created = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t")])
+    assert status == 201
+    tail = f"Calls/{created['sid']}.json"
+    status, body = await post(world, tail, [("Twiml", document.replace("Redirect", "redirect"))])
+    assert (status, body["code"]) == (400, 20001), body
+    assert [r for r in fake.received if r.path.endswith(tail)] == []
 
 
 async def test_finding_5_a_spooled_stop_is_applied_before_the_next_decision(
@@ -220,12 +250,11 @@ async def test_own_items_are_all_listed_across_the_pages_of_a_shared_account(
 async def test_finding_7_idempotency_tokens_are_shared_upstream(
         world: World, fake: FakeTwilio, proxy: TestClient[Any, Any], auth: dict[str, str]
         ) -> None:
-    """FINDING 7. Idempotency tokens are per client in the proxy (README), but the proxy
-    passes the client's token unchanged to the one upstream account all clients share. Two
-    clients that happen to use the same token (a counter, a date, "retry-1") send Twilio the
-    same I-Twilio-Idempotency-Token: where Twilio honours it, the second client's allowed
-    message is answered with the first client's message (its To and Body) and not sent, and
-    the proxy records the other client's SID as its outcome."""
+    """FINDING 7 (fixed). Idempotency tokens are per client in the proxy, but the client's
+    token went unchanged to the one upstream account all clients share: two clients using the
+    same token ("retry-1") sent Twilio the same I-Twilio-Idempotency-Token, so where Twilio
+    honours it one client got the other's message. Now the token sent upstream is the SHA-256
+    of the client's AccountSid and its token: per client, the same for the same client."""
     other = await make_world(proxy, auth)
     for who in (world, other):
         number = mobile()
@@ -235,59 +264,91 @@ async def test_finding_7_idempotency_tokens_are_shared_upstream(
             headers={"I-Twilio-Idempotency-Token": "retry-1"})
         assert status == 201
     first, second = (r.headers.get("I-Twilio-Idempotency-Token") for r in fake.creates())
-    assert first != second
+    assert (first, second) == tuple(
+        hashlib.sha256(f"{who.sid}:retry-1".encode()).hexdigest() for who in (world, other))
 
 
 async def test_finding_8_say_hides_a_dial_from_inspection(world: World, fake: FakeTwilio
                                                           ) -> None:
-    """FINDING 8 (low). `<Say>` is never looked into (its children are taken for SSML), so an
-    element that is no SSML at all, here a `<Dial>` to an objected number, reaches Twilio
-    undecided. The module's own rule is "an element that is not TwiML: not inspectable
-    (fail closed)"; inside `<Say>` only SSML's elements should pass."""
+    """FINDING 8 (fixed, low). `<Say>` was never looked into (its children taken for SSML), so
+    an element that is no SSML at all, here a `<Dial>` to an objected number, reached Twilio
+    undecided. Now only SSML's elements may appear in `<Say>`; anything else is refused as
+    TWIML_NOT_INSPECTABLE (403, 930051), recorded, like any unknown element. SSML passes."""
     to, target = await consented(world), await objected(world)
     document = f"<Response><Say>Hallo<Dial>{target}</Dial></Say></Response>"
     status, body = await post(world, "Calls.json", [
         ("To", to), ("From", world.voice), ("Twiml", document)])
-    assert fake.creates() == [], (status, body)
+    assert (status, body["code"], body["reason"]) == (
+        403, DENIAL_CODES["TWIML_NOT_INSPECTABLE"][1], "TWIML_NOT_INSPECTABLE"), body
+    assert fake.creates() == []
+    assert [r["reason"] for r in await rows_of_client(world)] == ["ALLOWED",
+                                                                  "TWIML_NOT_INSPECTABLE"]
+    ssml = ('<Response><Say>Hallo <break time="1s"/><prosody rate="slow"><say-as '
+            'interpret-as="digits">12</say-as></prosody><w>dag</w></Say></Response>')
+    status, body = await post(world, "Calls.json", [
+        ("To", to), ("From", world.voice), ("Twiml", ssml)])
+    assert status == 201, body
 
 
 async def test_finding_9_payment_status_callback_bypasses_the_callback_relay(
-        world: World, fake: FakeTwilio, proxy: TestClient[Any, Any]) -> None:
-    """FINDING 9 (low). UpdatePayments (`POST Calls/{CA}/Payments/{PK}.json`, passed through)
-    carries a `StatusCallback` URL that is forwarded as given: Twilio calls the dialer
-    directly, signed with the upstream account's token and showing the upstream AccountSid,
-    and the proxy records nothing. Every other callback URL is rewritten to the callback
-    relay (proxy/relays.py)."""
+        world: World, fake: FakeTwilio, proxy: TestClient[Any, Any], dialer: Dialer) -> None:
+    """FINDING 9 (fixed, low). UpdatePayments (`POST Calls/{CA}/Payments/{PK}.json`, passed
+    through) carried a `StatusCallback` forwarded as given: Twilio called the dialer directly,
+    signed with the upstream token and showing the upstream AccountSid, and the proxy recorded
+    nothing. Now it is rewritten to the callback relay like every other callback: recorded
+    under the call's decision, passed on to the dialer as from its own account; a URL that is
+    not absolute http(s) is refused with 400 (20001)."""
     to = await consented(world)
     status, created = await post(world, "Calls.json", [
         ("To", to), ("From", world.voice), ("Url", "https://dialer.example/t")])
     assert status == 201
     tail = f"Calls/{created['sid']}/Payments/PK{'0' * 32}.json"
+    status, body = await post(world, tail, [("IdempotencyKey", "k0"),
+                                            ("StatusCallback", "/pay")])
+    assert (status, body["code"]) == (400, 20001), body
     await post(world, tail, [("IdempotencyKey", "k1"), ("StatusCallback",
-                                                         "https://dialer.example/pay")])
+                                                         dialer.url("/status/pay"))])
     (sent,) = [r for r in fake.received if r.path.endswith(tail)]
     public = str(proxy.make_url("")).rstrip("/")
-    assert (sent.value("StatusCallback") or "").startswith(f"{public}/webhooks/twilio/callback/")
+    relay = sent.value("StatusCallback") or ""
+    assert relay.startswith(f"{public}/webhooks/twilio/callback/")
+    status, text, _ = await fake.request_url(relay, fake.call_params(
+        created["sid"], Result="success", PaymentConfirmationCode="x1"))
+    assert (status, text) == (200, "noted")
+    (seen,) = dialer.seen
+    assert seen.url == dialer.url("/status/pay")
+    assert dict(seen.params)["AccountSid"] == world.sid
+    assert dialer.valid_for(world.sid, seen)
+    (call_row,) = await rows_for(world, to)
+    (outcome,) = await outcomes(world)
+    assert (outcome["decision_id"], outcome["field"]) == (call_row["id"],
+                                                           "Payments.StatusCallback")
 
 
 async def test_finding_10_a_disabled_client_is_still_served_by_the_relays(
         world: World, fake: FakeTwilio, dialer: Dialer, proxy: TestClient[Any, Any]) -> None:
-    """FINDING 10. README: a disabled client is refused on every Twilio route "and its token
-    signs no relayed webhook". The TwiML and callback relays load the client without looking
-    at `enabled` (proxy/relays.py `_call_dialer`, `twiml_relay`): after the disable, Twilio's
-    next TwiML fetch on a live call is still passed to the dialer signed with the disabled
-    client's token, and the `<Dial>`s it answers are decided and served. A leaked token used
-    to start a call whose TwiML redirects to itself keeps dialing after the disable."""
+    """FINDING 10 (fixed). README: a disabled client's "token signs no relayed webhook". The
+    TwiML and callback relays loaded the client without looking at `enabled`: after the
+    disable, Twilio's next TwiML fetch on a live call was still passed to the dialer signed
+    with the disabled client's token, and the `<Dial>`s it answered were served (a leaked
+    token's call redirecting to itself kept dialing). Now the TwiML relay answers a hang-up
+    without asking the dialer (logged `relay_client_disabled`), and the callback relay
+    records the outcome and answers 204 without passing it on."""
     allowed = await consented(world)
     dialer.twiml = f"<Response><Dial>{allowed}</Dial></Response>"
     status, created = await post(world, "Calls.json", [
-        ("To", await consented(world)), ("From", world.voice), ("Url", dialer.url("/twiml"))])
+        ("To", await consented(world)), ("From", world.voice), ("Url", dialer.url("/twiml")),
+        ("StatusCallback", dialer.url("/status"))])
     assert status == 201
     resp = await proxy.post(f"{A}/clients/{world.sid}/disable", headers=world.auth)
     assert resp.status == 200
-    _status, text = await fake.fetch_twiml(created["sid"])
+    assert await fake.fetch_twiml(created["sid"]) == (200, twiml.HANGUP)
+    assert await rows_for(world, allowed) == []  # nothing in the dialer's TwiML was decided
+    status, text, _ = await fake.fire_status_callback(created["sid"], "completed")
+    assert (status, text) == (204, "")
     assert dialer.seen == [], "a disabled client's dialer was asked, signed with its token"
-    assert "<Dial>" not in text
+    (outcome,) = await outcomes(world)
+    assert outcome["status"] == "completed"
 
 
 @pytest.mark.parametrize("body", [

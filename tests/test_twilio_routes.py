@@ -469,8 +469,10 @@ async def test_updates_take_only_their_documented_fields(scene: Scene, target: s
 async def test_every_documented_create_field_is_forwarded(scene: Scene, kind: str) -> None:
     operation = "CreateCall" if kind == "Calls" else "CreateMessage"
     (fields,) = [op.fields for op in twilio_fields.OPERATIONS if op.name == operation]
-    # A schedule is refused whatever its value (test_sms_content.py): the rest all go out.
-    fields = fields - set(twilio_messages.SCHEDULE_FIELDS)
+    # A schedule is refused whatever its value (test_sms_content.py), and so are the fields
+    # that would change the sender decided on (below): the rest all go out.
+    fields = fields - set(twilio_messages.SCHEDULE_FIELDS) - {
+        name for op, name in twilio_routes.REFUSED_FIELDS if op == operation}
     values = dict(parse_qsl(scene.create_body(kind, scene.consented).decode()))
     pairs = [(name, values.get(name, "")) for name in sorted(fields)]
     answer = await _send(scene, "POST", f"{scene.own}/{kind}.json",
@@ -478,6 +480,21 @@ async def test_every_documented_create_field_is_forwarded(scene: Scene, kind: st
     assert answer.status == 201, answer
     (create,) = scene.fake.received
     assert [name for name, _ in create.form] == sorted(fields)
+
+
+@pytest.mark.parametrize(("operation", "name"), sorted(twilio_routes.REFUSED_FIELDS))
+async def test_fields_that_would_change_the_sender_are_refused(scene: Scene, operation: str,
+                                                              name: str) -> None:
+    # N16: CallToken and CallerId would show another caller ID, FallbackFrom would send from
+    # an undecided sender. Refused before anything is decided, whatever the value.
+    kind = "Calls" if operation == "CreateCall" else "Messages"
+    before = await scene.decisions()
+    body = scene.create_body(kind, scene.consented) + f"&{name}=%2B3120555012".encode()
+    answer = await _send(scene, "POST", f"{scene.own}/{kind}.json", body=body)
+    assert (answer.status, answer.json()["code"]) == (400, 20001), answer
+    assert f"Parameter {name!r} is not accepted" in answer.json()["message"]
+    assert scene.fake.received == []
+    assert await scene.decisions() == before
 
 
 # --- property: nothing outside the allow-list reaches the upstream -----------------------------

@@ -63,7 +63,8 @@ def test_urls_and_their_methods_resolve_against_the_document() -> None:
         'statusCallback="st">+31612345678</Number></Dial>'
         "<Redirect>../again</Redirect><Play>hold.mp3</Play>"
         '<Dial><Conference waitUrl="wait.xml" statusCallback="conf">r</Conference></Dial>'
-        "<Redirect>ftp://elsewhere/x</Redirect></Response>")
+        '<Connect><VirtualAgent statusCallback="va"/></Connect><Connect><Conversation '
+        'url="conv" statusCallback="cs" recordingStatusCallback="rc"/></Connect></Response>')
     base = "https://dialer.example/ivr/start?c=1"
     assert [(s.kind, s.field, s.url, s.method) for s in twiml.urls(doc, base=base)] == [
         ("twiml", "Gather.action", "https://dialer.example/ivr/next", "GET"),
@@ -76,11 +77,54 @@ def test_urls_and_their_methods_resolve_against_the_document() -> None:
         ("callback", "Number.statusCallback", "https://dialer.example/ivr/st", "POST"),
         ("twiml", "Redirect", "https://dialer.example/again", "POST"),
         ("callback", "Conference.statusCallback", "https://dialer.example/ivr/conf", "POST"),
+        ("callback", "VirtualAgent.statusCallback", "https://dialer.example/ivr/va", "POST"),
+        ("twiml", "Conversation.url", "https://dialer.example/ivr/conv", "POST"),
+        ("callback", "Conversation.statusCallback", "https://dialer.example/ivr/cs", "POST"),
+        ("callback", "Conversation.recordingStatusCallback",
+         "https://dialer.example/ivr/rc", "POST"),
     ]
-    # Inline TwiML has no document URL: relative URLs are left as they are.
+    # An empty URL is no URL: Twilio's default applies.
     assert [s.field for s in twiml.urls(twiml.parse(
-        '<Response><Redirect>next</Redirect><Gather action="https://d.example/g"/>'
-        "</Response>"))] == ["Gather.action"]
+        '<Response><Redirect> </Redirect><Gather action=""/><Dial action="https://d.example/a"'
+        ">+31612345678</Dial></Response>"))] == ["Dial.action"]
+
+
+@pytest.mark.parametrize("url", [
+    "next", "/next", "//d.example/next", "\ufeffhttps://d.example/n", "\u200bhttps://d.example/n",
+    "ftp://d.example/x", "https:///x", "javascript:alert(1)", "http://[::1/x"])
+def test_an_inline_url_that_is_not_absolute_http_is_refused(url: str) -> None:
+    # Inline TwiML has no document URL: left as written, Twilio might resolve or clean the URL
+    # up and fetch TwiML nothing decided (fail closed).
+    for element, field in ((f"<Redirect>{url}</Redirect>", "Redirect"),
+                           (f'<Gather action="{url}"/>', "Gather.action"),
+                           (f'<Dial><Number statusCallback="{url}">+31612345678</Number></Dial>',
+                            "Number.statusCallback")):
+        doc = twiml.parse(f"<Response>{element}</Response>")
+        with pytest.raises(twiml.MalformedTwiml, match=rf"TwiML's {field} must be an absolute"):
+            twiml.urls(doc)
+
+
+@pytest.mark.parametrize("url", ["ftp://d.example/x", "javascript:alert(1)", "mailto:a@b"])
+def test_a_fetched_url_that_cannot_be_relayed_is_refused(url: str) -> None:
+    doc = twiml.parse(f"<Response><Redirect>{url}</Redirect></Response>")
+    with pytest.raises(twiml.MalformedTwiml, match="Redirect must be an absolute"):
+        twiml.urls(doc, base="https://dialer.example/ivr/start")
+
+
+def test_say_holds_ssml_only() -> None:
+    assert targets(
+        '<Response><Say voice="Polly.Lotte">Hallo <break time="1s"/><prosody rate="slow">'
+        '<say-as interpret-as="digits">12</say-as><emphasis>nu</emphasis></prosody><p><s>'
+        '<w>dag</w><sub alias="x">y</sub><lang xml:lang="nl-NL">z</lang><phoneme ph="a">b'
+        "</phoneme></s></p></Say></Response>") == []
+    # Anything else in <Say> cannot be inspected: the whole <Say> is the block refused.
+    text = ("<Response><Say>Hallo<Dial>+31612345678</Dial></Say>"
+            "<Say><p><Number>+31612345679</Number></p></Say><Say>ok</Say></Response>")
+    assert targets(text) == [(0, "unknown", "Dial", "", None),
+                             (1, "unknown", "Number", "", None)]
+    refusal = f'<Say language="nl-NL">{twiml.REFUSAL}</Say><Hangup />'
+    assert twiml.render(twiml.parse(text), {0, 1}) == (
+        twiml.DECLARATION + f"<Response>{refusal}{refusal}<Say>ok</Say></Response>")
 
 
 def test_render_replaces_refused_blocks_and_urls() -> None:
