@@ -9,8 +9,10 @@ from typing import Literal
 
 import msgspec
 
+from proxy.policy import footer as policy_footer
+
 MAX_BODY = 1600  # Twilio's limit; above it Twilio answers 21617
-DEFAULT_FOOTER = "Afmelden? Sms STOP naar {sender}"
+DEFAULT_FOOTER = policy_footer.DEFAULT_FOOTER
 
 # GSM 03.38 basic character set, and the extension table whose characters cost two septets.
 GSM7_BASIC = frozenset(
@@ -79,8 +81,8 @@ def _parts(costs: list[int], *, single: int, per_part: int) -> int:
 
 @functools.lru_cache(maxsize=1024)  # an organisation's senders: the same few on every message
 def render_footer(template: str | None, *, sender: str, organisation: str) -> str:
-    text = template or DEFAULT_FOOTER
-    return text.replace("{sender}", sender).replace("{organisation}", organisation)
+    text = policy_footer.template(template)
+    return text.replace(policy_footer.SENDER, sender).replace("{organisation}", organisation)
 
 
 def _fold(text: str) -> str:

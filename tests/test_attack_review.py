@@ -291,20 +291,24 @@ async def test_finding_11_ordinary_marketing_copy_is_taken_for_an_opt_out_line(
 @pytest.mark.parametrize("sms_sender", ["EnergieBV", "MG" + "b" * 32])
 async def test_finding_12_opt_out_line_names_a_sender_no_one_can_text(
         world: World, fake: FakeTwilio, sms_sender: str) -> None:
-    """FINDING 12. The default footer is "Afmelden? Sms STOP naar {sender}", and {sender} is
-    the request's From or MessagingServiceSid as given. From an alphanumeric sender ID (which
-    cannot receive a reply) or a MessagingServiceSid the line tells the person to text STOP
-    to "EnergieBV" or "MG…": an opt-out that cannot be used (N12, N17), recorded as
-    OPT_OUT_APPENDED."""
+    """FINDING 12 (fixed). The default footer is "Afmelden? Sms STOP naar {sender}"; from an
+    alphanumeric sender ID or a MessagingServiceSid it told the person to text STOP to
+    "EnergieBV" or "MG…", an opt-out no one can use (N12, N17), recorded as OPT_OUT_APPENDED.
+    Now a marketing SMS whose organisation's footer names {sender} is denied
+    OPT_OUT_NOT_APPENDABLE (403, 930050) when the sender is not a phone number."""
     await sender(world, sms_sender)
     number = mobile()
     await world.consent(number, "sms")
     field = "MessagingServiceSid" if sms_sender.startswith("MG") else "From"
-    status, _ = await post(world, "Messages.json", [
+    status, answer = await post(world, "Messages.json", [
         ("To", number), (field, sms_sender), ("Body", "Nieuwe aanbieding")])
-    sent = [r.value("Body") for r in fake.creates()]
-    assert not any(sms_sender in (body or "") for body in sent), (status, sent)
-
+    assert (status, answer["code"], answer["reason"]) == (403, 930050, "OPT_OUT_NOT_APPENDABLE")
+    assert "number that can receive STOP" in answer["message"]
+    assert fake.creates() == []
+    (row,) = await rows_for(world, number)
+    assert (row["decision"], row["reason"], row["rule"]) == ("deny", "OPT_OUT_NOT_APPENDABLE",
+                                                             "N17")
+    assert row["id"] == answer["decision_id"]
 
 
 # --- attacks the gate withstood (regression tests) ----------------------------------------
