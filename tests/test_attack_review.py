@@ -273,19 +273,22 @@ async def test_finding_10_a_disabled_client_is_still_served_by_the_relays(
 ])
 async def test_finding_11_ordinary_marketing_copy_is_taken_for_an_opt_out_line(
         world: World, fake: FakeTwilio, body: str) -> None:
-    """FINDING 11. N17: every marketing SMS identifies the sender and says how to opt out;
-    the footer is appended unless the body already carries one. proxy/sms.py `has_opt_out`
-    takes any body with "sms|stuur|reply|text|antwoord|send" followed within 25 characters by
-    the word "stop", "uit" or "afmelden" for an opt-out instruction: ordinary Dutch copy
-    ("… kies uit …") or a deliberate phrase skips the footer, and the message goes out with
-    neither the opt-out nor the sender's identity, recorded as compliant."""
+    """FINDING 11 (fixed). N17: the footer is appended unless the body already carries an
+    opt-out line. `has_opt_out` used to take "sms|stuur|reply|text|antwoord|send" followed
+    within 25 characters by "stop", "uit" or "afmelden" for one, so ordinary copy ("… kies
+    uit …") went out without the opt-out and the sender's identity. Now only the organisation's
+    own footer or "<sms|stuur|reply|text|antwoord> STOP|UIT naar|to <its reply number>" counts,
+    and this copy gets the footer."""
     number = mobile()
     await world.consent(number, "sms")
     status, answer = await post(world, "Messages.json", [
         ("To", number), ("From", world.sms), ("Body", body)])
     assert status == 201, answer
     (sent,) = fake.creates()
-    assert sent.value("Body") != body, "sent without the opt-out footer"
+    assert sent.value("Body") == f"{body}\nAfmelden? Sms STOP naar {world.sms}"
+    (row,) = await rows_for(world, number)
+    assert row["obligations"] == ["OPT_OUT_APPENDED"]
+    assert row["details"]["footer_appended"] is True
 
 
 @pytest.mark.parametrize("sms_sender", ["EnergieBV", "MG" + "b" * 32])
