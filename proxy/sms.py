@@ -8,9 +8,13 @@ import unicodedata
 from typing import Literal
 
 import msgspec
+import phonenumbers
+
+from proxy.phone import try_parse_number
+from proxy.policy import footer as policy_footer
 
 MAX_BODY = 1600  # Twilio's limit; above it Twilio answers 21617
-DEFAULT_FOOTER = "Afmelden? Sms STOP naar {sender}"
+DEFAULT_FOOTER = policy_footer.DEFAULT_FOOTER
 
 # GSM 03.38 basic character set, and the extension table whose characters cost two septets.
 GSM7_BASIC = frozenset(
@@ -79,8 +83,8 @@ def _parts(costs: list[int], *, single: int, per_part: int) -> int:
 
 @functools.lru_cache(maxsize=1024)  # an organisation's senders: the same few on every message
 def render_footer(template: str | None, *, sender: str, organisation: str) -> str:
-    text = template or DEFAULT_FOOTER
-    return text.replace("{sender}", sender).replace("{organisation}", organisation)
+    text = policy_footer.template(template)
+    return text.replace(policy_footer.SENDER, sender).replace("{organisation}", organisation)
 
 
 def _fold(text: str) -> str:
@@ -91,16 +95,13 @@ def _fold(text: str) -> str:
     return " ".join(plain.casefold().split())
 
 
-# A generic opt-out instruction already in the body ("sms STOP naar 1234", "reply STOP").
+# N12/N17: an opt-out instruction of the body's own counts only when it names both the keyword
+# and where to send it: "sms STOP naar 4040", "Reply 'STOP' to +31 20 123 4567". Looser
+# wording is ordinary copy ("stuur een sms en kies uit …", "text us and stop paying …").
+_QUOTE = "[\"'\u2018\u2019\u201c\u201d]?"
 _INSTRUCTION = re.compile(
-    r"\b(sms|stuur|reply|text|antwoord|beantwoord|send)\b[^.\n]{0,25}\b(stop|uit|afmelden)\b",
-    re.IGNORECASE,
-)
-
-
-# The instruction's last word: without one of them the search cannot match, and most bodies
-# have none, so the search is skipped for them.
-_INSTRUCTION_WORDS = ("stop", "uit", "afmelden")
+    r"\b(?:sms|stuur|reply|text|antwoord) " + _QUOTE + "(?:stop|uit)" + _QUOTE
+    + r" (?:naar|to) (\+?[0-9](?:[ -]?[0-9])*)(?!\w)")
 
 
 @functools.lru_cache(maxsize=256)
@@ -108,14 +109,34 @@ def _fold_footer(footer: str) -> str:
     return _fold(footer)  # an organisation's footer: the same on every one of its messages
 
 
-def has_opt_out(body: str, footer: str) -> bool:
-    """N17: does the body already say how to opt out (this organisation's line, or a STOP
-    instruction of its own)?"""
+@functools.lru_cache(maxsize=1024)  # an organisation's senders: the same few on every message
+def _reply_numbers(footer: str, sender: str) -> frozenset[str]:
+    """Where STOP may be sent: the number the footer's own instruction names, and the sender
+    in E.164 and national form (when it is a phone number), without spaces or dashes."""
+    numbers = {_compact(found) for found in _INSTRUCTION.findall(_fold_footer(footer))}
+    e164 = try_parse_number(sender)
+    if e164 is not None:
+        national = phonenumbers.format_number(phonenumbers.parse(e164),
+                                              phonenumbers.PhoneNumberFormat.NATIONAL)
+        numbers |= {e164, _compact(national)}
+    return frozenset(numbers)
+
+
+def _compact(number: str) -> str:
+    return number.replace(" ", "").replace("-", "")
+
+
+def has_opt_out(body: str, footer: str, sender: str) -> bool:
+    """N17: does the body already say how to opt out? Only if it holds this organisation's
+    rendered footer (whitespace and case aside), or an instruction naming STOP or UIT and the
+    footer's reply number or the sender's own number ("Sms STOP naar 020 123 4567")."""
     folded = _fold(body)
     if _fold_footer(footer) in folded:
         return True
-    return any(word in folded for word in _INSTRUCTION_WORDS) and bool(
-        _INSTRUCTION.search(folded))
+    if "stop" not in folded and "uit" not in folded:  # most bodies: no search needed
+        return False
+    named = {_compact(found) for found in _INSTRUCTION.findall(folded)}
+    return not named.isdisjoint(_reply_numbers(footer, sender))
 
 
 class FooterResult(msgspec.Struct, frozen=True, gc=False):

@@ -303,7 +303,7 @@ def _body_has_opt_out(pairs: Sequence[tuple[str, str]],
 
     def check(org: Organisation) -> bool:
         footer = sms.render_footer(org.sms_footer, sender=sender, organisation=org.name)
-        return sms.has_opt_out(body, footer)
+        return sms.has_opt_out(body, footer, sender)
 
     return check
 

@@ -358,38 +358,47 @@ async def test_finding_10_a_disabled_client_is_still_served_by_the_relays(
 ])
 async def test_finding_11_ordinary_marketing_copy_is_taken_for_an_opt_out_line(
         world: World, fake: FakeTwilio, body: str) -> None:
-    """FINDING 11. N17: every marketing SMS identifies the sender and says how to opt out;
-    the footer is appended unless the body already carries one. proxy/sms.py `has_opt_out`
-    takes any body with "sms|stuur|reply|text|antwoord|send" followed within 25 characters by
-    the word "stop", "uit" or "afmelden" for an opt-out instruction: ordinary Dutch copy
-    ("… kies uit …") or a deliberate phrase skips the footer, and the message goes out with
-    neither the opt-out nor the sender's identity, recorded as compliant."""
+    """FINDING 11 (fixed). N17: the footer is appended unless the body already carries an
+    opt-out line. `has_opt_out` used to take "sms|stuur|reply|text|antwoord|send" followed
+    within 25 characters by "stop", "uit" or "afmelden" for one, so ordinary copy ("… kies
+    uit …") went out without the opt-out and the sender's identity. Now only the organisation's
+    own footer or "<sms|stuur|reply|text|antwoord> STOP|UIT naar|to <its reply number>" counts,
+    and this copy gets the footer."""
     number = mobile()
     await world.consent(number, "sms")
     status, answer = await post(world, "Messages.json", [
         ("To", number), ("From", world.sms), ("Body", body)])
     assert status == 201, answer
     (sent,) = fake.creates()
-    assert sent.value("Body") != body, "sent without the opt-out footer"
+    assert sent.value("Body") == f"{body}\nAfmelden? Sms STOP naar {world.sms}"
+    (row,) = await rows_for(world, number)
+    assert row["obligations"] == ["OPT_OUT_APPENDED"]
+    assert row["details"]["footer_appended"] is True
 
 
-@pytest.mark.parametrize("sms_sender", ["EnergieBV", "MG" + "b" * 32])
+@pytest.mark.parametrize("kind", ["alphanumeric", "messaging service"])
 async def test_finding_12_opt_out_line_names_a_sender_no_one_can_text(
-        world: World, fake: FakeTwilio, sms_sender: str) -> None:
-    """FINDING 12. The default footer is "Afmelden? Sms STOP naar {sender}", and {sender} is
-    the request's From or MessagingServiceSid as given. From an alphanumeric sender ID (which
-    cannot receive a reply) or a MessagingServiceSid the line tells the person to text STOP
-    to "EnergieBV" or "MG…": an opt-out that cannot be used (N12, N17), recorded as
-    OPT_OUT_APPENDED."""
+        world: World, fake: FakeTwilio, kind: str) -> None:
+    """FINDING 12 (fixed). The default footer is "Afmelden? Sms STOP naar {sender}"; from an
+    alphanumeric sender ID or a MessagingServiceSid it told the person to text STOP to
+    "EnergieBV" or "MG…", an opt-out no one can use (N12, N17), recorded as OPT_OUT_APPENDED.
+    Now a marketing SMS whose organisation's footer names {sender} is denied
+    OPT_OUT_NOT_APPENDABLE (403, 930050) when the sender is not a phone number."""
+    tail = world.org[-10:]  # hex, unique to this test: senders are registered once
+    sms_sender = "E" + tail if kind == "alphanumeric" else "MG" + (tail * 4)[:32]
     await sender(world, sms_sender)
     number = mobile()
     await world.consent(number, "sms")
-    field = "MessagingServiceSid" if sms_sender.startswith("MG") else "From"
-    status, _ = await post(world, "Messages.json", [
+    field = "MessagingServiceSid" if kind == "messaging service" else "From"
+    status, answer = await post(world, "Messages.json", [
         ("To", number), (field, sms_sender), ("Body", "Nieuwe aanbieding")])
-    sent = [r.value("Body") for r in fake.creates()]
-    assert not any(sms_sender in (body or "") for body in sent), (status, sent)
-
+    assert (status, answer["code"], answer["reason"]) == (403, 930050, "OPT_OUT_NOT_APPENDABLE")
+    assert "number that can receive STOP" in answer["message"]
+    assert fake.creates() == []
+    (row,) = await rows_for(world, number)
+    assert (row["decision"], row["reason"], row["rule"]) == ("deny", "OPT_OUT_NOT_APPENDABLE",
+                                                             "N17")
+    assert row["id"] == answer["decision_id"]
 
 
 # --- attacks the gate withstood (regression tests) ----------------------------------------

@@ -108,6 +108,8 @@ maybe_ranges = st.none() | st.tuples(st.times(), st.times()).filter(
 organisations = st.builds(
     Organisation, id=st.just("org-1"), name=st.just("Acme"), sector=st.sampled_from(SECTORS),
     customer_term_months=st.sampled_from((36, 36, 12, 60)),
+    sms_footer=st.sampled_from((None, None, "Stop? Sms UIT naar {sender}",
+                                "Afmelden? Sms STOP naar 4040")),
     content_templates_carry_opt_out=st.booleans())
 senders = st.builds(
     Sender, sender=st.just(FROM), organisation_id=st.sampled_from(("org-1",) * 9 + ("org-2",)),
@@ -387,6 +389,30 @@ def test_n17_a_marketing_template_needs_the_organisations_word(s: Scenario) -> N
         assert as_template.reason == OPT_OUT_NOT_APPENDABLE
         assert as_template.rule == "N17"
         assert (as_template.consumes, as_template.first_use) == (None, None)
+
+
+@PROPERTY
+@given(scenarios(), st.sampled_from(("EnergieBV", "MG" + "0" * 32)))
+def test_n17_an_opt_out_line_names_a_number_that_can_receive_stop(s: Scenario,
+                                                                  name: str) -> None:
+    """N12: from an alphanumeric ID or a messaging service, a marketing SMS whose footer
+    names {sender} (the default does) is denied OPT_OUT_NOT_APPENDABLE where it would have been
+    allowed from a phone number, whatever its body says; everything else decides alike."""
+    if s.contact.sender is None:
+        return
+    by_number = structs.replace(s.contact, channel="sms", content_template=False)
+    by_name = structs.replace(by_number, from_=name,
+                              sender=structs.replace(s.contact.sender, sender=name))
+    as_number, as_name = s.decide(contact=by_number), s.decide(contact=by_name)
+    org = s.facts.organisation
+    names_sender = org is not None and "{sender}" in (org.sms_footer or "{sender}")
+    if as_number.allowed and as_number.basis != NOT_MARKETING and names_sender:
+        assert (as_name.decision, as_name.reason, as_name.rule) == (
+            "deny", OPT_OUT_NOT_APPENDABLE, "N17")
+        assert (as_name.consumes, as_name.first_use, as_name.obligations) == (None, None, ())
+    else:
+        assert (as_name.decision, as_name.reason, as_name.basis, as_name.obligations) == (
+            as_number.decision, as_number.reason, as_number.basis, as_number.obligations)
 
 
 @PROPERTY

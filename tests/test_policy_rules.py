@@ -38,6 +38,7 @@ from proxy.policy import (
     NUMBER_PROVENANCE_INVALID,
     OBJECTION_ON_FILE,
     OPT_OUT_APPENDED,
+    OPT_OUT_NOT_APPENDABLE,
     OUTSIDE_CALLING_HOURS,
     PROHIBITED_DAY,
     PUBLISHED_NUMBER,
@@ -886,6 +887,39 @@ def test_n17_marketing_sms_gets_opt_out(
     d = decide(contact("sms", body_has_opt_out=body_has_opt_out), facts(consent(channel="sms")),
                DEFAULT, NOW)
     assert d.obligations == obligations
+
+
+@pytest.mark.parametrize("sender", ["EnergieBV", "MG" + "0" * 32])
+@pytest.mark.parametrize("sms_footer", [None, "Stop? Sms STOP naar {sender}"])
+@pytest.mark.parametrize("body_has_opt_out", [None, False, True])
+def test_n17_footer_naming_a_sender_no_one_can_text_is_denied(
+    sender: str, sms_footer: str | None, body_has_opt_out: bool | None,
+) -> None:
+    """N12/N17: the footer would say to text STOP to an alphanumeric ID or a messaging
+    service: a line no one can use, in the footer or in a body carrying it."""
+    org = replace(ORG, sms_footer=sms_footer)
+    sms = replace(contact("sms", body_has_opt_out=body_has_opt_out),
+                  from_=sender, sender=replace(SENDER, sender=sender))
+    d = decide(sms, facts(consent(channel="sms"), org=org), DEFAULT, NOW)
+    assert (d.decision, d.reason, d.rule) == ("deny", OPT_OUT_NOT_APPENDABLE, "N17")
+    assert "number that can receive STOP" in d.explanation["en"]
+
+
+@pytest.mark.parametrize(("sender", "sms_footer"), [
+    pytest.param("EnergieBV", "Afmelden? Sms STOP naar 4040", id="N17-footer-names-a-number"),
+    pytest.param("+31201234567", None, id="N17-sender-is-a-number"),
+])
+def test_n17_footer_naming_a_number_is_appended(sender: str, sms_footer: str | None) -> None:
+    org = replace(ORG, sms_footer=sms_footer)
+    sms = replace(SMS, from_=sender, sender=replace(SENDER, sender=sender))
+    d = decide(sms, facts(consent(channel="sms"), org=org), DEFAULT, NOW)
+    assert (d.decision, d.obligations) == ("allow", (OPT_OUT_APPENDED,))
+
+
+def test_n17_service_sms_from_a_sender_id_needs_no_footer() -> None:
+    sender = replace(SERVICE, sender="EnergieBV")
+    d = decide(replace(SMS, from_="EnergieBV", sender=sender), facts(), DEFAULT, NOW)
+    assert (d.decision, d.basis, d.obligations) == ("allow", NOT_MARKETING, ())
 
 
 def test_n17_voice_has_no_sms_obligation() -> None:

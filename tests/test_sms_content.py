@@ -195,6 +195,31 @@ async def test_n17_no_decision_claims_a_footer_that_did_not_go_out(
             assert received.value("ContentSid") == TEMPLATE
 
 
+async def test_n17_sender_id_with_a_footer_naming_a_number_gets_that_footer(
+        world: World, fake: FakeTwilio) -> None:
+    """N12: an alphanumeric sender cannot receive STOP, so its organisation's footer names a
+    number that can; that footer goes out (the default, naming the sender, is refused:
+    tests/test_attack_review.py::test_finding_12_opt_out_line_names_a_sender_no_one_can_text)."""
+    resp = await world.admin.put(f"{A}/organisations/{world.org}", json={
+        "name": "Energie BV", "sector": "commercial",
+        "sms_footer": "{organisation}: afmelden? Sms STOP naar 4040"}, headers=world.auth)
+    assert resp.status == 200, await resp.text()
+    sender_id = "E" + world.org[-10:]  # an alphanumeric ID only this test registers
+    resp = await world.admin.post(f"{A}/senders", json={
+        "sender": sender_id, "organisation": world.org, "topic": "energy/electricity"},
+        headers=world.auth)
+    assert resp.status == 201, await resp.text()
+    number = mobile()
+    await world.consent(number, "sms")
+    status, answer = await _post(world, "Messages", [("To", number), ("From", sender_id),
+                                                     ("Body", "Nieuwe aanbieding")])
+    assert status == 201, answer
+    (received,) = fake.creates("Messages")
+    assert received.value("Body") == "Nieuwe aanbieding\nEnergie BV: afmelden? Sms STOP naar 4040"
+    (row,) = await decisions_for(world, number)
+    assert row["obligations"] == ["OPT_OUT_APPENDED"]
+
+
 # --- scheduled messages -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("schedule", [

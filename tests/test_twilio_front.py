@@ -116,10 +116,15 @@ async def test_form_is_forwarded_field_for_field_in_order(world: World, fake: Fa
                               if k == "StatusCallback" else v) for k, v in pairs]
 
 
-async def test_body_with_its_own_opt_out_is_left_alone(world: World, fake: FakeTwilio) -> None:
+@pytest.mark.parametrize("line", [
+    "Afmelden? sms stop naar {e164}",  # the organisation's footer, whitespace and case aside
+    "Stuur UIT naar {national}",  # STOP/UIT and the sender's number, in its national form
+])
+async def test_body_with_its_own_opt_out_is_left_alone(world: World, fake: FakeTwilio,
+                                                       line: str) -> None:
     number = mobile()
     await world.consent(number, "sms")
-    body = f"Actie! Afmelden? sms stop naar {world.sms}"
+    body = "Actie! " + line.format(e164=world.sms, national="0" + world.sms[3:])
     sdk = world.sdk()
     await in_thread(lambda: sdk.messages.create(to=number, from_=world.sms, body=body))
     assert fake.creates("Messages")[0].value("Body") == body

@@ -158,10 +158,13 @@ REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
     ),
     OPT_OUT_NOT_APPENDABLE: ReasonDoc(
         "N17",
-        "A marketing SMS sent as a content template (ContentSid): the opt-out line cannot be "
-        "appended to it, and the organisation has not declared that its templates carry one.",
+        "A marketing SMS whose opt-out line cannot be used: a content template (ContentSid), "
+        "which the line cannot be appended to, while the organisation has not declared that "
+        "its templates carry one; or an organisation's footer that names {sender} as where "
+        "to send STOP, while the sender is an alphanumeric ID or a messaging service.",
         "Send the text as Body (the footer is then appended), or put the opt-out line in the "
-        "organisation's templates and set content_templates_carry_opt_out.",
+        "organisation's templates and set content_templates_carry_opt_out; for senders that "
+        "cannot receive replies, set an sms_footer that names a number that can receive STOP.",
     ),
     CONSENT_STORE_UNAVAILABLE: ReasonDoc(
         "SYSTEM",

@@ -23,7 +23,7 @@ from typing import Final
 
 import msgspec
 
-from proxy.policy import hours
+from proxy.policy import footer, hours
 from proxy.policy.decision import Decision, EvidenceRef, Explanation
 from proxy.policy.facts import (
     Consent,
@@ -468,12 +468,21 @@ def _allow(grant: _Grant, contact: Contact, org: Organisation) -> Decision:
                 return _deny(OPT_OUT_NOT_APPENDABLE, "N17", _text_not_appendable(org),
                              grant.evidence)
             obligations = (OPT_OUT_IN_TEMPLATE,)
+        elif footer.reply_is_unreachable(org.sms_footer, _sender_key(contact)):
+            # N12: an opt-out line naming an alphanumeric ID or a messaging service as where
+            # to send STOP cannot be used, in the footer or in a body that carries it.
+            return _deny(OPT_OUT_NOT_APPENDABLE, "N17", _text_footer_unreachable(org),
+                         grant.evidence)
         elif contact.body_has_opt_out is not True:
             obligations = (OPT_OUT_APPENDED,)
     return Decision(
         "allow", ALLOWED, grant.rule, _text_allow(grant, contact, org), grant.basis,
         grant.evidence, None, obligations, grant.consumes, grant.first_use,
     )
+
+
+def _sender_key(contact: Contact) -> str:
+    return contact.sender.sender if contact.sender is not None else contact.from_
 
 
 def _objected(objections: list[Objection], org: Organisation) -> Decision:
@@ -767,6 +776,20 @@ def _text_not_appendable(org: Organisation) -> Explanation:
               "dit bericht is een inhoudssjabloon waaraan de afmeldregel niet kan worden "
               f"toegevoegd, terwijl {org.name} niet heeft verklaard dat de sjablonen die regel "
               "bevatten (N17).",
+    }
+
+
+def _text_footer_unreachable(org: Organisation) -> Explanation:
+    return {
+        "en": f"Denied: a marketing SMS must say how to opt out, and {org.name}'s opt-out line "
+              "would tell the person to send STOP to this message's sender, an alphanumeric "
+              "sender ID or messaging service that cannot receive it; the organisation's "
+              "sms_footer must name a number that can receive STOP (N12, N17).",
+        "nl": "Geweigerd: een marketing-sms moet vermelden hoe de ontvanger zich afmeldt, en "
+              f"de afmeldregel van {org.name} zou de ontvanger STOP laten sturen naar de "
+              "afzender van dit bericht, een alfanumerieke afzender of berichtendienst die "
+              "geen antwoord kan ontvangen; de sms_footer van de organisatie moet een nummer "
+              "noemen dat STOP kan ontvangen (N12, N17).",
     }
 
 
