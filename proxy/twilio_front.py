@@ -312,12 +312,14 @@ async def _decide(request: web.Request, client: store.Client, channel: ContactCh
                   pairs: list[tuple[str, str]], plan: relays.Plan) -> _Gated:
     from_raw = _first(pairs, "From") or (
         _first(pairs, "MessagingServiceSid") if channel == "sms" else None)
+    # The footer names the sender as registered, as it goes out (a look-alike spelling too).
+    sender = gate.sender_key(from_raw) or from_raw or ""
     await stops.apply_before_deciding(request.app)
     evaluation = await gate.evaluate(
         request.app[READER].load_facts, request.app[SETTINGS].rules, channel=channel,
         to_raw=_first(pairs, "To"), from_raw=from_raw, now=request.app[CLOCK](),
         organisations=client.organisations,
-        body_check=_body_has_opt_out(pairs, from_raw or "") if channel == "sms" else None,
+        body_check=_body_has_opt_out(pairs, sender) if channel == "sms" else None,
         content_template=channel == "sms" and twilio_messages.uses_content_template(pairs),
     )
     # What goes out is what was decided on: the E.164 To, and the sender as registered.
@@ -326,7 +328,7 @@ async def _decide(request: web.Request, client: store.Client, channel: ContactCh
     if evaluation.contact.sender is not None and _first(pairs, "From") is not None:
         pairs = form.put(pairs, "From", evaluation.contact.sender.sender)
     if channel == "sms":
-        return _sms_footer(pairs, evaluation, from_raw or "")
+        return _sms_footer(pairs, evaluation, sender)
     dialed = await relays.decide_create(request, client, plan, pairs, evaluation)
     return _Gated(dialed.call, pairs, {}, dialed=dialed)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import uuid
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -126,13 +127,15 @@ async def test_finding_2_sms_fallback_sender_is_never_decided(world: World, fake
     assert await rows_for(world, number) == []
 
 
-@pytest.mark.parametrize("caller", ["EnergieBV", "MG" + "a" * 32])
+@pytest.mark.parametrize("kind", ["alphanumeric", "messaging service"])
 async def test_finding_3_call_from_an_id_that_cannot_be_called_back(
-        world: World, fake: FakeTwilio, caller: str) -> None:
-    """FINDING 3. N16 (nl-rules.md): an alphanumeric sender ID or a messaging-service id is
-    never a caller ID for a call (`CALLER_ID_NOT_CALLABLE`). The gate allows a call from a
-    registered alphanumeric SMS sender (or MG…) and forwards it; the reason code does not
-    exist at all (not in proxy/policy/reasons.py, not in DENIAL_CODES, not in README)."""
+        world: World, fake: FakeTwilio, kind: str) -> None:
+    """FINDING 3 (fixed). N16: an alphanumeric sender ID or a messaging-service id is never a
+    caller ID for a call. A call from a registered alphanumeric SMS sender (or MG…) was
+    allowed and forwarded; now it is denied `CALLER_ID_NOT_CALLABLE`."""
+    unique = uuid.uuid4().hex
+    # Registered once per database: each run of the test registers its own.
+    caller = "E" + unique[:10] if kind == "alphanumeric" else "MG" + unique
     await sender(world, caller)
     to = await consented(world)
     status, body = await post(world, "Calls.json", [
