@@ -101,6 +101,36 @@ async def test_check_sunday_gives_retry_after(client: Any, auth: dict[str, str])
     assert dt.datetime.fromisoformat(result["retry_after"]) == MONDAY_10.replace(hour=9)
 
 
+async def test_check_retry_after_is_null_when_the_basis_ends_first(
+    client: Any, auth: dict[str, str]
+) -> None:
+    """N15: on the evening of 30 June 2026 a customer relationship still covers calls, but at
+    the next opening (1 July 09:00) it no longer does: no retry_after, and the explanation and
+    evidence say why. A charity's relationship keeps calls: retry at the opening."""
+    evening = "2026-06-30T22:30:00+02:00"
+    for sector, retry in (("commercial", None), ("charity", "2026-07-01T09:00:00+02:00")):
+        org_id, sender = await setup_org(client, auth, sector=sector)
+        number = mobile()
+        resp = await client.post(f"{A}/relationships", json={
+            "subject": number, "organisation": org_id, "kind": "customer",
+            "topics": ["energy"], "started_at": "2024-01-01T00:00:00+01:00",
+            "provenance": "self_provided", "opt_out_offered": True}, headers=auth)
+        assert resp.status == 201, await resp.text()
+        relationship_id = (await resp.json())["id"]
+        result = await do_check(client, auth, channel="voice", to=number,
+                                **{"from": sender, "at": evening})
+        assert (result["decision"], result["reason"]) == ("deny", "OUTSIDE_CALLING_HOURS")
+        assert result["retry_after"] == retry
+        if retry is None:
+            assert "the basis ends first" in result["explanation"]["en"]
+            assert "CUSTOMER" not in result["explanation"]["en"]  # words, not codes
+            assert "2026-07-01 09:00 (Europe/Amsterdam)" in result["explanation"]["en"]
+            assert result["evidence"] == [{"type": "weekday", "id": "2026-06-30"},
+                                          {"type": "relationship", "id": relationship_id}]
+        else:
+            assert result["evidence"] == [{"type": "weekday", "id": "2026-06-30"}]
+
+
 async def test_check_denials_are_200(client: Any, auth: dict[str, str]) -> None:
     _org_id, sender = await setup_org(client, auth)
     at = MONDAY_10.isoformat()

@@ -11,7 +11,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from proxy.policy import hours
-from proxy.policy.hours import add_months, check, classify, is_allowed, next_allowed
+from proxy.policy.hours import (
+    add_months,
+    check,
+    classify,
+    is_allowed,
+    local_date,
+    next_allowed,
+)
 from proxy.settings import CallingHours, TimeRange
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -45,7 +52,7 @@ def test_n13_kings_day_moves_to_saturday_when_27_april_is_a_sunday() -> None:
     pytest.param(dt.date(2026, 12, 25), "holiday", id="N13-christmas"),
     pytest.param(dt.date(2026, 12, 26), "holiday", id="N13-boxing-day-on-saturday"),
     pytest.param(dt.date(2025, 5, 5), "holiday", id="N13-liberation-day-lustrum-2025"),
-    pytest.param(dt.date(2026, 5, 5), "weekday", id="N13-liberation-day-2026-not-in-calendar"),
+    pytest.param(dt.date(2026, 5, 5), "holiday", id="N13-liberation-day-2026-not-a-lustrum"),
     pytest.param(dt.date(2026, 3, 10), "weekday", id="N13-ordinary-tuesday"),
     pytest.param(dt.date(2026, 3, 14), "saturday", id="N13-ordinary-saturday"),
     pytest.param(dt.date(2026, 3, 15), "sunday", id="N13-ordinary-sunday"),
@@ -56,6 +63,59 @@ def test_n13_kings_day_moves_to_saturday_when_27_april_is_a_sunday() -> None:
 ])
 def test_n13_day_kinds(day: dt.date, kind: str) -> None:
     assert classify(day, CTM).kind == kind
+
+
+@pytest.mark.parametrize("year", [
+    pytest.param(2024, id="N13-5-may-2024-sunday"),
+    pytest.param(2025, id="N13-5-may-2025-lustrum-monday"),
+    pytest.param(2026, id="N13-5-may-2026-tuesday"),
+    pytest.param(2027, id="N13-5-may-2027-wednesday"),
+    pytest.param(2028, id="N13-5-may-2028-friday"),
+    pytest.param(2029, id="N13-5-may-2029-saturday"),
+    pytest.param(2030, id="N13-5-may-2030-lustrum-sunday"),
+    pytest.param(2035, id="N13-5-may-2035-saturday"),
+])
+def test_n13_liberation_day_is_a_holiday_every_year(year: int) -> None:
+    # Algemene termijnenwet art. 3 names 5 May every year, not only in lustrum years.
+    day = classify(dt.date(year, 5, 5), CTM)
+    assert (day.kind, day.closed) == ("holiday", True)
+    assert (day.holiday_en, day.holiday_nl) == ("Liberation Day", "Bevrijdingsdag")
+    assert not is_allowed(at(year, 5, 5, 12), CTM)
+
+
+@pytest.mark.parametrize(("year", "expected"), [
+    pytest.param(2026, {
+        (1, 1): "New Year's Day", (4, 3): "Good Friday", (4, 5): "Easter Sunday",
+        (4, 6): "Easter Monday", (4, 27): "King's Day", (5, 5): "Liberation Day",
+        (5, 14): "Ascension Day", (5, 24): "Pentecost", (5, 25): "Pentecost Monday",
+        (12, 25): "Christmas Day", (12, 26): "Second Day of Christmas",
+    }, id="N13-calendar-2026"),
+    pytest.param(2027, {
+        (1, 1): "New Year's Day", (3, 26): "Good Friday", (3, 28): "Easter Sunday",
+        (3, 29): "Easter Monday", (4, 27): "King's Day", (5, 5): "Liberation Day",
+        (5, 6): "Ascension Day", (5, 16): "Pentecost", (5, 17): "Pentecost Monday",
+        (12, 25): "Christmas Day", (12, 26): "Second Day of Christmas",
+    }, id="N13-calendar-2027"),
+    pytest.param(2028, {
+        (1, 1): "New Year's Day", (4, 14): "Good Friday", (4, 16): "Easter Sunday",
+        (4, 17): "Easter Monday", (4, 27): "King's Day", (5, 5): "Liberation Day",
+        (5, 25): "Ascension Day", (6, 4): "Pentecost", (6, 5): "Pentecost Monday",
+        (12, 25): "Christmas Day", (12, 26): "Second Day of Christmas",
+    }, id="N13-calendar-2028"),
+    pytest.param(2031, {
+        (1, 1): "New Year's Day", (4, 11): "Good Friday", (4, 13): "Easter Sunday",
+        (4, 14): "Easter Monday", (4, 26): "King's Day", (5, 5): "Liberation Day",
+        (5, 22): "Ascension Day", (6, 1): "Pentecost", (6, 2): "Pentecost Monday",
+        (12, 25): "Christmas Day", (12, 26): "Second Day of Christmas",
+    }, id="N13-calendar-2031-kings-day-on-saturday-26-april"),
+])
+def test_n13_closed_days_are_the_termijnenwet_list_and_good_friday(
+    year: int, expected: dict[tuple[int, int], str],
+) -> None:
+    # Art. 3 Atw every year, Good Friday (conservative); Easter and Whit Sunday are Sundays.
+    calendar = hours.public_holidays(year)
+    assert {(d.month, d.day): names[0] for d, names in calendar.items()} == expected
+    assert all(classify(d, CTM).closed for d in calendar)
 
 
 def test_n13_holiday_calendar_is_cached_and_read_only() -> None:
@@ -161,6 +221,40 @@ def test_n15_retry_after_is_next_window_start(now: dt.datetime, retry: dt.dateti
     assert is_allowed(retry, CTM)
 
 
+@pytest.mark.parametrize(("now", "retry"), [
+    pytest.param(at(2026, 5, 4, 18, 30), at(2026, 5, 6, 9, 0), id="N15-4-may-2026-skips-5-may"),
+    pytest.param(at(2027, 5, 4, 18, 30), at(2027, 5, 7, 9, 0),
+                 id="N15-4-may-2027-skips-5-may-and-ascension"),
+    pytest.param(at(2028, 5, 4, 18, 30), at(2028, 5, 6, 10, 0),
+                 id="N15-4-may-2028-skips-5-may-friday-to-saturday"),
+    pytest.param(at(2029, 5, 4, 18, 30), at(2029, 5, 7, 9, 0),
+                 id="N15-4-may-2029-skips-5-may-saturday-and-sunday"),
+    pytest.param(at(2025, 5, 3, 16, 0), at(2025, 5, 6, 9, 0),
+                 id="N15-lustrum-2025-saturday-skips-sunday-4-and-monday-5-may"),
+    pytest.param(at(2026, 5, 4, 23, 59, 59), at(2026, 5, 6, 9, 0), id="N15-4-may-last-second"),
+    pytest.param(at(2026, 5, 5, 9, 0), at(2026, 5, 6, 9, 0), id="N15-5-may-opening-time"),
+    pytest.param(at(2026, 5, 6, 8, 59, 59), at(2026, 5, 6, 9, 0), id="N15-6-may-before-opening"),
+])
+def test_n15_4_may_evening_never_retries_on_5_may(now: dt.datetime, retry: dt.datetime) -> None:
+    denial = check(now, CTM)
+    assert denial is not None
+    assert denial.retry_after == retry
+    assert denial.retry_after is not None
+    assert local_date(denial.retry_after) != dt.date(now.year, 5, 5)
+
+
+@pytest.mark.parametrize(("moment", "allowed"), [
+    pytest.param(at(2026, 5, 4, 18, 29, 59), True, id="N13-4-may-1829-allowed"),
+    pytest.param(at(2026, 5, 4, 18, 30), False, id="N13-4-may-1830-denied"),
+    pytest.param(at(2026, 5, 5, 0, 0), False, id="N13-5-may-midnight-denied"),
+    pytest.param(at(2026, 5, 5, 12, 0), False, id="N13-5-may-noon-denied"),
+    pytest.param(at(2026, 5, 5, 23, 59, 59), False, id="N13-5-may-last-second-denied"),
+    pytest.param(at(2026, 5, 6, 9, 0), True, id="N13-6-may-0900-allowed"),
+])
+def test_n13_liberation_day_boundaries(moment: dt.datetime, allowed: bool) -> None:
+    assert is_allowed(moment, CTM) is allowed
+
+
 def test_n15_dst_spring_forward_saturday_to_monday() -> None:
     # Last Sunday of March 2026 is the 29th: the retry lands in summer time.
     retry = next_allowed(at(2026, 3, 28, 16, 0), CTM)
@@ -198,7 +292,7 @@ def test_n15_retry_from_utc_night_before_opening() -> None:
 def test_n15_retry_skips_closed_dates() -> None:
     settings = CallingHours(closed_dates=frozenset({dt.date(2026, 5, 4)}))
     retry = next_allowed(at(2026, 5, 2, 16, 0), settings)  # Saturday afternoon
-    assert retry == at(2026, 5, 5, 9, 0)
+    assert retry == at(2026, 5, 6, 9, 0)  # 4 May closed by configuration, 5 May a holiday
 
 
 def test_n15_no_window_within_a_year_gives_none() -> None:

@@ -47,7 +47,7 @@ from proxy.policy.facts import (
     Sender,
     Subject,
 )
-from proxy.policy.hours import classify, is_allowed, local_date, next_allowed
+from proxy.policy.hours import AMSTERDAM, classify, is_allowed, local_date, next_allowed
 from proxy.policy.topics import covers, similar
 from proxy.settings import CallingHours, RuleSettings, TimeRange
 
@@ -430,15 +430,95 @@ def test_engine_is_deterministic(s: Scenario) -> None:
 # -- N13/N15: retry_after --------------------------------------------------------------------
 
 
+def assert_retry_is_allowed_or_explained(s: Scenario, d: Decision) -> None:
+    """N15: retry_after is a moment at which the same facts allow the contact, no later than
+    the next opening of the calling hours; null only when there is none, and then the
+    explanation says why."""
+    hours = s.settings.calling_hours
+    opening = next_allowed(s.now, hours)
+    if d.retry_after is not None:
+        assert d.retry_after > s.now
+        assert s.decide(now=d.retry_after).allowed
+        assert opening is None or d.retry_after <= opening
+        if opening is None or d.retry_after < opening:  # only a requested time comes first
+            assert any(c.kind == "request" and c.requested_start == d.retry_after
+                       for c in s.facts.consents)
+        return
+    assert d.explanation["en"].endswith("(N15).")
+    assert d.explanation["nl"].endswith("(N15).")
+    if opening is None:
+        assert "no day within a year has calling hours" in d.explanation["en"]
+        return
+    later = s.decide(now=opening)
+    assert not later.allowed
+    assert "the basis ends first" in d.explanation["en"]
+    assert "de grondslag vervalt eerder" in d.explanation["nl"]
+    assert d.evidence[1:] == later.evidence
+
+
 @PROPERTY
 @given(scenarios())
-def test_n15_retry_after_is_later_and_allowed(s: Scenario) -> None:
+def test_n15_retry_after_is_a_moment_the_same_facts_allow(s: Scenario) -> None:
     d = s.decide()
-    if d.reason not in HOURS_DENIALS or d.retry_after is None:
-        return
-    assert d.retry_after > s.now
-    assert is_allowed(d.retry_after, s.settings.calling_hours)
-    assert s.decide(now=d.retry_after).reason not in HOURS_DENIALS
+    if d.reason in HOURS_DENIALS:
+        assert_retry_is_allowed_or_explained(s, d)
+
+
+LAPSE = st.integers(-60, 4 * 24 * 60)  # minutes from `now` to a basis' end: around the opening
+
+
+@st.composite
+def ending_bases(draw: st.DrawFn) -> Scenario:
+    """A call at night or at the weekend whose basis ends around the next opening: an expiry,
+    a first-call deadline, a withdrawal, an objection, a term end, the 2026-07-01 switch, or a
+    contact request with a requested time tonight."""
+    switch = dt.datetime(2026, 7, 1, tzinfo=AMSTERDAM)
+    now = draw(st.one_of(nows, st.integers(-4 * 24 * 60, 60).map(
+        lambda m: switch + dt.timedelta(minutes=m))))
+    end = now + dt.timedelta(minutes=draw(LAPSE), microseconds=draw(st.integers(-1, 1)))
+    kind = draw(st.sampled_from(("expiry", "deadline", "withdrawal", "objection", "term",
+                                 "customer", "request")))
+    org = Organisation("org-1", "Acme", draw(st.sampled_from(SECTORS)))
+    sender = Sender(FROM, "org-1", "energy/gas")
+    contact = Contact("voice", TO_NL, FROM, sender)
+    given = now - dt.timedelta(days=30)
+    consent = Consent(1, "org-1", "voice", ("energy",), "opt_in", given, "self_provided",
+                      verified_at=given)
+    consents: tuple[Consent, ...] = (consent,)
+    relationships: tuple[Relationship, ...] = ()
+    objections_: tuple[Objection, ...] = ()
+    if kind == "expiry":
+        consents = (structs.replace(consent, expires_at=end),)
+    elif kind == "deadline":
+        consents = (structs.replace(consent, given_at=end - dt.timedelta(days=182),
+                                    verified_at=end - dt.timedelta(days=182)),)
+    elif kind == "withdrawal":
+        consents = (structs.replace(consent, withdrawn_at=end),)
+    elif kind == "objection":
+        objections_ = (Objection(200, draw(maybe_org_ids), draw(maybe_channels), end, "sms"),)
+    else:
+        ended = None if kind == "customer" else end - dt.timedelta(days=365)
+        relationships = (Relationship(100, "org-1", "customer", ("energy",),
+                                      now - dt.timedelta(days=3000), "self_provided",
+                                      ended_at=ended, opt_out_offered=True),)
+        consents = ()
+        if kind == "request":
+            start = now + dt.timedelta(minutes=draw(LAPSE))
+            consents = (Consent(5, "org-1", "voice", ("energy",), "request", given,
+                                "self_provided", expires_at=draw(st.none() | st.just(end)),
+                                requested_start=start,
+                                requested_end=start + dt.timedelta(minutes=draw(LAPSE))),)
+    facts = Facts(org, Subject(TO_NL), consents, relationships, objections_)
+    rules = RuleSettings(calling_hours=draw(calling_hours(now)))
+    return Scenario(contact, facts, rules, now)
+
+
+@PROPERTY
+@given(ending_bases())
+def test_n15_a_basis_ending_before_the_opening_leaves_no_retry(s: Scenario) -> None:
+    d = s.decide()
+    if d.reason in HOURS_DENIALS:
+        assert_retry_is_allowed_or_explained(s, d)
 
 
 @PROPERTY

@@ -62,6 +62,7 @@ from proxy.policy.facts import (
     Sender,
     Subject,
 )
+from proxy.policy.hours import next_allowed
 from proxy.settings import CallingHours, RuleSettings
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -480,6 +481,7 @@ def test_n11_automated_objection_text_names_the_channel() -> None:
 ALPHA = Sender("AcmeEnergie", "org-1", "energy/gas")
 SERVICE_MG = Sender("MG" + "0" * 32, "org-1", "energy/gas")
 ALPHA_SERVICE = replace(ALPHA, purpose="service")
+REPLY_ORG = replace(ORG, sms_footer="Afmelden? Sms STOP naar +31201234567")
 
 NOT_CALLABLE = [
     case("N16-deny-alphanumeric-caller-id", contact(sender=ALPHA), facts(consent()),
@@ -500,10 +502,11 @@ NOT_CALLABLE = [
          facts(consent(channel="automated_voice")), CALLER_ID_NOT_CALLABLE, "N16"),
     case("N16-deny-not-callable-before-objection", contact(sender=ALPHA),
          facts(consent(), objection()), CALLER_ID_NOT_CALLABLE, "N16"),
+    # SMS keeps them, with an opt-out line that names a number that can receive STOP (N17).
     case("N16-allow-alphanumeric-sms-sender", contact("sms", sender=ALPHA),
-         facts(consent(channel="sms")), ALLOWED, "N5", CONSENT),
+         facts(consent(channel="sms"), org=REPLY_ORG), ALLOWED, "N5", CONSENT),
     case("N16-allow-messaging-service-sms", contact("sms", sender=SERVICE_MG),
-         facts(consent(channel="sms")), ALLOWED, "N5", CONSENT),
+         facts(consent(channel="sms"), org=REPLY_ORG), ALLOWED, "N5", CONSENT),
     case("N16-allow-callable-number", VOICE, facts(consent()), ALLOWED, "N5", CONSENT),
 ]
 
@@ -844,6 +847,9 @@ HOURS = [
          evidence=(("sunday", "2026-03-15"),)),
     case("N13-deny-kings-day-2025-on-saturday", VOICE, facts(consent(given=at(2025, 4, 1))),
          PROHIBITED_DAY, "N13", now=at(2025, 4, 26, 11), evidence=(("holiday", "2025-04-26"),)),
+    case("N13-deny-liberation-day-2026-not-a-lustrum", VOICE,
+         facts(consent(given=at(2026, 4, 1))), PROHIBITED_DAY, "N13", now=at(2026, 5, 5, 10),
+         evidence=(("holiday", "2026-05-05"),)),
     case("N13-deny-closed-commemoration-date", VOICE, facts(consent(given=at(2026, 4, 1))),
          PROHIBITED_DAY, "N13", now=at(2026, 5, 4, 10),
          settings=RuleSettings(CallingHours(closed_dates=frozenset({dt.date(2026, 5, 4)})))),
@@ -871,6 +877,129 @@ def test_n15_hours_denial_names_the_next_allowed_moment() -> None:
     sunday = decide(VOICE, facts(consent()), DEFAULT, SUNDAY)
     assert sunday.retry_after == at(2026, 3, 16, 9, 0)
     assert decide(VOICE, facts(consent(expires=NOW - DAY)), DEFAULT, SUNDAY).retry_after is None
+
+
+LATE = at(2026, 3, 10, 22, 0)  # Tuesday, calls closed until...
+OPENING = at(2026, 3, 11, 9, 0)  # ... Wednesday 09:00
+US = dt.timedelta(microseconds=1)
+SWITCH_EVE = at(2026, 6, 30, 22, 0)  # Tuesday night before the N7 regime change
+SWITCH_OPENING = at(2026, 7, 1, 9, 0)
+
+
+def retry_case(
+    name: str, records: Facts, retry: dt.datetime | None, lapse: str | None = None, *,
+    now: dt.datetime = LATE, call: Contact = VOICE, org: Organisation = ORG,
+) -> object:
+    """An hour denial at `now`: `retry` the next allowed moment, or None with the reason the
+    basis has ended by the next opening (`lapse`)."""
+    return pytest.param(call, replace(records, organisation=org), now, retry, lapse, id=name)
+
+
+RETRIES = [
+    retry_case("N15-consent-expires-before-opening", facts(consent(expires=OPENING - US)), None,
+               CONSENT_EXPIRED),
+    retry_case("N15-consent-expires-at-opening", facts(consent(expires=OPENING)), None,
+               CONSENT_EXPIRED),
+    retry_case("N15-consent-expires-after-opening", facts(consent(expires=OPENING + US)),
+               OPENING),
+    retry_case("N15-first-call-deadline-before-opening",
+               facts(consent(given=at(2025, 9, 11, 9, 0) - US)), None,
+               CONSENT_FIRST_CONTACT_LATE),
+    retry_case("N15-first-call-deadline-at-opening", facts(consent(given=at(2025, 9, 11, 9, 0))),
+               OPENING),
+    retry_case("N15-first-call-deadline-after-opening",
+               facts(consent(given=at(2025, 9, 11, 9, 0) + US)), OPENING),
+    retry_case("N15-first-call-made-no-deadline",
+               facts(consent(given=at(2025, 9, 1), first_used=at(2025, 9, 5))), OPENING),
+    retry_case("N15-customer-calls-end-2026-07-01", facts(relation()), None,
+               CUSTOMER_EXCEPTION_ENDED, now=SWITCH_EVE),
+    retry_case("N15-customer-calls-before-the-switch-weekend", facts(relation()),
+               at(2026, 6, 29, 9, 0), now=at(2026, 6, 27, 16, 0)),
+    retry_case("N15-charity-customer-calls-go-on", facts(relation()), SWITCH_OPENING,
+               now=SWITCH_EVE, org=CHARITY),
+    retry_case("N15-consent-takes-over-after-the-switch",
+               facts(relation(), consent(given=at(2026, 6, 1))), SWITCH_OPENING, now=SWITCH_EVE),
+    retry_case("N15-relationship-term-ends-before-opening",
+               facts(relation(ended=at(2023, 3, 11, 9, 0) - US)), None, CUSTOMER_TERM_EXPIRED),
+    retry_case("N15-relationship-term-ends-at-opening",
+               facts(relation(ended=at(2023, 3, 11, 9, 0))), OPENING),
+    retry_case("N15-consent-withdrawn-before-opening",
+               facts(consent(withdrawn=OPENING - US)), None, CONSENT_WITHDRAWN),
+    retry_case("N15-objection-recorded-before-opening",
+               facts(consent(), objection(received=OPENING - US)), None, OBJECTION_ON_FILE),
+    retry_case("N15-objection-recorded-after-opening",
+               facts(consent(), objection(received=OPENING + US)), OPENING),
+    retry_case("N15-requested-time-tonight-comes-first",
+               facts(request(start=at(2026, 3, 10, 23, 0), end=at(2026, 3, 10, 23, 30))),
+               at(2026, 3, 10, 23, 0)),
+    retry_case("N15-requested-time-after-opening-is-not-first",
+               facts(request(start=at(2026, 3, 11, 12, 0), end=at(2026, 3, 11, 13, 0))),
+               OPENING),
+    retry_case("N15-request-expired-before-its-requested-time",
+               facts(request(start=at(2026, 3, 10, 23, 0), end=at(2026, 3, 10, 23, 30),
+                             expires=at(2026, 3, 10, 22, 30))), None, CONSENT_EXPIRED),
+    retry_case("N15-request-expired-consent-remains",
+               facts(request(start=at(2026, 3, 10, 23, 0), end=at(2026, 3, 10, 23, 30),
+                             expires=at(2026, 3, 10, 22, 30)), consent()), OPENING),
+    retry_case("N15-business-call-keeps-the-hours-of-a-requested-time",
+               facts(request(start=at(2026, 3, 10, 23, 0), end=at(2026, 3, 10, 23, 30)),
+                     subject=BUSINESS), OPENING),
+    retry_case("N15-sunday-consent-expires-monday-morning",
+               facts(consent(expires=at(2026, 3, 16, 8, 0))), None, CONSENT_EXPIRED,
+               now=SUNDAY),
+]
+
+
+@pytest.mark.parametrize(("call", "records", "now", "retry", "lapse"), RETRIES)
+def test_n15_retry_after_is_a_moment_the_same_facts_allow(
+    call: Contact, records: Facts, now: dt.datetime, retry: dt.datetime | None,
+    lapse: str | None,
+) -> None:
+    d = decide(call, records, DEFAULT, now)
+    assert d.reason in (OUTSIDE_CALLING_HOURS, PROHIBITED_DAY), d.explanation["en"]
+    assert d.retry_after == retry
+    if retry is not None:
+        assert lapse is None
+        assert decide(call, records, DEFAULT, retry).allowed
+        assert len(d.evidence) == 1  # the day only
+        return
+    later = next_allowed(now, DEFAULT.calling_hours)
+    assert later is not None
+    at_opening = decide(call, records, DEFAULT, later)
+    assert at_opening.reason == lapse
+    # N15: the explanation says the basis ends first, and the evidence names its records.
+    assert "the basis ends first" in d.explanation["en"]
+    assert "de grondslag vervalt eerder" in d.explanation["nl"]
+    assert d.evidence[1:] == at_opening.evidence
+    assert d.explanation["en"].endswith("(N15).")
+
+
+def test_n15_explanation_of_a_basis_ending_first() -> None:
+    d = decide(VOICE, facts(relation()), DEFAULT, SWITCH_EVE)
+    assert d.retry_after is None
+    assert d.explanation["en"] == (
+        "Denied: 22:00 on Tuesday 2026-06-30 is outside the calling hours 09:00-22:00 "
+        "(Europe/Amsterdam) (N13); no allowed moment, as the basis ends first: at the next "
+        "opening, 2026-07-01 09:00 (Europe/Amsterdam), since 2026-07-01 00:00 "
+        "(Europe/Amsterdam) relationship 10 no "
+        "longer allows telemarketing calls except for charities, charity lotteries and "
+        "publishers; SMS and e-mail still may (N7) (N15).")
+    assert d.explanation["nl"] == (
+        "Geweigerd: 22:00 op dinsdag 2026-06-30 valt buiten de beltijden 09:00-22:00 "
+        "(Europe/Amsterdam) (N13); geen toegestaan moment, want de grondslag vervalt eerder: "
+        "bij de eerstvolgende opening, 2026-07-01 09:00 (Europe/Amsterdam), sinds 2026-07-01 "
+        "00:00 (Europe/Amsterdam) geeft relatie 10 geen grond meer om te bellen, behalve voor "
+        "goede doelen, loterijen en uitgevers; sms en e-mail mogen nog (N7) (N15).")
+    assert d.evidence == ({"type": "weekday", "id": "2026-06-30"},
+                          {"type": "relationship", "id": 10})
+
+
+def test_n15_no_calling_hours_within_a_year_is_explained() -> None:
+    never = RuleSettings(CallingHours(weekday=None, saturday=None))
+    d = decide(VOICE, facts(consent()), never, NOW)
+    assert (d.reason, d.retry_after) == (PROHIBITED_DAY, None)
+    assert "no day within a year has calling hours (N15)" in d.explanation["en"]
+    assert "geen dag binnen een jaar heeft beltijden (N15)" in d.explanation["nl"]
 
 
 # -- N17: SMS opt-out footer -------------------------------------------------------------------
@@ -998,6 +1127,100 @@ def test_explanations_name_the_date() -> None:
     d = decide(VOICE, facts(consent(expires=at(2026, 3, 1))), DEFAULT, NOW)
     assert "2026-03-01" in d.explanation["en"]
     assert "2026-03-01" in d.explanation["nl"]
+
+
+AMS_ = "(Europe/Amsterdam)"
+TEXTS = [
+    pytest.param(
+        VOICE, facts(consent(given=dt.datetime(2025, 9, 10, 12, 0, tzinfo=UTC))),
+        at(2026, 3, 10, 14, 0, 1),
+        f"Denied: consent 1 lapsed for calls because no first call was made by 2026-03-10 14:00 "
+        f"{AMS_} (N5).",
+        f"Geweigerd: toestemming 1 is vervallen voor bellen omdat de eerste oproep niet uiterlijk "
+        f"op 2026-03-10 14:00 {AMS_} is gedaan (N5).",
+        id="N5-first-contact-late-names-the-instant"),
+    pytest.param(
+        VOICE, facts(consent(expires=dt.datetime(2026, 3, 1, 8, 30, 15, tzinfo=UTC))), NOW,
+        f"Denied: consent 1 expired at 2026-03-01 09:30:15 {AMS_} (N5).",
+        f"Geweigerd: toestemming 1 is verlopen op 2026-03-01 09:30:15 {AMS_} (N5).",
+        id="N5-expired-names-the-instant-in-amsterdam-time"),
+    pytest.param(
+        VOICE, facts(consent(withdrawn=at(2026, 3, 9, 17, 45))), NOW,
+        f"Denied: consent 1 was withdrawn at 2026-03-09 17:45 {AMS_} (N5).",
+        f"Geweigerd: toestemming 1 is ingetrokken op 2026-03-09 17:45 {AMS_} (N5).",
+        id="N5-withdrawn-names-the-instant"),
+    pytest.param(
+        VOICE, facts(consent(), objection(received=dt.datetime(2026, 3, 9, 23, 30, tzinfo=UTC))),
+        NOW,
+        f"Denied: objection 20, received at 2026-03-10 00:30 {AMS_}, covers Acme Energie and "
+        "all channels, and an objection beats every basis (N11).",
+        f"Geweigerd: bezwaar 20, ontvangen op 2026-03-10 00:30 {AMS_}, geldt voor Acme Energie "
+        "en alle kanalen, en bezwaar gaat boven elke grondslag (N11).",
+        id="N11-objection-names-the-instant-in-amsterdam-time"),
+    pytest.param(
+        VOICE, facts(request(consumed=at(2026, 3, 9, 10, 5))), NOW,
+        f"Denied: contact request 5 was already used at 2026-03-09 10:05 {AMS_}, and a request "
+        "covers one contact (N6).",
+        f"Geweigerd: contactverzoek 5 is al gebruikt op 2026-03-09 10:05 {AMS_}, en een verzoek "
+        "geldt voor één contact (N6).", id="N6-used-request-names-the-instant"),
+    pytest.param(
+        VOICE, facts(relation(ended=at(2023, 3, 3, 12))), at(2026, 3, 4, 12),
+        f"Denied: relationship 10 ended at 2023-03-03 12:00 {AMS_} and its 36-month term ran out "
+        f"at 2026-03-03 12:00 {AMS_} (N7).",
+        f"Geweigerd: relatie 10 is beëindigd op 2023-03-03 12:00 {AMS_} en de termijn van 36 "
+        f"maanden liep af op 2026-03-03 12:00 {AMS_} (N7).", id="N7-term-names-the-instants"),
+    pytest.param(
+        VOICE, facts(relation()), AFTER,
+        f"Denied: since 2026-07-01 00:00 {AMS_} relationship 10 no longer allows telemarketing "
+        "calls except for charities, charity lotteries and publishers; SMS and e-mail still may "
+        "(N7).",
+        f"Geweigerd: sinds 2026-07-01 00:00 {AMS_} geeft relatie 10 geen grond meer om te bellen, "
+        "behalve voor goede doelen, loterijen en uitgevers; sms en e-mail mogen nog (N7).",
+        id="N7-switch-names-amsterdam-midnight"),
+    pytest.param(
+        VOICE, facts(consent(expires=at(2026, 6, 1, 0, 0))), NOW,
+        f"Allowed: consent 1 covers calls about 'energy/gas' by Acme Energie until 2026-06-01 "
+        f"00:00 {AMS_} (N5).",
+        f"Toegestaan: toestemming 1 dekt bellen over 'energy/gas' door Acme Energie tot "
+        f"2026-06-01 00:00 {AMS_} (N5).", id="N5-allow-names-the-expiry-instant"),
+    pytest.param(
+        VOICE, facts(relation(ended=at(2025, 1, 31, 23, 0))), NOW,
+        f"Allowed: customer relationship 10 with Acme Energie, ended at 2025-01-31 23:00 {AMS_} "
+        f"and valid until 2028-01-31 23:00 {AMS_}, covers the similar topic 'energy/gas' (N7).",
+        f"Toegestaan: relatie 10 (klant) met Acme Energie, beëindigd op 2025-01-31 23:00 {AMS_} "
+        f"en geldig tot 2028-01-31 23:00 {AMS_}, dekt het soortgelijke onderwerp 'energy/gas' "
+        "(N7).", id="N7-allow-names-the-term-instants"),
+    pytest.param(
+        VOICE, facts(consent()), dt.datetime(2026, 3, 10, 21, 0, tzinfo=UTC),
+        f"Denied: 22:00 on Tuesday 2026-03-10 is outside the calling hours 09:00-22:00 {AMS_} "
+        f"(N13); next allowed moment 2026-03-11 09:00 {AMS_}.",
+        f"Geweigerd: 22:00 op dinsdag 2026-03-10 valt buiten de beltijden 09:00-22:00 {AMS_} "
+        f"(N13); eerstvolgend toegestaan moment 2026-03-11 09:00 {AMS_}.",
+        id="N13-outside-hours-in-amsterdam-time"),
+    pytest.param(
+        VOICE, facts(consent(given=at(2026, 4, 1))), at(2026, 5, 5, 10),
+        f"Denied: Tuesday 2026-05-05 {AMS_} is a day without calls, a Dutch public holiday "
+        f"(Liberation Day) (N13); next allowed moment 2026-05-06 09:00 {AMS_}.",
+        f"Geweigerd: dinsdag 2026-05-05 {AMS_} is een dag zonder belmomenten, een officiële "
+        f"feestdag (Bevrijdingsdag) (N13); eerstvolgend toegestaan moment 2026-05-06 09:00 "
+        f"{AMS_}.", id="N13-liberation-day-text"),
+]
+
+
+@pytest.mark.parametrize(("call", "records", "now", "en", "nl"), TEXTS)
+def test_explanations_give_instants_in_amsterdam_time(
+    call: Contact, records: Facts, now: dt.datetime, en: str, nl: str,
+) -> None:
+    d = decide(call, records, DEFAULT, now)
+    assert d.explanation == {"en": en, "nl": nl}
+
+
+def test_n5_first_contact_deadline_instant_is_still_in_time() -> None:
+    given = dt.datetime(2025, 9, 10, 12, 0, tzinfo=UTC)  # 14:00 in Amsterdam
+    deadline = at(2026, 3, 10, 14, 0)  # six calendar months on, Amsterdam wall time (CET)
+    assert decide(VOICE, facts(consent(given=given)), DEFAULT, deadline).allowed
+    late = decide(VOICE, facts(consent(given=given)), DEFAULT, deadline + US)
+    assert late.reason == CONSENT_FIRST_CONTACT_LATE
 
 
 def test_every_reason_is_documented_with_rule_and_fix() -> None:

@@ -22,6 +22,9 @@ from proxy.settings import CallingHours, TimeRange
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 # N13: 4 May (Remembrance Day), 5 December (Sinterklaas) and 24 December end early on working days.
 SHORT_DAYS: frozenset[tuple[int, int]] = frozenset({(5, 4), (12, 5), (12, 24)})
+# N13: 5 May (Liberation Day) is a public holiday every year (Algemene termijnenwet art. 3).
+LIBERATION_DAY: tuple[int, int] = (5, 5)
+LIBERATION_DAY_NAMES: tuple[str, str] = ("Liberation Day", "Bevrijdingsdag")
 # N15: how far ahead to look for the next open window before giving up (retry_after None).
 HORIZON_DAYS = 366
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
@@ -60,10 +63,16 @@ class HoursDenial(msgspec.Struct, frozen=True, gc=False):
 @lru_cache(maxsize=64)
 def public_holidays(year: int) -> Mapping[dt.date, tuple[str, str]]:
     """N13: official Dutch public holidays of `year` from the maintained `holidays` calendar
-    (not a hand-written list), as date -> (English name, Dutch name)."""
+    (not a hand-written list), as date -> (English name, Dutch name), plus 5 May.
+
+    The calendar follows the Algemene termijnenwet art. 3 (King's Day on 26 April when 27 April
+    is a Sunday) and adds Good Friday, which stays closed (conservative). It lists 5 May as a
+    public holiday only in lustrum years, while art. 3 names it every year: added here."""
     en = holidays.country_holidays("NL", years=year, language="en_US")
     nl = holidays.country_holidays("NL", years=year, language="nl")
-    return MappingProxyType({day: (str(en[day]), str(nl.get(day, en[day]))) for day in en})
+    days = {day: (str(en[day]), str(nl.get(day, en[day]))) for day in en}
+    days.setdefault(dt.date(year, *LIBERATION_DAY), LIBERATION_DAY_NAMES)
+    return MappingProxyType(days)
 
 
 def local(moment: dt.datetime) -> dt.datetime:

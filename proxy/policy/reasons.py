@@ -92,7 +92,8 @@ REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
     ),
     CONSENT_EXPIRED: ReasonDoc(
         "N5",
-        "The consent or contact request that would cover this contact has passed its end date.",
+        "The consent or contact request that would cover this contact has passed its expiry "
+        "moment (expires_at).",
         "Obtain a new consent, or remove the number.",
     ),
     CONSENT_WRONG_TOPIC: ReasonDoc(
@@ -131,8 +132,8 @@ REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
     ),
     CUSTOMER_EXCEPTION_ENDED: ReasonDoc(
         "N7",
-        "Since 2026-07-01 a customer relationship no longer allows telemarketing calls, except for "
-        "charity, charity-lottery and press organisations.",
+        "Since 2026-07-01 (Europe/Amsterdam) a customer relationship no longer allows "
+        "telemarketing calls, except for charity, charity-lottery and press organisations.",
         "Obtain opt-in consent for calls; SMS under the relationship is still possible.",
     ),
     NUMBER_PROVENANCE_INVALID: ReasonDoc(
@@ -149,12 +150,14 @@ REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
     OUTSIDE_CALLING_HOURS: ReasonDoc(
         "N13",
         "The call falls outside the calling hours of this day (Europe/Amsterdam).",
-        "Retry at `retry_after`.",
+        "Retry at `retry_after`; when it is null the basis ends before the next opening (or no "
+        "day within a year has calling hours): do not retry.",
     ),
     PROHIBITED_DAY: ReasonDoc(
         "N13",
         "No calls today: Sunday, Dutch public holiday or a configured commemoration day.",
-        "Retry at `retry_after`.",
+        "Retry at `retry_after`; when it is null the basis ends before the next opening (or no "
+        "day within a year has calling hours): do not retry.",
     ),
     OPT_OUT_NOT_APPENDABLE: ReasonDoc(
         "N17",

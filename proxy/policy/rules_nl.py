@@ -175,7 +175,7 @@ def decide(contact: Contact, facts: Facts, settings: RuleSettings, now: dt.datet
     if contact.channel == "voice" and domestic and not found.lifts_hours:
         denial = hours.check(now, settings.calling_hours)
         if denial is not None:
-            return _hours_denied(denial)
+            return _hours_denied(denial, found, contact, facts, settings, org)
     return _allow(found, contact, org)
 
 
@@ -500,11 +500,57 @@ def _no_basis(
     return _deny(failures.code, failures.rule, text, evidence)
 
 
-def _hours_denied(denial: hours.HoursDenial) -> Decision:
+def _hours_denied(
+    denial: hours.HoursDenial, found: _Grant, contact: Contact, facts: Facts,
+    settings: RuleSettings, org: Organisation,
+) -> Decision:
     day = denial.day
     reason = PROHIBITED_DAY if day.closed else OUTSIDE_CALLING_HOURS
-    evidence = (_ref(day.kind, day.date.isoformat()),)
-    return _deny(reason, "N13", _text_hours(denial), evidence, denial.retry_after)
+    evidence: tuple[EvidenceRef, ...] = (_ref(day.kind, day.date.isoformat()),)
+    retry, lapse = _retry(denial, found, contact, facts, settings, org)
+    if lapse is not None:
+        evidence += lapse.evidence  # N15: the records whose end leaves no later moment
+    return _deny(reason, "N13", _text_hours(denial, retry, lapse), evidence, retry)
+
+
+def _retry(
+    denial: hours.HoursDenial, found: _Grant, contact: Contact, facts: Facts,
+    settings: RuleSettings, org: Organisation,
+) -> tuple[dt.datetime | None, Decision | None]:
+    """N15: the next moment at which the same facts allow the contact: a contact request's
+    requested time that comes first (N14), else the next opening of the calling hours. The
+    basis may end before then (an expiry, a first-call deadline, a term end, the 2026-07-01
+    switch): each candidate is decided again, and when the opening is refused there is no
+    such moment: (None, the decision at the opening, which says why)."""
+    opening = denial.retry_after
+    # A request never lifts the hours of a BUSINESS_ENTITY call (that basis comes first), so
+    # its requested time is no candidate; for the others, deciding at a requested start ends
+    # in the request's own lift, and deciding at an opening is within hours: no recursion.
+    if found.basis != BUSINESS_ENTITY:
+        for start in _requested_starts(facts.consents, contact, org, denial.local, opening):
+            if decide(contact, facts, settings, start).allowed:
+                return start, None
+    if opening is None:
+        return None, None
+    later = decide(contact, facts, settings, opening)
+    return (opening, None) if later.allowed else (None, later)
+
+
+def _requested_starts(
+    consents: tuple[Consent, ...], contact: Contact, org: Organisation, now: dt.datetime,
+    opening: dt.datetime | None,
+) -> list[dt.datetime]:
+    # N14: a request's requested window lifts the hours from its start, when the request is
+    # still good for this contact then.
+    topic = contact.effective_topic
+    starts = [
+        c.requested_start for c in consents
+        if c.kind == "request" and c.requested_start is not None
+        and c.requested_end is not None and now < c.requested_start <= c.requested_end
+        and (opening is None or c.requested_start < opening)
+        and _request_failure(c, contact, org, topic, c.requested_start) is None
+    ]
+    return sorted(starts)
 
 
 def _ref(kind: str, ident: int | str) -> EvidenceRef:
@@ -551,12 +597,11 @@ _PROVENANCE_NL: Final = {
     "purchased": "gekocht van een lijst", "enriched": "toegevoegd door verrijking",
     "unknown": "van onbekende herkomst",
 }
+AMSTERDAM: Final = "Europe/Amsterdam"  # the zone every date and time in a text is given in
+# N7: the switch is a date in Amsterdam, so the first instant it applies is local midnight.
+_SWITCH: Final = f"{CUSTOMER_CALLS_END.isoformat()} 00:00 ({AMSTERDAM})"
 _DAY_EN: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _DAY_NL: Final = ("maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag")
-
-
-def _date(moment: dt.datetime) -> str:
-    return hours.local(moment).date().isoformat()
 
 
 def _topic_en(topic: str | None) -> str:
@@ -625,9 +670,9 @@ def _text_objection(o: Objection, org: Organisation) -> Explanation:
     org_nl = "alle organisaties" if o.organisation_id is None else org.name
     ch_en = "all channels" if o.channel is None else _CHANNEL_EN[o.channel]
     ch_nl = "alle kanalen" if o.channel is None else _CHANNEL_NL[o.channel]
-    when = _date(o.received_at)
+    when = _instant(o.received_at)
     return {
-        "en": f"Denied: objection {o.id}, received on {when}, covers {org_en} and {ch_en}, and "
+        "en": f"Denied: objection {o.id}, received at {when}, covers {org_en} and {ch_en}, and "
               "an objection beats every basis (N11).",
         "nl": f"Geweigerd: bezwaar {o.id}, ontvangen op {when}, geldt voor {org_nl} en {ch_nl}, "
               "en bezwaar gaat boven elke grondslag (N11).",
@@ -659,12 +704,12 @@ def _text_failure(
     en, nl = _noun(record)
     topic = contact.effective_topic
     if code == CONSENT_WITHDRAWN and isinstance(record, Consent) and record.withdrawn_at:
-        when = _date(record.withdrawn_at)
-        return {"en": f"Denied: {en} was withdrawn on {when} ({rule}).",
+        when = _instant(record.withdrawn_at)
+        return {"en": f"Denied: {en} was withdrawn at {when} ({rule}).",
                 "nl": f"Geweigerd: {nl} is ingetrokken op {when} ({rule})."}
     if code == CONSENT_EXPIRED and isinstance(record, Consent) and record.expires_at:
-        when = _date(record.expires_at)
-        return {"en": f"Denied: {en} expired on {when} ({rule}).",
+        when = _instant(record.expires_at)
+        return {"en": f"Denied: {en} expired at {when} ({rule}).",
                 "nl": f"Geweigerd: {nl} is verlopen op {when} ({rule})."}
     if code == CONSENT_WRONG_TOPIC:
         return _text_wrong_topic(en, nl, rule, record, topic)
@@ -675,11 +720,12 @@ def _text_failure(
                 "nl": f"Geweigerd: {nl} is niet geverifieerd als gegeven door de bereikte "
                       "persoon (N5)."}
     if code == CONSENT_FIRST_CONTACT_LATE and isinstance(record, Consent):
-        when = _date(_first_contact_by(record))
+        # N5: the deadline is an instant, and a call at that very instant is still in time.
+        when = _instant(_first_contact_by(record))
         return {"en": f"Denied: {en} lapsed for calls because no first call was made by {when} "
                       "(N5).",
-                "nl": f"Geweigerd: {nl} is vervallen voor bellen omdat er vóór {when} geen "
-                      "eerste oproep was (N5)."}
+                "nl": f"Geweigerd: {nl} is vervallen voor bellen omdat de eerste oproep niet "
+                      f"uiterlijk op {when} is gedaan (N5)."}
     if isinstance(record, Relationship):
         return _text_relationship_failure(code, rule, en, nl, record, contact, org)
     return _text_request_or_provenance(code, en, nl, record)
@@ -716,10 +762,10 @@ def _text_relationship_failure(
 ) -> Explanation:
     topic = contact.effective_topic
     if code == CUSTOMER_EXCEPTION_ENDED:
-        return {"en": f"Denied: since 2026-07-01 {en} no longer allows telemarketing calls except "
-                      "for charities, charity lotteries and publishers; SMS and e-mail still may "
-                      "(N7).",
-                "nl": f"Geweigerd: sinds 2026-07-01 geeft {nl} geen grond meer om te bellen, "
+        return {"en": f"Denied: since {_SWITCH} {en} no longer allows telemarketing calls "
+                      "except for charities, charity lotteries and publishers; SMS and e-mail "
+                      "still may (N7).",
+                "nl": f"Geweigerd: sinds {_SWITCH} geeft {nl} geen grond meer om te bellen, "
                       "behalve voor goede doelen, loterijen en uitgevers; sms en e-mail mogen nog "
                       "(N7)."}
     if code == TOPIC_NOT_SIMILAR:
@@ -729,9 +775,9 @@ def _text_relationship_failure(
                 "nl": f"Geweigerd: {nl} betreft {topics}, wat niet soortgelijk is aan "
                       f"{_topic_nl(topic)} ({rule})."}
     if code == CUSTOMER_TERM_EXPIRED and r.ended_at is not None:
-        ended, until = _date(r.ended_at), _date(_term_end(r.ended_at, org))
+        ended, until = _instant(r.ended_at), _instant(_term_end(r.ended_at, org))
         months = org.customer_term_months
-        return {"en": f"Denied: {en} ended on {ended} and its {months}-month term ran out on "
+        return {"en": f"Denied: {en} ended at {ended} and its {months}-month term ran out at "
                       f"{until} ({rule}).",
                 "nl": f"Geweigerd: {nl} is beëindigd op {ended} en de termijn van {months} "
                       f"maanden liep af op {until} ({rule})."}
@@ -758,8 +804,8 @@ def _text_request_or_provenance(code: str, en: str, nl: str, record: Record) -> 
                 "nl": f"Geweigerd: het nummer in {nl} is {how_nl} en niet door de persoon zelf "
                       "gegeven, dus het draagt geen grondslag (N10)."}
     if isinstance(record, Consent) and record.consumed_at is not None:
-        when = _date(record.consumed_at)
-        return {"en": f"Denied: {en} was already used on {when}, and a request covers one "
+        when = _instant(record.consumed_at)
+        return {"en": f"Denied: {en} was already used at {when}, and a request covers one "
                       "contact (N6).",
                 "nl": f"Geweigerd: {nl} is al gebruikt op {when}, en een verzoek geldt voor één "
                       "contact (N6)."}
@@ -793,26 +839,54 @@ def _text_footer_unreachable(org: Organisation) -> Explanation:
     }
 
 
-def _text_hours(denial: hours.HoursDenial) -> Explanation:
+def _text_hours(
+    denial: hours.HoursDenial, retry: dt.datetime | None, lapse: Decision | None,
+) -> Explanation:
     day, here = denial.day, denial.local
-    retry_en, retry_nl = "none within a year", "geen binnen een jaar"
-    if denial.retry_after is not None:
-        retry = hours.local(denial.retry_after)
-        retry_en = retry_nl = f"{retry.date().isoformat()} {_hhmm(retry.time())} (Europe/Amsterdam)"
+    next_en, next_nl = _text_retry(denial, retry, lapse)
     weekday = day.date.weekday()
     date = day.date.isoformat()
     if day.window is not None:
         span = f"{_hhmm(day.window.start)}-{_hhmm(day.window.end)}"
         now = _hhmm(here.time())
         return {"en": f"Denied: {now} on {_DAY_EN[weekday]} {date} is outside the calling hours "
-                      f"{span} (N13); next allowed moment {retry_en}.",
+                      f"{span} ({AMSTERDAM}) (N13); {next_en}.",
                 "nl": f"Geweigerd: {now} op {_DAY_NL[weekday]} {date} valt buiten de beltijden "
-                      f"{span} (N13); eerstvolgend toegestaan moment {retry_nl}."}
+                      f"{span} ({AMSTERDAM}) (N13); {next_nl}."}
     why_en, why_nl = _closed_day(day)
-    return {"en": f"Denied: {_DAY_EN[weekday]} {date} is a day without calls{why_en} (N13); "
-                  f"next allowed moment {retry_en}.",
-            "nl": f"Geweigerd: {_DAY_NL[weekday]} {date} is een dag zonder belmomenten{why_nl} "
-                  f"(N13); eerstvolgend toegestaan moment {retry_nl}."}
+    return {"en": f"Denied: {_DAY_EN[weekday]} {date} ({AMSTERDAM}) is a day without "
+                  f"calls{why_en} (N13); {next_en}.",
+            "nl": f"Geweigerd: {_DAY_NL[weekday]} {date} ({AMSTERDAM}) is een dag zonder "
+                  f"belmomenten{why_nl} (N13); {next_nl}."}
+
+
+def _text_retry(
+    denial: hours.HoursDenial, retry: dt.datetime | None, lapse: Decision | None,
+) -> tuple[str, str]:
+    if retry is not None:
+        when = _instant(retry)
+        return f"next allowed moment {when}", f"eerstvolgend toegestaan moment {when}"
+    opening = denial.retry_after
+    if lapse is None or opening is None:
+        return ("no allowed moment, as no day within a year has calling hours (N15)",
+                "geen toegestaan moment, want geen dag binnen een jaar heeft beltijden (N15)")
+    # N15: the basis ends before the calls open again; the decision at the opening says how.
+    when = _instant(opening)
+    then_en = lapse.explanation["en"].removeprefix("Denied: ").rstrip(".")
+    then_nl = lapse.explanation["nl"].removeprefix("Geweigerd: ").rstrip(".")
+    return (f"no allowed moment, as the basis ends first: at the next opening, {when}, "
+            f"{then_en} (N15)",
+            f"geen toegestaan moment, want de grondslag vervalt eerder: bij de eerstvolgende "
+            f"opening, {when}, {then_nl} (N15)")
+
+
+def _instant(moment: dt.datetime) -> str:
+    """An instant as Europe/Amsterdam wall time: date, time (seconds only when set), zone."""
+    here = hours.local(moment)
+    clock = _hhmm(here.time())
+    if here.second:
+        clock = f"{clock}:{here.second:02d}"
+    return f"{here.date().isoformat()} {clock} ({AMSTERDAM})"
 
 
 def _hhmm(moment: dt.time) -> str:
@@ -835,7 +909,7 @@ def _text_allow(grant: _Grant, contact: Contact, org: Organisation) -> Explanati
     if isinstance(record, Consent):
         if grant.basis == CONTACT_REQUEST:
             return _text_request_allow(record, contact, org, grant.lifts_hours)
-        until = _date(record.expires_at) if record.expires_at else ""
+        until = _instant(record.expires_at) if record.expires_at else ""
         until_en, until_nl = (f" until {until}", f" tot {until}") if until else ("", "")
         ch = contact.basis_channel
         return {"en": f"Allowed: consent {record.id} covers {_CHANNEL_EN[ch]} about "
@@ -868,8 +942,8 @@ def _text_relationship_allow(
     if r.ended_at is None:
         status_en, status_nl = "ongoing", "lopend"
     else:
-        ended, until = _date(r.ended_at), _date(_term_end(r.ended_at, org))
-        status_en = f"ended on {ended} and valid until {until}"
+        ended, until = _instant(r.ended_at), _instant(_term_end(r.ended_at, org))
+        status_en = f"ended at {ended} and valid until {until}"
         status_nl = f"beëindigd op {ended} en geldig tot {until}"
     return {"en": f"Allowed: {r.kind} relationship {r.id} with {org.name}, {status_en}, covers "
                   f"the similar topic {_topic_en(topic)} ({grant.rule}).",
