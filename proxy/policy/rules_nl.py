@@ -14,6 +14,11 @@ the checks run org -> channel -> topic -> withdrawn -> provenance -> (request: u
 verification -> first contact, so a bought number is reported as such rather than as merely
 expired; relationships run regime (2026-07-01) -> similar topic -> provenance -> opt-out offered
 -> term.
+
+Stops (§7.3). An objection, and a consent or contact request withdrawn for this organisation and
+channel, beat every basis given before them (N11, N5). Only a verified opt-in consent or a
+contact request given after the latest of them can still be the basis; it lifts them for this
+contact, they stay on file and the decision names them as evidence next to it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from proxy.policy.facts import (
     Organisation,
     Relationship,
     Sender,
+    Subject,
 )
 from proxy.policy.reasons import (
     ALLOWED,
@@ -97,7 +103,8 @@ _PRECEDENCE: Final[tuple[str, ...]] = (
 _RANK: Final[dict[str, int]] = {code: rank for rank, code in enumerate(_PRECEDENCE)}
 _SKIP: Final = ""  # a record that does not concern this contact: no failure either
 
-Record = Consent | Relationship
+Record = Consent | Relationship | Subject  # Subject: a published number that gives no basis (N9)
+Stop = Objection | Consent  # an objection, or a withdrawn consent or request (N11, N5)
 
 
 class _Grant(msgspec.Struct, frozen=True, gc=False):
@@ -108,6 +115,7 @@ class _Grant(msgspec.Struct, frozen=True, gc=False):
     consumes: int | None = None
     first_use: int | None = None
     lifts_hours: bool = False
+    lifted: tuple[Stop, ...] = ()  # N11: the stops this later consent or request lifts
 
 
 class _Failures:
@@ -153,16 +161,22 @@ def decide(contact: Contact, facts: Facts, settings: RuleSettings, now: dt.datet
     # §7.2, N3: service traffic is not marketing; objections and hours concern marketing only.
     if sender.purpose == "service":
         return _allow(_Grant(NOT_MARKETING, "N3", (_sender_ref(sender),)), contact, org)
-    # §7.3, N11: an objection beats every basis, from the moment it is recorded.
+    # §7.3, N11: an objection beats every basis given before it, from the moment it is
+    # recorded; N5: so does a withdrawal, for its organisation and channel (all topics).
     objections = _objections(facts.objections, contact, org, now)
-    if objections:
-        return _objected(objections, org)
-    # §7.4-5: the legal basis.
-    found: _Grant | _Failures | None = _business_entity(contact, facts) if domestic else None
-    if found is None:
-        found = _find_basis(contact, facts, org, settings, now, domestic)
-    if isinstance(found, _Failures):
-        return _no_basis(found, contact, org, domestic)
+    withdrawn = _withdrawals(facts.consents, contact, org, now)
+    found: _Grant | _Failures | None
+    if objections or withdrawn:
+        found = _lifted(contact, facts.consents, org, now, objections, withdrawn)
+        if found is None:
+            return _stopped(objections, withdrawn, contact, org)
+    else:
+        # §7.4-5: the legal basis.
+        found = _business_entity(contact, facts) if domestic else None
+        if found is None:
+            found = _find_basis(contact, facts, org, settings, now, domestic)
+        if isinstance(found, _Failures):
+            return _no_basis(found, contact, org, settings, domestic)
     # §7.6, N13: calling hours for calls to Dutch numbers (N4: not for other destinations). They
     # also apply to BUSINESS_ENTITY calls: N1 only lifts the need for consent, and the CTM hours
     # govern telemarketing calls as such. N14: a requested time covering now lifts them.
@@ -192,6 +206,43 @@ def _objections(
     ]
 
 
+def _withdrawals(
+    consents: tuple[Consent, ...], contact: Contact, org: Organisation, now: dt.datetime,
+) -> list[Consent]:
+    # N5: withdrawing is the person's stop button. From withdrawn_at a withdrawn consent or
+    # request acts as an objection for its organisation and channel, whatever its topics, and
+    # no other basis may take over (EDPB 05/2020 §123).
+    return [
+        c for c in consents
+        if c.withdrawn_at is not None and c.withdrawn_at <= now
+        and c.organisation_id == org.id and c.channel == contact.channel
+    ]
+
+
+def _lifted(
+    contact: Contact, consents: tuple[Consent, ...], org: Organisation, now: dt.datetime,
+    objections: list[Objection], withdrawn: list[Consent],
+) -> _Grant | None:
+    """N11: a verified opt-in consent or a contact request given to this organisation for
+    this channel after every stop that covers the contact is a newer expression of will: when
+    it holds as a basis, it lifts them. Nothing given before a stop revives."""
+    cutoff = max([o.received_at for o in objections] + [c.withdrawn_at for c in withdrawn
+                                                         if c.withdrawn_at is not None])
+    later = tuple(c for c in consents if c.given_at > cutoff)
+    if not later:
+        return None
+    ignored = _Failures()  # a later record that fails lifts nothing; the stop is the answer
+    topic = contact.effective_topic
+    grant = _request_basis(later, contact, org, topic, now, ignored)
+    if grant is None:
+        grant = _consent_basis(later, contact, org, topic, now, ignored)
+    if grant is None:
+        return None
+    stops: tuple[Stop, ...] = (*objections, *withdrawn)
+    evidence = grant.evidence + tuple(_stop_ref(s) for s in stops)
+    return msgspec.structs.replace(grant, evidence=evidence, lifted=stops)
+
+
 def _business_entity(contact: Contact, facts: Facts) -> _Grant | None:
     # N1: live calls to legal persons stay opt-out. N2: automated voice and SMS still need a
     # basis. An unknown subject is treated as a natural person.
@@ -207,7 +258,8 @@ def _find_basis(
     contact: Contact, facts: Facts, org: Organisation, settings: RuleSettings,
     now: dt.datetime, domestic: bool,
 ) -> _Grant | _Failures:
-    """§7.5: contact request, consent, relationship, published number — first that holds."""
+    """§7.5: contact request, consent, relationship, published number (when switched on) —
+    first that holds."""
     failures = _Failures()
     topic = contact.effective_topic
     grant = _request_basis(facts.consents, contact, org, topic, now, failures)
@@ -218,7 +270,7 @@ def _find_basis(
         grant = _relationship_basis(facts.relationships, contact, org, settings, topic, now,
                                     failures)
     if grant is None and domestic:
-        grant = _published_basis(contact, facts)
+        grant = _published_basis(contact, facts, settings, failures)
     return grant if grant is not None else failures
 
 
@@ -326,6 +378,8 @@ def _consent_failure(
 
 
 def _first_contact_late(c: Consent, now: dt.datetime) -> bool:
+    if c.first_contact_by is not None:
+        return now > c.first_contact_by
     # Fast path: 6 calendar months are never shorter than 181 days (less an hour for DST).
     if now - c.given_at <= _SURELY_WITHIN_FIRST_TERM:
         return False
@@ -333,11 +387,11 @@ def _first_contact_late(c: Consent, now: dt.datetime) -> bool:
 
 
 def _first_contact_by(c: Consent) -> dt.datetime:
-    # N5: 6 months after consent, unless the consent itself states a later term.
-    default = hours.add_months(c.given_at, FIRST_CONTACT_MONTHS)
-    if c.first_contact_by is not None and c.first_contact_by > default:
+    # N5: a term stated in the consent binds, shorter or longer than 6 months; without one,
+    # 6 months after consent.
+    if c.first_contact_by is not None:
         return c.first_contact_by
-    return default
+    return hours.add_months(c.given_at, FIRST_CONTACT_MONTHS)
 
 
 # -- N7/N8: customer and charity relationships -------------------------------------------------
@@ -348,8 +402,13 @@ def _relationship_basis(
     settings: RuleSettings, topic: str | None, now: dt.datetime, failures: _Failures,
 ) -> _Grant | None:
     for r in relationships:
+        if r.organisation_id != org.id or r.started_at > now:
+            continue
         basis = _relation_kind(r, org, settings)
-        if basis is None or r.organisation_id != org.id or r.started_at > now:
+        if basis is None:
+            # N8: a petition signer (unless configured) or a donor, volunteer or attendee of a
+            # non-charity gives no basis; named as evidence rather than "nothing on file".
+            failures.add(NO_LEGAL_BASIS, "N8", r)
             continue
         rule = "N7" if basis == CUSTOMER else "N8"
         code = _relationship_failure(r, basis, contact, org, topic, now)
@@ -410,12 +469,18 @@ def _term_end(ended_at: dt.datetime, org: Organisation) -> dt.datetime:
 # -- N9: published number ----------------------------------------------------------------------
 
 
-def _published_basis(contact: Contact, facts: Facts) -> _Grant | None:
+def _published_basis(
+    contact: Contact, facts: Facts, settings: RuleSettings, failures: _Failures,
+) -> _Grant | None:
     subject = facts.subject
     if subject is None or not subject.published_for_marketing:
         return None
     # N9: live voice only: not automated voice, not SMS.
     if contact.channel != "voice" or contact.sender is None or contact.sender.automated:
+        return None
+    # N9: since 2021 no basis for natural persons; only when the operator switches it on.
+    if not settings.published_number_basis:
+        failures.add(NO_LEGAL_BASIS, "N9", subject)
         return None
     return _Grant(PUBLISHED_NUMBER, "N9", (_subject_ref(subject.number),))
 
@@ -447,24 +512,37 @@ def _allow(grant: _Grant, contact: Contact, org: Organisation) -> Decision:
             obligations = (OPT_OUT_IN_TEMPLATE,)
         elif contact.body_has_opt_out is not True:
             obligations = (OPT_OUT_APPENDED,)
+    text = _text_allow(grant, contact, org)
+    if grant.lifted:
+        text = _text_lifted(text, grant, contact)
     return Decision(
-        "allow", ALLOWED, grant.rule, _text_allow(grant, contact, org), grant.basis,
+        "allow", ALLOWED, grant.rule, text, grant.basis,
         grant.evidence, None, obligations, grant.consumes, grant.first_use,
     )
 
 
-def _objected(objections: list[Objection], org: Organisation) -> Decision:
-    evidence = tuple(_ref("objection", o.id) for o in objections)
-    return _deny(OBJECTION_ON_FILE, "N11", _text_objection(objections[0], org), evidence)
+def _stopped(
+    objections: list[Objection], withdrawn: list[Consent], contact: Contact, org: Organisation,
+) -> Decision:
+    # §7.3: an objection is named first; a withdrawal alone is CONSENT_WITHDRAWN (N5).
+    if objections:
+        evidence = tuple(_ref("objection", o.id) for o in objections)
+        return _deny(OBJECTION_ON_FILE, "N11", _text_objection(objections[0], org), evidence)
+    evidence = tuple(_consent_ref(c.id) for c in withdrawn)
+    rule = "N6" if withdrawn[0].kind == "request" else "N5"
+    return _deny(CONSENT_WITHDRAWN, rule, _text_withdrawn(withdrawn[0], rule, contact, org),
+                 evidence)
 
 
 def _no_basis(
-    failures: _Failures, contact: Contact, org: Organisation, domestic: bool,
+    failures: _Failures, contact: Contact, org: Organisation, settings: RuleSettings,
+    domestic: bool,
 ) -> Decision:
     if not failures.records:
         return _deny(NO_LEGAL_BASIS, "N5" if domestic else "N4", _text_nothing(contact, domestic))
     evidence = tuple(_record_ref(r) for r in failures.records)
-    text = _text_failure(failures.code, failures.rule, failures.records[0], contact, org)
+    text = _text_failure(failures.code, failures.rule, failures.records[0], contact, org,
+                         settings)
     return _deny(failures.code, failures.rule, text, evidence)
 
 
@@ -498,7 +576,15 @@ def _sender_ref(sender: Sender) -> EvidenceRef:
 def _record_ref(record: Record) -> EvidenceRef:
     if isinstance(record, Consent):
         return _consent_ref(record.id)
+    if isinstance(record, Subject):
+        return _subject_ref(record.number)
     return _relationship_ref(record.id)
+
+
+def _stop_ref(stop: Stop) -> EvidenceRef:
+    if isinstance(stop, Objection):
+        return _ref("objection", stop.id)
+    return _consent_ref(stop.id)
 
 
 # -- explanations (one sentence each, English and Dutch) ---------------------------------------
@@ -533,7 +619,7 @@ def _topic_nl(topic: str | None) -> str:
     return f"'{topic}'" if topic else "geen onderwerp"
 
 
-def _noun(record: Record) -> tuple[str, str]:
+def _noun(record: Consent | Relationship) -> tuple[str, str]:
     if isinstance(record, Relationship):
         return f"relationship {record.id}", f"relatie {record.id}"
     if record.kind == "request":
@@ -583,10 +669,56 @@ def _text_objection(o: Objection, org: Organisation) -> Explanation:
     when = _date(o.received_at)
     return {
         "en": f"Denied: objection {o.id}, received on {when}, covers {org_en} and {ch_en}, and "
-              "an objection beats every basis (N11).",
+              "an objection beats every basis given before it; only a consent or contact "
+              "request given after it can lift it (N11).",
         "nl": f"Geweigerd: bezwaar {o.id}, ontvangen op {when}, geldt voor {org_nl} en {ch_nl}, "
-              "en bezwaar gaat boven elke grondslag (N11).",
+              "en bezwaar gaat boven elke eerder gegeven grondslag; alleen een later gegeven "
+              "toestemming of contactverzoek heft het op (N11).",
     }
+
+
+def _text_withdrawn(c: Consent, rule: str, contact: Contact, org: Organisation) -> Explanation:
+    en, nl = _noun(c)
+    when = _date(c.withdrawn_at) if c.withdrawn_at else ""
+    return {
+        "en": f"Denied: {en} was withdrawn on {when}, which stops {_CHANNEL_EN[contact.channel]} "
+              f"by {org.name} about any topic, whatever else is on file; only a consent or "
+              f"contact request given after it can lift it ({rule}).",
+        "nl": f"Geweigerd: {nl} is ingetrokken op {when}, wat {_CHANNEL_NL[contact.channel]} "
+              f"door {org.name} over elk onderwerp stopt, wat er verder ook is vastgelegd; "
+              f"alleen een later gegeven toestemming of contactverzoek heft dat op ({rule}).",
+    }
+
+
+def _text_lifted(text: Explanation, grant: _Grant, contact: Contact) -> Explanation:
+    # N11: the later record is a newer expression of will; the stops it lifts stay on file.
+    assert isinstance(grant.record, Consent)
+    en, nl = _noun(grant.record)
+    given = _date(grant.record.given_at)
+    stops_en = " and ".join(_stop_en(s) for s in grant.lifted)
+    stops_nl = " en ".join(_stop_nl(s) for s in grant.lifted)
+    return {
+        "en": f"{text['en'][:-1]}; {en}, given on {given} after {stops_en}, is a newer "
+              f"expression of will that lifts it for {_CHANNEL_EN[contact.channel]}, and it "
+              "stays on file (N11).",
+        "nl": f"{text['nl'][:-1]}; {nl}, gegeven op {given} na {stops_nl}, is een nieuwere "
+              f"wilsuiting die dat voor {_CHANNEL_NL[contact.channel]} opheft, en het blijft "
+              "bewaard (N11).",
+    }
+
+
+def _stop_en(stop: Stop) -> str:
+    if isinstance(stop, Objection):
+        return f"objection {stop.id} (received on {_date(stop.received_at)})"
+    when = _date(stop.withdrawn_at) if stop.withdrawn_at else ""
+    return f"the withdrawal of {_noun(stop)[0]} (on {when})"
+
+
+def _stop_nl(stop: Stop) -> str:
+    if isinstance(stop, Objection):
+        return f"bezwaar {stop.id} (ontvangen op {_date(stop.received_at)})"
+    when = _date(stop.withdrawn_at) if stop.withdrawn_at else ""
+    return f"de intrekking van {_noun(stop)[1]} (op {when})"
 
 
 def _text_nothing(contact: Contact, domestic: bool) -> Explanation:
@@ -598,18 +730,19 @@ def _text_nothing(contact: Contact, domestic: bool) -> Explanation:
                   "toestemming of een contactverzoek, en die zijn er niet (N4).",
         }
     return {
-        "en": "Denied: no consent, contact request, relationship or published number on file "
-              f"allows {_CHANNEL_EN[contact.channel]} about {_topic_en(contact.effective_topic)} "
-              "(N5).",
-        "nl": "Geweigerd: er is geen toestemming, contactverzoek, relatie of gepubliceerd nummer "
-              f"voor {_CHANNEL_NL[contact.channel]} over {_topic_nl(contact.effective_topic)} "
-              "(N5).",
+        "en": "Denied: no consent, contact request or relationship on file allows "
+              f"{_CHANNEL_EN[contact.channel]} about {_topic_en(contact.effective_topic)} (N5).",
+        "nl": "Geweigerd: er is geen toestemming, contactverzoek of relatie voor "
+              f"{_CHANNEL_NL[contact.channel]} over {_topic_nl(contact.effective_topic)} (N5).",
     }
 
 
 def _text_failure(
     code: str, rule: str, record: Record, contact: Contact, org: Organisation,
+    settings: RuleSettings,
 ) -> Explanation:
+    if isinstance(record, Subject):
+        return _text_published_off()
     en, nl = _noun(record)
     topic = contact.effective_topic
     if code == CONSENT_WITHDRAWN and isinstance(record, Consent) and record.withdrawn_at:
@@ -635,12 +768,23 @@ def _text_failure(
                 "nl": f"Geweigerd: {nl} is vervallen voor bellen omdat er vóór {when} geen "
                       "eerste oproep was (N5)."}
     if isinstance(record, Relationship):
-        return _text_relationship_failure(code, rule, en, nl, record, contact, org)
+        return _text_relationship_failure(code, rule, en, nl, record, contact, org, settings)
     return _text_request_or_provenance(code, en, nl, record)
 
 
+def _text_published_off() -> Explanation:
+    return {
+        "en": "Denied: the number is published for marketing, but since 2021 a published "
+              "number is no basis for calling a natural person, and bases.published_number is "
+              "off (N9).",
+        "nl": "Geweigerd: het nummer is gepubliceerd voor marketing, maar sinds 2021 is een "
+              "gepubliceerd nummer geen grondslag om een natuurlijk persoon te bellen, en "
+              "bases.published_number staat uit (N9).",
+    }
+
+
 def _text_wrong_topic(
-    en: str, nl: str, rule: str, record: Record, topic: str | None,
+    en: str, nl: str, rule: str, record: Consent | Relationship, topic: str | None,
 ) -> Explanation:
     topics = ", ".join(record.topics)
     if not topic:
@@ -666,9 +810,11 @@ def _text_wrong_channel(
 
 def _text_relationship_failure(
     code: str, rule: str, en: str, nl: str, r: Relationship, contact: Contact,
-    org: Organisation,
+    org: Organisation, settings: RuleSettings,
 ) -> Explanation:
     topic = contact.effective_topic
+    if code == NO_LEGAL_BASIS and _relation_kind(r, org, settings) is None:
+        return _text_not_a_relation(en, nl, r)
     if code == CUSTOMER_EXCEPTION_ENDED:
         return {"en": f"Denied: since 2026-07-01 {en} no longer allows telemarketing calls except "
                       "for charities, charity lotteries and publishers; SMS and e-mail still may "
@@ -697,7 +843,24 @@ def _text_relationship_failure(
     return _text_request_or_provenance(code, en, nl, r)
 
 
-def _text_request_or_provenance(code: str, en: str, nl: str, record: Record) -> Explanation:
+def _text_not_a_relation(en: str, nl: str, r: Relationship) -> Explanation:
+    # N8: why a relationship on file was not counted at all.
+    if r.kind == "petition":
+        return {"en": f"Denied: {en} is a petition signer, and petition signers count as "
+                      "charity relations only when relations.petition_signers is on (N8).",
+                "nl": f"Geweigerd: {nl} is een ondertekenaar van een petitie, en die telt "
+                      "alleen als relatie van een goed doel als relations.petition_signers aan "
+                      "staat (N8)."}
+    article = "an" if r.kind[0] in "aeiou" else "a"
+    return {"en": f"Denied: {en} is {article} {r.kind}, which is a relation only of a charity or "
+                  "ideological organisation, and this organisation is not one (N8).",
+            "nl": f"Geweigerd: {nl} is {_KIND_NL[r.kind]}, wat alleen een relatie is van een "
+                  "goed doel of ideële organisatie, en deze organisatie is dat niet (N8)."}
+
+
+def _text_request_or_provenance(
+    code: str, en: str, nl: str, record: Consent | Relationship,
+) -> Explanation:
     if code == NUMBER_PROVENANCE_INVALID:
         how_en = _PROVENANCE_EN.get(record.provenance, record.provenance)
         how_nl = _PROVENANCE_NL.get(record.provenance, record.provenance)
@@ -823,6 +986,6 @@ def _text_fixed_allow(basis: str, contact: Contact) -> Explanation:
                 "nl": "Toegestaan: het nummer is van een rechtspersoon, en live bellen naar "
                       "rechtspersonen mag zolang zij geen bezwaar hebben gemaakt (N1)."}
     return {"en": "Allowed: the holder published this number for marketing contact, which allows "
-                  "live calls (N9).",
+                  "live calls because bases.published_number is on (N9).",
             "nl": "Toegestaan: de houder heeft dit nummer gepubliceerd voor marketingcontact, wat "
-                  "live bellen toestaat (N9)."}
+                  "live bellen toestaat omdat bases.published_number aan staat (N9)."}
