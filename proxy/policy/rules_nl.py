@@ -137,6 +137,19 @@ class _Failures:
             self.records.append(record)
 
 
+class _Discard(_Failures):
+    """Failures nobody reports (N11: a later record that fails lifts nothing; the objection
+    or withdrawal is the answer). Stateless, so one instance serves every decision."""
+
+    __slots__ = ()
+
+    def add(self, code: str, rule: str, record: Record) -> None:
+        pass
+
+
+_DISCARD: Final = _Discard()
+
+
 # -- the decision order ------------------------------------------------------------------------
 
 
@@ -226,20 +239,22 @@ def _lifted(
     """N11: a verified opt-in consent or a contact request given to this organisation for
     this channel after every stop that covers the contact is a newer expression of will: when
     it holds as a basis, it lifts them. Nothing given before a stop revives."""
-    cutoff = max([o.received_at for o in objections] + [c.withdrawn_at for c in withdrawn
-                                                         if c.withdrawn_at is not None])
-    later = tuple(c for c in consents if c.given_at > cutoff)
+    # The latest stop. Seeded from the records themselves: comparing datetimes of different
+    # tzinfo costs an offset lookup each.
+    moments = [o.received_at for o in objections]
+    moments += [c.withdrawn_at for c in withdrawn if c.withdrawn_at is not None]
+    cutoff = max(moments)
+    later = tuple([c for c in consents if c.given_at > cutoff])
     if not later:
         return None
-    ignored = _Failures()  # a later record that fails lifts nothing; the stop is the answer
     topic = contact.effective_topic
-    grant = _request_basis(later, contact, org, topic, now, ignored)
+    grant = _request_basis(later, contact, org, topic, now, _DISCARD)
     if grant is None:
-        grant = _consent_basis(later, contact, org, topic, now, ignored)
+        grant = _consent_basis(later, contact, org, topic, now, _DISCARD)
     if grant is None:
         return None
     stops: tuple[Stop, ...] = (*objections, *withdrawn)
-    evidence = grant.evidence + tuple(_stop_ref(s) for s in stops)
+    evidence = grant.evidence + tuple([_stop_ref(s) for s in stops])
     return msgspec.structs.replace(grant, evidence=evidence, lifted=stops)
 
 
@@ -692,33 +707,33 @@ def _text_withdrawn(c: Consent, rule: str, contact: Contact, org: Organisation) 
 
 def _text_lifted(text: Explanation, grant: _Grant, contact: Contact) -> Explanation:
     # N11: the later record is a newer expression of will; the stops it lifts stay on file.
-    assert isinstance(grant.record, Consent)
-    en, nl = _noun(grant.record)
-    given = _date(grant.record.given_at)
-    stops_en = " and ".join(_stop_en(s) for s in grant.lifted)
-    stops_nl = " en ".join(_stop_nl(s) for s in grant.lifted)
+    record = grant.record
+    assert isinstance(record, Consent)
+    en, nl = _noun(record)
+    if len(grant.lifted) == 1:  # the usual case, without building lists
+        stop_en, stop_nl = _stop_phrase(grant.lifted[0])
+    else:
+        phrases = [_stop_phrase(stop) for stop in grant.lifted]
+        stop_en = " and ".join([phrase[0] for phrase in phrases])
+        stop_nl = " en ".join([phrase[1] for phrase in phrases])
     return {
-        "en": f"{text['en'][:-1]}; {en}, given on {given} after {stops_en}, is a newer "
-              f"expression of will that lifts it for {_CHANNEL_EN[contact.channel]}, and it "
-              "stays on file (N11).",
-        "nl": f"{text['nl'][:-1]}; {nl}, gegeven op {given} na {stops_nl}, is een nieuwere "
-              f"wilsuiting die dat voor {_CHANNEL_NL[contact.channel]} opheft, en het blijft "
-              "bewaard (N11).",
+        "en": f"{text['en'][:-1]}; {en} was given after {stop_en}: a newer expression of will "
+              f"that lifts it for {_CHANNEL_EN[contact.channel]}, and it stays on file (N11).",
+        "nl": f"{text['nl'][:-1]}; {nl} is gegeven na {stop_nl}: een nieuwere wilsuiting die "
+              f"dat voor {_CHANNEL_NL[contact.channel]} opheft, en het blijft bewaard (N11).",
     }
 
 
-def _stop_en(stop: Stop) -> str:
+def _stop_phrase(stop: Stop) -> tuple[str, str]:
     if isinstance(stop, Objection):
-        return f"objection {stop.id} (received on {_date(stop.received_at)})"
+        when = _date(stop.received_at)
+        return (f"objection {stop.id} (received on {when})",
+                f"bezwaar {stop.id} (ontvangen op {when})")
     when = _date(stop.withdrawn_at) if stop.withdrawn_at else ""
-    return f"the withdrawal of {_noun(stop)[0]} (on {when})"
-
-
-def _stop_nl(stop: Stop) -> str:
-    if isinstance(stop, Objection):
-        return f"bezwaar {stop.id} (ontvangen op {_date(stop.received_at)})"
-    when = _date(stop.withdrawn_at) if stop.withdrawn_at else ""
-    return f"de intrekking van {_noun(stop)[1]} (op {when})"
+    return (f"the withdrawal of consent {stop.id} (on {when})" if stop.kind == "opt_in" else
+            f"the withdrawal of contact request {stop.id} (on {when})",
+            f"de intrekking van toestemming {stop.id} (op {when})" if stop.kind == "opt_in" else
+            f"de intrekking van contactverzoek {stop.id} (op {when})")
 
 
 def _text_nothing(contact: Contact, domestic: bool) -> Explanation:
