@@ -22,7 +22,7 @@ from proxy.errors import NotFound
 from proxy.logging import configure_logging
 from proxy.optout_spool import OptOutSpool
 from proxy.phone import InvalidNumber
-from proxy.settings import ConfigError, Settings, load_settings
+from proxy.settings import ConfigError, RuleSettings, Settings, load_settings
 
 EMBEDDED_DATA_DIR = Path(".data/postgres")
 log = structlog.get_logger("proxy")
@@ -47,6 +47,16 @@ def _load() -> Settings:
     return settings
 
 
+def warn_risky_rules(rules: RuleSettings) -> None:
+    """Start-up warnings for rule settings an operator switched on at its own risk."""
+    if rules.published_number_basis:
+        # N9: since 2021 Tw 11.7 knows no published-number basis for natural persons.
+        log.warning("published_number_basis_on",
+                    note="bases.published_number = true: a number published for marketing "
+                         "counts as a basis for live calls, which the law does not recognise "
+                         "for natural persons since 2021 (N9)")
+
+
 def cmd_migrate(_args: argparse.Namespace) -> int:
     settings = _with_database(_load())
     assert settings.database_url is not None
@@ -57,6 +67,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 def cmd_serve(_args: argparse.Namespace) -> int:
     settings = _load()
+    warn_risky_rules(settings.rules)
     if not settings.proxy_secret:
         print("consent-proxy: configuration error: PROXY_SECRET: required (client credentials "
               "are derived from it); `make run` generates one under .data/", file=sys.stderr)

@@ -104,6 +104,9 @@ class RuleSettings:
     other_destinations: str = "consent_only"
     # N8 (open point): do petition signers count as charity relations?
     petition_signers_are_relations: bool = False
+    # N9: a published number is no basis for natural persons since 2021; an operator may
+    # switch it on at its own risk (warned at start-up).
+    published_number_basis: bool = False
     upstream_timeout_seconds: float = 10.0
     max_body_bytes: int = 1024 * 1024
     # A request body must have arrived completely within this time (else 408): slow clients
@@ -191,6 +194,7 @@ SECTIONS: dict[str, set[str]] = {
     "calling_hours": {"weekday", "saturday", "sunday", "holiday", "short_day_end", "closed_dates"},
     "destinations": {"other"},
     "relations": {"petition_signers"},
+    "bases": {"published_number"},
     "upstream": {"timeout_seconds"},
     "limits": {"max_body_bytes", "body_timeout_seconds"},
     "optout": {"scope", "stop", "start", "help", "followers", "max_words", "organisations"},
@@ -227,6 +231,9 @@ def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
     petition = data.get("relations", {}).get("petition_signers", False)
     if not isinstance(petition, bool):
         raise ConfigError("relations.petition_signers: expected true or false")
+    published = data.get("bases", {}).get("published_number", False)
+    if not isinstance(published, bool):
+        raise ConfigError("bases.published_number: expected true or false")
     timeout = data.get("upstream", {}).get("timeout_seconds", defaults.upstream_timeout_seconds)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
         raise ConfigError("upstream.timeout_seconds: expected a number of seconds in (0, 300]")
@@ -254,6 +261,7 @@ def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
         calling_hours=calling_hours,
         other_destinations=other,
         petition_signers_are_relations=petition,
+        published_number_basis=published,
         upstream_timeout_seconds=float(timeout),
         max_body_bytes=max_body,
         body_timeout_seconds=float(body_timeout),

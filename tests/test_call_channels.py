@@ -64,6 +64,14 @@ async def add_sender(world: World, sender: str, **extra: Any) -> None:
     assert resp.status == 201, await resp.text()
 
 
+async def reply_footer(world: World) -> None:
+    """N17: a sender ID cannot receive STOP, so the organisation's footer names a number."""
+    resp = await world.admin.put(f"{A}/organisations/{world.org}", json={
+        "name": "Energie BV", "sector": "commercial",
+        "sms_footer": "Afmelden? Sms STOP naar +31201234567"}, headers=world.auth)
+    assert resp.status == 200, await resp.text()
+
+
 async def robot(world: World) -> str:
     """A second voice sender of the organisation that plays a recording (automated)."""
     sender = f"+3120{mobile()[-7:]}"
@@ -129,6 +137,7 @@ async def test_a_call_from_an_unregistered_sender_id_is_named_not_callable(
 async def test_an_sms_keeps_its_alphanumeric_sender(world: World, fake: FakeTwilio) -> None:
     caller = sender_id()
     await add_sender(world, caller)
+    await reply_footer(world)
     number = mobile()
     await world.consent(number, "sms")
     sdk = world.sdk()
@@ -162,6 +171,7 @@ async def test_the_error_code_is_documented(world: World) -> None:
 async def test_check_api_names_a_caller_id_that_cannot_be_called_back(world: World) -> None:
     caller = sender_id()
     await add_sender(world, caller)
+    await reply_footer(world)
     number = mobile()
     await world.consent(number, "voice")
     await world.consent(number, "sms")

@@ -22,7 +22,7 @@ from proxy.keys import POOL
 from proxy.phone import subject_hash
 from proxy.policy.facts import Subject
 from proxy.settings import RuleSettings
-from tests.conftest import BULK_PREFIX, mobile, uid
+from tests.conftest import BULK_PREFIX, Clock, mobile, uid
 
 A = "/admin/v1"
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -178,6 +178,77 @@ async def test_check_contact_request_is_not_consumed(
         assert result["consumes"] == request_id
     row = await pool.fetchrow("SELECT consumed_at FROM consents WHERE id = $1", request_id)
     assert row["consumed_at"] is None
+
+
+async def test_n5_withdrawal_beats_a_customer_relationship_until_a_later_consent(
+    client: Any, auth: dict[str, str], clock: Clock,
+) -> None:
+    """End to end: a withdrawn SMS consent stops SMS despite a customer relationship (which
+    allowed SMS before any consent existed), until a consent given after the withdrawal."""
+    org_id, sender = await setup_org(client, auth)
+    number = mobile()
+    resp = await client.post(f"{A}/relationships", json={
+        "subject": number, "organisation": org_id, "kind": "customer",
+        "topics": ["energy/gas"], "started_at": "2023-01-01T00:00:00+01:00",
+        "provenance": "self_provided", "opt_out_offered": True}, headers=auth)
+    assert resp.status == 201, await resp.text()
+    old = await add_consent(client, auth, number, org_id, channel="sms")
+    clock.now = dt.datetime(2026, 11, 20, 9, 0, tzinfo=AMS)
+    resp = await client.delete(f"{A}/consents/{old}", headers=auth)
+    assert resp.status == 200
+    clock.now = MONDAY_10
+    sms = {"channel": "sms", "to": number, "from": sender}
+    before = await do_check(client, auth, **sms, at="2026-11-20T08:59:59+01:00")
+    assert (before["reason"], before["basis"]) == ("ALLOWED", "CONSENT")
+    result = await do_check(client, auth, **sms, at=MONDAY_10.isoformat())
+    assert (result["decision"], result["reason"], result["rule"]) == (
+        "deny", "CONSENT_WITHDRAWN", "N5")
+    assert result["evidence"] == [{"type": "consent", "id": old}]
+    assert "2026-11-20" in result["explanation"]["en"]
+    voice = await do_check(client, auth, channel="voice", to=number, **{"from": sender},
+                           at=MONDAY_10.isoformat())
+    assert voice["reason"] != "CONSENT_WITHDRAWN"  # the withdrawal is for SMS only
+    new = await add_consent(client, auth, number, org_id, channel="sms",
+                            given_at="2026-11-25T12:00:00+01:00",
+                            verified_at="2026-11-25T12:05:00+01:00")
+    result = await do_check(client, auth, **sms, at=MONDAY_10.isoformat())
+    assert (result["reason"], result["basis"]) == ("ALLOWED", "CONSENT")
+    assert result["evidence"] == [{"type": "consent", "id": new}, {"type": "consent", "id": old}]
+    assert "withdrawal of consent" in result["explanation"]["en"]
+
+
+async def test_n11_later_consent_lifts_an_objection_which_stays_on_file(
+    client: Any, auth: dict[str, str], pool: asyncpg.Pool,
+) -> None:
+    org_id, sender = await setup_org(client, auth)
+    number = mobile()
+    await add_consent(client, auth, number, org_id)  # 2026-10-01: before the objection
+    resp = await client.post(f"{A}/objections", json={
+        "subject": number, "organisation": org_id, "via": "agent",
+        "received_at": "2026-11-01T10:00:00+01:00"}, headers=auth)
+    assert resp.status == 201
+    objection_id = (await resp.json())["id"]
+    call = {"channel": "voice", "to": number, "from": sender, "at": MONDAY_10.isoformat()}
+    result = await do_check(client, auth, **call)
+    assert result["reason"] == "OBJECTION_ON_FILE"
+    # A consent given on the very instant the objection was received is not later.
+    await add_consent(client, auth, number, org_id, given_at="2026-11-01T10:00:00+01:00",
+                      verified_at="2026-11-01T10:05:00+01:00")
+    assert (await do_check(client, auth, **call))["reason"] == "OBJECTION_ON_FILE"
+    later = await add_consent(client, auth, number, org_id,
+                              given_at="2026-11-10T12:00:00+01:00",
+                              verified_at="2026-11-10T12:05:00+01:00")
+    result = await do_check(client, auth, **call)
+    assert (result["decision"], result["basis"], result["rule"]) == ("allow", "CONSENT", "N5")
+    assert result["evidence"] == [{"type": "consent", "id": later},
+                                  {"type": "objection", "id": objection_id}]
+    assert "N11" in result["explanation"]["en"]
+    assert "N11" in result["explanation"]["nl"]
+    insurance = await do_check(client, auth, **call, topic="insurance/car")
+    assert insurance["reason"] == "OBJECTION_ON_FILE"  # the later consent covers energy only
+    row = await pool.fetchrow("SELECT lifted_at FROM objections WHERE id = $1", objection_id)
+    assert row is not None
+    assert row["lifted_at"] is None  # on file, unchanged: not START's lifting
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from proxy.policy import (
     BASES,
     BUSINESS_ENTITY,
     CONSENT,
+    CONSENT_WITHDRAWN,
     CONTACT_REQUEST,
     DENY_REASONS,
     NOT_MARKETING,
@@ -243,9 +244,28 @@ def decided_before_objections(s: Scenario) -> bool:
 # -- N11 -------------------------------------------------------------------------------------
 
 
+def later_basis(s: Scenario, d: Decision, stop: dt.datetime) -> bool:
+    """N11: the decision was not stopped because a verified opt-in consent or a contact
+    request given to this organisation for this channel after `stop` lifted the stops."""
+    org = s.facts.organisation
+    assert org is not None
+    later = {c.id: c for c in s.facts.consents
+             if c.given_at > stop and c.given_at <= s.now and c.organisation_id == org.id
+             and c.channel == s.contact.channel
+             and (c.kind == "request" or (c.verified_at is not None and c.verified_at <= s.now))}
+    if not later:
+        return False
+    if d.allowed:  # allowed on one of them, which comes first in the evidence
+        assert d.basis in {CONSENT, CONTACT_REQUEST}
+        assert d.evidence[0]["type"] == "consent"
+        assert d.evidence[0]["id"] in later
+    return True
+
+
 @PROPERTY
 @given(scenarios(), st.data())
 def test_n11_covering_objection_always_denies(s: Scenario, data: st.DataObject) -> None:
+    """Unless a consent or request given after it holds: then it is lifted, and named."""
     org = s.facts.organisation
     covering = Objection(
         id=999,
@@ -258,9 +278,42 @@ def test_n11_covering_objection_always_denies(s: Scenario, data: st.DataObject) 
     d = s.decide(facts=objected)
     if decided_before_objections(s):
         assert d == s.decide()  # an earlier step decided; the objection changes nothing
-    else:
-        assert d.reason == OBJECTION_ON_FILE
+    elif d.reason == OBJECTION_ON_FILE:
         assert {"type": "objection", "id": 999} in d.evidence
+    else:
+        assert later_basis(replace(s, facts=objected), d, covering.received_at)
+        if d.allowed:
+            assert {"type": "objection", "id": 999} in d.evidence
+
+
+@PROPERTY
+@given(scenarios(), st.data())
+def test_n5_withdrawal_always_denies_unless_a_later_consent(
+    s: Scenario, data: st.DataObject,
+) -> None:
+    """A consent or request withdrawn for this organisation and channel denies whatever else
+    is on file (relationship, business entity, published number, other consents), unless a
+    consent or request given after the withdrawal holds."""
+    org = s.facts.organisation
+    withdrawn_at = s.now - dt.timedelta(minutes=data.draw(st.integers(0, 10_000)))
+    withdrawal = Consent(
+        id=997, organisation_id=org.id if org else "org-1", channel=s.contact.channel,
+        topics=data.draw(topic_sets), kind=data.draw(consent_kinds),
+        given_at=withdrawn_at - dt.timedelta(days=data.draw(st.integers(0, 400))),
+        provenance=data.draw(provenances), withdrawn_at=withdrawn_at,
+    )
+    on_file = list(s.facts.consents)
+    on_file.insert(data.draw(st.integers(0, len(on_file))), withdrawal)
+    stopped = replace(s, facts=structs.replace(s.facts, consents=tuple(on_file)))
+    d = stopped.decide()
+    if decided_before_objections(s):
+        assert d == s.decide()
+    elif d.reason == CONSENT_WITHDRAWN:
+        assert {"type": "consent", "id": 997} in d.evidence
+    elif d.reason != OBJECTION_ON_FILE:  # an objection on file is named first
+        assert later_basis(stopped, d, withdrawn_at)
+        if d.allowed:
+            assert {"type": "consent", "id": 997} in d.evidence
 
 
 @PROPERTY
@@ -273,7 +326,10 @@ def test_n11_an_objection_never_turns_a_deny_into_an_allow(
     after = s.decide(facts=structs.replace(s.facts, objections=(*s.facts.objections, extra)))
     if after.allowed:
         assert before.allowed
-        assert after == before  # allowed despite the objection: it did not concern this contact
+        if {"type": "objection", "id": 998} in after.evidence:
+            assert after.basis in {CONSENT, CONTACT_REQUEST}  # lifted by a later one (N11)
+        else:
+            assert after == before  # allowed despite the objection: it did not concern this contact
 
 
 # -- N2 ---------------------------------------------------------------------------------------

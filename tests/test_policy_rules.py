@@ -95,6 +95,8 @@ PUBLISHED = Subject(TO, published_for_marketing=True)
 DEFAULT = RuleSettings()
 DENY_ABROAD = RuleSettings(other_destinations="deny")
 PETITIONS = RuleSettings(petition_signers_are_relations=True)
+PUBLISHED_ON = RuleSettings(published_number_basis=True)
+US = dt.timedelta(microseconds=1)
 
 
 def contact(
@@ -240,7 +242,7 @@ PRECONDITIONS = [
     case("N4-deny-abroad-relationship-is-not-enough", contact(to=ABROAD), facts(relation()),
          NO_LEGAL_BASIS, "N4"),
     case("N4-deny-abroad-published-number-is-not-enough", contact(to=ABROAD),
-         facts(subject=PUBLISHED), NO_LEGAL_BASIS, "N4"),
+         facts(subject=PUBLISHED), NO_LEGAL_BASIS, "N4", settings=PUBLISHED_ON),
     case("N4-deny-abroad-business-is-not-enough", contact(to=ABROAD), facts(subject=BUSINESS),
          NO_LEGAL_BASIS, "N4"),
     case("N4-deny-abroad-consent-failure-is-reported", contact(to=ABROAD),
@@ -353,6 +355,18 @@ AUTOMATED = contact(sender=ROBOT)
 ASKED_AUTOMATED = contact(automated=True)
 
 AUTOMATED_CASES = [
+    # N5 with N2: like an objection, a withdrawn `voice` consent stops robocalls too; a
+    # withdrawn `automated_voice` one stops robocalls only.
+    case("N2-deny-withdrawn-voice-consent-stops-automated-call", AUTOMATED,
+         facts(consent(withdrawn=NOW - DAY), consent(2, channel="automated_voice",
+                                                     given=NOW - 40 * DAY)),
+         CONSENT_WITHDRAWN, "N5"),
+    case("N2-deny-withdrawn-automated-consent-stops-automated-call", AUTOMATED,
+         facts(consent(channel="automated_voice", withdrawn=NOW - DAY)),
+         CONSENT_WITHDRAWN, "N5"),
+    case("N2-allow-withdrawn-automated-consent-leaves-live-calls", VOICE,
+         facts(consent(channel="automated_voice", withdrawn=NOW - DAY), consent(2)),
+         ALLOWED, "N5", CONSENT),
     case("N2-deny-voice-consent-does-not-cover-automated-call", AUTOMATED, facts(consent()),
          CONSENT_WRONG_CHANNEL, "N5", evidence=(("consent", 1),)),
     case("N2-deny-voice-consent-does-not-cover-asked-automated-call", ASKED_AUTOMATED,
@@ -599,6 +613,263 @@ def test_n5_first_voice_use_is_reported_for_the_store() -> None:
     assert sms.first_use is None
 
 
+# -- N5: a stated first-contact term binds, shorter or longer than 6 months ---------------------
+
+SHORT_GIVEN = at(2026, 1, 10)  # two months before NOW: well inside the default 6 months
+LONG_GIVEN = at(2025, 6, 1)  # more than 6 months before NOW
+
+FIRST_CONTACT_TERMS = [
+    case("N5-allow-shorter-term-last-instant", VOICE,
+         facts(consent(given=SHORT_GIVEN, first_contact_by=NOW)), ALLOWED, "N5", CONSENT),
+    case("N5-deny-shorter-term-just-passed", VOICE,
+         facts(consent(given=SHORT_GIVEN, first_contact_by=NOW - US)),
+         CONSENT_FIRST_CONTACT_LATE, "N5", evidence=(("consent", 1),)),
+    case("N5-allow-shorter-term-just-ahead", VOICE,
+         facts(consent(given=SHORT_GIVEN, first_contact_by=NOW + US)), ALLOWED, "N5", CONSENT),
+    case("N5-deny-shorter-term-within-default-months", VOICE,
+         facts(consent(given=SHORT_GIVEN, first_contact_by=at(2026, 2, 10))),
+         CONSENT_FIRST_CONTACT_LATE, "N5"),
+    case("N5-allow-shorter-term-met-by-first-call", VOICE,
+         facts(consent(given=SHORT_GIVEN, first_contact_by=at(2026, 2, 10),
+                       first_used=at(2026, 2, 1))), ALLOWED, "N5", CONSENT),
+    case("N5-allow-shorter-term-is-voice-only", SMS,
+         facts(consent(channel="sms", given=SHORT_GIVEN, first_contact_by=at(2026, 2, 10))),
+         ALLOWED, "N5", CONSENT),
+    case("N5-allow-longer-term-last-instant", VOICE,
+         facts(consent(given=LONG_GIVEN, first_contact_by=NOW)), ALLOWED, "N5", CONSENT),
+    case("N5-deny-longer-term-just-passed", VOICE,
+         facts(consent(given=LONG_GIVEN, first_contact_by=NOW - US)),
+         CONSENT_FIRST_CONTACT_LATE, "N5"),
+]
+
+
+@pytest.mark.parametrize("c", FIRST_CONTACT_TERMS)
+def test_n5_stated_first_contact_term_binds(c: Case) -> None:
+    check(c)
+
+
+def test_n5_shorter_first_contact_term_is_named_in_the_explanation() -> None:
+    d = decide(VOICE, facts(consent(given=SHORT_GIVEN, first_contact_by=at(2026, 2, 10))),
+               DEFAULT, NOW)
+    assert "2026-02-10" in d.explanation["en"]
+    assert "2026-02-10" in d.explanation["nl"]
+
+
+# -- N5: a withdrawal is the person's stop button ----------------------------------------------
+
+WITHDRAWN = NOW - 10 * DAY
+
+WITHDRAWALS = [
+    case("N5-deny-withdrawn-sms-consent-beats-customer-relationship", SMS,
+         facts(consent(1, channel="sms", withdrawn=WITHDRAWN), relation()), CONSENT_WITHDRAWN,
+         "N5", evidence=(("consent", 1),)),
+    case("N5-deny-withdrawn-call-consent-beats-charity-relation", VOICE,
+         facts(consent(1, withdrawn=WITHDRAWN), relation(kind="donor"), org=CHARITY),
+         CONSENT_WITHDRAWN, "N5", evidence=(("consent", 1),)),
+    case("N5-deny-withdrawn-call-consent-beats-charity-customer-after-2026-07-01", VOICE,
+         facts(consent(1, given=AFTER - 40 * DAY, withdrawn=AFTER - DAY), relation(),
+               org=CHARITY), CONSENT_WITHDRAWN, "N5", now=AFTER),
+    case("N5-deny-withdrawn-call-consent-beats-published-number", VOICE,
+         facts(consent(1, withdrawn=WITHDRAWN), subject=PUBLISHED), CONSENT_WITHDRAWN, "N5",
+         settings=PUBLISHED_ON),
+    case("N5-deny-withdrawn-call-consent-beats-business-entity", VOICE,
+         facts(consent(1, withdrawn=WITHDRAWN), subject=BUSINESS), CONSENT_WITHDRAWN, "N5"),
+    case("N5-deny-withdrawal-covers-every-topic", VOICE,
+         facts(consent(1, topics=("insurance",), withdrawn=WITHDRAWN), consent(2)),
+         CONSENT_WITHDRAWN, "N5", evidence=(("consent", 1),)),
+    case("N5-deny-withdrawn-consent-beats-request-given-before", VOICE,
+         facts(consent(1, withdrawn=WITHDRAWN), request(5, given=WITHDRAWN - DAY)),
+         CONSENT_WITHDRAWN, "N5", evidence=(("consent", 1),)),
+    case("N6-deny-withdrawn-request-beats-consent", VOICE,
+         facts(request(5, given=WITHDRAWN - DAY, withdrawn=WITHDRAWN), consent(1)),
+         CONSENT_WITHDRAWN, "N6", evidence=(("consent", 5),)),
+    case("N5-deny-every-withdrawal-is-evidence", VOICE,
+         facts(consent(1, withdrawn=WITHDRAWN), consent(2, topics=("insurance",),
+               withdrawn=NOW - DAY)), CONSENT_WITHDRAWN, "N5",
+         evidence=(("consent", 1), ("consent", 2))),
+    case("N5-deny-withdrawal-abroad", contact(to=ABROAD),
+         facts(consent(1, withdrawn=WITHDRAWN), consent(2)), CONSENT_WITHDRAWN, "N5"),
+    case("N5-deny-withdrawn-at-this-instant", VOICE,
+         facts(consent(1, withdrawn=NOW), relation()), CONSENT_WITHDRAWN, "N5"),
+    case("N5-deny-withdrawn-just-before", VOICE,
+         facts(consent(1, withdrawn=NOW - US), relation()), CONSENT_WITHDRAWN, "N5"),
+    case("N5-allow-withdrawn-just-after", VOICE,
+         facts(consent(1, withdrawn=NOW + US), relation()), ALLOWED, "N5", CONSENT),
+    case("N5-allow-withdrawal-for-other-channel", VOICE,
+         facts(consent(1, channel="sms", withdrawn=WITHDRAWN), relation()), ALLOWED, "N7",
+         CUSTOMER),
+    case("N5-allow-withdrawal-to-other-organisation", VOICE,
+         facts(consent(1, org="org-2", withdrawn=WITHDRAWN), consent(2)), ALLOWED, "N5",
+         CONSENT),
+    case("N3-allow-service-despite-withdrawal", contact(sender=SERVICE),
+         facts(consent(1, withdrawn=WITHDRAWN)), ALLOWED, "N3", NOT_MARKETING),
+    case("N11-deny-objection-is-named-before-withdrawal", VOICE,
+         facts(consent(1, withdrawn=WITHDRAWN), objection()), OBJECTION_ON_FILE, "N11",
+         evidence=(("objection", 20),)),
+]
+
+
+@pytest.mark.parametrize("c", WITHDRAWALS)
+def test_n5_withdrawal_wins_over_every_other_basis(c: Case) -> None:
+    check(c)
+
+
+def test_n5_withdrawal_explanation_names_consent_date_and_reach() -> None:
+    d = decide(SMS, facts(consent(3, channel="sms", withdrawn=at(2026, 3, 1)), relation()),
+               DEFAULT, NOW)
+    for part in ("consent 3", "2026-03-01", "any topic"):
+        assert part in d.explanation["en"]
+    for part in ("toestemming 3", "2026-03-01", "elk onderwerp"):
+        assert part in d.explanation["nl"]
+
+
+# -- N11 (and N5): a later consent or request lifts an objection or a withdrawal ---------------
+
+OBJECTED = NOW - 10 * DAY
+LATER = NOW - 5 * DAY
+
+
+def later_consent(
+    ident: int = 7, *, given: dt.datetime = LATER, channel: Channel = "voice",
+    topics: tuple[str, ...] = ("energy",), org: str = "org-1",
+    provenance: Provenance = "self_provided", verified: dt.datetime | str | None = "given",
+    expires: dt.datetime | None = None, withdrawn: dt.datetime | None = None,
+) -> Consent:
+    return consent(ident, given=given, channel=channel, topics=topics, org=org,
+                   provenance=provenance, verified=verified, expires=expires,
+                   withdrawn=withdrawn)
+
+
+LIFTS = [
+    case("N11-allow-consent-given-after-objection-lifts-it", VOICE,
+         facts(objection(received=OBJECTED), later_consent()), ALLOWED, "N5", CONSENT,
+         evidence=(("consent", 7), ("objection", 20))),
+    case("N11-allow-request-given-after-objection-lifts-it", VOICE,
+         facts(objection(received=OBJECTED), request(5, given=LATER)), ALLOWED, "N6",
+         CONTACT_REQUEST, evidence=(("consent", 5), ("objection", 20))),
+    case("N11-deny-consent-given-at-the-instant-of-the-objection", VOICE,
+         facts(objection(received=OBJECTED), later_consent(given=OBJECTED)), OBJECTION_ON_FILE,
+         "N11", evidence=(("objection", 20),)),
+    case("N11-allow-consent-given-just-after-the-objection", VOICE,
+         facts(objection(received=OBJECTED), later_consent(given=OBJECTED + US)), ALLOWED,
+         "N5", CONSENT),
+    case("N11-deny-consent-given-before-the-objection", VOICE,
+         facts(objection(received=OBJECTED), later_consent(given=OBJECTED - US)),
+         OBJECTION_ON_FILE, "N11"),
+    case("N11-allow-global-objection-lifted-for-this-organisation", VOICE,
+         facts(objection(org=None, received=OBJECTED), later_consent()), ALLOWED, "N5",
+         CONSENT, evidence=(("consent", 7), ("objection", 20))),
+    case("N11-allow-later-sms-consent-lifts-for-sms", SMS,
+         facts(objection(received=OBJECTED), later_consent(channel="sms")), ALLOWED, "N5",
+         CONSENT),
+    case("N11-deny-later-sms-consent-does-not-lift-for-calls", VOICE,
+         facts(objection(received=OBJECTED), later_consent(channel="sms")), OBJECTION_ON_FILE,
+         "N11"),
+    case("N11-deny-unverified-later-consent-does-not-lift", VOICE,
+         facts(objection(received=OBJECTED), later_consent(verified=None)), OBJECTION_ON_FILE,
+         "N11"),
+    case("N11-deny-later-consent-verified-only-after-now", VOICE,
+         facts(objection(received=OBJECTED), later_consent(verified=NOW + US)),
+         OBJECTION_ON_FILE, "N11"),
+    case("N11-deny-later-consent-to-other-organisation", VOICE,
+         facts(objection(org=None, received=OBJECTED), later_consent(org="org-2")),
+         OBJECTION_ON_FILE, "N11"),
+    case("N11-deny-later-consent-on-bought-number", VOICE,
+         facts(objection(received=OBJECTED), later_consent(provenance="purchased")),
+         OBJECTION_ON_FILE, "N11"),
+    case("N11-deny-later-consent-for-other-topic-revives-nothing", VOICE,
+         facts(consent(1), relation(), objection(received=OBJECTED),
+               later_consent(topics=("insurance",))), OBJECTION_ON_FILE, "N11",
+         evidence=(("objection", 20),)),
+    case("N11-deny-expired-later-consent-lifts-no-more", VOICE,
+         facts(objection(received=OBJECTED), later_consent(expires=NOW - DAY)),
+         OBJECTION_ON_FILE, "N11"),
+    case("N11-deny-used-later-request-lifts-no-more", VOICE,
+         facts(objection(received=OBJECTED), request(5, given=LATER, consumed=NOW - DAY)),
+         OBJECTION_ON_FILE, "N11"),
+    case("N11-deny-relationship-started-after-objection-does-not-lift", VOICE,
+         facts(objection(received=OBJECTED), relation(started=LATER)), OBJECTION_ON_FILE,
+         "N11"),
+    case("N11-deny-objection-after-the-later-consent", VOICE,
+         facts(objection(20, received=OBJECTED), later_consent(),
+               objection(21, received=NOW - DAY)), OBJECTION_ON_FILE, "N11",
+         evidence=(("objection", 20), ("objection", 21))),
+    case("N11-allow-lift-names-every-lifted-objection", VOICE,
+         facts(objection(20, received=OBJECTED), objection(21, org=None, channel="voice",
+               received=OBJECTED + DAY), later_consent()), ALLOWED, "N5", CONSENT,
+         evidence=(("consent", 7), ("objection", 20), ("objection", 21))),
+    case("N11-deny-lifted-call-still-keeps-calling-hours", VOICE,
+         facts(objection(received=OBJECTED), later_consent()), PROHIBITED_DAY, "N13",
+         now=SUNDAY),
+    case("N5-allow-consent-given-after-withdrawal-lifts-it", VOICE,
+         facts(consent(1, withdrawn=OBJECTED), later_consent()), ALLOWED, "N5", CONSENT,
+         evidence=(("consent", 7), ("consent", 1))),
+    case("N5-allow-request-given-after-withdrawal-lifts-it", SMS,
+         facts(consent(1, channel="sms", withdrawn=OBJECTED),
+               request(5, channel="sms", given=LATER)), ALLOWED, "N6", CONTACT_REQUEST,
+         evidence=(("consent", 5), ("consent", 1))),
+    case("N5-deny-consent-given-at-the-instant-of-withdrawal", VOICE,
+         facts(consent(1, withdrawn=OBJECTED), later_consent(given=OBJECTED)),
+         CONSENT_WITHDRAWN, "N5", evidence=(("consent", 1),)),
+    case("N5-allow-consent-given-just-after-withdrawal", VOICE,
+         facts(consent(1, withdrawn=OBJECTED), later_consent(given=OBJECTED + US)), ALLOWED,
+         "N5", CONSENT),
+    case("N5-deny-later-consent-withdrawn-too", VOICE,
+         facts(consent(1, withdrawn=OBJECTED), later_consent(withdrawn=NOW - DAY)),
+         CONSENT_WITHDRAWN, "N5", evidence=(("consent", 1), ("consent", 7))),
+    case("N11-allow-consent-after-objection-and-withdrawal-lifts-both", VOICE,
+         facts(consent(1, withdrawn=OBJECTED), objection(received=OBJECTED + DAY),
+               later_consent()), ALLOWED, "N5", CONSENT,
+         evidence=(("consent", 7), ("objection", 20), ("consent", 1))),
+    case("N11-deny-consent-between-withdrawal-and-objection", VOICE,
+         facts(consent(1, withdrawn=OBJECTED), later_consent(), objection(received=NOW - DAY)),
+         OBJECTION_ON_FILE, "N11"),
+]
+
+
+@pytest.mark.parametrize("c", LIFTS)
+def test_n11_later_consent_or_request_lifts_a_stop(c: Case) -> None:
+    check(c)
+
+
+def test_n11_lift_is_explained_and_store_instructions_kept() -> None:
+    d = decide(VOICE, facts(objection(20, received=at(2026, 2, 27)),
+                            later_consent(7, given=at(2026, 3, 5))), DEFAULT, NOW)
+    assert (d.reason, d.first_use) == (ALLOWED, 7)
+    en, nl = d.explanation["en"], d.explanation["nl"]
+    for part in ("consent 7", "objection 20", "2026-02-27", "newer expression of will", "N11"):
+        assert part in en
+    for part in ("toestemming 7", "bezwaar 20", "2026-02-27", "nieuwere wilsuiting", "N11"):
+        assert part in nl
+    request_lift = decide(VOICE, facts(objection(received=OBJECTED), request(5, given=LATER)),
+                          DEFAULT, NOW)
+    assert request_lift.consumes == 5
+    withdrawn = decide(VOICE, facts(consent(1, withdrawn=at(2026, 3, 1)), later_consent()),
+                       DEFAULT, NOW)
+    assert "withdrawal of consent 1" in withdrawn.explanation["en"]
+    assert "intrekking van toestemming 1" in withdrawn.explanation["nl"]
+
+
+def test_n8_ignored_relations_explain_why() -> None:
+    petition = decide(VOICE, facts(relation(kind="petition"), org=CHARITY), DEFAULT, NOW)
+    assert "relations.petition_signers" in petition.explanation["en"]
+    assert "relations.petition_signers" in petition.explanation["nl"]
+    donor = decide(VOICE, facts(relation(kind="donor")), DEFAULT, NOW)
+    assert "relationship 10" in donor.explanation["en"]
+    assert "charity" in donor.explanation["en"]
+    assert "goed doel" in donor.explanation["nl"]
+    # a relation that counts but fails for lack of an opt-out keeps its own explanation
+    no_opt_out = decide(VOICE, facts(relation(kind="petition", opt_out=False), org=CHARITY),
+                        PETITIONS, NOW)
+    assert "opt-out" in no_opt_out.explanation["en"]
+
+
+def test_n9_published_number_off_is_explained() -> None:
+    d = decide(VOICE, facts(subject=PUBLISHED), DEFAULT, NOW)
+    assert "bases.published_number" in d.explanation["en"]
+    assert "bases.published_number" in d.explanation["nl"]
+
+
 # -- N10: provenance ---------------------------------------------------------------------------
 
 PROVENANCE = [
@@ -791,13 +1062,26 @@ CHARITIES = [
     case("N8-allow-donor-call-after-2026-07-01", VOICE, facts(relation(kind="donor"),
          org=CHARITY), ALLOWED, "N8", CHARITY_RELATION, now=AFTER),
     case("N8-deny-petition-signer-by-default", VOICE, facts(relation(kind="petition"),
-         org=CHARITY), NO_LEGAL_BASIS, "N5"),
+         org=CHARITY), NO_LEGAL_BASIS, "N8", evidence=(("relationship", 10),)),
     case("N8-allow-petition-signer-when-configured", VOICE, facts(relation(kind="petition"),
          org=CHARITY), ALLOWED, "N8", CHARITY_RELATION, settings=PETITIONS),
     case("N8-deny-donor-of-commercial-organisation", VOICE, facts(relation(kind="donor")),
-         NO_LEGAL_BASIS, "N5"),
+         NO_LEGAL_BASIS, "N8", evidence=(("relationship", 10),)),
     case("N8-deny-lottery-volunteer-is-no-charity-relation", VOICE,
-         facts(relation(kind="volunteer"), org=LOTTERY), NO_LEGAL_BASIS, "N5"),
+         facts(relation(kind="volunteer"), org=LOTTERY), NO_LEGAL_BASIS, "N8",
+         evidence=(("relationship", 10),)),
+    case("N8-deny-attendee-of-press-organisation-is-named", SMS,
+         facts(relation(kind="attendee"), org=PRESS), NO_LEGAL_BASIS, "N8",
+         evidence=(("relationship", 10),)),
+    case("N8-deny-every-ignored-relation-is-named", VOICE,
+         facts(relation(10, kind="donor"), relation(11, kind="petition")), NO_LEGAL_BASIS,
+         "N8", evidence=(("relationship", 10), ("relationship", 11))),
+    case("N8-deny-ignored-relation-ranks-below-a-specific-failure", VOICE,
+         facts(relation(kind="donor"), consent(expires=NOW - DAY)), CONSENT_EXPIRED, "N5",
+         evidence=(("consent", 1),)),
+    case("N8-deny-sister-company-donor-stays-unnamed", VOICE,
+         facts(relation(kind="donor", org="org-2"), org=CHARITY), NO_LEGAL_BASIS, "N5",
+         evidence=()),
     case("N8-deny-donor-term-expired", VOICE, facts(relation(kind="donor",
          ended=at(2022, 3, 1)), org=CHARITY), CUSTOMER_TERM_EXPIRED, "N8"),
     case("N8-deny-donor-topic-not-similar", contact(topic="lottery/tickets"),
@@ -814,15 +1098,35 @@ def test_n8_charity_relation(c: Case) -> None:
 # -- N9: published number ----------------------------------------------------------------------
 
 PUBLISHED_CASES = [
-    case("N9-allow-published-number-live-call", VOICE, facts(subject=PUBLISHED), ALLOWED, "N9",
-         PUBLISHED_NUMBER, evidence=(("subject", TO),)),
-    case("N9-deny-published-number-automated-call", contact(sender=ROBOT),
-         facts(subject=PUBLISHED), NO_LEGAL_BASIS, "N5"),
-    case("N9-deny-published-number-sms", SMS, facts(subject=PUBLISHED), NO_LEGAL_BASIS, "N5"),
-    case("N9-allow-relationship-before-published-number", VOICE,
-         facts(relation(), subject=PUBLISHED), ALLOWED, "N7", CUSTOMER),
-    case("N9-allow-published-number-after-failed-consent", VOICE,
-         facts(consent(expires=NOW - DAY), subject=PUBLISHED), ALLOWED, "N9", PUBLISHED_NUMBER),
+    # Off by default: since 2021 a published number is no basis for natural persons. The
+    # subject's flag stays on file and is named as evidence of why it did not count.
+    case("N9-deny-published-number-by-default", VOICE, facts(subject=PUBLISHED),
+         NO_LEGAL_BASIS, "N9", evidence=(("subject", TO),)),
+    case("N9-deny-published-number-off-explicitly", VOICE, facts(subject=PUBLISHED),
+         NO_LEGAL_BASIS, "N9", settings=RuleSettings(published_number_basis=False),
+         evidence=(("subject", TO),)),
+    case("N9-deny-failed-consent-beats-published-number-off", VOICE,
+         facts(consent(expires=NOW - DAY), subject=PUBLISHED), CONSENT_EXPIRED, "N5",
+         evidence=(("consent", 1),)),
+    case("N9-deny-published-sms-is-never-named", SMS, facts(subject=PUBLISHED),
+         NO_LEGAL_BASIS, "N5", evidence=()),
+    case("N9-allow-consent-with-published-number-off", VOICE,
+         facts(consent(), subject=PUBLISHED), ALLOWED, "N5", CONSENT),
+    case("N9-allow-business-entity-with-published-number-off", VOICE,
+         facts(subject=replace(BUSINESS, published_for_marketing=True)), ALLOWED, "N1",
+         BUSINESS_ENTITY),
+    # Switched on ([bases] published_number = true): as before 2021, live voice only.
+    case("N9-allow-published-number-live-call-when-on", VOICE, facts(subject=PUBLISHED),
+         ALLOWED, "N9", PUBLISHED_NUMBER, settings=PUBLISHED_ON, evidence=(("subject", TO),)),
+    case("N9-deny-published-number-automated-call-when-on", contact(sender=ROBOT),
+         facts(subject=PUBLISHED), NO_LEGAL_BASIS, "N5", settings=PUBLISHED_ON),
+    case("N9-deny-published-number-sms-when-on", SMS, facts(subject=PUBLISHED), NO_LEGAL_BASIS,
+         "N5", settings=PUBLISHED_ON),
+    case("N9-allow-relationship-before-published-number-when-on", VOICE,
+         facts(relation(), subject=PUBLISHED), ALLOWED, "N7", CUSTOMER, settings=PUBLISHED_ON),
+    case("N9-allow-published-number-after-failed-consent-when-on", VOICE,
+         facts(consent(expires=NOW - DAY), subject=PUBLISHED), ALLOWED, "N9", PUBLISHED_NUMBER,
+         settings=PUBLISHED_ON),
 ]
 
 
@@ -1086,8 +1390,8 @@ PRECEDENCE = [
          facts(consent(1, expires=NOW - DAY), consent(2, expires=NOW - 2 * DAY)),
          CONSENT_EXPIRED, "N5", evidence=(("consent", 1), ("consent", 2))),
     case("N5-valid-consent-beats-any-failure", VOICE,
-         facts(consent(1, withdrawn=NOW - DAY), consent(2)), ALLOWED, "N5", CONSENT,
-         evidence=(("consent", 2),)),
+         facts(consent(1, channel="sms", withdrawn=NOW - DAY), consent(2, expires=NOW - DAY),
+               consent(3)), ALLOWED, "N5", CONSENT, evidence=(("consent", 3),)),
 ]
 
 
@@ -1146,16 +1450,22 @@ TEXTS = [
         id="N5-expired-names-the-instant-in-amsterdam-time"),
     pytest.param(
         VOICE, facts(consent(withdrawn=at(2026, 3, 9, 17, 45))), NOW,
-        f"Denied: consent 1 was withdrawn at 2026-03-09 17:45 {AMS_} (N5).",
-        f"Geweigerd: toestemming 1 is ingetrokken op 2026-03-09 17:45 {AMS_} (N5).",
+        f"Denied: consent 1 was withdrawn at 2026-03-09 17:45 {AMS_}, which stops calls by "
+        "Acme Energie about any topic, whatever else is on file; only a consent or contact "
+        "request given after it can lift it (N5).",
+        f"Geweigerd: toestemming 1 is ingetrokken op 2026-03-09 17:45 {AMS_}, wat bellen door "
+        "Acme Energie over elk onderwerp stopt, wat er verder ook is vastgelegd; alleen een "
+        "later gegeven toestemming of contactverzoek heft dat op (N5).",
         id="N5-withdrawn-names-the-instant"),
     pytest.param(
         VOICE, facts(consent(), objection(received=dt.datetime(2026, 3, 9, 23, 30, tzinfo=UTC))),
         NOW,
         f"Denied: objection 20, received at 2026-03-10 00:30 {AMS_}, covers Acme Energie and "
-        "all channels, and an objection beats every basis (N11).",
+        "all channels, and an objection beats every basis given before it; only a consent or "
+        "contact request given after it can lift it (N11).",
         f"Geweigerd: bezwaar 20, ontvangen op 2026-03-10 00:30 {AMS_}, geldt voor Acme Energie "
-        "en alle kanalen, en bezwaar gaat boven elke grondslag (N11).",
+        "en alle kanalen, en bezwaar gaat boven elke eerder gegeven grondslag; alleen een later "
+        "gegeven toestemming of contactverzoek heft het op (N11).",
         id="N11-objection-names-the-instant-in-amsterdam-time"),
     pytest.param(
         VOICE, facts(request(consumed=at(2026, 3, 9, 10, 5))), NOW,

@@ -108,3 +108,42 @@ def test_bad_config_stops_start_up_naming_the_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "calling_hours.weekday" in result.stderr
+
+
+def test_n9_published_number_basis_is_off_unless_switched_on() -> None:
+    assert RuleSettings().published_number_basis is False
+    assert parse_rules({}).published_number_basis is False
+    assert parse_rules({"bases": {"published_number": False}}).published_number_basis is False
+    assert parse_rules({"bases": {"published_number": True}}).published_number_basis is True
+
+
+@pytest.mark.parametrize(("data", "key"), [
+    ({"bases": {"published_number": "yes"}}, "bases.published_number"),
+    ({"bases": {"published_number": 1}}, "bases.published_number"),
+    ({"bases": {"customer": True}}, "bases.customer"),
+    ({"bases": True}, "bases"),
+])
+def test_n9_bad_bases_name_the_key(data: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}"):
+        parse_rules(data)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_n9_serve_warns_at_start_up_when_published_number_is_on(
+    tmp_path: Path, on: bool,
+) -> None:
+    config = tmp_path / "rules.toml"
+    config.write_text(f"[bases]\npublished_number = {str(on).lower()}\n")
+    # Without PROXY_SECRET serve stops right after reading the configuration: enough to see
+    # what start-up logs about it, without a database.
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "serve"], cwd=REPO, capture_output=True, text=True,
+        env={"PROXY_CONFIG": str(config), "PATH": "/usr/bin:/bin"}, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "PROXY_SECRET" in result.stderr
+    warned = [line for line in result.stdout.splitlines()
+              if '"published_number_basis_on"' in line]
+    assert len(warned) == (1 if on else 0)
+    if on:
+        assert '"level":"warning"' in warned[0].replace(" ", "")

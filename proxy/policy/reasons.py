@@ -82,12 +82,15 @@ REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
     OBJECTION_ON_FILE: ReasonDoc(
         "N11",
         "The person objected (to this organisation or globally, for this channel or all); "
-        "an objection beats every basis.",
+        "an objection beats every basis given before it, and only a verified consent or a "
+        "contact request given after it lifts it.",
         "Remove the number from the campaign; only the person can lift the objection.",
     ),
     CONSENT_WITHDRAWN: ReasonDoc(
         "N5",
-        "The consent or contact request that would cover this contact was withdrawn.",
+        "A consent or contact request of this organisation for this channel was withdrawn: "
+        "that stops every contact through the channel, about any topic, whatever else is on "
+        "file, until the person gives a new consent or contact request.",
         "Remove the number; do not ask again through the same channel.",
     ),
     CONSENT_EXPIRED: ReasonDoc(
@@ -114,8 +117,8 @@ REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
     ),
     CONSENT_FIRST_CONTACT_LATE: ReasonDoc(
         "N5",
-        "The first call was not made within 6 months of the consent (or its stated first-contact "
-        "term), so the consent lapsed for calls.",
+        "The first call was not made within the consent's stated first-contact term (shorter or "
+        "longer than 6 months), or without one within 6 months, so the consent lapsed for calls.",
         "Obtain a new consent before calling.",
     ),
     CUSTOMER_TERM_EXPIRED: ReasonDoc(
@@ -144,7 +147,8 @@ REASONS: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
     ),
     NO_LEGAL_BASIS: ReasonDoc(
         "N5",
-        "No consent, contact request, relationship or published number allows this contact.",
+        "No consent, contact request or relationship allows this contact (or a record on file "
+        "gives no basis of its kind: named in the evidence).",
         "Obtain opt-in consent (or a contact request) before contacting the person.",
     ),
     OUTSIDE_CALLING_HOURS: ReasonDoc(
@@ -211,7 +215,8 @@ BASES: Final[Mapping[str, ReasonDoc]] = MappingProxyType({
     CHARITY_RELATION: ReasonDoc(
         "N8", "Donor, volunteer or event attendee of this charity, within term.", "None."),
     PUBLISHED_NUMBER: ReasonDoc(
-        "N9", "The person published the number for marketing calls (live voice only).", "None."),
+        "N9", "Only with bases.published_number on: the person published the number for "
+        "marketing calls (live voice only).", "None."),
 })
 
 # -- obligations -------------------------------------------------------------------------------

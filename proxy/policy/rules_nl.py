@@ -14,6 +14,11 @@ the checks run org -> channel -> topic -> withdrawn -> provenance -> (request: u
 verification -> first contact, so a bought number is reported as such rather than as merely
 expired; relationships run regime (2026-07-01) -> similar topic -> provenance -> opt-out offered
 -> term.
+
+Stops (§7.3). An objection, and a consent or contact request withdrawn for this organisation and
+channel, beat every basis given before them (N11, N5). Only a verified opt-in consent or a
+contact request given after the latest of them can still be the basis; it lifts them for this
+contact, they stay on file and the decision names them as evidence next to it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from proxy.policy.facts import (
     Organisation,
     Relationship,
     Sender,
+    Subject,
 )
 from proxy.policy.reasons import (
     ALLOWED,
@@ -98,7 +104,8 @@ _PRECEDENCE: Final[tuple[str, ...]] = (
 _RANK: Final[dict[str, int]] = {code: rank for rank, code in enumerate(_PRECEDENCE)}
 _SKIP: Final = ""  # a record that does not concern this contact: no failure either
 
-Record = Consent | Relationship
+Record = Consent | Relationship | Subject  # Subject: a published number that gives no basis (N9)
+Stop = Objection | Consent  # an objection, or a withdrawn consent or request (N11, N5)
 
 
 class _Grant(msgspec.Struct, frozen=True, gc=False):
@@ -109,6 +116,7 @@ class _Grant(msgspec.Struct, frozen=True, gc=False):
     consumes: int | None = None
     first_use: int | None = None
     lifts_hours: bool = False
+    lifted: tuple[Stop, ...] = ()  # N11: the stops this later consent or request lifts
 
 
 class _Failures:
@@ -128,6 +136,19 @@ class _Failures:
             self.rank, self.code, self.rule, self.records = rank, code, rule, [record]
         elif rank == self.rank:
             self.records.append(record)
+
+
+class _Discard(_Failures):
+    """Failures nobody reports (N11: a later record that fails lifts nothing; the objection
+    or withdrawal is the answer). Stateless, so one instance serves every decision."""
+
+    __slots__ = ()
+
+    def add(self, code: str, rule: str, record: Record) -> None:
+        pass
+
+
+_DISCARD: Final = _Discard()
 
 
 # -- the decision order ------------------------------------------------------------------------
@@ -159,16 +180,22 @@ def decide(contact: Contact, facts: Facts, settings: RuleSettings, now: dt.datet
     # §7.2, N3: service traffic is not marketing; objections and hours concern marketing only.
     if sender.purpose == "service":
         return _allow(_Grant(NOT_MARKETING, "N3", (_sender_ref(sender),)), contact, org)
-    # §7.3, N11: an objection beats every basis, from the moment it is recorded.
+    # §7.3, N11: an objection beats every basis given before it, from the moment it is
+    # recorded; N5: so does a withdrawal, for its organisation and channel (all topics).
     objections = _objections(facts.objections, contact, org, now)
-    if objections:
-        return _objected(objections, org)
-    # §7.4-5: the legal basis.
-    found: _Grant | _Failures | None = _business_entity(contact, facts) if domestic else None
-    if found is None:
-        found = _find_basis(contact, facts, org, settings, now, domestic)
-    if isinstance(found, _Failures):
-        return _no_basis(found, contact, org, domestic)
+    withdrawn = _withdrawals(facts.consents, contact, org, now)
+    found: _Grant | _Failures | None
+    if objections or withdrawn:
+        found = _lifted(contact, facts.consents, org, now, objections, withdrawn)
+        if found is None:
+            return _stopped(objections, withdrawn, contact, org)
+    else:
+        # §7.4-5: the legal basis.
+        found = _business_entity(contact, facts) if domestic else None
+        if found is None:
+            found = _find_basis(contact, facts, org, settings, now, domestic)
+        if isinstance(found, _Failures):
+            return _no_basis(found, contact, org, settings, domestic)
     # §7.6, N13: calling hours for calls to Dutch numbers (N4: not for other destinations). They
     # also apply to BUSINESS_ENTITY calls: N1 only lifts the need for consent, and the CTM hours
     # govern telemarketing calls as such. N14: a requested time covering now lifts them.
@@ -208,6 +235,47 @@ def _objections(
     ]
 
 
+def _withdrawals(
+    consents: tuple[Consent, ...], contact: Contact, org: Organisation, now: dt.datetime,
+) -> list[Consent]:
+    # N5: withdrawing is the person's stop button. From withdrawn_at a withdrawn consent or
+    # request acts as an objection for its organisation and channel, whatever its topics, and
+    # no other basis may take over (EDPB 05/2020 §123). N2: like an objection, a withdrawn
+    # `voice` consent stops robocalls too; a withdrawn `automated_voice` one only robocalls.
+    channel = contact.basis_channel
+    return [
+        c for c in consents
+        if c.withdrawn_at is not None and c.withdrawn_at <= now
+        and c.organisation_id == org.id and (c.channel == contact.channel or c.channel == channel)
+    ]
+
+
+def _lifted(
+    contact: Contact, consents: tuple[Consent, ...], org: Organisation, now: dt.datetime,
+    objections: list[Objection], withdrawn: list[Consent],
+) -> _Grant | None:
+    """N11: a verified opt-in consent or a contact request given to this organisation for
+    this channel after every stop that covers the contact is a newer expression of will: when
+    it holds as a basis, it lifts them. Nothing given before a stop revives."""
+    # The latest stop. Seeded from the records themselves: comparing datetimes of different
+    # tzinfo costs an offset lookup each.
+    moments = [o.received_at for o in objections]
+    moments += [c.withdrawn_at for c in withdrawn if c.withdrawn_at is not None]
+    cutoff = max(moments)
+    later = tuple([c for c in consents if c.given_at > cutoff])
+    if not later:
+        return None
+    topic = contact.effective_topic
+    grant = _request_basis(later, contact, org, topic, now, _DISCARD)
+    if grant is None:
+        grant = _consent_basis(later, contact, org, topic, now, _DISCARD)
+    if grant is None:
+        return None
+    stops: tuple[Stop, ...] = (*objections, *withdrawn)
+    evidence = grant.evidence + tuple([_stop_ref(s) for s in stops])
+    return msgspec.structs.replace(grant, evidence=evidence, lifted=stops)
+
+
 def _business_entity(contact: Contact, facts: Facts) -> _Grant | None:
     # N1: live calls to legal persons stay opt-out. N2: automated voice and SMS still need a
     # basis. An unknown subject is treated as a natural person.
@@ -223,7 +291,8 @@ def _find_basis(
     contact: Contact, facts: Facts, org: Organisation, settings: RuleSettings,
     now: dt.datetime, domestic: bool,
 ) -> _Grant | _Failures:
-    """§7.5: contact request, consent, relationship, published number — first that holds."""
+    """§7.5: contact request, consent, relationship, published number (when switched on) —
+    first that holds."""
     failures = _Failures()
     topic = contact.effective_topic
     grant = _request_basis(facts.consents, contact, org, topic, now, failures)
@@ -234,7 +303,7 @@ def _find_basis(
         grant = _relationship_basis(facts.relationships, contact, org, settings, topic, now,
                                     failures)
     if grant is None and domestic:
-        grant = _published_basis(contact, facts)
+        grant = _published_basis(contact, facts, settings, failures)
     return grant if grant is not None else failures
 
 
@@ -343,6 +412,8 @@ def _consent_failure(
 
 
 def _first_contact_late(c: Consent, now: dt.datetime) -> bool:
+    if c.first_contact_by is not None:
+        return now > c.first_contact_by
     # Fast path: 6 calendar months are never shorter than 181 days (less an hour for DST).
     if now - c.given_at <= _SURELY_WITHIN_FIRST_TERM:
         return False
@@ -350,11 +421,11 @@ def _first_contact_late(c: Consent, now: dt.datetime) -> bool:
 
 
 def _first_contact_by(c: Consent) -> dt.datetime:
-    # N5: 6 months after consent, unless the consent itself states a later term.
-    default = hours.add_months(c.given_at, FIRST_CONTACT_MONTHS)
-    if c.first_contact_by is not None and c.first_contact_by > default:
+    # N5: a term stated in the consent binds, shorter or longer than 6 months; without one,
+    # 6 months after consent.
+    if c.first_contact_by is not None:
         return c.first_contact_by
-    return default
+    return hours.add_months(c.given_at, FIRST_CONTACT_MONTHS)
 
 
 # -- N7/N8: customer and charity relationships -------------------------------------------------
@@ -365,8 +436,13 @@ def _relationship_basis(
     settings: RuleSettings, topic: str | None, now: dt.datetime, failures: _Failures,
 ) -> _Grant | None:
     for r in relationships:
+        if r.organisation_id != org.id or r.started_at > now:
+            continue
         basis = _relation_kind(r, org, settings)
-        if basis is None or r.organisation_id != org.id or r.started_at > now:
+        if basis is None:
+            # N8: a petition signer (unless configured) or a donor, volunteer or attendee of a
+            # non-charity gives no basis; named as evidence rather than "nothing on file".
+            failures.add(NO_LEGAL_BASIS, "N8", r)
             continue
         rule = "N7" if basis == CUSTOMER else "N8"
         code = _relationship_failure(r, basis, contact, org, topic, now)
@@ -433,12 +509,18 @@ def _term_end(ended_at: dt.datetime, org: Organisation) -> dt.datetime:
 # -- N9: published number ----------------------------------------------------------------------
 
 
-def _published_basis(contact: Contact, facts: Facts) -> _Grant | None:
+def _published_basis(
+    contact: Contact, facts: Facts, settings: RuleSettings, failures: _Failures,
+) -> _Grant | None:
     subject = facts.subject
     if subject is None or not subject.published_for_marketing:
         return None
     # N9: live voice only: not automated voice, not SMS.
     if contact.basis_channel != "voice" or contact.sender is None:
+        return None
+    # N9: since 2021 no basis for natural persons; only when the operator switches it on.
+    if not settings.published_number_basis:
+        failures.add(NO_LEGAL_BASIS, "N9", subject)
         return None
     return _Grant(PUBLISHED_NUMBER, "N9", (_subject_ref(subject.number),))
 
@@ -475,8 +557,11 @@ def _allow(grant: _Grant, contact: Contact, org: Organisation) -> Decision:
                          grant.evidence)
         elif contact.body_has_opt_out is not True:
             obligations = (OPT_OUT_APPENDED,)
+    text = _text_allow(grant, contact, org)
+    if grant.lifted:
+        text = _text_lifted(text, grant, contact)
     return Decision(
-        "allow", ALLOWED, grant.rule, _text_allow(grant, contact, org), grant.basis,
+        "allow", ALLOWED, grant.rule, text, grant.basis,
         grant.evidence, None, obligations, grant.consumes, grant.first_use,
     )
 
@@ -485,18 +570,28 @@ def _sender_key(contact: Contact) -> str:
     return contact.sender.sender if contact.sender is not None else contact.from_
 
 
-def _objected(objections: list[Objection], org: Organisation) -> Decision:
-    evidence = tuple(_ref("objection", o.id) for o in objections)
-    return _deny(OBJECTION_ON_FILE, "N11", _text_objection(objections[0], org), evidence)
+def _stopped(
+    objections: list[Objection], withdrawn: list[Consent], contact: Contact, org: Organisation,
+) -> Decision:
+    # §7.3: an objection is named first; a withdrawal alone is CONSENT_WITHDRAWN (N5).
+    if objections:
+        evidence = tuple(_ref("objection", o.id) for o in objections)
+        return _deny(OBJECTION_ON_FILE, "N11", _text_objection(objections[0], org), evidence)
+    evidence = tuple(_consent_ref(c.id) for c in withdrawn)
+    rule = "N6" if withdrawn[0].kind == "request" else "N5"
+    return _deny(CONSENT_WITHDRAWN, rule, _text_withdrawn(withdrawn[0], rule, contact, org),
+                 evidence)
 
 
 def _no_basis(
-    failures: _Failures, contact: Contact, org: Organisation, domestic: bool,
+    failures: _Failures, contact: Contact, org: Organisation, settings: RuleSettings,
+    domestic: bool,
 ) -> Decision:
     if not failures.records:
         return _deny(NO_LEGAL_BASIS, "N5" if domestic else "N4", _text_nothing(contact, domestic))
     evidence = tuple(_record_ref(r) for r in failures.records)
-    text = _text_failure(failures.code, failures.rule, failures.records[0], contact, org)
+    text = _text_failure(failures.code, failures.rule, failures.records[0], contact, org,
+                         settings)
     return _deny(failures.code, failures.rule, text, evidence)
 
 
@@ -576,7 +671,15 @@ def _sender_ref(sender: Sender) -> EvidenceRef:
 def _record_ref(record: Record) -> EvidenceRef:
     if isinstance(record, Consent):
         return _consent_ref(record.id)
+    if isinstance(record, Subject):
+        return _subject_ref(record.number)
     return _relationship_ref(record.id)
+
+
+def _stop_ref(stop: Stop) -> EvidenceRef:
+    if isinstance(stop, Objection):
+        return _ref("objection", stop.id)
+    return _consent_ref(stop.id)
 
 
 # -- explanations (one sentence each, English and Dutch) ---------------------------------------
@@ -612,7 +715,7 @@ def _topic_nl(topic: str | None) -> str:
     return f"'{topic}'" if topic else "geen onderwerp"
 
 
-def _noun(record: Record) -> tuple[str, str]:
+def _noun(record: Consent | Relationship) -> tuple[str, str]:
     if isinstance(record, Relationship):
         return f"relationship {record.id}", f"relatie {record.id}"
     if record.kind == "request":
@@ -673,10 +776,56 @@ def _text_objection(o: Objection, org: Organisation) -> Explanation:
     when = _instant(o.received_at)
     return {
         "en": f"Denied: objection {o.id}, received at {when}, covers {org_en} and {ch_en}, and "
-              "an objection beats every basis (N11).",
+              "an objection beats every basis given before it; only a consent or contact "
+              "request given after it can lift it (N11).",
         "nl": f"Geweigerd: bezwaar {o.id}, ontvangen op {when}, geldt voor {org_nl} en {ch_nl}, "
-              "en bezwaar gaat boven elke grondslag (N11).",
+              "en bezwaar gaat boven elke eerder gegeven grondslag; alleen een later gegeven "
+              "toestemming of contactverzoek heft het op (N11).",
     }
+
+
+def _text_withdrawn(c: Consent, rule: str, contact: Contact, org: Organisation) -> Explanation:
+    en, nl = _noun(c)
+    when = _instant(c.withdrawn_at) if c.withdrawn_at else ""
+    return {
+        "en": f"Denied: {en} was withdrawn at {when}, which stops {_CHANNEL_EN[contact.channel]} "
+              f"by {org.name} about any topic, whatever else is on file; only a consent or "
+              f"contact request given after it can lift it ({rule}).",
+        "nl": f"Geweigerd: {nl} is ingetrokken op {when}, wat {_CHANNEL_NL[contact.channel]} "
+              f"door {org.name} over elk onderwerp stopt, wat er verder ook is vastgelegd; "
+              f"alleen een later gegeven toestemming of contactverzoek heft dat op ({rule}).",
+    }
+
+
+def _text_lifted(text: Explanation, grant: _Grant, contact: Contact) -> Explanation:
+    # N11: the later record is a newer expression of will; the stops it lifts stay on file.
+    record = grant.record
+    assert isinstance(record, Consent)
+    en, nl = _noun(record)
+    if len(grant.lifted) == 1:  # the usual case, without building lists
+        stop_en, stop_nl = _stop_phrase(grant.lifted[0])
+    else:
+        phrases = [_stop_phrase(stop) for stop in grant.lifted]
+        stop_en = " and ".join([phrase[0] for phrase in phrases])
+        stop_nl = " en ".join([phrase[1] for phrase in phrases])
+    return {
+        "en": f"{text['en'][:-1]}; {en} was given after {stop_en}: a newer expression of will "
+              f"that lifts it for {_CHANNEL_EN[contact.channel]}, and it stays on file (N11).",
+        "nl": f"{text['nl'][:-1]}; {nl} is gegeven na {stop_nl}: een nieuwere wilsuiting die "
+              f"dat voor {_CHANNEL_NL[contact.channel]} opheft, en het blijft bewaard (N11).",
+    }
+
+
+def _stop_phrase(stop: Stop) -> tuple[str, str]:
+    if isinstance(stop, Objection):
+        when = _instant(stop.received_at)
+        return (f"objection {stop.id} (received at {when})",
+                f"bezwaar {stop.id} (ontvangen op {when})")
+    when = _instant(stop.withdrawn_at) if stop.withdrawn_at else ""
+    return (f"the withdrawal of consent {stop.id} (at {when})" if stop.kind == "opt_in" else
+            f"the withdrawal of contact request {stop.id} (at {when})",
+            f"de intrekking van toestemming {stop.id} (op {when})" if stop.kind == "opt_in" else
+            f"de intrekking van contactverzoek {stop.id} (op {when})")
 
 
 def _text_nothing(contact: Contact, domestic: bool) -> Explanation:
@@ -689,18 +838,19 @@ def _text_nothing(contact: Contact, domestic: bool) -> Explanation:
         }
     ch = contact.basis_channel
     return {
-        "en": "Denied: no consent, contact request, relationship or published number on file "
-              f"allows {_CHANNEL_EN[ch]} about {_topic_en(contact.effective_topic)} "
-              "(N5).",
-        "nl": "Geweigerd: er is geen toestemming, contactverzoek, relatie of gepubliceerd nummer "
-              f"voor {_CHANNEL_NL[ch]} over {_topic_nl(contact.effective_topic)} "
-              "(N5).",
+        "en": "Denied: no consent, contact request or relationship on file allows "
+              f"{_CHANNEL_EN[ch]} about {_topic_en(contact.effective_topic)} (N5).",
+        "nl": "Geweigerd: er is geen toestemming, contactverzoek of relatie voor "
+              f"{_CHANNEL_NL[ch]} over {_topic_nl(contact.effective_topic)} (N5).",
     }
 
 
 def _text_failure(
     code: str, rule: str, record: Record, contact: Contact, org: Organisation,
+    settings: RuleSettings,
 ) -> Explanation:
+    if isinstance(record, Subject):
+        return _text_published_off()
     en, nl = _noun(record)
     topic = contact.effective_topic
     if code == CONSENT_WITHDRAWN and isinstance(record, Consent) and record.withdrawn_at:
@@ -727,12 +877,23 @@ def _text_failure(
                 "nl": f"Geweigerd: {nl} is vervallen voor bellen omdat de eerste oproep niet "
                       f"uiterlijk op {when} is gedaan (N5)."}
     if isinstance(record, Relationship):
-        return _text_relationship_failure(code, rule, en, nl, record, contact, org)
+        return _text_relationship_failure(code, rule, en, nl, record, contact, org, settings)
     return _text_request_or_provenance(code, en, nl, record)
 
 
+def _text_published_off() -> Explanation:
+    return {
+        "en": "Denied: the number is published for marketing, but since 2021 a published "
+              "number is no basis for calling a natural person, and bases.published_number is "
+              "off (N9).",
+        "nl": "Geweigerd: het nummer is gepubliceerd voor marketing, maar sinds 2021 is een "
+              "gepubliceerd nummer geen grondslag om een natuurlijk persoon te bellen, en "
+              "bases.published_number staat uit (N9).",
+    }
+
+
 def _text_wrong_topic(
-    en: str, nl: str, rule: str, record: Record, topic: str | None,
+    en: str, nl: str, rule: str, record: Consent | Relationship, topic: str | None,
 ) -> Explanation:
     topics = ", ".join(record.topics)
     if not topic:
@@ -758,9 +919,11 @@ def _text_wrong_channel(
 
 def _text_relationship_failure(
     code: str, rule: str, en: str, nl: str, r: Relationship, contact: Contact,
-    org: Organisation,
+    org: Organisation, settings: RuleSettings,
 ) -> Explanation:
     topic = contact.effective_topic
+    if code == NO_LEGAL_BASIS and _relation_kind(r, org, settings) is None:
+        return _text_not_a_relation(en, nl, r)
     if code == CUSTOMER_EXCEPTION_ENDED:
         return {"en": f"Denied: since {_SWITCH} {en} no longer allows telemarketing calls "
                       "except for charities, charity lotteries and publishers; SMS and e-mail "
@@ -795,7 +958,24 @@ def _text_relationship_failure(
     return _text_request_or_provenance(code, en, nl, r)
 
 
-def _text_request_or_provenance(code: str, en: str, nl: str, record: Record) -> Explanation:
+def _text_not_a_relation(en: str, nl: str, r: Relationship) -> Explanation:
+    # N8: why a relationship on file was not counted at all.
+    if r.kind == "petition":
+        return {"en": f"Denied: {en} is a petition signer, and petition signers count as "
+                      "charity relations only when relations.petition_signers is on (N8).",
+                "nl": f"Geweigerd: {nl} is een ondertekenaar van een petitie, en die telt "
+                      "alleen als relatie van een goed doel als relations.petition_signers aan "
+                      "staat (N8)."}
+    article = "an" if r.kind[0] in "aeiou" else "a"
+    return {"en": f"Denied: {en} is {article} {r.kind}, which is a relation only of a charity or "
+                  "ideological organisation, and this organisation is not one (N8).",
+            "nl": f"Geweigerd: {nl} is {_KIND_NL[r.kind]}, wat alleen een relatie is van een "
+                  "goed doel of ideële organisatie, en deze organisatie is dat niet (N8)."}
+
+
+def _text_request_or_provenance(
+    code: str, en: str, nl: str, record: Consent | Relationship,
+) -> Explanation:
     if code == NUMBER_PROVENANCE_INVALID:
         how_en = _PROVENANCE_EN.get(record.provenance, record.provenance)
         how_nl = _PROVENANCE_NL.get(record.provenance, record.provenance)
@@ -964,6 +1144,6 @@ def _text_fixed_allow(basis: str, contact: Contact) -> Explanation:
                 "nl": "Toegestaan: het nummer is van een rechtspersoon, en live bellen naar "
                       "rechtspersonen mag zolang zij geen bezwaar hebben gemaakt (N1)."}
     return {"en": "Allowed: the holder published this number for marketing contact, which allows "
-                  "live calls (N9).",
+                  "live calls because bases.published_number is on (N9).",
             "nl": "Toegestaan: de houder heeft dit nummer gepubliceerd voor marketingcontact, wat "
-                  "live bellen toestaat (N9)."}
+                  "live bellen toestaat omdat bases.published_number aan staat (N9)."}
