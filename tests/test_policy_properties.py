@@ -251,7 +251,7 @@ def later_basis(s: Scenario, d: Decision, stop: dt.datetime) -> bool:
     assert org is not None
     later = {c.id: c for c in s.facts.consents
              if c.given_at > stop and c.given_at <= s.now and c.organisation_id == org.id
-             and c.channel == s.contact.channel
+             and c.channel == s.contact.basis_channel
              and (c.kind == "request" or (c.verified_at is not None and c.verified_at <= s.now))}
     if not later:
         return False
