@@ -24,6 +24,7 @@ contact, they stay on file and the decision names them as evidence next to it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Final
 
 import msgspec
@@ -1060,6 +1061,10 @@ def _text_retry(
             f"opening, {when}, {then_nl} (N15)")
 
 
+# The same few instants (a number's consents and objections) are named decision after
+# decision: the zone conversion and formatting are done once per instant (equal instants in
+# other offsets are equal keys, and give the same text).
+@functools.lru_cache(maxsize=16_384)
 def _instant(moment: dt.datetime) -> str:
     """An instant as Europe/Amsterdam wall time: date, time (seconds only when set), zone."""
     here = hours.local(moment)
