@@ -121,16 +121,35 @@ def _is_url(value: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
+def host_allowed(url: str, hosts: Sequence[str]) -> bool:
+    """`twilio.relay_hosts`: the URL's host is one of them, or below a `*.domain` one. An
+    empty list allows any host."""
+    if not hosts:
+        return True
+    try:
+        host = (urlsplit(url.strip()).hostname or "").rstrip(".")
+    except ValueError:
+        return False
+    return any(host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in hosts)
+
+
+def _hosts_checked(slots: Sequence[twiml.UrlSlot], hosts: Sequence[str]) -> None:
+    for slot in slots:
+        if not host_allowed(slot.url, hosts):
+            raise BadField(f"{slot.field}: the URL's host is not one of twilio.relay_hosts")
+
+
 def plan(channel: ContactChannel, pairs: Sequence[tuple[str, str]], *,
-         update: bool = False) -> Plan:
+         update: bool = False, hosts: Sequence[str] = ()) -> Plan:
     """Check the URL and method fields and parse the inline Twiml (400 if Twilio would not
     take them), so a bad request is refused before anything is decided or stored."""
     fields = (CALL_UPDATE if update else CALL_CREATE) if channel == "voice" else MESSAGE_CREATE
-    _check(fields, pairs)
+    _check(fields, pairs, hosts)
     text = _value(pairs, "Twiml") if channel == "voice" else None
     document = twiml.parse(text) if text is not None else None
     if document is not None:
-        twiml.urls(document)  # an inline URL Twilio could take otherwise: 400 (fail closed)
+        # An inline URL Twilio could take otherwise, or one on a host not allowed: 400.
+        _hosts_checked(twiml.urls(document), hosts)
     application = channel == "voice" and not update and bool(_value(pairs, "ApplicationSid"))
     # A message's own StatusCallback overrides its messaging service's or application's:
     # the proxy adds one only where it takes nothing away from the dialer.
@@ -140,11 +159,14 @@ def plan(channel: ContactChannel, pairs: Sequence[tuple[str, str]], *,
     return Plan(fields, document, application, own)
 
 
-def _check(fields: Sequence[UrlField], pairs: Sequence[tuple[str, str]]) -> None:
+def _check(fields: Sequence[UrlField], pairs: Sequence[tuple[str, str]],
+           hosts: Sequence[str]) -> None:
     for field in fields:
         for key, value in pairs:
             if key == field.name and value and not _is_url(value):
                 raise BadField(f"{key} must be an absolute http or https URL")
+            if key == field.name and value and not host_allowed(value, hosts):
+                raise BadField(f"{key}: the URL's host is not one of twilio.relay_hosts")
             if key == field.method and value and value.upper() not in ("GET", "POST"):
                 raise BadField(f"{key} must be GET or POST")
 
@@ -195,13 +217,14 @@ async def gate_call_update(request: web.Request, client: store.Client, tail: str
     except (UnicodeDecodeError, form.TooManyFields) as exc:
         raise BadField("The update is not a form-encoded UTF-8 body of at most "
                        f"{MAX_FIELDS} fields") from exc
+    hosts = request.app[SETTINGS].rules.relay_hosts
     if found.re is _PAYMENT:
-        _check(PAYMENT_UPDATE, pairs)
+        _check(PAYMENT_UPDATE, pairs, hosts)
         update = Plan(PAYMENT_UPDATE, None, application=False, own_callback=False)
     else:
         if len([k for k, _ in pairs if k in ("Twiml", "Url")]) > 1:
             raise BadField("Twiml and Url may appear once, and not together")
-        update = plan("voice", pairs, update=True)
+        update = plan("voice", pairs, update=True, hosts=hosts)
     if update.document is None and not any(
             _value(pairs, f.name) for f in update.fields):
         return body, None
@@ -373,7 +396,11 @@ async def twiml_relay(request: web.Request) -> web.Response:
         return twiml_response(twiml.HANGUP)
     try:
         doc = twiml.parse(body)
-        twiml.urls(doc, (), target.url)  # a URL that cannot be relayed: hung up (fail closed)
+        # A URL that cannot be relayed, or on a host not allowed: hung up (fail closed).
+        _hosts_checked(twiml.urls(doc, (), target.url), request.app[SETTINGS].rules.relay_hosts)
+    except BadField as exc:
+        log.warning("twiml_relay_failed", decision_id=target.decision_id, error=exc.message)
+        return twiml_response(twiml.HANGUP)
     except twiml.MalformedTwiml as exc:
         log.warning("twiml_relay_failed", decision_id=target.decision_id, error=exc.message)
         return twiml_response(twiml.HANGUP)

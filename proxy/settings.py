@@ -119,6 +119,10 @@ class RuleSettings:
     # TwiML application (`ApplicationSid`, `<Application>`). Refused unless switched on.
     allow_sip: bool = False
     allow_application_sid: bool = False
+    # The proxy requests the dialer's TwiML and callback URLs from where it runs: when set, only
+    # these hosts ("dialer.example.com", or "*.example.com" for its subdomains) may be named,
+    # so a dialer cannot point it at addresses inside the network. Empty: any host.
+    relay_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +204,7 @@ SECTIONS: dict[str, set[str]] = {
     "optout": {"scope", "stop", "start", "help", "followers", "max_words", "organisations"},
     "webhooks": {"relay_timeout_seconds"},
     "retention": {"decisions_months"},
-    "twilio": {"allow_sip", "allow_application_sid"},
+    "twilio": {"allow_sip", "allow_application_sid", "relay_hosts"},
 }
 _KEYWORD_LISTS = ("stop", "start", "help", "followers")
 
@@ -253,7 +257,7 @@ def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
     if isinstance(months, bool) or not isinstance(months, int) or not 1 <= months <= 240:
         raise ConfigError("retention.decisions_months: expected an integer from 1 to 240")
     twilio = data.get("twilio", {})
-    allow = {key: twilio.get(key, False) for key in SECTIONS["twilio"]}
+    allow = {key: twilio.get(key, False) for key in ("allow_sip", "allow_application_sid")}
     for key, value in sorted(allow.items()):
         if not isinstance(value, bool):
             raise ConfigError(f"twilio.{key}: expected true or false")
@@ -270,7 +274,21 @@ def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
         retention_months=months,
         allow_sip=allow["allow_sip"],
         allow_application_sid=allow["allow_application_sid"],
+        relay_hosts=_hosts(twilio.get("relay_hosts", []), "twilio.relay_hosts"),
     )
+
+
+_HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
+def _hosts(value: Any, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+        raise ConfigError(f"{name}: expected a list of host names")
+    hosts = tuple(dict.fromkeys(h.strip().lower() for h in value))
+    for host in hosts:
+        if not _HOST.fullmatch(host):
+            raise ConfigError(f"{name}: {host!r} is not a host name (or *.domain)")
+    return hosts
 
 
 def normalise_word(word: str) -> str:

@@ -408,7 +408,8 @@ async def create(request: web.Request, channel: ContactChannel, tail: str) -> we
     pairs = parse_form(request, raw)
     twilio_routes.check_fields(route, pairs)
     (validate_call if channel == "voice" else validate_message)(pairs)
-    plan = relays.plan(channel, pairs)  # bad URLs or TwiML: 400 before anything is decided
+    # Bad URLs or TwiML: 400 before anything is decided.
+    plan = relays.plan(channel, pairs, hosts=request.app[SETTINGS].rules.relay_hosts)
     replay, claim = await _replay(request, client, raw)
     if replay is not None:
         return replay

@@ -536,3 +536,48 @@ async def test_twiml_relay_fails_closed(world: World, fake: FakeTwilio, dialer: 
     created = await call(world, await consented(world), url=url)
     status, text = await fake.fetch_twiml(created.sid)
     assert (status, text) == (200, twiml.HANGUP)
+
+
+# --- twilio.relay_hosts: where a dialer may send the proxy --------------------------------------
+
+async def test_relay_hosts_limit_where_a_dialer_may_send_the_proxy(
+        aiohttp_client: Any, database_url: str, clock: Clock, fake: FakeTwilio, tmp_path: Path,
+        auth: dict[str, str], dialer: Dialer) -> None:
+    """The proxy requests the dialer's URLs from inside the network: with twilio.relay_hosts
+    set, a URL on any other host is refused before anything is decided (or, in TwiML fetched
+    through the relay, hangs the call up), so no dialer can aim it at an internal address."""
+    proxy = await start_proxy(aiohttp_client, database_url, clock, fake, tmp_path,
+                              '[twilio]\nrelay_hosts = ["127.0.0.1", "*.dialer.example"]\n')
+    world = await make_world(proxy, auth)
+    for fields in (
+            {"url": "https://intranet.local/twiml"},
+            {"url": dialer.url("/twiml"), "status_callback": "http://169.254.169.254/latest"},
+            {"twiml": "<Response><Redirect>https://intranet.local/x</Redirect></Response>"},
+            {"twiml": '<Response><Gather action="http://10.0.0.5/g"/></Response>'}):
+        error = await refused(world, await consented(world), **fields)
+        assert (error.status, error.code) == (400, 20001), fields
+        assert "relay_hosts" in error.msg
+    assert fake.creates() == []
+    assert await rows_of_client(world) == []
+
+    created = await call(world, await consented(world), url=dialer.url("/twiml"),
+                         status_callback="https://status.dialer.example/calls")
+    assert len(fake.creates()) == 1
+    dialer.twiml = "<Response><Redirect>https://intranet.local/next</Redirect></Response>"
+    status, text = await fake.fetch_twiml(created.sid)
+    assert (status, text) == (200, twiml.HANGUP)
+    dialer.twiml = f"<Response><Redirect>{dialer.url('/next')}</Redirect></Response>"
+    status, text = await fake.fetch_twiml(created.sid)
+    assert status == 200
+    assert "/webhooks/twilio/voice/relay/" in text
+
+
+def test_relay_hosts_match_names_and_subdomains() -> None:
+    hosts = ("dialer.example.com", "*.callcenter.nl")
+    assert relays.host_allowed("https://DIALER.example.com:8443/t", hosts)
+    assert relays.host_allowed("https://a.b.callcenter.nl/t", hosts)
+    for url in ("https://callcenter.nl/t", "https://evilcallcenter.nl/",
+                "https://dialer.example.com.evil.io/", "http://user@169.254.169.254/",
+                "http://[::1]/"):
+        assert not relays.host_allowed(url, hosts), url
+    assert relays.host_allowed("http://10.0.0.5/", ())  # not set: any host

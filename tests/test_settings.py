@@ -76,6 +76,9 @@ def test_bad_environment_names_the_key(env: dict[str, str], key: str) -> None:
         ({"twilio": {"allow_sip": "yes"}}, "twilio.allow_sip"),
         ({"twilio": {"allow_application_sid": 1}}, "twilio.allow_application_sid"),
         ({"twilio": {"allow_everything": True}}, "twilio.allow_everything"),
+        ({"twilio": {"relay_hosts": "dialer.example"}}, "twilio.relay_hosts"),
+        ({"twilio": {"relay_hosts": ["https://dialer.example/"]}}, "twilio.relay_hosts"),
+        ({"twilio": {"relay_hosts": ["*"]}}, "twilio.relay_hosts"),
     ],
 )
 def test_bad_rules_name_the_key(data: dict[str, object], key: str) -> None:
@@ -94,8 +97,11 @@ def test_rules_parse() -> None:
     assert rules.calling_hours.closed_dates == {dt.date(2026, 5, 4), dt.date(2026, 8, 15)}
     assert rules.other_destinations == "deny"
     assert (rules.allow_sip, rules.allow_application_sid) == (False, False)
-    rules = parse_rules({"twilio": {"allow_sip": True, "allow_application_sid": True}})
+    assert rules.relay_hosts == ()
+    rules = parse_rules({"twilio": {"allow_sip": True, "allow_application_sid": True,
+                                    "relay_hosts": ["Dialer.example", "*.cc.example"]}})
     assert (rules.allow_sip, rules.allow_application_sid) == (True, True)
+    assert rules.relay_hosts == ("dialer.example", "*.cc.example")
 
 
 def test_bad_config_stops_start_up_naming_the_key(tmp_path: Path) -> None:
