@@ -2,9 +2,9 @@
 credentials, against a real proxy on a real port, the fake Twilio behind it and real
 PostgreSQL. Every test asserts on what the fake upstream received and on the decision rows.
 
-Tests marked `FINDING n` fail on the code as reviewed: each shows a way around the gate (or a
-500), explained in its docstring. The others are attacks the gate withstood, kept as
-regression tests.
+Tests marked `FINDING n` each showed a way around the gate when it was reviewed, explained in
+their docstrings; they now assert the fix. The others are attacks the gate withstood. All are
+kept as regression tests.
 """
 
 from __future__ import annotations
@@ -587,11 +587,10 @@ async def test_relay_ids_cannot_be_replayed_across_kinds_urls_or_accounts(
 
 async def test_finding_13_calls_on_liberation_day_outside_lustrum_years(
         world: World, fake: FakeTwilio, clock: Clock) -> None:
-    """FINDING 13. nl-rules.md N13 (revised 2026-12-03): the public holidays are the
-    Algemene termijnenwet list every year, 5 May included, and "the `holidays` package alone
-    is not enough: it lists 5 May only in lustrum years". proxy/policy/hours.py takes the
-    package's calendar as it is: on Wednesday 5 May 2027 at 11:00 a marketing call is allowed
-    and placed."""
+    """FINDING 13 (fixed). nl-rules.md N13 (revised 2026-12-03): the public holidays are the
+    Algemene termijnenwet list every year, 5 May included; the `holidays` package lists 5 May
+    only in lustrum years, and a marketing call on Wednesday 5 May 2027 at 11:00 was placed.
+    Now it is refused as PROHIBITED_DAY."""
     to = mobile()
     clock.now = dt.datetime(2027, 5, 4, 11, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
     await world.consent(to, "voice", given_at="2027-05-03T12:00:00+02:00",
