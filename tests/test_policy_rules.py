@@ -1245,9 +1245,10 @@ RETRIES = [
     retry_case("N15-request-expired-consent-remains",
                facts(request(start=at(2026, 3, 10, 23, 0), end=at(2026, 3, 10, 23, 30),
                              expires=at(2026, 3, 10, 22, 30)), consent()), OPENING),
-    retry_case("N15-business-call-keeps-the-hours-of-a-requested-time",
+    # N14: a legal person's requested time lifts the hours as a natural person's does.
+    retry_case("N15-business-call-retries-at-its-requested-time",
                facts(request(start=at(2026, 3, 10, 23, 0), end=at(2026, 3, 10, 23, 30)),
-                     subject=BUSINESS), OPENING),
+                     subject=BUSINESS), at(2026, 3, 10, 23, 0)),
     retry_case("N15-sunday-consent-expires-monday-morning",
                facts(consent(expires=at(2026, 3, 16, 8, 0))), None, CONSENT_EXPIRED,
                now=SUNDAY),

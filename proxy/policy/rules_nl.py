@@ -193,6 +193,13 @@ def decide(contact: Contact, facts: Facts, settings: RuleSettings, now: dt.datet
     else:
         # §7.4-5: the legal basis.
         found = _business_entity(contact, facts) if domestic else None
+        if found is not None:
+            # N14 (§7.6): a contact request's requested time covering now lifts the hours for
+            # a legal person too; the request is then the basis (and is used up).
+            requested = _request_basis(facts.consents, contact, org, contact.effective_topic,
+                                       now, _DISCARD)
+            if requested is not None and requested.lifts_hours:
+                found = requested
         if found is None:
             found = _find_basis(contact, facts, org, settings, now, domestic)
         if isinstance(found, _Failures):
@@ -619,13 +626,11 @@ def _retry(
     switch): each candidate is decided again, and when the opening is refused there is no
     such moment: (None, the decision at the opening, which says why)."""
     opening = denial.retry_after
-    # A request never lifts the hours of a BUSINESS_ENTITY call (that basis comes first), so
-    # its requested time is no candidate; for the others, deciding at a requested start ends
-    # in the request's own lift, and deciding at an opening is within hours: no recursion.
-    if found.basis != BUSINESS_ENTITY:
-        for start in _requested_starts(facts.consents, contact, org, denial.local, opening):
-            if decide(contact, facts, settings, start).allowed:
-                return start, None
+    # Deciding at a requested start ends in the request's own lift (for a legal person too),
+    # and deciding at an opening is within hours: no recursion.
+    for start in _requested_starts(facts.consents, contact, org, denial.local, opening):
+        if decide(contact, facts, settings, start).allowed:
+            return start, None
     if opening is None:
         return None, None
     later = decide(contact, facts, settings, opening)
@@ -789,10 +794,10 @@ def _text_withdrawn(c: Consent, rule: str, contact: Contact, org: Organisation) 
     en, nl = _noun(c)
     when = _instant(c.withdrawn_at) if c.withdrawn_at else ""
     return {
-        "en": f"Denied: {en} was withdrawn at {when}, which stops {_CHANNEL_EN[contact.channel]} "
+        "en": f"Denied: {en} was withdrawn at {when}, which stops {_CHANNEL_EN[c.channel]} "
               f"by {org.name} about any topic, whatever else is on file; only a consent or "
               f"contact request given after it can lift it ({rule}).",
-        "nl": f"Geweigerd: {nl} is ingetrokken op {when}, wat {_CHANNEL_NL[contact.channel]} "
+        "nl": f"Geweigerd: {nl} is ingetrokken op {when}, wat {_CHANNEL_NL[c.channel]} "
               f"door {org.name} over elk onderwerp stopt, wat er verder ook is vastgelegd; "
               f"alleen een later gegeven toestemming of contactverzoek heft dat op ({rule}).",
     }
@@ -811,9 +816,11 @@ def _text_lifted(text: Explanation, grant: _Grant, contact: Contact) -> Explanat
         stop_nl = " en ".join([phrase[1] for phrase in phrases])
     return {
         "en": f"{text['en'][:-1]}; {en} was given after {stop_en}: a newer expression of will "
-              f"that lifts it for {_CHANNEL_EN[contact.channel]}, and it stays on file (N11).",
+              f"that lifts it for {_CHANNEL_EN[contact.basis_channel]}, and it stays on file "
+              "(N11).",
         "nl": f"{text['nl'][:-1]}; {nl} is gegeven na {stop_nl}: een nieuwere wilsuiting die "
-              f"dat voor {_CHANNEL_NL[contact.channel]} opheft, en het blijft bewaard (N11).",
+              f"dat voor {_CHANNEL_NL[contact.basis_channel]} opheft, en het blijft bewaard "
+              "(N11).",
     }
 
 
