@@ -15,10 +15,13 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from proxy.keys import POOL
+from proxy import db, store
+from proxy.app import create_app
+from proxy.keys import OPTOUT_SPOOL, POOL
+from proxy.optout_spool import SpoolEntry
 from proxy.phone import mask, subject_hash
 from proxy.twilio_front import DENIAL_CODES
-from tests.conftest import AMS, Clock, mobile
+from tests.conftest import AMS, Clock, make_settings, mobile
 from tests.world import A, World, make_world
 
 D = "/dial/v1/decisions"
@@ -124,6 +127,30 @@ async def test_objection_and_unknown_sender_are_denied_with_their_codes(world: W
     other = await world.admin.post(D, json={"to": mobile(), "from": "+31201111111",
                                             "call_id": call_id()}, headers=creds(world))
     assert (await other.json())["reason"] == "UNKNOWN_SENDER"
+
+
+async def test_only_the_clients_own_organisations_senders_count(world: World) -> None:
+    other = await make_world(world.admin, world.auth)  # another organisation, its own sender
+    number = mobile()
+    await other.consent(number, "voice")
+    body = {"to": number, "from": other.voice, "call_id": call_id()}
+    resp = await world.admin.post(D, json=body, headers=creds(world))
+    assert (await resp.json())["reason"] == "UNKNOWN_SENDER"
+    resp = await world.admin.post(D, json=body, headers=creds(other))
+    assert (await resp.json())["decision"] == "allow"
+
+
+async def test_a_stop_in_the_outage_spool_is_applied_before_deciding(
+        world: World, clock: Clock) -> None:
+    number = mobile()
+    await world.consent(number, "voice")
+    # A STOP answered while the database was out, not yet applied (the drain was not woken).
+    world.admin.app[OPTOUT_SPOOL].append(SpoolEntry(
+        message_sid="SM" + uuid.uuid4().hex, received_at=clock.now - dt.timedelta(minutes=5),
+        to=world.sms, subject=number, body_hash="0" * 64, intent="stop"))
+    answer = await ask(world, number)
+    assert (answer["decision"], answer["reason"]) == ("deny", "OBJECTION_ON_FILE")
+    assert world.admin.app[OPTOUT_SPOOL].entries == 0
 
 
 async def test_automated_asks_for_an_automated_voice_consent(world: World) -> None:
@@ -463,3 +490,22 @@ async def test_the_log_line_masks_the_number(world: World, log_output: Any) -> N
     assert (line["event"], line["route"], line["decision"]) == (
         "request_handled", D, "allow")
     assert line["to"] == mask(number)
+
+
+async def test_prune_removes_dial_rows_with_their_decisions(
+        fresh_database: str, aiohttp_client: Any, clock: Clock, auth: dict[str, str]) -> None:
+    await db.migrate_url(fresh_database)
+    app = create_app(make_settings(fresh_database), clock=clock)
+    world = await make_world(await aiohttp_client(app), auth)
+    number = mobile()
+    await world.consent(number, "voice", kind="request")
+    decided = await ask(world, number)
+    await report(world, decided["decision_id"], "busy")
+    conn = await db.connect(fresh_database)
+    try:
+        counts = await store.prune(conn, clock.now + dt.timedelta(days=1))
+        assert (counts["decisions"], counts["dial_attempts"], counts["dial_outcomes"],
+                counts["consumption_reversals"]) == (1, 1, 1, 1)
+        assert await conn.fetchval("SELECT count(*) FROM dial_attempts") == 0
+    finally:
+        await conn.close()
