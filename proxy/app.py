@@ -19,6 +19,7 @@ from proxy import admin, audit, check, checkpoints, db, relays, stops, twilio_fr
 from proxy.clients import ClientDirectory, ClientEvents
 from proxy.credentials import constant_time_equals
 from proxy.db import STORE_ERRORS, constraint_refusal
+from proxy.dial import api as dial
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
 from proxy.keys import (
     CLIENTS,
@@ -111,6 +112,8 @@ def _is_twilio_route(request: web.Request) -> bool:
 def _error(request: web.Request, exc: ProxyError) -> web.Response:
     if _is_twilio_route(request):
         return twilio_front.error_response(request, exc)
+    if dial.is_dial_route(request):
+        return dial.error_response(exc)
     response = admin_error(exc.status, exc.message, exc.field)
     if isinstance(exc, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="consent-proxy admin"'
@@ -272,4 +275,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     twilio_front.add_routes(app)
     webhooks.add_routes(app)
     relays.add_routes(app)
+    dial.add_routes(app)
     return app

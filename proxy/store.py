@@ -1135,7 +1135,7 @@ async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]
                    (SELECT max(chain_seq) FROM decisions))""", before)
         counts = {"decisions": 0, "outcomes": 0, "idempotency_keys": 0, "contact_outcomes": 0,
                   "relay_targets": 0, "consumption_reversals": 0, "inbound_messages": 0,
-                  "checkpoints": 0}
+                  "checkpoints": 0, "dial_attempts": 0, "dial_outcomes": 0}
         if through is not None:
             anchor = await conn.fetchval(
                 "SELECT row_hash FROM decisions WHERE chain_seq = $1", through)
@@ -1150,6 +1150,10 @@ async def prune(conn: asyncpg.Connection, before: dt.datetime) -> dict[str, int]
             counts["consumption_reversals"] = await _count(conn, """DELETE FROM
                 consumption_reversals v USING decisions d
                 WHERE d.id = v.decision_id AND d.chain_seq <= $1""", through)
+            counts["dial_attempts"] = await _count(conn, """DELETE FROM dial_attempts a
+                USING decisions d WHERE d.id = a.decision_id AND d.chain_seq <= $1""", through)
+            counts["dial_outcomes"] = await _count(conn, """DELETE FROM dial_outcomes o
+                USING decisions d WHERE d.id = o.decision_id AND d.chain_seq <= $1""", through)
             counts["outcomes"] = await _count(conn, """DELETE FROM decision_outcomes o
                 USING decisions d WHERE d.id = o.decision_id AND d.chain_seq <= $1""", through)
             counts["decisions"] = await _count(

@@ -300,7 +300,8 @@ async def test_migration_012_keeps_every_row_and_finds_earlier_first_calls(
             called, [{"type": "consent", "id": consent_id}])
         chain = await conn.fetchval("SELECT row_hash FROM decisions WHERE id = $1",
                                     decision_id)
-        assert await db.migrate(conn, migrations) == [12]
+        # Up to 012 only: later migrations are no part of this test.
+        assert await db.migrate(conn, [m for m in migrations if m.version <= 12]) == [12]
         consent = await conn.fetchrow("SELECT * FROM consents WHERE id = $1", consent_id)
         assert (consent["channel"], consent["first_used_at"], consent["first_used_by"]) == (
             "voice", called, decision_id)
