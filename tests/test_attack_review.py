@@ -24,8 +24,8 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from proxy import twiml
+from proxy.codes import DENIAL_CODES
 from proxy.keys import OPTOUT_SPOOL, SPOOL_DRAIN
-from proxy.twilio_front import DENIAL_CODES
 from tests import test_optout_spool, test_relays
 from tests.conftest import UP_SID, UP_TOKEN, Clock, mobile
 from tests.fake_twilio import FakeTwilio

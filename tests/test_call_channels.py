@@ -17,9 +17,9 @@ from twilio.base.exceptions import TwilioRestException
 
 from proxy import db
 from proxy.app import create_app
+from proxy.codes import DENIAL_CODES
 from proxy.keys import POOL
 from proxy.phone import subject_hash
-from proxy.twilio_front import DENIAL_CODES
 from tests.conftest import UP_SID, UP_TOKEN, Clock, make_settings, mobile
 from tests.fake_twilio import FakeTwilio
 from tests.world import World, in_thread, make_world, write_config

@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient
 from twilio.base.exceptions import TwilioRestException
 
 from proxy import db, store
+from proxy.codes import DENIAL_CODES
 from proxy.keys import POOL
 from proxy.phone import subject_hash
 from proxy.policy import Decision
-from proxy.twilio_front import DENIAL_CODES
 from tests.conftest import Clock, mobile
 from tests.fake_twilio import FakeTwilio
 from tests.test_relays import start_proxy

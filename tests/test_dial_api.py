@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient
 
 from proxy import db, store
 from proxy.app import create_app
+from proxy.codes import DENIAL_CODES
 from proxy.keys import OPTOUT_SPOOL, POOL
 from proxy.optout_spool import SpoolEntry
 from proxy.phone import mask, subject_hash
-from proxy.twilio_front import DENIAL_CODES
 from tests.conftest import AMS, Clock, make_settings, mobile
 from tests.world import A, World, make_world
 

@@ -29,12 +29,12 @@ from twilio.request_validator import RequestValidator
 
 from proxy import db, stops
 from proxy.app import create_app
+from proxy.codes import DENIAL_CODES
 from proxy.errors import StoreUnavailable
 from proxy.keys import OPTOUT_SPOOL, SETTINGS, SPOOL_DRAIN
 from proxy.optout_spool import SPOOL_FILE, OptOutSpool, SpoolDrain, SpoolEntry
 from proxy.phone import subject_hash
 from proxy.settings import ConfigError
-from proxy.twilio_front import DENIAL_CODES
 from tests.conftest import AMS, REPO, UP_TOKEN, Clock, make_settings, mobile, uid
 from tests.test_faults import EmbeddedPostgres
 from tests.world import World, in_thread, landline, make_world

@@ -6,9 +6,10 @@ import re
 
 import pytest
 
+from proxy.codes import DENIAL_CODES
 from proxy.policy.reasons import BASES, DENY_REASONS, REASONS
 from proxy.settings import SECTIONS
-from proxy.twilio_front import DENIAL_CODES, FAULTS
+from proxy.twilio_front import FAULTS
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text("utf-8")

@@ -24,9 +24,9 @@ from twilio.request_validator import RequestValidator
 
 from proxy import credentials, relays, twilio_fields, twilio_routes, twiml
 from proxy.app import create_app
+from proxy.codes import DENIAL_CODES
 from proxy.keys import POOL
 from proxy.phone import subject_hash
-from proxy.twilio_front import DENIAL_CODES
 from tests.conftest import PROXY_SECRET, UP_SID, UP_TOKEN, Clock, make_settings, mobile
 from tests.fake_twilio import FakeTwilio
 from tests.world import World, in_thread, make_world

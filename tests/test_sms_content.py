@@ -16,8 +16,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from twilio.base.exceptions import TwilioRestException
 
+from proxy.codes import DENIAL_CODES
 from proxy.phone import subject_hash
-from proxy.twilio_front import DENIAL_CODES
 from tests.conftest import Clock, mobile
 from tests.fake_twilio import FakeTwilio
 from tests.test_twilio_front import _proxy, decisions_for

@@ -20,9 +20,9 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client as TwilioClient
 
 from proxy.app import create_app
+from proxy.codes import DENIAL_CODES
 from proxy.keys import POOL, SETTINGS
 from proxy.phone import subject_hash
-from proxy.twilio_front import DENIAL_CODES
 from tests.conftest import UP_SID, UP_TOKEN, Clock, make_settings, mobile, uid
 from tests.fake_twilio import FakeTwilio
 from tests.world import World, in_thread, make_world, write_config

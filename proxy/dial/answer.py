@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.codes import DENIAL_CODES
 from proxy.errors import ProxyError, Unauthorized
 from proxy.policy import REASONS, Decision
-from proxy.twilio_front import DENIAL_CODES
 
 STORE_UNAVAILABLE = "CONSENT_STORE_UNAVAILABLE"
 STORE_UNAVAILABLE_NL = ("De toestemmingsgegevens konden niet worden gelezen, dus het verzoek is "
@@ -26,7 +26,7 @@ def decided(decision: Decision, decision_id: int) -> dict[str, Any]:
         "reason": decision.reason,
         # Every deny reason has a code (tests/test_readme.py); NO_LEGAL_BASIS's as a fallback,
         # as on the Twilio front.
-        "code": DENIAL_CODES.get(decision.reason, (403, 930030))[1] if denied else None,
+        "code": DENIAL_CODES[decision.reason][1] if denied else None,
         "decision_id": decision_id,
         "retry_after": decision.retry_after.isoformat() if decision.retry_after else None,
         "explanation": dict(decision.explanation),
