@@ -91,7 +91,7 @@ async def table_facts(conn: asyncpg.Connection) -> dict[str, Any]:
 
 
 async def explain(database_url: str, number: str) -> str:
-    """The plan of the fact query (proxy/store.py) for one number, as PostgreSQL ran it for
+    """The plan of the fact query (proxy/store/facts.py) for one number, as PostgreSQL ran it for
     the proxy (the same session settings: a generic plan)."""
     conn = await db.connect(database_url)
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import re
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ PREFIX = "/admin/v1"
 OBJECTION_VIA = ("api", "agent", "ivr", "sms", "email", "letter")
 _ORG_FIELDS = ("id", "name", "sector", "customer_term_months", "sms_footer", "stop_reply",
                "content_templates_carry_opt_out")
-_ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 
 
 async def read_json(request: web.Request) -> Any:
@@ -141,10 +139,10 @@ async def create_client(request: web.Request) -> web.Response:
     secret = _proxy_secret(request)
     client = await store.create_client(
         request.app[POOL], credentials.new_account_sid(), name, organisations)
-    token = credentials.derive_token(secret, client.account_sid, client.token_version)
+    token = credentials.derive_token(secret, client.id, client.token_version)
     return web.json_response(
-        {"account_sid": client.account_sid, "auth_token": token, "name": client.name,
-         "organisations": list(client.organisations)},
+        {"account_sid": client.id, "client_id": client.id, "auth_token": token,
+         "name": client.name, "organisations": list(client.organisations)},
         status=201,
     )
 
@@ -155,7 +153,7 @@ async def list_clients(request: web.Request) -> web.Response:
 
 def _client_sid(request: web.Request) -> str:
     sid = request.match_info["account_sid"]
-    if not _ACCOUNT_SID.fullmatch(sid):  # cannot exist
+    if not store.CLIENT_ID.fullmatch(sid):  # cannot exist (sql/014)
         raise NotFound(f"no client {sid!r}", "account_sid")
     return sid
 

@@ -26,7 +26,7 @@ from proxy.keys import POOL
 
 log = structlog.get_logger("proxy.clients")
 
-CHANNEL = "consent_proxy_clients"  # sql/009: the payload is the client's account_sid
+CHANNEL = "consent_proxy_clients"  # sql/009, sql/014: the payload is the client id
 APPLICATION_NAME = "consent-proxy client events"  # how the listener shows in pg_stat_activity
 
 

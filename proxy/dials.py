@@ -158,7 +158,7 @@ def _row(request: web.Request, client: store.Client, decided: Decided,
     ev = decided.evaluation
     return store.DecisionRecord(
         decision=ev.decision, decided_at=decided_at, channel="voice",
-        request_id=request.get(REQUEST_ID), account_sid=client.account_sid,
+        request_id=request.get(REQUEST_ID), client_id=client.id,
         sender=ev.contact.from_ or None,
         organisation_id=ev.facts.organisation.id if ev.facts.organisation else None,
         subject=ev.contact.to, topic=ev.contact.effective_topic,

@@ -228,7 +228,7 @@ async def gate_call_update(request: web.Request, client: store.Client, tail: str
     if update.document is None and not any(
             _value(pairs, f.name) for f in update.fields):
         return body, None
-    call = await store.call_decision(request.app[POOL], client.account_sid, found.group(1))
+    call = await store.call_decision(request.app[POOL], client.id, found.group(1))
     if call is None:
         raise web.HTTPNotFound()
     decision_id, call_from = call
@@ -263,7 +263,7 @@ class _Relays:
     def add(self, kind: twiml.UrlKind, field: str, url: str | None, method: str) -> str:
         relay_id = secrets.token_urlsafe(18)  # 144 random bits
         self.targets.append(store.RelayTarget(relay_id, self._decision_id,
-                                              self._client.account_sid, kind, field, url,
+                                              self._client.id, kind, field, url,
                                               method))
         return relay_url(self._public, kind, relay_id)
 
@@ -339,7 +339,7 @@ async def _enabled_client(request: web.Request, target: store.RelayTarget
                           ) -> store.Client | None:
     """The client a relay speaks for; None (logged) when it is disabled or gone: its token
     signs nothing any more, and its dialer is not asked (README: a disabled client)."""
-    client = await request.app[CLIENTS].get(request, target.account_sid)
+    client = await request.app[CLIENTS].get(request, target.client_id)
     if client is None:
         log.warning("relay_client_disabled", decision_id=target.decision_id,
                     kind=target.kind, field=target.field)
@@ -353,10 +353,10 @@ async def _call_dialer(request: web.Request, target: store.RelayTarget, client: 
     settings = request.app[SETTINGS]
     if not settings.proxy_secret or target.url is None:
         raise _DialerFailed("no client")
-    token = credentials.derive_token(settings.proxy_secret, client.account_sid,
+    token = credentials.derive_token(settings.proxy_secret, client.id,
                                      client.token_version)
     upstream = settings.twilio_account_sid
-    params = [(k, v.replace(upstream, client.account_sid) if upstream else v) for k, v in pairs]
+    params = [(k, v.replace(upstream, client.id) if upstream else v) for k, v in pairs]
     url, data = target.url, None
     if target.method == "GET":
         url += ("&" if urlsplit(url).query else ("" if url.endswith("?") else "?")) + (

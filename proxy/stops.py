@@ -39,6 +39,10 @@ from proxy.settings import Settings
 
 log = structlog.get_logger("proxy.stops")
 
+# inbound_messages.provider of the messages handled here: Twilio's webhook and the spool of
+# what it delivered during an outage (sql/014).
+PROVIDER = "twilio"
+
 EMPTY_TWIML = str(MessagingResponse())
 STOP_REPLY = {
     "organisation": "U bent afgemeld: {organisation} stuurt u geen berichten meer en belt u "
@@ -95,8 +99,8 @@ async def record_stop(pool: asyncpg.Pool, settings: Settings, stop: Stop,
         text = (org.stop_reply or STOP_REPLY[scope]).replace("{organisation}", org.name)
     reply = reply or twiml_message(text)
     record = store.InboundRecord(
-        message_sid=stop.message_sid, received_at=stop.received_at, sender=sender,
-        organisation_id=organisation, subject=stop.subject, intent="stop",
+        provider=PROVIDER, message_id=stop.message_sid, received_at=stop.received_at,
+        sender=sender, organisation_id=organisation, subject=stop.subject, intent="stop",
         body_hash=stop.body_hash)
     objection = store.ObjectionIn(
         subject=stop.subject, organisation=organisation, channel=channel,
@@ -181,11 +185,11 @@ async def apply_spooled(pool: asyncpg.Pool, settings: Settings, entry: SpoolEntr
     # This organisation's own words do not read it as STOP: an ordinary message, which the
     # outage kept from being relayed. Recorded as handled, so a retry is not taken for new.
     record = store.InboundRecord(
-        message_sid=entry.message_sid, received_at=entry.received_at,
+        provider=PROVIDER, message_id=entry.message_sid, received_at=entry.received_at,
         sender=found[0].sender if found else key or entry.to, organisation_id=organisation,
         subject=entry.subject, intent="other", body_hash=entry.body_hash)
     if await store.claim_inbound(pool, record):
-        await store.finish_inbound(pool, entry.message_sid, reply)
+        await store.finish_inbound(pool, PROVIDER, entry.message_sid, reply)
         log.info("optout_spool_not_a_stop", organisation=organisation)
 
 

@@ -166,10 +166,10 @@ async def authenticate(request: web.Request) -> store.Client:
     if found is not None and secret and _ACCOUNT_SID.fullmatch(found[0]):
         client = await request.app[CLIENTS].get(request, found[0])
     if client is None or found is None or not secret or not credentials.token_matches(
-        secret, client.account_sid, client.token_version, found[1]
+        secret, client.id, client.token_version, found[1]
     ):
         raise TwilioError(401, 20003, "Authenticate")
-    if request.match_info["account_sid"] != client.account_sid:
+    if request.match_info["account_sid"] != client.id:
         raise TwilioError(404, 20404, "The requested resource "
                           f"{request.path} was not found")
     return client
@@ -314,7 +314,7 @@ def _record(request: web.Request, client: store.Client, gated: _Gated,
     return store.DecisionRecord(
         decision=ev.decision, decided_at=decided_at, channel=ev.contact.channel,
         request_id=request.get(REQUEST_ID),
-        account_sid=client.account_sid, sender=ev.contact.from_ or None,
+        client_id=client.id, sender=ev.contact.from_ or None,
         organisation_id=ev.facts.organisation.id if ev.facts.organisation else None,
         subject=ev.contact.to, topic=ev.contact.effective_topic, details=gated.details,
     )
@@ -338,7 +338,7 @@ def _denial(decision: Decision, channel: ContactChannel, decision_id: int,
 def upstream_token(claim: store.IdempotencyClaim) -> str:
     """The idempotency token sent upstream: tokens are per client, and clients may share one
     upstream account, so the same token of two clients must never meet there."""
-    return hashlib.sha256(f"{claim.account_sid}:{claim.token}".encode()).hexdigest()
+    return hashlib.sha256(f"{claim.client_id}:{claim.token}".encode()).hexdigest()
 
 
 def _request_hash(request: web.Request, raw: bytes) -> str:
@@ -354,13 +354,13 @@ async def _replay(request: web.Request, client: store.Client,
     if not _TOKEN.fullmatch(token):
         raise TwilioError(400, 20001, f"{IDEMPOTENCY_HEADER} must be 1-256 printable ASCII "
                           "characters")
-    claim = store.IdempotencyClaim(client.account_sid, token, _request_hash(request, raw))
-    stored = await store.find_idempotent(request.app[POOL], client.account_sid, token,
+    claim = store.IdempotencyClaim(client.id, token, _request_hash(request, raw))
+    stored = await store.find_idempotent(request.app[POOL], client.id, token,
                                          request.app[CLOCK]())
     if stored is not None and stored.status is None:
         # The first request may be answered with its outcome still queued: wait for that.
         await request.app[WRITER].sync()
-        stored = await store.find_idempotent(request.app[POOL], client.account_sid, token,
+        stored = await store.find_idempotent(request.app[POOL], client.id, token,
                                              request.app[CLOCK]())
     if stored is None:
         return None, claim
@@ -444,7 +444,7 @@ async def _forward(request: web.Request, client: store.Client, decision_id: int,
     started = time.perf_counter()
     try:
         upstream = await app[UPSTREAM].send(
-            "POST", client.account_sid, tail, body=form.encode(pairs), headers=headers)
+            "POST", client.id, tail, body=form.encode(pairs), headers=headers)
     except (UpstreamUnreachable, UpstreamTimeout) as exc:
         timeout = isinstance(exc, UpstreamTimeout)
         status, code = UPSTREAM_TIMEOUT if timeout else UPSTREAM_UNREACHABLE
@@ -570,7 +570,7 @@ async def _owned_sids(request: web.Request, client: store.Client,
     # A create is answered before its outcome (which holds the SID) is committed: a dialer
     # that fetches what it just created must find it.
     await request.app[WRITER].sync()
-    return await store.owned_sids(request.app[POOL], client.account_sid, sids)
+    return await store.owned_sids(request.app[POOL], client.id, sids)
 
 
 async def _require_owned(request: web.Request, client: store.Client, sid: str) -> None:
@@ -595,7 +595,7 @@ async def _send(request: web.Request, client: store.Client, tail: str,
                 query: str = "") -> UpstreamResponse:
     """A GET of the proxy's own (a list to filter, a recording's call), read whole."""
     try:
-        return await request.app[UPSTREAM].send("GET", client.account_sid, tail, query=query,
+        return await request.app[UPSTREAM].send("GET", client.id, tail, query=query,
                                                 headers=_JSON)
     except UpstreamTimeout as exc:
         raise TwilioError(*UPSTREAM_TIMEOUT, "The provider did not answer in time") from exc
@@ -636,7 +636,7 @@ async def _filtered_list(request: web.Request, client: store.Client,
         owned = await _owned_sids(request, client, sids)
         mine += [i for i in items if i.get(sid_field) in owned]
         next_uri = data.get("next_page_uri")
-        query = twilio_routes.next_page_query(route, client.account_sid, next_uri)
+        query = twilio_routes.next_page_query(route, client.id, next_uri)
         if len(mine) >= wanted or query is None:
             break
     assert first is not None
@@ -650,7 +650,7 @@ async def _filtered_list(request: web.Request, client: store.Client,
 async def _stream(request: web.Request, client: store.Client, route: twilio_routes.Route,
                   body: bytes | None) -> web.StreamResponse:
     stream = request.app[UPSTREAM].stream(
-        route.method, client.account_sid, route.tail, query=route.query, body=body,
+        route.method, client.id, route.tail, query=route.query, body=body,
         headers=twilio_routes.upstream_headers(route))
     try:
         async with stream:

@@ -123,9 +123,9 @@ async def _inbound_sms(request: web.Request, form: MultiDictProxy[str], message_
     rules = request.app[SETTINGS].rules
     intent = classify(body, rules.optout.for_organisation(org.id))
     record = store.InboundRecord(
-        message_sid=message_sid, received_at=received_at, sender=sender.sender,
-        organisation_id=org.id, subject=subject, intent=intent or "other",
-        body_hash=stops.body_hash(body))
+        provider=stops.PROVIDER, message_id=message_sid, received_at=received_at,
+        sender=sender.sender, organisation_id=org.id, subject=subject,
+        intent=intent or "other", body_hash=stops.body_hash(body))
     if intent == "stop":
         return await _stop(request, stops.Stop(
             message_sid, received_at, form.get("To", ""), subject, record.body_hash), found)
@@ -140,7 +140,7 @@ async def _inbound_sms(request: web.Request, form: MultiDictProxy[str], message_
         reply = _message(_text(None, HELP_REPLY, org))
         if not await store.claim_inbound(request.app[POOL], record):
             return await _replay(request, message_sid)
-        await store.finish_inbound(request.app[POOL], message_sid, reply)
+        await store.finish_inbound(request.app[POOL], stops.PROVIDER, message_sid, reply)
         return twiml(reply)
     return await _relay(request, form, record, sender, org)
 
@@ -157,7 +157,8 @@ async def _stop(request: web.Request, stop: stops.Stop,
 async def _replay(request: web.Request, message_sid: str) -> web.Response:
     """Twilio delivered this MessageSid before: answer as then, store nothing new."""
     log.info("inbound_sms_duplicate")
-    return twiml(await store.inbound_reply(request.app[POOL], message_sid) or EMPTY_TWIML)
+    return twiml(await store.inbound_reply(request.app[POOL], stops.PROVIDER, message_sid)
+                 or EMPTY_TWIML)
 
 
 async def _relay(request: web.Request, form: MultiDictProxy[str], record: store.InboundRecord,
@@ -165,11 +166,11 @@ async def _relay(request: web.Request, form: MultiDictProxy[str], record: store.
     """Not a keyword: hand the message to the dialer's own webhook, signed for it."""
     pool = request.app[POOL]
     if not await store.claim_inbound(pool, record):
-        return await _replay(request, record.message_sid)
+        return await _replay(request, record.message_id)
     reply, status = EMPTY_TWIML, None
     if sender.inbound_webhook:
         reply, status = await _forward_inbound(request, form, sender.inbound_webhook, org)
-    await store.finish_inbound(pool, record.message_sid, reply, status)
+    await store.finish_inbound(pool, record.provider, record.message_id, reply, status)
     return twiml(reply)
 
 

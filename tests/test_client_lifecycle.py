@@ -79,9 +79,9 @@ async def test_clients_are_listed_without_tokens(world: World) -> None:
     text = await resp.text()
     assert world.token not in text
     (mine,) = [c for c in (await resp.json())["clients"] if c["account_sid"] == world.sid]
-    assert mine == {"account_sid": world.sid, "name": "Dialer", "organisations": [world.org],
-                    "token_version": 1, "enabled": True, "created_at": mine["created_at"],
-                    "disabled_at": None}
+    assert mine == {"account_sid": world.sid, "client_id": world.sid, "name": "Dialer",
+                    "organisations": [world.org], "token_version": 1, "enabled": True,
+                    "created_at": mine["created_at"], "disabled_at": None}
 
 
 # --- rotate -----------------------------------------------------------------------------------
@@ -138,6 +138,23 @@ async def test_unknown_clients_are_404(world: World, pool: asyncpg.Pool, action:
     assert await pool.fetchval("SELECT sum(token_version) FROM clients") == before
 
 
+async def test_a_client_id_of_another_shape_is_managed_as_any(world: World,
+                                                              pool: asyncpg.Pool) -> None:
+    """sql/014: the schema takes any printable client id, not only an AccountSid; the admin
+    API manages such a client like one it issued, and names it both ways."""
+    client_id = uid("sip-trunk.1")
+    await pool.execute("INSERT INTO clients (client_id, name) VALUES ($1, 'SIP trunk')",
+                       client_id)
+    status, disabled = await admin(world, "disable", client_id)
+    assert status == 200, disabled
+    assert (disabled["client_id"], disabled["account_sid"], disabled["enabled"]) == (
+        client_id, client_id, False)
+    status, rotated = await admin(world, "rotate", client_id)
+    assert (status, rotated["token_version"]) == (200, 2)
+    assert await pool.fetchval("SELECT token_version FROM clients WHERE client_id = $1",
+                               client_id) == 2
+
+
 # --- several gates ----------------------------------------------------------------------------
 
 async def test_rotation_on_one_gate_is_seen_at_once_by_another(
@@ -180,12 +197,12 @@ async def test_without_its_listener_a_gate_caches_nothing_until_it_is_back(
     # Changed now, while nobody listens (it retries after a second): the next request reads
     # the client afresh, and nothing it reads is kept.
     await pool.execute("UPDATE clients SET enabled = false, disabled_at = now() "
-                       "WHERE account_sid = $1", world.sid)
+                       "WHERE client_id = $1", world.sid)
     assert (await refused(world, number)).code == 20003
     assert not gate.listening
     assert not gate.holds(world.sid)
     await pool.execute("UPDATE clients SET enabled = true, disabled_at = NULL "
-                       "WHERE account_sid = $1", world.sid)
+                       "WHERE client_id = $1", world.sid)
     await until(lambda: gate.listening)  # it reconnects by itself
     await send(world, number)
     assert gate.holds(world.sid)

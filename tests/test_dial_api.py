@@ -87,7 +87,7 @@ async def test_allow_commits_the_row_and_consumes_the_request(world: World) -> N
     assert (row["decision"], row["basis"], row["channel"]) == ("allow", "CONTACT_REQUEST",
                                                                 "voice")
     assert row["consumed_consent_id"] == request_id
-    assert row["account_sid"] == world.sid
+    assert row["client_id"] == world.sid
     assert row["details"] == {"dial": {"call_id": cid, "automated": False}}
     assert (await consent(pool, request_id))["consumed_at"] is not None
     # N6: the request covered one contact; the next attempt (a new call_id) is denied.
@@ -240,7 +240,7 @@ async def test_another_clients_same_call_id_is_decided_on_its_own(world: World) 
     theirs = await ask(world, number, cid=cid,
                        headers=basic(second["account_sid"], second["auth_token"]))
     assert mine["decision_id"] != theirs["decision_id"]
-    assert [r["account_sid"] for r in await rows(pool, number)] == [
+    assert [r["client_id"] for r in await rows(pool, number)] == [
         world.sid, second["account_sid"]]
 
 
@@ -307,7 +307,7 @@ async def test_bad_input_names_the_field_and_writes_nothing(
     assert resp.status == 422, await resp.text()
     assert await resp.json() == {"error": (await resp.json())["error"], "field": field}
     assert await count_decisions(pool) == before
-    assert await pool.fetchval("SELECT count(*) FROM dial_attempts WHERE account_sid = $1",
+    assert await pool.fetchval("SELECT count(*) FROM dial_attempts WHERE client_id = $1",
                                world.sid) == 0
 
 
@@ -441,7 +441,7 @@ async def test_outcome_of_a_twilio_front_decision_is_404(world: World) -> None:
     callbacks); its dialer cannot claim it reached nobody."""
     pool = world.admin.app[POOL]
     decision_id = await pool.fetchval(
-        """INSERT INTO decisions (decided_at, account_sid, channel, decision, reason, rule,
+        """INSERT INTO decisions (decided_at, client_id, channel, decision, reason, rule,
                details) VALUES (now(), $1, 'voice', 'allow', 'ALLOWED', 'N5', '{}')
            RETURNING id""", world.sid)
     await report(world, decision_id, "busy", expect=404)

@@ -222,7 +222,7 @@ class Harness:
     def last_decision(self) -> int:
         async def query() -> int:
             value: int = await self.pool.fetchval(
-                "SELECT coalesce(max(id), 0) FROM decisions WHERE account_sid = $1",
+                "SELECT coalesce(max(id), 0) FROM decisions WHERE client_id = $1",
                 self.world.sid)
             return value
         return self.run(query)
@@ -230,7 +230,7 @@ class Harness:
     def decisions_after(self, last: int) -> list[dict[str, Any]]:
         async def query() -> list[dict[str, Any]]:
             rows = await self.pool.fetch(
-                "SELECT id, decision, reason FROM decisions WHERE account_sid = $1 AND id > $2"
+                "SELECT id, decision, reason FROM decisions WHERE client_id = $1 AND id > $2"
                 " ORDER BY id", self.world.sid, last)
             return [dict(r.items()) for r in rows]
         return self.run(query)

@@ -286,7 +286,7 @@ async def test_a_later_start_lifts_a_stop_applied_from_the_spool(
     assert proxy.app[OPTOUT_SPOOL].entries == 0
     (row,) = await objections_pool(pool, number)
     assert (row["lifted_at"], row["lifted_ref"]) == (clock.now, start_sid)
-    assert await pool.fetchval("SELECT lifted FROM inbound_messages WHERE message_sid = $1",
+    assert await pool.fetchval("SELECT lifted FROM inbound_messages WHERE message_id = $1",
                                start_sid) == 1
     assert (await send_sms(world, number)).sid.startswith("SM")
 
@@ -343,7 +343,7 @@ async def test_organisation_words_are_decided_when_the_entry_is_applied(
     (row,) = await objections_pool(pool, form["From"])
     assert (row["organisation_id"], row["received_at"]) == (OPZEG, ARRIVED)
     assert await objections_pool(pool, other_number) == []
-    assert await pool.fetchval("SELECT intent FROM inbound_messages WHERE message_sid = $1",
+    assert await pool.fetchval("SELECT intent FROM inbound_messages WHERE message_id = $1",
                                other_sid) == "other"
 
 

@@ -137,7 +137,7 @@ async def rows_for(world: World, number: str) -> list[asyncpg.Record]:
 async def rows_of_client(world: World) -> list[asyncpg.Record]:
     await world.committed()
     rows: list[asyncpg.Record] = await world.admin.app[POOL].fetch(
-        "SELECT * FROM decisions WHERE account_sid = $1 ORDER BY id", world.sid)
+        "SELECT * FROM decisions WHERE client_id = $1 ORDER BY id", world.sid)
     return rows
 
 
@@ -380,7 +380,7 @@ async def test_update_url_and_callback_lead_through_the_relays(
 async def outcomes(world: World) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await world.admin.app[POOL].fetch(
         """SELECT c.* FROM contact_outcomes c JOIN decisions d ON d.id = c.decision_id
-           WHERE d.account_sid = $1 ORDER BY c.id""", world.sid)
+           WHERE d.client_id = $1 ORDER BY c.id""", world.sid)
     return rows
 
 

@@ -95,7 +95,7 @@ async def test_allowed_sms_gets_the_footer_and_upstream_credentials(
     assert row["upstream_status"] == 201
     assert row["upstream_sid"] == message.sid
     assert received.headers["X-Consent-Decision-Id"] == str(row["id"])
-    assert row["account_sid"] == world.sid
+    assert row["client_id"] == world.sid
     assert row["subject_masked"].endswith(number[-4:])
 
 
@@ -586,7 +586,7 @@ async def test_200_concurrent_creates(world: World, fake: FakeTwilio,
     await world.committed()
     rows = await pool.fetch(
         """SELECT d.decision, o.upstream_sid FROM decisions d
-           LEFT JOIN decision_outcomes o ON o.decision_id = d.id WHERE d.account_sid = $1""",
+           LEFT JOIN decision_outcomes o ON o.decision_id = d.id WHERE d.client_id = $1""",
         world.sid)
     assert len(rows) == 200
     assert sum(r["decision"] == "allow" for r in rows) == 120

@@ -422,7 +422,7 @@ async def test_create_carries_the_proxys_decision_id_not_the_clients(scene: Scen
     assert answer.status == 201, answer
     (create,) = scene.fake.received
     decision = await scene.pool.fetchval(
-        "SELECT max(id) FROM decisions WHERE account_sid = $1", scene.world.sid)
+        "SELECT max(id) FROM decisions WHERE client_id = $1", scene.world.sid)
     assert create.headers[DECISION_HEADER] == str(decision) != "1"
     assert "X-Evil" not in create.headers
 

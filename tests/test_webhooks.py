@@ -171,7 +171,7 @@ async def test_duplicate_message_sid_stores_nothing_new(world: World, proxy: Tes
     second = await inbound(proxy, world, number, "STOP", sid)
     assert first == second
     assert len(await objections(pool, number)) == 1
-    assert await pool.fetchval("SELECT count(*) FROM inbound_messages WHERE message_sid = $1",
+    assert await pool.fetchval("SELECT count(*) FROM inbound_messages WHERE message_id = $1",
                                sid) == 1
 
 
@@ -201,7 +201,7 @@ async def test_start_lifts_only_sms_keyword_objections_of_this_organisation(
         "SELECT * FROM inbound_messages WHERE subject_hash = $1 AND intent = 'start'",
         subject_hash(number))
     assert event["lifted"] == 1
-    assert rows[0]["lifted_ref"] == event["message_sid"]
+    assert rows[0]["lifted_ref"] == event["message_id"]
 
 
 async def test_start_does_not_lift_an_objection_made_another_way(
@@ -384,7 +384,7 @@ async def test_stop_to_an_unknown_number_objects_globally(
     (row,) = await objections(pool, number)
     assert (row["organisation_id"], row["channel"], row["via"], row["source_ref"]) == (
         None, None, "sms", sid)
-    event = await pool.fetchrow("SELECT * FROM inbound_messages WHERE message_sid = $1", sid)
+    event = await pool.fetchrow("SELECT * FROM inbound_messages WHERE message_id = $1", sid)
     assert (event["organisation_id"], event["sender"], event["intent"], event["objection_id"]) \
         == (None, unknown, "stop", row["id"])
     # N11: a global objection blocks every organisation, on every channel.

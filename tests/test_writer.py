@@ -23,7 +23,7 @@ def record(number: str, consumes: int | None = None,
     decision = Decision("allow", "ALLOWED", "N6", {"en": "x", "nl": "x"}, "CONTACT_REQUEST",
                         ({"type": "consent", "id": consumes or 0},), consumes=consumes)
     return store.DecisionRecord(decision=decision, decided_at=NOW, channel="sms",
-                                subject=number, account_sid=account_sid)
+                                subject=number, client_id=account_sid)
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ async def test_close_drains_the_queue(pool: asyncpg.Pool) -> None:
 
 async def _client(pool: asyncpg.Pool) -> str:
     sid = "AC" + uuid.uuid4().hex
-    await pool.execute("INSERT INTO clients (account_sid, name) VALUES ($1, 'dialer')", sid)
+    await pool.execute("INSERT INTO clients (client_id, name) VALUES ($1, 'dialer')", sid)
     return sid
 
 
@@ -145,7 +145,7 @@ async def test_one_token_twice_in_a_batch_is_claimed_once(writer: GroupCommit,
     assert sorted(claimed for _id, claimed in results) == [False, False, False, True]
     (winner,) = [decision_id for decision_id, claimed in results if claimed]
     assert await pool.fetchval("SELECT decision_id FROM idempotency_keys WHERE "
-                               "account_sid = $1 AND token = 'token-1'", sid) == winner
+                               "client_id = $1 AND token = 'token-1'", sid) == winner
 
 
 async def test_outcomes_complete_their_idempotency_entries(writer: GroupCommit,
@@ -164,7 +164,7 @@ async def test_outcomes_complete_their_idempotency_entries(writer: GroupCommit,
         *(writer.decision(record(mobile()), None) for _ in range(10)))
     rows = await pool.fetch("SELECT k.token, k.status, k.response, o.upstream_sid "
                             "FROM idempotency_keys k JOIN decision_outcomes o "
-                            "ON o.decision_id = k.decision_id WHERE k.account_sid = $1 "
+                            "ON o.decision_id = k.decision_id WHERE k.client_id = $1 "
                             "ORDER BY k.token", sid)
     assert len(rows) == 10
     assert all(r["status"] == 201 and r["response"] == b'{"sid": "x"}' for r in rows)

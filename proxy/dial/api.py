@@ -47,7 +47,7 @@ async def decide(request: web.Request) -> web.Response:
     dial = await dial_request(request)
     app = request.app
     now = app[CLOCK]()
-    earlier = await attempts.claim(app[POOL], client.account_sid, dial.call_id,
+    earlier = await attempts.claim(app[POOL], client.id, dial.call_id,
                                    dial.fingerprint(), now)
     if earlier is not None:
         return await _replay(request, client, dial, earlier)
@@ -55,10 +55,10 @@ async def decide(request: web.Request) -> web.Response:
         decision_id_, stored = await _decide(request, client, dial)
     except BaseException:
         with contextlib.suppress(*STORE_ERRORS):
-            await attempts.release(app[POOL], client.account_sid, dial.call_id)
+            await attempts.release(app[POOL], client.id, dial.call_id)
         raise
     try:
-        await attempts.complete(app[POOL], client.account_sid, dial.call_id, decision_id_,
+        await attempts.complete(app[POOL], client.id, dial.call_id, decision_id_,
                                 stored)
     except STORE_ERRORS as exc:  # decided and committed: the dialer gets its answer
         log.error("dial_answer_not_stored", decision_id=decision_id_,
@@ -97,7 +97,7 @@ def _record(request: web.Request, client: store.Client, dial: DialRequest,
             ev: gate.Evaluation, decided_at: dt.datetime) -> store.DecisionRecord:
     return store.DecisionRecord(
         decision=ev.decision, decided_at=decided_at,
-        channel="voice", request_id=request.get(REQUEST_ID), account_sid=client.account_sid,
+        channel="voice", request_id=request.get(REQUEST_ID), client_id=client.id,
         sender=ev.contact.from_ or None,
         organisation_id=ev.facts.organisation.id if ev.facts.organisation else None,
         subject=ev.contact.to, topic=ev.contact.effective_topic,
@@ -121,7 +121,7 @@ async def _replay(request: web.Request, client: store.Client, dial: DialRequest,
                            "request", "call_id")
         await asyncio.sleep(pause)  # the first request is deciding: a few milliseconds
         pause = min(pause * 2, 0.1)
-        found = await attempts.find(request.app[POOL], client.account_sid, dial.call_id)
+        found = await attempts.find(request.app[POOL], client.id, dial.call_id)
         if found is None:  # its decision failed and the claim was dropped: decide now
             return await decide(request)
         earlier = found
@@ -132,7 +132,7 @@ async def outcome(request: web.Request) -> web.Response:
     wanted = decision_id(request)
     status = await outcome_status(request)
     app = request.app
-    found = await attempts.dial_decision(app[POOL], client.account_sid, wanted)
+    found = await attempts.dial_decision(app[POOL], client.id, wanted)
     if found is None:
         raise NotFound("no such decision of this client", "decision_id")
     if not found.allowed:
@@ -141,7 +141,7 @@ async def outcome(request: web.Request) -> web.Response:
     if stored != status:
         raise Conflict(f"the outcome {stored!r} is already recorded for this decision",
                        "status")
-    if stored in NOT_REACHED:  # again on a repeat: giving back happens once (store.py)
+    if stored in NOT_REACHED:  # again on a repeat: giving back happens once (proxy/store/)
         await consumption.give_back(app, wanted, "not_reached", stored)
     add_to_request(decision_id=wanted, outcome=stored)
     return web.json_response({"decision_id": wanted, "status": stored})

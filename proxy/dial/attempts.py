@@ -22,16 +22,16 @@ class Attempt:
     answer: dict[str, Any] | None
 
 
-async def claim(pool: asyncpg.Pool, account_sid: str, call_id: str, request_hash: str,
+async def claim(pool: asyncpg.Pool, client_id: str, call_id: str, request_hash: str,
                 now: dt.datetime) -> Attempt | None:
     """Claim this client's call_id for a new decision: None when claimed (decide now), else
     the attempt already on file. One statement: of two identical requests at once, one
     inserts and the other finds its row."""
     row = await pool.fetchrow(
         """WITH taken AS (
-               INSERT INTO dial_attempts (account_sid, call_id, request_hash, claimed_at)
+               INSERT INTO dial_attempts (client_id, call_id, request_hash, claimed_at)
                VALUES ($1, $2, $3, $4)
-               ON CONFLICT (account_sid, call_id) DO UPDATE
+               ON CONFLICT (client_id, call_id) DO UPDATE
                    SET request_hash = EXCLUDED.request_hash,
                        claimed_at = EXCLUDED.claimed_at, decision_id = NULL, answer = NULL
                    WHERE dial_attempts.claimed_at <= EXCLUDED.claimed_at - $5::interval
@@ -39,36 +39,36 @@ async def claim(pool: asyncpg.Pool, account_sid: str, call_id: str, request_hash
                           AND dial_attempts.claimed_at <= EXCLUDED.claimed_at - $6::interval)
                RETURNING 1)
            SELECT EXISTS (SELECT 1 FROM taken) AS claimed""",
-        account_sid, call_id, request_hash, now, REPLAY_WINDOW, ABANDONED)
+        client_id, call_id, request_hash, now, REPLAY_WINDOW, ABANDONED)
     if row["claimed"]:
         return None
-    found = await find(pool, account_sid, call_id)
+    found = await find(pool, client_id, call_id)
     # Gone between the two statements (pruned): treat as in flight, the caller asks again.
     return found or Attempt(request_hash, None)
 
 
-async def find(pool: asyncpg.Pool, account_sid: str, call_id: str) -> Attempt | None:
+async def find(pool: asyncpg.Pool, client_id: str, call_id: str) -> Attempt | None:
     row = await pool.fetchrow(
-        "SELECT request_hash, answer FROM dial_attempts WHERE account_sid = $1 AND call_id = $2",
-        account_sid, call_id)
+        "SELECT request_hash, answer FROM dial_attempts WHERE client_id = $1 AND call_id = $2",
+        client_id, call_id)
     if row is None:
         return None
     return Attempt(row["request_hash"], row["answer"])
 
 
-async def complete(pool: asyncpg.Pool, account_sid: str, call_id: str, decision_id: int,
+async def complete(pool: asyncpg.Pool, client_id: str, call_id: str, decision_id: int,
                    answer: dict[str, Any]) -> None:
     await pool.execute(
         """UPDATE dial_attempts SET decision_id = $3, answer = $4
-           WHERE account_sid = $1 AND call_id = $2 AND answer IS NULL""",
-        account_sid, call_id, decision_id, answer)
+           WHERE client_id = $1 AND call_id = $2 AND answer IS NULL""",
+        client_id, call_id, decision_id, answer)
 
 
-async def release(pool: asyncpg.Pool, account_sid: str, call_id: str) -> None:
+async def release(pool: asyncpg.Pool, client_id: str, call_id: str) -> None:
     """Drop a claim that got no decision, so the next retransmit decides afresh."""
     await pool.execute(
-        "DELETE FROM dial_attempts WHERE account_sid = $1 AND call_id = $2 AND answer IS NULL",
-        account_sid, call_id)
+        "DELETE FROM dial_attempts WHERE client_id = $1 AND call_id = $2 AND answer IS NULL",
+        client_id, call_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +77,13 @@ class DialDecision:
     allowed: bool
 
 
-async def dial_decision(pool: asyncpg.Pool, account_sid: str,
+async def dial_decision(pool: asyncpg.Pool, client_id: str,
                         decision_id: int) -> DialDecision | None:
     """A decision this client asked for through the dial API, or None."""
     row = await pool.fetchrow(
         """SELECT id, decision FROM decisions
-           WHERE id = $1 AND account_sid = $2 AND details ? 'dial'""",
-        decision_id, account_sid)
+           WHERE id = $1 AND client_id = $2 AND details ? 'dial'""",
+        decision_id, client_id)
     return DialDecision(row["id"], row["decision"] == "allow") if row is not None else None
 
 

@@ -50,7 +50,7 @@ async def authenticate(request: web.Request) -> store.Client:
     if basic is not None and secret and _ACCOUNT_SID.fullmatch(basic.login):
         client = await request.app[CLIENTS].get(request, basic.login)
     if client is None or basic is None or not secret or not credentials.token_matches(
-            secret, client.account_sid, client.token_version, basic.password):
+            secret, client.id, client.token_version, basic.password):
         raise Unauthorized("missing or invalid credentials (HTTP Basic: account_sid and "
                            "auth_token of a client)")
     return client
