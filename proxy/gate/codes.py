@@ -1,6 +1,7 @@
-"""Every denial's HTTP status and stable numeric code, for every way in: a public contract
-(README, "Error codes"). Provider-neutral: the Twilio front renders them in Twilio's error
-shape, the dial API in its own answer."""
+"""The public codes of every way in: each denial's HTTP status and stable numeric code, and
+the gate's own faults with what they mean and what to do. Public contracts (README, "Error
+codes"): never renumbered, never renamed. Provider-neutral: the Twilio front renders them in
+Twilio's error shape, the dial API in its own answer, and `GET /errors/{code}` explains each."""
 
 from __future__ import annotations
 
@@ -30,4 +31,35 @@ DENIAL_CODES: Mapping[str, tuple[int, int]] = {
     "OPT_OUT_NOT_APPENDABLE": (403, 930050),
     "TWIML_NOT_INSPECTABLE": (403, 930051),
     "CONSENT_STORE_UNAVAILABLE": (503, 930503),
+}
+
+# Faults of the proxy's own, in the same numbering: (status, code).
+UPSTREAM_UNREACHABLE = (502, 930502)
+UPSTREAM_TIMEOUT = (504, 930504)
+IDEMPOTENCY_IN_FLIGHT = (409, 930409)
+IDEMPOTENCY_MISMATCH = (422, 930422)
+NOT_PASSED_THROUGH = (403, 930403)
+SCHEDULED_SEND_NOT_GATED = (400, 930052)
+FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
+    UPSTREAM_UNREACHABLE: (
+        "UPSTREAM_UNREACHABLE", "The provider could not be reached; nothing was sent.",
+        "Check TWILIO_API_BASE and the network; the dialer may retry."),
+    UPSTREAM_TIMEOUT: (
+        "UPSTREAM_TIMEOUT", "The provider did not answer within upstream.timeout_seconds; the "
+        "request may or may not have been delivered, and it is not retried.",
+        "Look the call or message up before trying again."),
+    IDEMPOTENCY_IN_FLIGHT: (
+        "IDEMPOTENCY_IN_FLIGHT", "A request with the same I-Twilio-Idempotency-Token is still "
+        "being processed.", "Wait and repeat the request to get its answer."),
+    IDEMPOTENCY_MISMATCH: (
+        "IDEMPOTENCY_MISMATCH", "The I-Twilio-Idempotency-Token was used in the last 24 hours "
+        "for a different request.", "Use a new token for a new request."),
+    NOT_PASSED_THROUGH: (
+        "NOT_PASSED_THROUGH", "Only the calls, messages and recordings this client created are "
+        "reachable through consent-proxy.", "Use Twilio directly for account administration."),
+    SCHEDULED_SEND_NOT_GATED: (
+        "SCHEDULED_SEND_NOT_GATED", "A message scheduled for later (ScheduleType/SendAt) would "
+        "leave long after its decision, past any objection made in between; consent-proxy "
+        "decides at the moment of sending.", "Send the message at the desired time from the "
+        "dialer itself, without ScheduleType and SendAt."),
 }
