@@ -101,15 +101,16 @@ class Gate:
     async def decide(self, proposal: Proposal, caller: Caller, *,
                      now: dt.datetime | None = None) -> Evaluation:
         """The outage spool first, then the decision (not yet recorded)."""
-        await self.apply_spool()
+        if self._drain.spool.entries:
+            await self.apply_spool()
         return await self.evaluate(proposal, caller, now=now)
 
-    async def evaluate(self, proposal: Proposal, caller: Caller, *,
-                       now: dt.datetime | None = None) -> Evaluation:
+    def evaluate(self, proposal: Proposal, caller: Caller, *,
+                 now: dt.datetime | None = None) -> Awaitable[Evaluation]:
         """A decision without applying the spool first: for more contacts of one request
         (a call's destinations) once `decide` or `apply_spool` has. Only senders of the
         caller's organisations count as registered."""
-        return await evaluate(
+        return evaluate(
             self._load_facts, self.rules, channel=proposal.channel, to_raw=proposal.to,
             from_raw=proposal.from_, now=now or self.clock(), topic=proposal.topic,
             organisations=caller.organisations, body_check=_body_check(proposal),
@@ -218,7 +219,7 @@ def _record(caller: Caller, entry: Recordable, decided_at: dt.datetime
         request_id=caller.request_id, account_sid=caller.client_id,
         sender=ev.contact.from_ or None,
         organisation_id=ev.facts.organisation.id if ev.facts.organisation else None,
-        subject=ev.contact.to, topic=ev.contact.effective_topic, details=dict(entry.details),
+        subject=ev.contact.to, topic=ev.contact.effective_topic, details=entry.details,
     )
 
 

@@ -5,7 +5,7 @@ back (`Claim`, `Evaluation`, `Committed`) in its own protocol."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -53,14 +53,14 @@ class Recordable(Protocol):
     def evaluation(self) -> Evaluation: ...
 
     @property
-    def details(self) -> Mapping[str, Any]: ...
+    def details(self) -> dict[str, Any]: ...
 
 
 class Entry(msgspec.Struct, frozen=True, gc=False):
     """The plain Recordable: an evaluation and the details stored beside it."""
 
     evaluation: Evaluation
-    details: Mapping[str, Any] = msgspec.field(default_factory=dict)
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 E = TypeVar("E", bound=Recordable)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,7 @@ class _Row:
     """A destination's decision row (a gate.Recordable)."""
 
     decided: Decided
-    details: Mapping[str, Any]
+    details: dict[str, Any]
 
     @property
     def evaluation(self) -> Evaluation:
