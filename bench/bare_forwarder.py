@@ -1,10 +1,10 @@
 """The baseline of item 1: a bare pass-through forwarder, `python -m bench.bare_forwarder …`.
 
 The same stack as consent-proxy (aiohttp server, one pooled aiohttp ClientSession with the
-connector and timeout of proxy/app.py `_upstream_ctx`) doing only what any forwarder must:
-swap the AccountSid and Basic auth, forward the form, return the upstream answer with the
-client's AccountSid swapped back. No authentication, no checks, no database, no log lines:
-whatever consent-proxy costs on top of this is the price of the gate.
+connector and timeout of `_upstream_ctx` in proxy/fronts/twilio/mount.py) doing only what any
+forwarder must: swap the AccountSid and Basic auth, forward the form, return the upstream
+answer with the client's AccountSid swapped back. No authentication, no checks, no database,
+no log lines: whatever consent-proxy costs on top of this is the price of the gate.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The application factory: wires settings, pool, clock, middlewares and routes."""
+"""The application factory: wires settings, pool, clock, the gate, middlewares and routes, and
+mounts every front (proxy/fronts/); it names none of them."""
 
 from __future__ import annotations
 
@@ -9,38 +10,39 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import asyncpg
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy import admin, audit, check, checkpoints, db, relays, stops, twilio_front, webhooks
+from proxy import admin, audit, check, checkpoints, db, stops
 from proxy.clients import ClientDirectory, ClientEvents
 from proxy.credentials import constant_time_equals
 from proxy.db import STORE_ERRORS, constraint_refusal
-from proxy.dial import api as dial
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
+from proxy.front import renderer_for
+from proxy.fronts import FRONTS
+from proxy.gate import DENIAL_CODES, FAULTS, Gate
 from proxy.keys import (
     CLIENTS,
     CLOCK,
-    HTTP,
+    GATE,
     METRICS,
     OPTOUT_SPOOL,
     POOL,
     READER,
     REQUEST_ID,
     SETTINGS,
-    UPSTREAM,
+    SPOOL_DRAIN,
     WORKERS,
     WRITER,
     Clock,
 )
 from proxy.logging import bind_request, end_request
 from proxy.metrics import Metrics
+from proxy.policy import REASONS
 from proxy.reader import GroupFetch
 from proxy.settings import Settings
-from proxy.upstream import SandboxUpstream, TwilioUpstream
 from proxy.workers import Workers
 from proxy.writer import GroupCommit
 
@@ -105,15 +107,10 @@ def admin_error(status: int, message: str, field: str | None = None) -> web.Resp
     return web.json_response({"error": message, "field": field}, status=status)
 
 
-def _is_twilio_route(request: web.Request) -> bool:
-    return request.path.startswith("/2010-04-01/")
-
-
 def _error(request: web.Request, exc: ProxyError) -> web.Response:
-    if _is_twilio_route(request):
-        return twilio_front.error_response(request, exc)
-    if dial.is_dial_route(request):
-        return dial.error_response(exc)
+    renderer = renderer_for(request.app, request.path)
+    if renderer is not None:  # the front that owns the path renders it in its own shape
+        return renderer.error(request, exc)
     response = admin_error(exc.status, exc.message, exc.field)
     if isinstance(exc, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="consent-proxy admin"'
@@ -122,9 +119,10 @@ def _error(request: web.Request, exc: ProxyError) -> web.Response:
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Domain exceptions -> the response shape of the route family (Twilio-shaped on Twilio
-    routes, {"error","field"} elsewhere). Never a bare 500 page. The admin API's bearer
-    token is checked here too, first: one middleware less for every request to pass."""
+    """Domain exceptions -> the response shape of the route family (a front's own on the
+    paths it registered, proxy/front.py; {"error","field"} elsewhere). Never a bare 500 page.
+    The admin API's bearer token is checked here too, first: one middleware less for every
+    request to pass."""
     try:
         _admin_auth(request)
         return await handler(request)
@@ -135,8 +133,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        if _is_twilio_route(request):
-            return twilio_front.http_error_response(request, exc.status, exc.reason)
+        renderer = renderer_for(request.app, request.path)
+        if renderer is not None:
+            return renderer.http_error(request, exc.status, exc.reason)
         return admin_error(exc.status, exc.reason)
     except asyncpg.IntegrityConstraintViolationError as exc:
         log.warning("constraint_refused", constraint=exc.constraint_name)
@@ -166,9 +165,29 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def error_doc(request: web.Request) -> web.Response:
+    """`more_info` of every denial and fault code points here: what the code means and what
+    to do (proxy/gate/codes.py)."""
+    try:
+        code = int(request.match_info["code"])
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+    for reason, (status, number) in DENIAL_CODES.items():
+        if number == code:
+            doc = REASONS[reason]
+            return web.json_response({"code": code, "status": status, "reason": reason,
+                                      "rule": doc.rule, "meaning": doc.meaning,
+                                      "fix": doc.fix})
+    for (status, number), (name, meaning, fix) in FAULTS.items():
+        if number == code:
+            return web.json_response({"code": code, "status": status, "reason": name,
+                                      "rule": None, "meaning": meaning, "fix": fix})
+    raise web.HTTPNotFound()
+
+
 async def readyz(request: web.Request) -> web.Response:
     # STOPs waiting in the outage spool are shown, but do not make the gate unready: with the
-    # database back, every decision applies the spool before deciding (proxy/stops.py).
+    # database back, every decision applies the spool before deciding (Gate.apply_spool).
     spooled = request.app[OPTOUT_SPOOL].entries
     extra = {"optout_spool": spooled} if spooled else {}
     try:
@@ -196,6 +215,9 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     reader.start()
     writer.start()
     app[READER], app[WRITER] = reader, writer
+    app[GATE] = Gate(pool=pool, load_facts=reader.load_facts, writer=writer,
+                     rules=app[SETTINGS].rules, clock=app[CLOCK], metrics=app[METRICS],
+                     drain=app[SPOOL_DRAIN])
     yield
     await reader.close()
     await writer.close()  # every queued decision and outcome is written before the pool goes
@@ -209,35 +231,6 @@ async def _client_events_ctx(app: web.Application) -> AsyncIterator[None]:
     events.start()
     yield
     await events.close()
-
-
-async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    if settings.sandbox:
-        app[UPSTREAM] = SandboxUpstream()
-        yield
-        return
-    assert settings.twilio_account_sid
-    assert settings.twilio_auth_token
-    # One pooled session for every upstream call. Creates are never retried (a retried dial
-    # is a second call), so no retrying client is used.
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),
-        timeout=aiohttp.ClientTimeout(total=settings.rules.upstream_timeout_seconds),
-    ) as session:
-        app[UPSTREAM] = TwilioUpstream(
-            session, settings.twilio_api_base, settings.twilio_account_sid,
-            settings.twilio_auth_token, settings.rules.upstream_timeout_seconds)
-        yield
-
-
-async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=50),
-        timeout=aiohttp.ClientTimeout(total=app[SETTINGS].rules.relay_timeout_seconds),
-    ) as session:
-        app[HTTP] = session
-        yield
 
 
 async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -261,19 +254,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[CLIENTS] = ClientDirectory()
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_client_events_ctx)
-    app.cleanup_ctx.append(_upstream_ctx)
-    app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_workers_ctx)
     stops.install(app)
     checkpoints.install(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/errors/{code}", error_doc)
     admin.add_routes(app)
     check.add_routes(app)
     audit.add_routes(app)
-    twilio_front.add_routes(app)
-    webhooks.add_routes(app)
-    relays.add_routes(app)
-    dial.add_routes(app)
+    for front in FRONTS:
+        front.mount(app, settings)
     return app

@@ -15,11 +15,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from proxy import gate, scrub_batch, stops, store
+from proxy import gate, scrub_batch, store
 from proxy.admin import PREFIX, read_json
 from proxy.errors import BadInput
 from proxy.fields import Fields, parse_time, parse_topic
-from proxy.keys import CLOCK, POOL, SETTINGS, WORKERS
+from proxy.keys import CLOCK, GATE, POOL, SETTINGS, WORKERS
 from proxy.policy.facts import ContactChannel
 
 log = structlog.get_logger("proxy.scrub")
@@ -63,7 +63,7 @@ async def check(request: web.Request) -> web.Response:
     at = f.time("at", required=False)
     now = _in_range(at) if at is not None else request.app[CLOCK]()
     topic = f.text("topic", required=False)
-    await stops.apply_before_deciding(request.app)
+    await request.app[GATE].apply_spool()
     evaluation = await gate.evaluate(
         gate.store_facts(request.app[POOL]), request.app[SETTINGS].rules, channel=channel,
         to_raw=to_raw, from_raw=from_raw, now=now,
@@ -114,7 +114,7 @@ async def scrub(request: web.Request) -> web.StreamResponse:
     if not query.get("from"):
         raise BadInput("required query parameter is missing", "from")
     pool, rules, workers = request.app[POOL], request.app[SETTINGS].rules, request.app[WORKERS]
-    await stops.apply_before_deciding(request.app)
+    await request.app[GATE].apply_spool()
     found = await store.load_sender(pool, key) if key else None
     if found is None:
         raise BadInput("not a registered sender (UNKNOWN_SENDER)", "from")

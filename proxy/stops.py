@@ -30,7 +30,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from proxy import gate, store
 from proxy.db import STORE_ERRORS
 from proxy.errors import StoreUnavailable
-from proxy.keys import METRICS, OPTOUT_SPOOL, POOL, SETTINGS, SPOOL_DRAIN
+from proxy.keys import GATE, METRICS, OPTOUT_SPOOL, POOL, SETTINGS, SPOOL_DRAIN
 from proxy.optout_spool import OptOutSpool, SpoolDrain, SpoolEntry
 from proxy.phone import try_parse_number
 from proxy.policy.facts import Channel, Organisation, Sender
@@ -194,23 +194,9 @@ async def apply_spooled(pool: asyncpg.Pool, settings: Settings, entry: SpoolEntr
 
 
 async def apply_before_deciding(app: web.Application) -> None:
-    """N11: an objection blocks from the moment it is received. A STOP still in the spool
-    (it came while the database could not be written) is applied before any decision is
-    made, rather than when the drain's backoff next comes round: a decision never overlooks
-    a STOP this gate has answered. While the database is still out, the store's error fails
-    the decision closed (503); an entry that cannot be applied for another reason also stops
-    every decision (503, `optout_spool_blocks_decisions`) until it is dealt with, because
-    deciding past it could reach the person who sent it."""
-    if not app[OPTOUT_SPOOL].entries:
-        return
-    try:
-        await app[SPOOL_DRAIN].apply_pending()
-    except STORE_ERRORS:
-        raise
-    except Exception as exc:
-        log.exception("optout_spool_blocks_decisions", entries=app[OPTOUT_SPOOL].entries)
-        raise StoreUnavailable("a STOP received during an outage cannot be applied; no "
-                               "decision is made until it is (see the proxy log)") from exc
+    """N11: a STOP still in the spool is applied before any decision is made
+    (Gate.apply_spool), for a handler that holds the app rather than the gate."""
+    await app[GATE].apply_spool()
 
 
 async def settle_spooled(app: web.Application, message_sid: str) -> None:

@@ -23,8 +23,8 @@ from aiohttp.test_utils import TestClient
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
-from proxy import twiml
-from proxy.codes import DENIAL_CODES
+from proxy.fronts.twilio import twiml
+from proxy.gate.codes import DENIAL_CODES
 from proxy.keys import OPTOUT_SPOOL, SPOOL_DRAIN
 from tests import test_optout_spool, test_relays
 from tests.conftest import UP_SID, UP_TOKEN, Clock, mobile

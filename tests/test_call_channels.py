@@ -17,7 +17,7 @@ from twilio.base.exceptions import TwilioRestException
 
 from proxy import db
 from proxy.app import create_app
-from proxy.codes import DENIAL_CODES
+from proxy.gate.codes import DENIAL_CODES
 from proxy.keys import POOL
 from proxy.phone import subject_hash
 from tests.conftest import UP_SID, UP_TOKEN, Clock, make_settings, mobile

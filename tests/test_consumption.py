@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from twilio.base.exceptions import TwilioRestException
 
 from proxy import db, store
-from proxy.codes import DENIAL_CODES
+from proxy.gate.codes import DENIAL_CODES
 from proxy.keys import POOL
 from proxy.phone import subject_hash
 from proxy.policy import Decision

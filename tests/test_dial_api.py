@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from proxy import db, store
 from proxy.app import create_app
-from proxy.codes import DENIAL_CODES
+from proxy.gate.codes import DENIAL_CODES
 from proxy.keys import OPTOUT_SPOOL, POOL
 from proxy.optout_spool import SpoolEntry
 from proxy.phone import mask, subject_hash

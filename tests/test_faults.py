@@ -30,8 +30,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from proxy import db, webhooks
+from proxy import db
 from proxy.app import create_app
+from proxy.fronts.twilio import webhooks
 from proxy.settings import ConfigError, load_rules, parse_rules
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -51,7 +52,7 @@ A = "/admin/v1"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
-# proxy/upstream.py still uses aiohttp.BasicAuth, which aiohttp 3.14 deprecates.
+# proxy/fronts/twilio/upstream.py still uses aiohttp.BasicAuth, which aiohttp 3.14 deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 

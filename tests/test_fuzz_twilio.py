@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from proxy.app import create_app
-from proxy.twilio_front import DECISION_HEADER, IDEMPOTENCY_HEADER
+from proxy.fronts.twilio.front import DECISION_HEADER, IDEMPOTENCY_HEADER
 from tests.conftest import AMS, UP_SID, UP_TOKEN, Clock, make_settings, mobile
 from tests.fake_twilio import (
     CALLS,
@@ -241,7 +241,7 @@ class Harness:
         body = req.body
         if req.pad_to is not None:  # a filler field that lands the body on the limit
             # A field both creates document: an undocumented one is refused before its size
-            # matters (proxy/twilio_routes.py).
+            # matters (proxy/fronts/twilio/routes.py).
             filler = b"&StatusCallback="
             room = self.max_body - len(body) - len(filler)
             body += filler + b"x" * (room + (1 if req.pad_to == "over" else 0))

@@ -29,8 +29,8 @@ from twilio.request_validator import RequestValidator
 
 from proxy import db, stops
 from proxy.app import create_app
-from proxy.codes import DENIAL_CODES
 from proxy.errors import StoreUnavailable
+from proxy.gate.codes import DENIAL_CODES
 from proxy.keys import OPTOUT_SPOOL, SETTINGS, SPOOL_DRAIN
 from proxy.optout_spool import SPOOL_FILE, OptOutSpool, SpoolDrain, SpoolEntry
 from proxy.phone import subject_hash

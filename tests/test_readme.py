@@ -6,10 +6,9 @@ import re
 
 import pytest
 
-from proxy.codes import DENIAL_CODES
+from proxy.gate.codes import DENIAL_CODES, FAULTS
 from proxy.policy.reasons import BASES, DENY_REASONS, REASONS
 from proxy.settings import SECTIONS
-from proxy.twilio_front import FAULTS
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text("utf-8")

@@ -22,9 +22,12 @@ from multidict import MultiDict
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 
-from proxy import credentials, relays, twilio_fields, twilio_routes, twiml
+from proxy import credentials
 from proxy.app import create_app
-from proxy.codes import DENIAL_CODES
+from proxy.fronts.twilio import fields as twilio_fields
+from proxy.fronts.twilio import relays, twiml
+from proxy.fronts.twilio import routes as twilio_routes
+from proxy.gate.codes import DENIAL_CODES
 from proxy.keys import POOL
 from proxy.phone import subject_hash
 from tests.conftest import PROXY_SECRET, UP_SID, UP_TOKEN, Clock, make_settings, mobile

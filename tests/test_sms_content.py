@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from twilio.base.exceptions import TwilioRestException
 
-from proxy.codes import DENIAL_CODES
+from proxy.gate.codes import DENIAL_CODES
 from proxy.phone import subject_hash
 from tests.conftest import Clock, mobile
 from tests.fake_twilio import FakeTwilio

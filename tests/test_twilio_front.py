@@ -20,7 +20,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client as TwilioClient
 
 from proxy.app import create_app
-from proxy.codes import DENIAL_CODES
+from proxy.gate.codes import DENIAL_CODES
 from proxy.keys import POOL, SETTINGS
 from proxy.phone import subject_hash
 from tests.conftest import UP_SID, UP_TOKEN, Clock, make_settings, mobile, uid

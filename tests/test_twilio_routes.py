@@ -1,4 +1,5 @@
-"""The Twilio front serves canonical paths of documented shapes only (proxy/twilio_routes.py).
+"""The Twilio front serves canonical paths of documented shapes only
+(proxy/fronts/twilio/routes.py).
 
 Issue 17: a dialer sent `POST …/Calls/{its own CA}/../../Calls.json` (and `%2e%2e`, `..%2f`,
 …) and it reached Twilio as a plain create, undecided. Here the requests go out as raw bytes
@@ -27,12 +28,14 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from proxy import twilio_fields, twilio_messages, twilio_routes
 from proxy.app import create_app
-from proxy.keys import UPSTREAM
-from proxy.twilio_errors import TwilioError
-from proxy.twilio_front import DECISION_HEADER, IDEMPOTENCY_HEADER
-from proxy.upstream import CANONICAL_TAIL, SandboxUpstream
+from proxy.fronts.twilio import fields as twilio_fields
+from proxy.fronts.twilio import messages as twilio_messages
+from proxy.fronts.twilio import routes as twilio_routes
+from proxy.fronts.twilio.errors import TwilioError
+from proxy.fronts.twilio.front import DECISION_HEADER, IDEMPOTENCY_HEADER
+from proxy.fronts.twilio.keys import UPSTREAM
+from proxy.fronts.twilio.upstream import CANONICAL_TAIL, SandboxUpstream
 from tests.conftest import AMS, UP_SID, UP_TOKEN, Clock, make_settings, mobile
 from tests.fake_twilio import FakeTwilio, Received, resolve_path
 from tests.twilio import extract_fields
@@ -695,8 +698,8 @@ def test_resolve_refuses(method: str, tail: str, status: int) -> None:
 @given(st.text(alphabet="/.%2eEfF5cC;\\aA_-?#=&", max_size=30))
 @settings(max_examples=300, deadline=None, database=None)
 def test_property_every_route_tail_is_canonical(tail: str) -> None:
-    """Whatever is resolved gives a path the upstream accepts unchanged (proxy/upstream.py
-    refuses any other), and it is the path the request named."""
+    """Whatever is resolved gives a path the upstream accepts unchanged
+    (proxy/fronts/twilio/upstream.py refuses any other), and it is the path the request named."""
     for prefix in (f"Calls/{CA}", f"Recordings/{RE}", "Calls", ""):
         raw = f"{ACCOUNT}{SID}/{prefix}{tail}"
         try:

@@ -1,10 +1,10 @@
-"""TwiML taken apart (proxy/twiml.py): pure, no I/O."""
+"""TwiML taken apart (proxy/fronts/twilio/twiml.py): pure, no I/O."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy import twiml
+from proxy.fronts.twilio import twiml
 
 
 def targets(text: str) -> list[tuple[int, str, str, str, str | None]]:

@@ -19,7 +19,7 @@ from twilio.request_validator import RequestValidator
 
 from proxy import credentials
 from proxy.app import create_app
-from proxy.codes import DENIAL_CODES
+from proxy.gate.codes import DENIAL_CODES
 from proxy.phone import mask, subject_hash
 from tests.conftest import PROXY_SECRET, UP_SID, UP_TOKEN, Clock, make_settings, mobile, uid
 from tests.fake_twilio import FakeTwilio

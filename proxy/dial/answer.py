@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.codes import DENIAL_CODES
 from proxy.errors import ProxyError, Unauthorized
+from proxy.gate.codes import DENIAL_CODES
 from proxy.policy import REASONS, Decision
 
 STORE_UNAVAILABLE = "CONSENT_STORE_UNAVAILABLE"

@@ -18,12 +18,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from proxy import consumption, gate, stops, store
+from proxy import gate, stops, store
 from proxy.db import STORE_ERRORS
 from proxy.dial import answer, attempts
 from proxy.dial.request import DialRequest, authenticate, decision_id, dial_request, outcome_status
 from proxy.errors import BadInput, Conflict, NotFound
-from proxy.keys import CLOCK, METRICS, POOL, READER, REQUEST_ID, SETTINGS, WRITER
+from proxy.keys import CLOCK, GATE, METRICS, POOL, READER, REQUEST_ID, SETTINGS, WRITER
 from proxy.logging import add_to_request
 
 log = structlog.get_logger("proxy.dial")
@@ -142,7 +142,7 @@ async def outcome(request: web.Request) -> web.Response:
         raise Conflict(f"the outcome {stored!r} is already recorded for this decision",
                        "status")
     if stored in NOT_REACHED:  # again on a repeat: giving back happens once (proxy/store/)
-        await consumption.give_back(app, wanted, "not_reached", stored)
+        await app[GATE].give_back(wanted, "not_reached", stored)
     add_to_request(decision_id=wanted, outcome=stored)
     return web.json_response({"decision_id": wanted, "status": stored})
 

@@ -1,9 +1,9 @@
-"""Generate `proxy/twilio_fields.py` from Twilio's OpenAPI document.
+"""Generate `proxy/fronts/twilio/fields.py` from Twilio's OpenAPI document.
 
 For every operation on the paths consent-proxy serves (`extract_subset.PATHS`): its method,
 its path below the account, the pattern of each path parameter and, for a POST, the names of
 the form fields the spec documents, exactly as Twilio spells them. The proxy accepts no other
-field names (proxy/twilio_routes.py).
+field names (proxy/fronts/twilio/routes.py).
 
     python -m tests.twilio.extract_fields                     # from the shipped subset
     python -m tests.twilio.extract_fields ../shared/reference/twilio/twilio_api_v2010.json
@@ -23,7 +23,7 @@ from tests.twilio.extract_subset import ACCOUNT, PATHS
 
 HERE = Path(__file__).resolve().parent
 SUBSET = HERE / "twilio_api_v2010_subset.json"
-OUT = HERE.parents[1] / "proxy" / "twilio_fields.py"
+OUT = HERE.parents[1] / "proxy" / "fronts" / "twilio" / "fields.py"
 FORM = "application/x-www-form-urlencoded"
 METHODS = ("get", "post", "delete")
 

@@ -1,6 +1,6 @@
 """Regenerate `twilio_api_v2010_subset.json` from Twilio's full OpenAPI document.
 
-The tests and proxy/twilio_fields.py need only the endpoints consent-proxy serves and the
+The tests and proxy/fronts/twilio/fields.py need only the endpoints consent-proxy serves and the
 schemas they reference; shipping that subset (MIT licence, see LICENSE beside this file) lets
 a fresh clone run the suite alone.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ACCOUNT = "/2010-04-01/Accounts/{AccountSid}/"
-# The creates and everything consent-proxy passes through (proxy/twilio_routes.py): the
+# The creates and everything consent-proxy passes through (proxy/fronts/twilio/routes.py): the
 # calls, messages and recordings of a client and the documented resources below them that
 # can be read, updated or deleted. Paths below a call or message that only create something
 # (Feedback, Payments, Siprec, Streams, Transcriptions, UserDefinedMessages and

@@ -28,7 +28,8 @@ from proxy import credentials, gate, stops, store
 from proxy.body import read_body
 from proxy.db import STORE_ERRORS
 from proxy.errors import BadInput
-from proxy.keys import CLOCK, HTTP, POOL, SETTINGS
+from proxy.fronts.twilio.keys import HTTP
+from proxy.keys import CLOCK, POOL, SETTINGS
 from proxy.phone import try_parse_number
 from proxy.policy.facts import Channel, Organisation, Sender
 from proxy.policy.optout import classify

@@ -5,11 +5,11 @@ aiohttp's router matches the percent-decoded path, and HTTP clients and servers 
 segments: `Calls/CA…/%2e%2e/%2e%2e/Calls.json` reaches Twilio as a plain create. So the raw
 path (`request.raw_path`, before any decoding) must be canonical, or the request is refused
 with 404 before anything else happens; it must then match one of the shapes Twilio documents
-(proxy/twilio_fields.py, generated from Twilio's OpenAPI document) with a method documented
+(fields.py, generated from Twilio's OpenAPI document) with a method documented
 for it; and the path sent upstream is rebuilt from that shape and the parameters it matched,
 never copied from the request.
 
-Served: the creates (gated, proxy/twilio_front.py), the three lists `Calls.json`,
+Served: the creates (gated, front.py), the three lists `Calls.json`,
 `Messages.json` and `Recordings.json` (filtered to the client's own items), and every read,
 update and delete of a call, message or recording and of what the spec documents below them.
 Creating anything below them (a recording, a stream, feedback, …) is not passed through.
@@ -24,14 +24,14 @@ from typing import Any
 import msgspec
 
 from proxy import form
-from proxy.twilio_errors import TwilioError
-from proxy.twilio_fields import OPERATIONS, Operation
+from proxy.fronts.twilio.errors import TwilioError
+from proxy.fronts.twilio.fields import OPERATIONS, Operation
+from proxy.gate.codes import NOT_PASSED_THROUGH
 
-NOT_PASSED_THROUGH = (403, 930403)
 FORM = "application/x-www-form-urlencoded"
 MAX_QUERY_FIELDS = 50
 
-# Gated: decided and recorded before they are forwarded (proxy/twilio_front.py).
+# Gated: decided and recorded before they are forwarded (front.py).
 GATED = frozenset({"CreateCall", "CreateMessage"})
 # Lists of the whole upstream account, which several clients may share: filtered to the
 # client's own items, by the field that names the call or message each item belongs to.

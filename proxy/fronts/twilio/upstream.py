@@ -76,7 +76,7 @@ class StreamedResponse(Protocol):
 
 FORWARDED_HEADERS = ("Content-Type", "Accept", "I-Twilio-Idempotency-Token",
                      "X-Consent-Decision-Id")
-# What the front may ask for (proxy/twilio_routes.py builds every path from its allow-list):
+# What the front may ask for (routes.py builds every path from its allow-list):
 # plain segments, no escapes, no dot segments. Anything else is a bug: refused, never sent.
 _SEGMENT = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
 CANONICAL_TAIL = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")

@@ -4,7 +4,7 @@ Pure: no I/O. Parsed with defusedxml (no DTDs, no entities: a billion-laughs doc
 refused, not expanded). Element and attribute names are matched without regard to case, so
 `<dial>` cannot slip past an inspection that looks for `<Dial>`.
 
-What can reach a person (decided by the gate, proxy/dials.py):
+What can reach a person (decided by the gate, dials.py):
 - `<Dial>`: its bare text and every `<Number>` are phone numbers; `<Client>`, `<Queue>`,
   `<Conference>`, `<Sim>` are the organisation's own agents and rooms; `<Sip>` and
   `<Application>` hide the real destination; any other noun is unknown.

@@ -5,9 +5,9 @@ of the account that owns the call: the upstream account, not the dialer's client
 rewritten to a relay URL on the proxy (PUBLIC_URL + a random id, stored in `relay_targets`
 before the request is forwarded):
 
-- TwiML URLs (`Url`, `FallbackUrl`, and the TwiML-returning URLs inside TwiML, proxy/twiml.py)
+- TwiML URLs (`Url`, `FallbackUrl`, and the TwiML-returning URLs inside TwiML, twiml.py)
   lead to `/webhooks/twilio/voice/relay/{id}`: the proxy fetches the dialer's TwiML, signed
-  for it with the client's token, decides every destination in it (proxy/dials.py), replaces
+  for it with the client's token, decides every destination in it (dials.py), replaces
   each refused `<Dial>` with a spoken refusal and a hang-up, rewrites its URLs in turn, and
   answers Twilio. A dialer that is slow, down or answers junk gets the call hung up.
 - Callbacks (`StatusCallback`, recording and machine-detection callbacks, a Pay session's
@@ -37,13 +37,16 @@ from aiohttp import web
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
-from proxy import consumption, credentials, dials, form, gate, store, twiml
+from proxy import credentials, form, store
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
-from proxy.keys import CLIENTS, CLOCK, HTTP, POOL, SETTINGS
+from proxy.fronts.twilio import dials, twiml
+from proxy.fronts.twilio.keys import HTTP
+from proxy.fronts.twilio.webhooks import signed_form
+from proxy.fronts.twilio.webhooks import twiml as twiml_response
+from proxy.gate import Caller, Evaluation, Gate, GiveBack
+from proxy.keys import CLIENTS, CLOCK, GATE, POOL, REQUEST_ID, SETTINGS
 from proxy.policy.facts import ContactChannel
-from proxy.webhooks import signed_form
-from proxy.webhooks import twiml as twiml_response
 
 log = structlog.get_logger("proxy.relays")
 
@@ -53,6 +56,11 @@ MAX_FIELDS = 200
 MAX_ANSWER = twiml.MAX_BYTES  # the most of a dialer's answer passed back to Twilio
 _CALL = re.compile(r"Calls/(CA[0-9a-fA-F]{32})\.json")
 _PAYMENT = re.compile(r"Calls/(CA[0-9a-fA-F]{32})/Payments/PK[0-9a-fA-F]{32}\.json")
+# Twilio's final CallStatus values of a call that reached nobody (N5, N6).
+NOT_REACHED = frozenset({"busy", "no-answer", "failed", "canceled"})
+# The callback that reports on the call itself, as the create (or a live update) named it; the
+# proxy adds it when the dialer set none. Callbacks inside TwiML report on other legs.
+CALL_STATUS_FIELD = "StatusCallback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +107,7 @@ class Plan:
 class Dialed:
     """A call's To and the destinations of its inline TwiML, decided and not yet recorded."""
 
-    call: gate.Evaluation  # the To's, without its contact when the call is refused
+    call: Evaluation  # the To's, without its contact when the call is refused
     decided: tuple[dials.Decided, ...] = ()
 
 
@@ -171,9 +179,8 @@ def _check(fields: Sequence[UrlField], pairs: Sequence[tuple[str, str]],
                 raise BadField(f"{key} must be GET or POST")
 
 
-async def decide_create(request: web.Request, client: store.Client, plan: Plan,
-                        pairs: Sequence[tuple[str, str]],
-                        evaluation: gate.Evaluation) -> Dialed:
+async def decide_create(gate: Gate, caller: Caller, plan: Plan,
+                        pairs: Sequence[tuple[str, str]], evaluation: Evaluation) -> Dialed:
     """Decide the destinations of an allowed call's inline TwiML (and its ApplicationSid)
     beside its To; a refused call uses up nothing on its To's behalf either."""
     targets = list(plan.document.targets) if plan.document is not None else []
@@ -181,30 +188,30 @@ async def decide_create(request: web.Request, client: store.Client, plan: Plan,
         targets.append(dials.application_target(_value(pairs, "To")))
     if not targets or not evaluation.decision.allowed:
         return Dialed(evaluation)
-    decided = await dials.evaluate(request, client, targets, _value(pairs, "From"),
-                                   request.app[CLOCK]())
+    decided = await dials.evaluate(gate, caller, targets, _value(pairs, "From"),
+                                   gate.clock())
     refused = bool(dials.blocked(decided))
     return Dialed(dials.without_contact(evaluation) if refused else evaluation, tuple(decided))
 
 
-async def ready(request: web.Request, client: store.Client, decision_id: int, plan: Plan,
-                dialed: Dialed | None, pairs: list[tuple[str, str]],
+async def ready(request: web.Request, gate: Gate, caller: Caller, decision_id: int,
+                plan: Plan, dialed: Dialed | None, pairs: list[tuple[str, str]],
                 decided_at: dt.datetime) -> Ready:
     """After the request's own decision is committed: commit its destinations' rows; if one
     is refused, so is the request; else rewrite its URLs to relays (stored before it is
     forwarded)."""
     if dialed is not None and dialed.decided:
         recorded = await dials.record(
-            request, client, dialed.decided, _value(pairs, "From"), decided_at,
+            gate, caller, dialed.decided, _value(pairs, "From"), decided_at,
             {"source": "create", "call_decision_id": decision_id},
             call_refused=bool(dials.blocked(dialed.decided)))
         denied = dials.first_denied(recorded)
         if denied is not None:
             return Ready(pairs, denied)
-    return Ready(await rewrite(request, client, decision_id, plan, pairs))
+    return Ready(await rewrite(request, caller.client_id, decision_id, plan, pairs))
 
 
-async def gate_call_update(request: web.Request, client: store.Client, tail: str,
+async def gate_call_update(request: web.Request, caller: Caller, tail: str,
                            body: bytes | None) -> tuple[bytes | None, dials.Denied | None]:
     """A live-call update (`POST Calls/CA….json`) with new TwiML, URLs or callbacks: decided
     and rewritten as a create is, from the From of the call's own create decision. A Pay
@@ -228,21 +235,22 @@ async def gate_call_update(request: web.Request, client: store.Client, tail: str
     if update.document is None and not any(
             _value(pairs, f.name) for f in update.fields):
         return body, None
-    call = await store.call_decision(request.app[POOL], client.id, found.group(1))
+    call = await store.call_decision(request.app[POOL], caller.client_id, found.group(1))
     if call is None:
         raise web.HTTPNotFound()
     decision_id, call_from = call
     if update.document is not None:
-        now = request.app[CLOCK]()
-        decided = await dials.evaluate(request, client, update.document.targets, call_from, now)
+        gate = request.app[GATE]
+        now = gate.clock()
+        decided = await dials.evaluate(gate, caller, update.document.targets, call_from, now)
         recorded = await dials.record(
-            request, client, decided, call_from, now,
+            gate, caller, decided, call_from, now,
             {"source": "update", "call_decision_id": decision_id},
             call_refused=bool(dials.blocked(decided)))
         denied = dials.first_denied(recorded)
         if denied is not None:
             return body, denied
-    return form.encode(await rewrite(request, client, decision_id, update, pairs)), None
+    return form.encode(await rewrite(request, caller.client_id, decision_id, update, pairs)), None
 
 
 # --- rewriting ---------------------------------------------------------------------------
@@ -255,16 +263,15 @@ def relay_url(public_url: str, kind: twiml.UrlKind, relay_id: str) -> str:
 class _Relays:
     """New relay ids for one request, stored together."""
 
-    def __init__(self, request: web.Request, client: store.Client, decision_id: int) -> None:
+    def __init__(self, request: web.Request, client_id: str, decision_id: int) -> None:
         self._public = request.app[SETTINGS].public_url
-        self._client, self._decision_id = client, decision_id
+        self._client_id, self._decision_id = client_id, decision_id
         self.targets: list[store.RelayTarget] = []
 
     def add(self, kind: twiml.UrlKind, field: str, url: str | None, method: str) -> str:
         relay_id = secrets.token_urlsafe(18)  # 144 random bits
-        self.targets.append(store.RelayTarget(relay_id, self._decision_id,
-                                              self._client.id, kind, field, url,
-                                              method))
+        self.targets.append(store.RelayTarget(relay_id, self._decision_id, self._client_id,
+                                              kind, field, url, method))
         return relay_url(self._public, kind, relay_id)
 
     def document(self, doc: twiml.Document, blocked: set[int], base: str | None) -> str:
@@ -273,9 +280,9 @@ class _Relays:
                                            for s in slots], base)
 
 
-async def rewrite(request: web.Request, client: store.Client, decision_id: int, plan: Plan,
+async def rewrite(request: web.Request, client_id: str, decision_id: int, plan: Plan,
                   pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    relays = _Relays(request, client, decision_id)
+    relays = _Relays(request, client_id, decision_id)
     by_name = {f.name: f for f in plan.fields}
     out = []
     for key, value in pairs:
@@ -404,17 +411,25 @@ async def twiml_relay(request: web.Request) -> web.Response:
     except twiml.MalformedTwiml as exc:
         log.warning("twiml_relay_failed", decision_id=target.decision_id, error=exc.message)
         return twiml_response(twiml.HANGUP)
-    now, call_from = request.app[CLOCK](), _value(pairs, "From")
-    decided = await dials.evaluate(request, client, doc.targets, call_from, now)
+    gate, caller = request.app[GATE], Caller.of(client, request.get(REQUEST_ID))
+    now, call_from = gate.clock(), _value(pairs, "From")
+    decided = await dials.evaluate(gate, caller, doc.targets, call_from, now)
     recorded = await dials.record(
-        request, client, decided, call_from, now,
+        gate, caller, decided, call_from, now,
         {"source": "relay", "call_decision_id": target.decision_id, "field": target.field,
          "call_sid": _value(pairs, "CallSid")})
     blocked = dials.blocked([d for d, _ in recorded])
-    relays = _Relays(request, client, target.decision_id)
+    relays = _Relays(request, caller.client_id, target.decision_id)
     text = relays.document(doc, blocked, target.url)
     await store.add_relay_targets(request.app[POOL], relays.targets)
     return twiml_response(text)
+
+
+def _after_callback(field: str, call_status: str | None) -> GiveBack | None:
+    """A status callback of the call a decision placed: nobody reached gives it back."""
+    if field == CALL_STATUS_FIELD and call_status in NOT_REACHED:
+        return GiveBack("not_reached", call_status)
+    return None
 
 
 def _duration(value: str | None) -> int | None:
@@ -442,8 +457,9 @@ async def callback_relay(request: web.Request) -> web.StreamResponse:
         log.error("contact_outcome_not_recorded", decision_id=target.decision_id,
                   error=type(exc).__name__)
     # N5/N6: a call that reached nobody made no contact.
-    await consumption.after_callback(request.app, target.decision_id, target.field,
-                                     first("CallStatus"))
+    given = _after_callback(target.field, first("CallStatus"))
+    if given is not None:
+        await request.app[GATE].give_back(target.decision_id, given.why, given.detail)
     if target.url is None:
         return web.Response(status=204)
     client = await _enabled_client(request, target)

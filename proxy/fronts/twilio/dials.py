@@ -1,6 +1,6 @@
 """Every number a call can reach is decided: the destinations in a call's TwiML.
 
-A call's `To` is decided like any contact (proxy/twilio_front.py). Its TwiML can reach more
+A call's `To` is decided like any contact (proxy/fronts/twilio/front.py). Its TwiML can reach more
 people: every `<Dial>` target is decided as a voice contact from the block's `callerId` (or the
 call's own From) by the same engine and fact lookup as the `To`, and recorded as a decision row
 of its own. Destinations the gate cannot see (`<Sip>`, `<Application>`, an `ApplicationSid`,
@@ -21,10 +21,9 @@ from typing import Any
 
 import msgspec
 import structlog
-from aiohttp import web
 
-from proxy import gate, stops, store, twiml
-from proxy.keys import METRICS, POOL, READER, REQUEST_ID, SETTINGS, WRITER
+from proxy.fronts.twilio import twiml
+from proxy.gate import Caller, Evaluation, Gate, Proposal
 from proxy.phone import try_parse_number
 from proxy.policy import Decision
 from proxy.policy.facts import Contact, Facts
@@ -39,7 +38,19 @@ APPLICATION_SID = -1
 @dataclass(frozen=True, slots=True)
 class Decided:
     target: twiml.Target
-    evaluation: gate.Evaluation
+    evaluation: Evaluation
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A destination's decision row (a gate.Recordable)."""
+
+    decided: Decided
+    details: dict[str, Any]
+
+    @property
+    def evaluation(self) -> Evaluation:
+        return self.decided.evaluation
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,40 +76,35 @@ def application_target(to_raw: str | None) -> twiml.Target:
     return twiml.Target(APPLICATION_SID, "application", "ApplicationSid", to_raw or "", None)
 
 
-async def evaluate(request: web.Request, client: store.Client,
-                   targets: Sequence[twiml.Target], call_from: str | None,
-                   now: dt.datetime) -> list[Decided]:
+async def evaluate(gate: Gate, caller: Caller, targets: Sequence[twiml.Target],
+                   call_from: str | None, now: dt.datetime) -> list[Decided]:
     """Decide every destination that is not an agent (agents pass and are not recorded)."""
-    rules = request.app[SETTINGS].rules
-    await stops.apply_before_deciding(request.app)
+    rules = gate.rules
+    await gate.apply_spool()
     out = []
     for target in targets:
-        caller = target.caller_id or call_from
+        caller_id = target.caller_id or call_from
         if target.kind == "agent" or (target.kind == "sip" and rules.allow_sip) or (
                 target.kind == "application" and rules.allow_application_sid):
             continue
         if target.kind == "number":
-            evaluation = await gate.evaluate(
-                request.app[READER].load_facts, rules, channel="voice", to_raw=target.value,
-                from_raw=caller, now=now, organisations=client.organisations)
+            evaluation = await gate.evaluate(Proposal("voice", target.value, caller_id),
+                                             caller, now=now)
         else:
             what = (target.element if target.block == APPLICATION_SID
                     else f"<{target.element}>")
-            evaluation = await _unseen(request, client, target, caller, not_inspectable(what))
+            evaluation = await _unseen(gate, caller, target, caller_id, not_inspectable(what))
         out.append(Decided(target, evaluation))
     return out
 
 
-async def _unseen(request: web.Request, client: store.Client, target: twiml.Target,
-                  caller: str | None, decision: Decision) -> gate.Evaluation:
+async def _unseen(gate: Gate, caller: Caller, target: twiml.Target, caller_id: str | None,
+                  decision: Decision) -> Evaluation:
     """An evaluation the engine did not make: the sender's organisation for the record."""
-    key = gate.sender_key(caller)
-    found = await store.load_sender(request.app[POOL], key) if key else None
-    sender, org = found if found and found[0].organisation_id in client.organisations else (
-        None, None)
+    sender, org = await gate.sender_of(caller, caller_id)
     contact = Contact(channel="voice", to=try_parse_number(target.value) if target.value
-                      else None, from_=caller or "", sender=sender)
-    return gate.Evaluation(contact, Facts(organisation=org), decision)
+                      else None, from_=caller_id or "", sender=sender)
+    return Evaluation(contact, Facts(organisation=org), decision)
 
 
 def blocked(decided: Sequence[Decided]) -> set[int]:
@@ -106,7 +112,7 @@ def blocked(decided: Sequence[Decided]) -> set[int]:
     return {d.target.block for d in decided if not d.evaluation.decision.allowed}
 
 
-def without_contact(evaluation: gate.Evaluation) -> gate.Evaluation:
+def without_contact(evaluation: Evaluation) -> Evaluation:
     """The same decision, recorded as not made: nothing consumed, no first call (N5, N6)."""
     decision = evaluation.decision
     if decision.consumes is None and decision.first_use is None:
@@ -122,7 +128,7 @@ def first_denied(recorded: Sequence[tuple[Decided, int]]) -> Denied | None:
     return None
 
 
-async def record(request: web.Request, client: store.Client, decided: Sequence[Decided],
+async def record(gate: Gate, caller: Caller, decided: Sequence[Decided],
                  call_from: str | None, decided_at: dt.datetime, details: dict[str, Any], *,
                  call_refused: bool = False) -> list[tuple[Decided, int]]:
     """Commit one decision row per destination (one group commit for all of them). Allowed
@@ -131,36 +137,22 @@ async def record(request: web.Request, client: store.Client, decided: Sequence[D
     rows = [Decided(d.target, without_contact(d.evaluation))
             if call_refused or d.target.block in refused else d for d in decided]
     return list(await asyncio.gather(*(
-        _commit(request, client, d, call_from, decided_at, details) for d in rows)))
+        _commit(gate, caller, d, call_from, decided_at, details) for d in rows)))
 
 
-async def _commit(request: web.Request, client: store.Client, decided: Decided,
-                  call_from: str | None, decided_at: dt.datetime, details: dict[str, Any],
-                  ) -> tuple[Decided, int]:
-    writer = request.app[WRITER]
-    try:
-        decision_id, _ = await writer.decision(_row(request, client, decided, decided_at,
-                                                    details), None)
-    except store.RequestAlreadyUsed:  # N6: a concurrent contact used the request: decide again
-        (decided,) = await evaluate(request, client, [decided.target], call_from, decided_at)
-        decision_id, _ = await writer.decision(_row(request, client, decided, decided_at,
-                                                    details), None)
+async def _commit(gate: Gate, caller: Caller, decided: Decided, call_from: str | None,
+                  decided_at: dt.datetime, details: dict[str, Any]) -> tuple[Decided, int]:
+    def row(d: Decided) -> _Row:
+        return _Row(d, {"twiml": {**details, "element": d.target.element}})
+
+    async def again() -> _Row:  # N6: a concurrent contact used the request: decide again
+        (fresh,) = await evaluate(gate, caller, [decided.target], call_from, decided_at)
+        return row(fresh)
+
+    committed = await gate.commit(caller, row(decided), decided_at=decided_at, again=again)
+    decided, decision_id = committed.entry.decided, committed.decision_id
     decision = decided.evaluation.decision
-    request.app[METRICS].decisions.labels("voice", decision.decision, decision.reason).inc()
     log.info("twiml_destination_decided", decision_id=decision_id,
              element=decided.target.element, decision=decision.decision,
              reason=decision.reason, basis=decision.basis, to=decided.evaluation.contact.to)
     return decided, decision_id
-
-
-def _row(request: web.Request, client: store.Client, decided: Decided,
-         decided_at: dt.datetime, details: dict[str, Any]) -> store.DecisionRecord:
-    ev = decided.evaluation
-    return store.DecisionRecord(
-        decision=ev.decision, decided_at=decided_at, channel="voice",
-        request_id=request.get(REQUEST_ID), client_id=client.id,
-        sender=ev.contact.from_ or None,
-        organisation_id=ev.facts.organisation.id if ev.facts.organisation else None,
-        subject=ev.contact.to, topic=ev.contact.effective_topic,
-        details={"twiml": {**details, "element": decided.target.element}},
-    )

@@ -1,6 +1,7 @@
 """From raw request values to a decision: number parsing, one fact query, the pure engine.
 
-Shared by the check API, the scrub API and the Twilio front, so all three decide alike.
+Every way in decides through `evaluate` (the Gate for the fronts, the check API directly), so
+all decide alike.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def sender_key(raw: str | None) -> str | None:
         return None
 
 
-# Where the facts of one (sender key, E.164 number) come from: the Twilio front passes its
-# GroupFetch's load_facts (the query shared with concurrent lookups), other callers the
-# store itself (`store_facts`).
+# Where the facts of one (sender key, E.164 number) come from: the Gate uses its GroupFetch's
+# load_facts (the query shared with concurrent lookups), other callers the store itself
+# (`store_facts`).
 FactLoader = Callable[[str, str], Awaitable[tuple[Sender | None, Facts]]]
 
 

@@ -1,0 +1,10 @@
+"""The ways in, one folder each (the dial-time API lives in proxy/dial/). Each turns its wire
+format into the gate's values and back, renders its own errors and mounts its own routes
+(proxy/front.py); the app factory mounts every front listed here. A new provider is a new
+folder and a line below; the gate does not change."""
+
+from proxy.dial.front import FRONT as DIAL
+from proxy.front import Front
+from proxy.fronts.twilio.mount import FRONT as TWILIO
+
+FRONTS: tuple[Front, ...] = (TWILIO, DIAL)

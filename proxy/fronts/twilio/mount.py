@@ -1,0 +1,63 @@
+"""The Twilio front as the app mounts it: its routes, its upstream (Twilio, or the sandbox when
+no account is set) and its HTTP session for the dialer's own URLs, each in a cleanup context,
+and Twilio-shaped errors on its API paths."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from proxy.front import render_errors
+from proxy.fronts.twilio import errors, front, passthrough, relays, webhooks
+from proxy.fronts.twilio.keys import HTTP, UPSTREAM
+from proxy.fronts.twilio.upstream import SandboxUpstream, TwilioUpstream
+from proxy.keys import SETTINGS
+from proxy.settings import Settings
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.sandbox:
+        app[UPSTREAM] = SandboxUpstream()
+        yield
+        return
+    assert settings.twilio_account_sid
+    assert settings.twilio_auth_token
+    # One pooled session for every upstream call. Creates are never retried (a retried dial
+    # is a second call), so no retrying client is used.
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=settings.rules.upstream_timeout_seconds),
+    ) as session:
+        app[UPSTREAM] = TwilioUpstream(
+            session, settings.twilio_api_base, settings.twilio_account_sid,
+            settings.twilio_auth_token, settings.rules.upstream_timeout_seconds)
+        yield
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=50),
+        timeout=aiohttp.ClientTimeout(total=app[SETTINGS].rules.relay_timeout_seconds),
+    ) as session:
+        app[HTTP] = session
+        yield
+
+
+class TwilioFront:
+    name = "twilio"
+
+    def mount(self, app: web.Application, settings: Settings) -> None:
+        app.cleanup_ctx.append(_upstream_ctx)
+        app.cleanup_ctx.append(_http_ctx)
+        app.router.add_post(f"{front.API}/Calls.json", front.create_call)
+        app.router.add_post(f"{front.API}/Messages.json", front.create_message)
+        app.router.add_route("*", front.API + "/{tail:.+}", passthrough.passthrough)
+        webhooks.add_routes(app)
+        relays.add_routes(app)
+        render_errors(app, errors.PREFIX, errors.RENDERER)
+
+
+FRONT = TwilioFront()
