@@ -192,11 +192,14 @@ async def readyz(request: web.Request) -> web.Response:
     extra = {"optout_spool": spooled} if spooled else {}
     try:
         async with request.app[POOL].acquire(timeout=2) as conn:
-            pending = await db.pending_migrations(conn)
+            pending, unknown = await db.migration_state(conn)
     except STORE_ERRORS:
         return web.json_response(
             {"status": "unavailable", "reason": "CONSENT_STORE_UNAVAILABLE", **extra},
             status=503)
+    if unknown:  # a newer version migrated the schema: this instance must be replaced
+        return web.json_response(
+            {"status": "schema_newer_than_code", "unknown": unknown, **extra}, status=503)
     if pending:
         return web.json_response(
             {"status": "migrations_pending", "pending": pending, **extra}, status=503)

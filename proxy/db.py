@@ -102,6 +102,9 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
         )
         rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
         applied = {r["version"]: r["checksum"] for r in rows}
+        newer = sorted(set(applied) - {m.version for m in load_migrations()})
+        if newer:
+            raise MigrationError(_newer_schema(newer))
         for migration in migrations:
             if migration.version in applied:
                 if applied[migration.version] != migration.checksum:
@@ -123,13 +126,26 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
     return applied_now
 
 
-async def pending_migrations(conn: asyncpg.Connection) -> list[int]:
+def _newer_schema(versions: list[int]) -> str:
+    listed = ", ".join(f"{v:03d}" for v in versions)
+    return (f"the database holds migrations this consent-proxy does not know ({listed}): a "
+            "newer version migrated it; run that version")
+
+
+async def migration_state(conn: asyncpg.Connection) -> tuple[list[int], list[int]]:
+    """(pending, unknown): migrations this code has and the database lacks, and ones the
+    database holds that this code does not know (a newer version migrated it, whose schema
+    this code may no longer read or write correctly)."""
     wanted = {m.version for m in load_migrations()}
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
-        return sorted(wanted)
+        return sorted(wanted), []
     have = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-    return sorted(wanted - have)
+    return sorted(wanted - have), sorted(have - wanted)
+
+
+async def pending_migrations(conn: asyncpg.Connection) -> list[int]:
+    return (await migration_state(conn))[0]
 
 
 async def migrate_url(database_url: str) -> list[int]:

@@ -7,7 +7,7 @@
 -- its URLs); the schema asks only for a printable id of bounded length.
 ALTER TABLE clients RENAME COLUMN account_sid TO client_id;
 ALTER TABLE clients DROP CONSTRAINT clients_account_sid_check,
-    ADD CONSTRAINT clients_client_id_check CHECK (client_id ~ '^[A-Za-z0-9._-]{1,64}$');
+    ADD CONSTRAINT clients_client_id_check CHECK (client_id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$');
 
 ALTER TABLE client_organisations RENAME COLUMN account_sid TO client_id;
 ALTER TABLE client_organisations
@@ -41,26 +41,34 @@ $$;
 
 -- The audit chain (sql/005) hashes a decision row's jsonb, column names included. A row
 -- hashed before this migration was hashed with the key `account_sid`, and decisions are never
--- rewritten (the hashes are checkpointed, sql/010), so decision_row_hash, which `audit
--- verify` recomputes with, reads the rows up to the chain's head at this moment under their
--- old key; later rows are hashed (by the trigger, sql/006) and checked as they are. The
--- rename above holds an exclusive lock on decisions, so no row is written meanwhile.
-DO $$
-BEGIN
-    EXECUTE format($f$
-        CREATE OR REPLACE FUNCTION decision_row_hash(d decisions, prev text) RETURNS text
-        LANGUAGE sql STABLE SET timezone = 'UTC' AS $b$
-            SELECT encode(sha256(convert_to(
-                (CASE WHEN d.chain_seq <= %s
-                      THEN (to_jsonb(d) - 'client_id')
-                           || jsonb_build_object('account_sid', d.client_id)
-                      ELSE to_jsonb(d) END
-                 - 'row_hash' - 'prev_hash')::text || '|' || coalesce(prev, ''),
-                'UTF8')), 'hex')
-        $b$
-    $f$, coalesce((SELECT max(chain_seq) FROM decisions), 0));
-END;
+-- rewritten (the hashes are checkpointed, sql/010). So decision_row_hash, which `audit verify`
+-- recomputes with, gives the row's hash under its present column names when that is what the
+-- row holds, and otherwise its hash under the old key. It is a function of the row alone (no
+-- boundary read at migration time, which a snapshot or a copy into another database would
+-- get wrong); passing still takes a SHA-256 preimage of one of the two renderings, and as no
+-- column is named `account_sid` any more, the two never coincide. New rows are hashed by the
+-- trigger (sql/006) under the present names.
+CREATE OR REPLACE FUNCTION decision_row_hash(d decisions, prev text) RETURNS text
+LANGUAGE sql STABLE SET timezone = 'UTC' AS $$
+    SELECT CASE WHEN h.present = d.row_hash THEN h.present ELSE encode(sha256(convert_to(
+               (((to_jsonb(d) - 'client_id') || jsonb_build_object('account_sid', d.client_id))
+                - 'row_hash' - 'prev_hash')::text || '|' || coalesce(prev, ''), 'UTF8')), 'hex')
+           END
+    FROM (SELECT encode(sha256(convert_to(
+              (to_jsonb(d) - 'row_hash' - 'prev_hash')::text || '|' || coalesce(prev, ''),
+              'UTF8')), 'hex') AS present) h
 $$;
+
+-- An objection made by a provider's message or call names that provider beside the
+-- provider's own id, so two providers' ids never collide; every such objection so far came
+-- through Twilio. Ones recorded through the admin API name no provider.
+ALTER TABLE objections ADD COLUMN source_provider text
+    CHECK (source_provider ~ '^[a-z][a-z0-9_-]{0,31}$');
+UPDATE objections SET source_provider = 'twilio'
+    WHERE source_ref IS NOT NULL AND via IN ('sms', 'ivr');
+DROP INDEX objections_source_ref_idx;
+CREATE UNIQUE INDEX objections_source_ref_idx
+    ON objections (coalesce(source_provider, ''), source_ref) WHERE source_ref IS NOT NULL;
 
 -- Inbound messages: keyed by (provider, message_id). Every message so far came through Twilio;
 -- new ones name their provider.

@@ -17,7 +17,7 @@ from proxy.store.registry import require_organisations
 
 # What the schema accepts as a client id (sql/014). The admin API issues AC + 32 hex digits,
 # the shape the Twilio SDK puts in its URLs; any other id is one made by hand.
-CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # The admin API's route parameter: an error about a client id names it (a public contract).
 _ROUTE_FIELD = "account_sid"
 

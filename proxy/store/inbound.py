@@ -66,12 +66,13 @@ async def stop_by_sms(pool: asyncpg.Pool, rec: InboundRecord, objection: Objecti
             digest, objection.organisation, objection.received_at)
         objection_id: int = await conn.fetchval(
             """INSERT INTO objections (subject_hash, subject, organisation_id, channel,
-                   received_at, via, source_ref, body_hash, lifted_at, lifted_ref)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+                   received_at, via, source_ref, body_hash, lifted_at, lifted_ref,
+                   source_provider)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id""",
             digest, objection.subject, objection.organisation, objection.channel,
             objection.received_at, objection.via, objection.source_ref, objection.body_hash,
             *((later_start["received_at"], later_start["message_id"]) if later_start
-              else (None, None)))
+              else (None, None)), rec.provider)
         await conn.execute(
             """UPDATE inbound_messages SET objection_id = $3, reply = $4
                WHERE provider = $1 AND message_id = $2""",
@@ -122,9 +123,11 @@ async def object_by_voice(pool: asyncpg.Pool, objection: ObjectionIn) -> int | N
     """An objection made in a call (IVR). None when this call already recorded it."""
     objection_id: int | None = await pool.fetchval(
         """INSERT INTO objections (subject_hash, subject, organisation_id, channel, received_at,
-               via, source_ref)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (source_ref) WHERE source_ref IS NOT NULL DO NOTHING RETURNING id""",
+               via, source_ref, source_provider)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (coalesce(source_provider, ''), source_ref) WHERE source_ref IS NOT NULL
+           DO NOTHING RETURNING id""",
         subject_hash(objection.subject), objection.subject, objection.organisation,
-        objection.channel, objection.received_at, objection.via, objection.source_ref)
+        objection.channel, objection.received_at, objection.via, objection.source_ref,
+        objection.source_provider)
     return objection_id

@@ -56,6 +56,8 @@ class ObjectionIn:
     via: str
     source_ref: str | None = None
     body_hash: str | None = None
+    # The provider whose message or call `source_ref` names (None: recorded through the API).
+    source_provider: str | None = None
 
 
 # --- organisations -----------------------------------------------------------------------
@@ -186,9 +188,9 @@ async def create_objection(pool: asyncpg.Pool, obj: ObjectionIn) -> int:
             await require_organisations(conn, [obj.organisation], "organisation")
         obj_id: int = await conn.fetchval(
             """INSERT INTO objections (subject_hash, subject, organisation_id, channel,
-                   received_at, via, source_ref, body_hash)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
+                   received_at, via, source_ref, body_hash, source_provider)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
             subject_hash(obj.subject), obj.subject, obj.organisation, obj.channel,
-            obj.received_at, obj.via, obj.source_ref, obj.body_hash,
+            obj.received_at, obj.via, obj.source_ref, obj.body_hash, obj.source_provider,
         )
     return obj_id

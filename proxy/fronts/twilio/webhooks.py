@@ -273,7 +273,8 @@ async def voice_gather(request: web.Request) -> web.Response:
     channel: Channel | None = None if scope == "organisation" else "voice"
     objection_id = await store.object_by_voice(request.app[POOL], store.ObjectionIn(
         subject=person, organisation=org.id, channel=channel,
-        received_at=request.app[CLOCK](), via="ivr", source_ref=f"{call_sid}:objection"))
+        received_at=request.app[CLOCK](), via="ivr", source_ref=f"{call_sid}:objection",
+        source_provider="twilio"))
     log.info("objection_recorded", objection_id=objection_id, via="ivr", organisation=org.id,
              channel=channel, subject=person, duplicate=objection_id is None)
     response.say(_text(None, VOICE_RECORDED, org), language="nl-NL")
