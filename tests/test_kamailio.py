@@ -127,8 +127,10 @@ async def test_an_allowed_invite_reaches_the_carrier_and_is_answered(
     assert call.final.status == 200
     (invite,) = uas.invites()
     assert (invite.call_id, invite.to_user) == (call.call_id, number)
-    # The dialog followed Record-Route: the carrier got the ACK and the BYE through the gate.
-    assert [m.method for m in uas.received() if m.method] == ["INVITE", "ACK", "BYE"]
+    # The dialog followed Record-Route: the carrier got the ACK and the BYE through the gate
+    # (in either order: two of Kamailio's processes relay them).
+    assert sorted(m.method or "" for m in uas.received() if m.method) == ["ACK", "BYE",
+                                                                           "INVITE"]
     (row,) = await decisions(pool, world.sid)
     assert (row["decision"], row["reason"], row["call_id"]) == ("allow", "ALLOWED",
                                                                  call.call_id)
