@@ -45,33 +45,41 @@ def _config_loads(workdir: Path) -> bool:
     return done.returncode == 0
 
 
-def missing(workdir: Path) -> list[str]:
-    found = [tool for tool in ("kamailio", "sipp") if shutil.which(tool) is None]
-    if not found and not _config_loads(workdir):
+def missing(workdir: Path, extra: Sequence[str] = ()) -> list[str]:
+    found = [tool for tool in ("kamailio", "sipp", *extra) if shutil.which(tool) is None]
+    if "kamailio" not in found and not _config_loads(workdir):
         found.append("kamailio modules")
     return found
 
 
-def ensure_installed(workdir: Path) -> None:
-    """Install Debian's packages when something is missing (root, as in CI); never skip in CI."""
-    absent = missing(workdir)
+def install(workdir: Path, extra: Sequence[str] = ()) -> str | None:
+    """Install Debian's packages (and `extra` ones, named as their commands) when something is
+    missing; None when all is there, else why it cannot be (no root, no apt-get)."""
+    absent = missing(workdir, extra)
     if not absent:
-        return
+        return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        message = f"{', '.join(absent)} missing, and no root to apt-get install {PACKAGES}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        return f"{', '.join(absent)} missing, and no root to apt-get install them"
     # Another suite on the machine may hold dpkg's lock for a while.
     lock = ["-o", "DPkg::Lock::Timeout=600"]
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", *lock, "update", "-qq"],
                     ["apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends",
-                     *PACKAGES]):
+                     *PACKAGES, *extra]):
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
-    still = missing(workdir)
+    still = missing(workdir, extra)
     assert not still, f"still missing after apt-get install: {still}"
+    return None
+
+
+def ensure_installed(workdir: Path, extra: Sequence[str] = ()) -> None:
+    """`install`, or skip the test where it cannot be done; in CI a test never skips."""
+    why = install(workdir, extra)
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
 
 
 # --- processes -------------------------------------------------------------------------------
