@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -24,12 +25,13 @@ import statistics
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from bench import seed
+from bench import pg, seed
 from bench.load import percentile
 from bench.services import REPO, log_tail, machine_cpu
 from bench.sizes import Size
@@ -43,8 +45,9 @@ TARGETS = ("baseline", "gated")
 TOOLS = ("kamailio", "sipp", "tcpdump")
 RATE = 20  # calls per second, as a dialer places them
 READY_WITHIN = 30.0
-_PACKET = re.compile(r"^(\d+\.\d+) IP 127\.0\.0\.1\.\d+ > 127\.0\.0\.1\.(\d+): UDP", re.M)
+_PACKET = re.compile(r"^(\d+\.\d+) IP 127\.0\.0\.1\.(\d+) > 127\.0\.0\.1\.(\d+): UDP", re.M)
 _CALL_ID = re.compile(r"^Call-ID:\s*(\S+)", re.M | re.I)
+_STATUS = re.compile(r"SIP/2\.0 (\d{3}) ")
 
 
 def unavailable() -> str | None:
@@ -192,10 +195,11 @@ async def start_carrier(workdir: Path) -> tuple[asyncio.subprocess.Process, int]
 
 @contextlib.asynccontextmanager
 async def capture(pcap: Path, ports: Sequence[int]) -> AsyncIterator[None]:
-    """tcpdump on loopback for the SIP ports, from the moment it says it is listening until
-    it has written everything sent before the block ended."""
+    """tcpdump on loopback for what is sent to and from the SIP ports, from the moment it
+    says it is listening until it has written everything sent before the block ended."""
     marker_port = _free_udp_port()
-    expression = "udp and (" + " or ".join(f"dst port {p}" for p in [*ports, marker_port]) + ")"
+    expression = "udp and (" + " or ".join(
+        [f"dst port {p}" for p in [*ports, marker_port]] + [f"src port {p}" for p in ports]) + ")"
     process = await asyncio.create_subprocess_exec(
         "tcpdump", "-i", "lo", "-n", "-U", "-s", "0", "-w", str(pcap), expression,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -260,25 +264,68 @@ async def read_capture(pcap: Path) -> str:
     return stdout.decode("ascii", "replace")
 
 
-def invite_times(text: str) -> dict[tuple[str, int], float]:
-    """(Call-ID, destination port) -> when the first INVITE of that call reached that port,
-    from `tcpdump -r … -tt -n -A`."""
-    seen: dict[tuple[str, int], float] = {}
+@dataclass(frozen=True, slots=True)
+class Packet:
+    at: float  # seconds since the epoch, the kernel's timestamp
+    source: int  # UDP ports on 127.0.0.1
+    destination: int
+    call_id: str
+    invite: bool  # an INVITE request
+    status: int | None  # a response's status code
+
+
+def packets(text: str) -> list[Packet]:
+    """The SIP packets in `tcpdump -r … -tt -n -A` output."""
+    found = []
     heads = list(_PACKET.finditer(text))
     for head, nxt in zip(heads, [*heads[1:], None], strict=True):
         payload = text[head.end(): nxt.start() if nxt else len(text)]
         call = _CALL_ID.search(payload)
-        if "INVITE sip:" in payload and call:
-            seen.setdefault((call.group(1), int(head.group(2))), float(head.group(1)))
-    return seen
+        if call is None:
+            continue
+        status = _STATUS.search(payload.split("\n", 2)[1] if payload.count("\n") > 1 else "")
+        found.append(Packet(float(head.group(1)), int(head.group(2)), int(head.group(3)),
+                            call.group(1), "INVITE sip:" in payload,
+                            int(status.group(1)) if status else None))
+    return found
+
+
+@dataclass
+class Passage:
+    """One call through one Kamailio, as seen on the wire."""
+
+    arrived: float  # the first INVITE from the dialer
+    left: float | None = None  # the first INVITE to the carrier
+    final: int | None = None  # Kamailio's final answer to the dialer
+
+    @property
+    def delay_ms(self) -> float | None:
+        return None if self.left is None else round((self.left - self.arrived) * 1000, 3)
+
+
+def passages(seen: Sequence[Packet], entry: int, carrier: int) -> dict[str, Passage]:
+    """Call-ID -> what happened to each call that reached the Kamailio listening on `entry`."""
+    calls: dict[str, Passage] = {}
+    for p in seen:
+        if p.invite and p.destination == entry:
+            calls.setdefault(p.call_id, Passage(p.at))
+    for p in seen:
+        call = calls.get(p.call_id)
+        if call is None:
+            continue
+        if p.invite and p.destination == carrier and call.left is None:
+            call.left = p.at
+        elif (p.source == entry and p.destination != carrier and (p.status or 0) >= 200
+              and call.final is None):
+            call.final = p.status
+    return calls
 
 
 def delays_ms(text: str, entry: int, carrier: int) -> dict[str, float]:
-    """Call-ID -> post-dial delay through the Kamailio listening on `entry`."""
-    times = invite_times(text)
-    return {call: round((times[(call, carrier)] - at) * 1000, 3)
-            for (call, port), at in times.items()
-            if port == entry and (call, carrier) in times}
+    """Call-ID -> post-dial delay through the Kamailio listening on `entry`, for each call
+    that went on to the carrier."""
+    return {call: p.delay_ms for call, p in passages(packets(text), entry, carrier).items()
+            if p.delay_ms is not None}
 
 
 def summary(samples: Sequence[float]) -> dict[str, Any]:
@@ -289,8 +336,25 @@ def summary(samples: Sequence[float]) -> dict[str, Any]:
 
 # --- the run ------------------------------------------------------------------------------------
 
+def _log_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def proxy_decisions(log: Path, offset: int) -> dict[str, Any]:
+    """consent-proxy's own latency for the dial API decisions it logged after `offset`."""
+    took = []
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("route") == "/dial/v1/decisions" and "latency_ms" in entry:
+                    took.append(float(entry["latency_ms"]))
+    return summary(took) if took else {"calls": 0}
+
+
 async def measure(database_url: str, proxy_url: str, dialer: seed.Dialer, size: Size,
-                  out: Path, at: dt.datetime) -> dict[str, Any]:
+                  out: Path, at: dt.datetime, proxy_log: Path) -> dict[str, Any]:
     # A number per call, the measured rounds and a warm-up round of each configuration (the
     # baseline asks nobody, but drawing from the same list keeps the calls alike).
     count = size.sip_calls * (size.rounds + 1) * len(TARGETS)
@@ -315,10 +379,13 @@ async def measure(database_url: str, proxy_url: str, dialer: seed.Dialer, size: 
                 started.append(process)
             pcap = out / "sip.pcap.tmp"
             rounds: list[dict[str, Any]] = []
+            logged = 0
             with contextlib.ExitStack() as files:
                 files.callback(pcap.unlink, missing_ok=True)
                 async with capture(pcap, [*ports.values(), carrier_port]):
                     for number in range(size.rounds + 1):  # round 0 warms both up
+                        if number == 1:
+                            logged = _log_size(proxy_log)
                         for name in TARGETS:
                             calls = [next(numbers) for _ in range(size.sip_calls)]
                             before = machine_cpu()
@@ -332,24 +399,40 @@ async def measure(database_url: str, proxy_url: str, dialer: seed.Dialer, size: 
         finally:
             for process in reversed(started):
                 await _stop(process)
-    return _results(text, ports, carrier_port, rounds, size)
+    result = _results(text, ports, carrier_port, rounds, size)
+    # Where the added time goes: consent-proxy's own handling of the measured rounds'
+    # decisions, and what one durable commit costs on this server right after them.
+    result["proxy_decisions"] = proxy_decisions(proxy_log, logged)
+    result["postgres_commit"] = await pg.commit_latency(database_url, size.latency_samples)
+    return result
 
 
 def _results(text: str, ports: dict[str, int], carrier_port: int,
              rounds: list[dict[str, Any]], size: Size) -> dict[str, Any]:
+    seen = packets(text)
     per_target: dict[str, dict[str, Any]] = {}
     for name in TARGETS:
-        delays = delays_ms(text, ports[name], carrier_port)
+        calls = passages(seen, ports[name], carrier_port)
         measured: list[float] = []
+        held: dict[str, int] = {}  # calls of the measured rounds that never went on
+        arrived = 0
         for r in (r for r in rounds if r["target"] == name):
-            mine = [d for call, d in delays.items() if f"-{name}{r['round']}-" in call]
-            r |= summary(mine) if mine else {"calls": 0}
+            mine = {c: p for c, p in calls.items() if f"-{name}{r['round']}-" in c}
+            delays = [p.delay_ms for p in mine.values() if p.delay_ms is not None]
+            r |= summary(delays) if delays else {"calls": 0}
             if r["round"] > 0:
-                measured += mine
+                arrived += len(mine)
+                measured += delays
+                for p in mine.values():
+                    if p.delay_ms is None:
+                        held[str(p.final)] = held.get(str(p.final), 0) + 1
         expected = size.sip_calls * size.rounds
-        if len(measured) != expected:
-            raise RuntimeError(f"{name}: {len(measured)} of {expected} calls seen on the wire")
-        per_target[name] = summary(measured)
+        if arrived != expected:
+            raise RuntimeError(f"{name}: {arrived} of {expected} INVITEs seen on the wire")
+        # A call answered 503 (no decision within the deadline) never reached the carrier:
+        # it has no post-dial delay, and it is counted apart, by the answer it got.
+        per_target[name] = summary(measured) | {"not_relayed": sum(held.values()),
+                                                "not_relayed_answers": held}
     baseline, gated = per_target["baseline"], per_target["gated"]
     return {
         "method": f"tcpdump on loopback, INVITE in -> INVITE out per Call-ID; SIPp at "

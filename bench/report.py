@@ -119,6 +119,18 @@ def _sip_rows(p: Results) -> list[Row]:
         Row("6 sip: added p99", _ms(p["added_p99_ms"]), f"<= {SIP_ADDED_P99_MAX_MS:g} ms",
             p["added_p99_ms"] <= SIP_ADDED_P99_MAX_MS),
         Row("6 sip: p50 with / without the check", _n(p["p50_ratio"], 2)),
+        Row("6 sip: calls not relayed (not in the delays), without / with the check",
+            f"{base.get('not_relayed', 0)} / {gated.get('not_relayed', 0)}"
+            + "".join(f" ({name}: " + ", ".join(f"{n} x {code}" for code, n in answers.items())
+                      + ")" for name, answers in (("without", base.get("not_relayed_answers")),
+                                                  ("with", gated.get("not_relayed_answers")))
+                      if answers)),
+        *([Row("6 sip: consent-proxy's own decision p50 / p99 (its log)",
+               f"{_ms(d['p50_ms'])} / {_ms(d['p99_ms'])}")]
+          if (d := p.get("proxy_decisions")) and d.get("calls") else []),
+        *([Row("6 sip: PostgreSQL one-row commit p50 / p99 / max",
+               f"{_ms(c['p50_ms'])} / {_ms(c['p99_ms'])} / {_ms(c['max_ms'])}")]
+          if (c := p.get("postgres_commit")) else []),
     ]
 
 

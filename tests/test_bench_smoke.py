@@ -159,7 +159,7 @@ def test_the_sip_baseline_is_the_shipped_configuration_without_the_check(tmp_pat
 
 
 def test_post_dial_delay_is_read_per_call_id_from_tcpdump_text() -> None:
-    from bench.post_dial import delays_ms
+    from bench.post_dial import delays_ms, packets, passages
 
     # `tcpdump -r … -tt -n -A`: a header line per packet, the payload (CR dropped) after it.
     text = (
@@ -175,7 +175,19 @@ def test_post_dial_delay_is_read_per_call_id_from_tcpdump_text() -> None:
         "1796290756.103000 IP 127.0.0.1.5080 > 127.0.0.1.5070: UDP, length 200\n"
         "E..se.@.@..c..........>.._.rSIP/2.0 200 OK\nCall-ID: 1-gated1-ab@127.0.0.1\n"
         "CSeq: 1 INVITE\n\n"
+        "1796290756.103100 IP 127.0.0.1.5070 > 127.0.0.1.40000: UDP, length 200\n"
+        "E..se.@.@..c..........>.._.rSIP/2.0 200 OK\nCall-ID: 1-gated1-ab@127.0.0.1\n"
+        "CSeq: 1 INVITE\n\n"
         "1796290756.200000 IP 127.0.0.1.40000 > 127.0.0.1.5070: UDP, length 300\n"
         "E..se.@.@..c..........>.._.rINVITE sip:0613@127.0.0.1 SIP/2.0\nVia: x\n"
+        "Call-ID: 2-gated1-ab@127.0.0.1\nCSeq: 1 INVITE\n\n"
+        "1796290756.200100 IP 127.0.0.1.5070 > 127.0.0.1.40000: UDP, length 200\n"
+        "E..se.@.@..c..........>.._.rSIP/2.0 100 trying\nCall-ID: 2-gated1-ab@127.0.0.1\n"
+        "CSeq: 1 INVITE\n\n"
+        "1796290756.700000 IP 127.0.0.1.5070 > 127.0.0.1.40000: UDP, length 200\n"
+        "E..se.@.@..c..........>.._.rSIP/2.0 503 Service Unavailable\n"
         "Call-ID: 2-gated1-ab@127.0.0.1\nCSeq: 1 INVITE\n\n")  # never reached the carrier
     assert delays_ms(text, entry=5070, carrier=5080) == {"1-gated1-ab@127.0.0.1": 2.5}
+    calls = passages(packets(text), entry=5070, carrier=5080)
+    assert {c: (p.final, p.delay_ms) for c, p in calls.items()} == {
+        "1-gated1-ab@127.0.0.1": (200, 2.5), "2-gated1-ab@127.0.0.1": (503, None)}
