@@ -143,8 +143,10 @@ SECTIONS: dict[str, Callable[[Results], list[Row]]] = {
 def rows(results: Results) -> list[Row]:
     out: list[Row] = []
     for key, build in SECTIONS.items():
-        section = results.get(key) or {}
-        if section.get("skipped"):
+        section = results.get(key)
+        if not section:  # a run cut short, or results from before the section existed
+            out.append(Row(f"{key}: not measured", ""))
+        elif section.get("skipped"):
             out.append(Row(f"{key}: skipped", section.get("reason", "")))
         else:
             out.extend(build(section))
