@@ -283,7 +283,10 @@ def packets(text: str) -> list[Packet]:
         call = _CALL_ID.search(payload)
         if call is None:
             continue
-        status = _STATUS.search(payload.split("\n", 2)[1] if payload.count("\n") > 1 else "")
+        # Only a status line has "SIP/2.0 " and a code (a request line ends in "SIP/2.0", a
+        # Via has "SIP/2.0/UDP"); searched in all of it, as the IP and UDP header bytes that
+        # tcpdump prints before the payload may hold a newline.
+        status = _STATUS.search(payload)
         found.append(Packet(float(head.group(1)), int(head.group(2)), int(head.group(3)),
                             call.group(1), "INVITE sip:" in payload,
                             int(status.group(1)) if status else None))
