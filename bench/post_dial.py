@@ -21,7 +21,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -33,7 +32,16 @@ import asyncpg
 
 from bench import pg, seed
 from bench.load import percentile
-from bench.services import REPO, log_tail, machine_cpu
+from bench.services import (
+    REPO,
+    MachineCpu,
+    children,
+    cpu_seconds,
+    log_tail,
+    machine_cpu,
+    median_shares,
+    postgres_cpu,
+)
 from bench.sizes import Size
 
 KAMAILIO = REPO / "integrations" / "kamailio"
@@ -194,7 +202,7 @@ async def start_carrier(workdir: Path) -> tuple[asyncio.subprocess.Process, int]
 
 
 @contextlib.asynccontextmanager
-async def capture(pcap: Path, ports: Sequence[int]) -> AsyncIterator[None]:
+async def capture(pcap: Path, ports: Sequence[int]) -> AsyncIterator[int]:
     """tcpdump on loopback for what is sent to and from the SIP ports, from the moment it
     says it is listening until it has written everything sent before the block ended."""
     marker_port = _free_udp_port()
@@ -209,7 +217,7 @@ async def capture(pcap: Path, ports: Sequence[int]) -> AsyncIterator[None]:
         line = await asyncio.wait_for(process.stderr.readline(), READY_WITHIN)
         if b"listening on" not in line:
             raise RuntimeError(f"tcpdump: {line.decode(errors='replace')}")
-        yield
+        yield process.pid
         await _drained(pcap, marker_port)
     finally:
         await _stop(process, signal.SIGINT)
@@ -339,6 +347,43 @@ def summary(samples: Sequence[float]) -> dict[str, Any]:
 
 # --- the run ------------------------------------------------------------------------------------
 
+# --- CPU of a round --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CpuMark:
+    at: float
+    groups: dict[str, float]  # CPU seconds of each group of processes so far
+    reaped: float  # of this process's finished children: the round's dialer SIPp
+    postgres: dict[int, float]
+    machine: MachineCpu
+
+
+def cpu_mark(groups: dict[str, list[int]]) -> CpuMark:
+    mine = os.times()
+    return CpuMark(asyncio.get_running_loop().time(),
+                   {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in groups.items()},
+                   mine.children_user + mine.children_system, postgres_cpu(), machine_cpu())
+
+
+def cpu_round(before: CpuMark, after: CpuMark) -> dict[str, float]:
+    """Percent of one core per group between two marks; `other` is what processes outside
+    the benchmark used (near 0 on a quiet machine), `machine` and `steal` are in percent of
+    all cores' time, as in bench/services.py."""
+    wall = after.at - before.at
+    share = {name: 100 * (after.groups[name] - before.groups[name]) / wall
+             for name in after.groups}
+    share["dialer"] = 100 * (after.reaped - before.reaped) / wall
+    share["postgres"] = 100 * sum(cpu - before.postgres.get(pid, 0.0)
+                                  for pid, cpu in after.postgres.items()) / wall
+    total = after.machine.total - before.machine.total
+    machine = 100 * (after.machine.busy - before.machine.busy) / total if total else 0.0
+    known = sum(share.values())
+    share["machine"] = machine
+    share["steal"] = 100 * (after.machine.steal - before.machine.steal) / total if total else 0.0
+    share["other"] = max(0.0, machine * (os.cpu_count() or 1) - known)
+    return {name: round(value, 1) for name, value in share.items()}
+
+
 def _log_size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
@@ -356,8 +401,8 @@ def proxy_decisions(log: Path, offset: int) -> dict[str, Any]:
     return summary(took) if took else {"calls": 0}
 
 
-async def measure(database_url: str, proxy_url: str, dialer: seed.Dialer, size: Size,
-                  out: Path, at: dt.datetime, proxy_log: Path) -> dict[str, Any]:
+async def measure(database_url: str, proxy_url: str, proxy_pid: int, dialer: seed.Dialer,
+                  size: Size, out: Path, at: dt.datetime, proxy_log: Path) -> dict[str, Any]:
     # A number per call, the measured rounds and a warm-up round of each configuration (the
     # baseline asks nobody, but drawing from the same list keeps the calls alike).
     count = size.sip_calls * (size.rounds + 1) * len(TARGETS)
@@ -375,29 +420,30 @@ async def measure(database_url: str, proxy_url: str, dialer: seed.Dialer, size: 
             carrier, carrier_port = await start_carrier(workdir)
             started.append(carrier)
             ports: dict[str, int] = {}
+            groups = {"proxy": [proxy_pid], "carrier": [carrier.pid], "kamailio": []}
             for name in TARGETS:
                 (workdir / name).mkdir()
                 process, ports[name] = await start_kamailio(cfgs[name], workdir / name,
                                                             carrier_port, gate_conf)
                 started.append(process)
+                groups["kamailio"] += [process.pid, *children(process.pid)]
             pcap = out / "sip.pcap.tmp"
             rounds: list[dict[str, Any]] = []
             logged = 0
             with contextlib.ExitStack() as files:
                 files.callback(pcap.unlink, missing_ok=True)
-                async with capture(pcap, [*ports.values(), carrier_port]):
+                async with capture(pcap, [*ports.values(), carrier_port]) as tcpdump:
+                    groups["tcpdump"] = [tcpdump]
                     for number in range(size.rounds + 1):  # round 0 warms both up
                         if number == 1:
                             logged = _log_size(proxy_log)
                         for name in TARGETS:
                             calls = [next(numbers) for _ in range(size.sip_calls)]
-                            before = machine_cpu()
+                            before = cpu_mark(groups)
                             await place_calls(ports[name], calls, workdir, f"{name}{number}")
-                            after = machine_cpu()
-                            total = after.total - before.total
                             rounds.append({"target": name, "round": number,
-                                           "steal": round(100 * (after.steal - before.steal)
-                                                          / total, 1) if total else 0.0})
+                                           "cpu_percent_of_one_core":
+                                               cpu_round(before, cpu_mark(groups))})
                 text = await read_capture(pcap)
         finally:
             for process in reversed(started):
@@ -448,7 +494,8 @@ def _results(text: str, ports: dict[str, int], carrier_port: int,
         "p50_ratio": round(gated["p50_ms"] / baseline["p50_ms"], 2),
         "round_p50_ms": {name: [r["p50_ms"] for r in rounds
                                 if r["target"] == name and r["round"] > 0] for name in TARGETS},
-        "steal_median": {name: statistics.median(r["steal"] for r in rounds
-                                                 if r["target"] == name) for name in TARGETS},
+        "cpu_median": {name: median_shares([r["cpu_percent_of_one_core"] for r in rounds
+                                            if r["target"] == name and r["round"] > 0])
+                       for name in TARGETS},
         "rounds": rounds,
     }

@@ -196,6 +196,11 @@ def _notes(results: Results) -> list[str]:
         notes.append(f"sip: {sip['method']}; p50 per round, without / with the check: "
                      + " / ".join(", ".join(f"{v:g}" for v in sip["round_p50_ms"][name])
                                   for name in ("baseline", "gated")) + " ms")
+        if sip.get("cpu_median"):
+            notes.append("sip CPU in % of one core, median round: " + "; ".join(
+                f"{'with' if target == 'gated' else 'without'} the check: " + ", ".join(
+                    f"{k} {v:g}" for k, v in shares.items() if k not in ("machine", "steal"))
+                for target, shares in sip["cpu_median"].items()))
     disturbed = _disturbed(results)
     if disturbed:
         notes.append("WARNING: processes outside the bench used CPU (other jobs on the "
@@ -229,8 +234,9 @@ def _cpu_key(results: Results, key: str) -> dict[str, float]:
     scrub = (results.get("scrub") or {}).get("scrub") or {}
     if key in scrub.get("cpu_percent_of_one_core", {}):
         found["scrub"] = scrub["cpu_percent_of_one_core"][key]
-    for target, share in ((results.get("post_dial") or {}).get(f"{key}_median") or {}).items():
-        found[f"sip {target}"] = share
+    for target, shares in ((results.get("post_dial") or {}).get("cpu_median") or {}).items():
+        if key in shares:
+            found[f"sip {target}"] = shares[key]
     store = results.get("store_size") or {}
     for size in ("small", "large", "large_cold"):
         shares = (store.get(size) or {}).get("cpu_percent_of_one_core", {})

@@ -285,8 +285,8 @@ async def run_all(opts: Options, gen: LoadGenerator, results: dict[str, Any]) ->
         if "sip" not in opts.skip:
             why = post_dial.unavailable()
             results["post_dial"] = {"skipped": True, "reason": why} if why else (
-                await post_dial.measure(database_url, stack.proxy.url, dialer, opts.size,
-                                        opts.out, at, opts.out / "proxy.log.tmp"))
+                await post_dial.measure(database_url, stack.proxy.url, stack.proxy.pid, dialer,
+                                        opts.size, opts.out, at, opts.out / "proxy.log.tmp"))
         if "engine" not in opts.skip:
             results["engine"] = engine.measure(opts.size.engine_decisions, rules)
         if "scrub" not in opts.skip:
