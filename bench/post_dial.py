@@ -19,11 +19,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import tempfile
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,26 +30,29 @@ import asyncpg
 from bench import pg, seed
 from bench.load import percentile
 from bench.services import (
-    REPO,
     MachineCpu,
     children,
     cpu_seconds,
-    log_tail,
     machine_cpu,
     median_shares,
     postgres_cpu,
 )
+from bench.sip_stack import (
+    CFG,
+    RATE,
+    capture,
+    place_calls,
+    read_capture,
+    start_carrier,
+    start_kamailio,
+    stop,
+)
 from bench.sizes import Size
 
-KAMAILIO = REPO / "integrations" / "kamailio"
-CFG = KAMAILIO / "kamailio.cfg"
-SCENARIOS = KAMAILIO / "sipp"
 GATE_CALL = "\troute(GATE);\n"
 BASELINE_CALL = "\troute(TO_CARRIER);\n"
 TARGETS = ("baseline", "gated")
 TOOLS = ("kamailio", "sipp", "tcpdump")
-RATE = 20  # calls per second, as a dialer places them
-READY_WITHIN = 30.0
 _PACKET = re.compile(r"^(\d+\.\d+) IP 127\.0\.0\.1\.(\d+) > 127\.0\.0\.1\.(\d+): UDP", re.M)
 _CALL_ID = re.compile(r"^Call-ID:\s*(\S+)", re.M | re.I)
 _STATUS = re.compile(r"SIP/2\.0 (\d{3}) ")
@@ -103,174 +103,7 @@ async def seed_requests(database_url: str, count: int, at: dt.datetime) -> list[
     return numbers
 
 
-# --- processes -------------------------------------------------------------------------------
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _spawn(args: Sequence[str], log: Path) -> asyncio.subprocess.Process:
-    with log.open("wb") as out:
-        return await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.DEVNULL, stdout=out,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-
-
-async def _stop(process: asyncio.subprocess.Process, signum: int = signal.SIGTERM) -> None:
-    """The process and everything it forked (its own session), SIGKILL after 15 s."""
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
-        try:
-            await asyncio.wait_for(process.wait(), 15)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-async def _answers_options(port: int) -> bool:
-    loop = asyncio.get_running_loop()
-    got: asyncio.Future[bytes] = loop.create_future()
-
-    class Receiver(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-            if not got.done():
-                got.set_result(data)
-
-    transport, _ = await loop.create_datagram_endpoint(
-        Receiver, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", port))
-    try:
-        local = transport.get_extra_info("sockname")[1]
-        tag = uuid.uuid4().hex
-        transport.sendto((
-            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{tag}\r\n"
-            f"From: <sip:bench@127.0.0.1>;tag={tag[:8]}\r\nTo: <sip:127.0.0.1>\r\n"
-            f"Call-ID: {tag}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-            "Content-Length: 0\r\n\r\n").encode())
-        return (await asyncio.wait_for(got, 0.5)).startswith(b"SIP/2.0 200")
-    except TimeoutError:
-        return False
-    finally:
-        transport.close()
-
-
-async def start_kamailio(cfg: Path, workdir: Path, carrier_port: int,
-                         gate_conf: Path) -> tuple[asyncio.subprocess.Process, int]:
-    port = _free_udp_port()
-    log = workdir / "kamailio.log"
-    args = ["kamailio", "-DD", "-E", "-f", str(cfg), "-w", str(workdir), "-Y", str(workdir),
-            "-P", str(workdir / "kamailio.pid"), "-m", "64", "-M", "8",
-            "-A", f"LISTEN=udp:127.0.0.1:{port}",
-            "-A", f'CARRIER_URI="sip:127.0.0.1:{carrier_port}"',
-            "-A", f'GATE_CONFIG="{gate_conf}"']
-    process = await _spawn(args, log)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + READY_WITHIN
-    while not await _answers_options(port):
-        if process.returncode is not None or loop.time() > deadline:
-            await _stop(process)
-            raise RuntimeError(f"kamailio ({cfg.name}) did not start:\n{log_tail(log)}")
-    return process, port
-
-
-def _udp_bound(port: int) -> bool:
-    wanted = f":{port:04X}"
-    return any(line.split()[1].endswith(wanted)
-               for line in Path("/proc/net/udp").read_text().splitlines()[1:])
-
-
-async def start_carrier(workdir: Path) -> tuple[asyncio.subprocess.Process, int]:
-    port = _free_udp_port()
-    log = workdir / "carrier.log"
-    process = await _spawn(["sipp", "-sf", str(SCENARIOS / "carrier.xml"), "-i", "127.0.0.1",
-                            "-p", str(port), "-nostdin"], log)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + READY_WITHIN
-    while not _udp_bound(port):
-        if process.returncode is not None or loop.time() > deadline:
-            await _stop(process)
-            raise RuntimeError(f"sipp (carrier) did not start:\n{log_tail(log)}")
-        await asyncio.sleep(0.05)  # until the kernel shows SIPp's socket
-    return process, port
-
-
-@contextlib.asynccontextmanager
-async def capture(pcap: Path, ports: Sequence[int]) -> AsyncIterator[int]:
-    """tcpdump on loopback for what is sent to and from the SIP ports, from the moment it
-    says it is listening until it has written everything sent before the block ended."""
-    marker_port = _free_udp_port()
-    expression = "udp and (" + " or ".join(
-        [f"dst port {p}" for p in [*ports, marker_port]] + [f"src port {p}" for p in ports]) + ")"
-    process = await asyncio.create_subprocess_exec(
-        "tcpdump", "-i", "lo", "-n", "-U", "-s", "0", "-w", str(pcap), expression,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    try:
-        assert process.stderr is not None
-        line = await asyncio.wait_for(process.stderr.readline(), READY_WITHIN)
-        if b"listening on" not in line:
-            raise RuntimeError(f"tcpdump: {line.decode(errors='replace')}")
-        yield process.pid
-        await _drained(pcap, marker_port)
-    finally:
-        await _stop(process, signal.SIGINT)
-
-
-def _holds(path: Path, data: bytes) -> bool:
-    return data in path.read_bytes()
-
-
-async def _drained(pcap: Path, port: int) -> None:
-    """Stopped at once, tcpdump drops what the kernel still buffers for it: a marker sent
-    last, once in the file (-U writes each packet as it comes), means all came before it."""
-    marker = f"bench-marker-{uuid.uuid4().hex}".encode()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.sendto(marker, ("127.0.0.1", port))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + READY_WITHIN
-    while not _holds(pcap, marker):
-        if loop.time() > deadline:
-            raise RuntimeError("tcpdump did not write the end marker")
-        await asyncio.sleep(0.05)  # until tcpdump has written it
-
-
-async def place_calls(port: int, numbers: Sequence[str], workdir: Path, name: str) -> None:
-    """SIPp as the dialer: one allowed call per number at RATE per second."""
-    inf = workdir / f"{name}.csv"
-    inf.write_text("SEQUENTIAL\n" + "".join(f"{n};{seed.SENDER};\n" for n in numbers))
-    log = workdir / f"{name}.log"
-    process = await _spawn(
-        ["sipp", "-sf", str(SCENARIOS / "dialer.xml"), "-inf", str(inf), "-i", "127.0.0.1",
-         "-p", str(_free_udp_port()), f"127.0.0.1:{port}", "-m", str(len(numbers)),
-         "-r", str(RATE), "-nostdin", "-cid_str", f"%u-{name}-{uuid.uuid4().hex[:8]}@%s",
-         "-timeout", "120s", "-timeout_error", "-default_behaviors", "all,-abortunexp"], log)
-    try:
-        returncode = await process.wait()
-    finally:
-        await _stop(process)
-    if returncode != 0:
-        raise RuntimeError(f"sipp (dialer, {name}) exited with {returncode}:\n{log_tail(log)}")
-
-
 # --- reading the capture ----------------------------------------------------------------------
-
-async def read_capture(pcap: Path) -> str:
-    """The capture as text: timestamps as seconds since the epoch, payloads in ASCII."""
-    process = await asyncio.create_subprocess_exec(
-        "tcpdump", "-r", str(pcap), "-tt", "-n", "-A", stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    stdout, stderr = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"tcpdump -r: {stderr.decode(errors='replace')}")
-    return stdout.decode("ascii", "replace")
-
 
 @dataclass(frozen=True, slots=True)
 class Packet:
@@ -345,8 +178,6 @@ def summary(samples: Sequence[float]) -> dict[str, Any]:
             "p99_ms": round(percentile(ordered, 99), 3), "max_ms": round(ordered[-1], 3)}
 
 
-# --- the run ------------------------------------------------------------------------------------
-
 # --- CPU of a round --------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +214,8 @@ def cpu_round(before: CpuMark, after: CpuMark) -> dict[str, float]:
     share["other"] = max(0.0, machine * (os.cpu_count() or 1) - known)
     return {name: round(value, 1) for name, value in share.items()}
 
+
+# --- the run ------------------------------------------------------------------------------------
 
 def _log_size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
@@ -447,7 +280,7 @@ async def measure(database_url: str, proxy_url: str, proxy_pid: int, dialer: see
                 text = await read_capture(pcap)
         finally:
             for process in reversed(started):
-                await _stop(process)
+                await stop(process)
     result = _results(text, ports, carrier_port, rounds, size)
     # Where the added time goes: consent-proxy's own handling of the measured rounds'
     # decisions, and what one durable commit costs on this server right after them.

@@ -150,7 +150,8 @@ def test_a_run_is_dirty_when_measured_code_changed(tmp_path: Path) -> None:
 
 
 def test_the_sip_baseline_is_the_shipped_configuration_without_the_check(tmp_path: Path) -> None:
-    from bench.post_dial import CFG, baseline_config
+    from bench.post_dial import baseline_config
+    from bench.sip_stack import CFG
 
     shipped = CFG.read_text("utf-8").splitlines()
     baseline = baseline_config(tmp_path).read_text("utf-8").splitlines()
