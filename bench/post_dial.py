@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import re
 import shutil
@@ -173,6 +174,8 @@ def delays_ms(text: str, entry: int, carrier: int) -> dict[str, float]:
 
 
 def summary(samples: Sequence[float]) -> dict[str, Any]:
+    if not samples:
+        return {"calls": 0, "p50_ms": math.nan, "p99_ms": math.nan, "max_ms": math.nan}
     ordered = sorted(samples)
     return {"calls": len(ordered), "p50_ms": round(percentile(ordered, 50), 3),
             "p99_ms": round(percentile(ordered, 99), 3), "max_ms": round(ordered[-1], 3)}
@@ -231,7 +234,7 @@ def proxy_decisions(log: Path, offset: int) -> dict[str, Any]:
                 entry = json.loads(line)
                 if entry.get("route") == "/dial/v1/decisions" and "latency_ms" in entry:
                     took.append(float(entry["latency_ms"]))
-    return summary(took) if took else {"calls": 0}
+    return summary(took)
 
 
 async def measure(database_url: str, proxy_url: str, proxy_pid: int, dialer: seed.Dialer,
@@ -301,7 +304,7 @@ def _results(text: str, ports: dict[str, int], carrier_port: int,
         for r in (r for r in rounds if r["target"] == name):
             mine = {c: p for c, p in calls.items() if f"-{name}{r['round']}-" in c}
             delays = [p.delay_ms for p in mine.values() if p.delay_ms is not None]
-            r |= summary(delays) if delays else {"calls": 0}
+            r |= summary(delays)
             if r["round"] > 0:
                 arrived += len(mine)
                 measured += delays

