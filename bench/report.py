@@ -18,6 +18,8 @@ SCRUB_RATIO_MIN = 0.25
 SCRUB_MIN = 100_000
 PEAK_RSS_MAX_MB = 150.0
 STORE_GROWTH_MAX = 1.5
+# Item 6: the post-dial delay the consent check adds through Kamailio, p99.
+SIP_ADDED_P99_MAX_MS = 10.0
 # CPU of processes outside the bench (and the kernel's own) above which a run is flagged.
 OTHER_CPU_WARN = 20.0
 # Steal time (percent of all cores' time the hypervisor took) above which a run is flagged:
@@ -106,17 +108,45 @@ def _store_rows(s: Results) -> list[Row]:
     ]
 
 
+def _sip_rows(p: Results) -> list[Row]:
+    base, gated = p["baseline"], p["gated"]
+    return [
+        Row("6 sip: post-dial delay p50 / p99, Kamailio without the check",
+            f"{_ms(base['p50_ms'])} / {_ms(base['p99_ms'])}"),
+        Row("6 sip: post-dial delay p50 / p99, with the check",
+            f"{_ms(gated['p50_ms'])} / {_ms(gated['p99_ms'])}"),
+        Row("6 sip: added p50", _ms(p["added_p50_ms"])),
+        Row("6 sip: added p99", _ms(p["added_p99_ms"]), f"<= {SIP_ADDED_P99_MAX_MS:g} ms",
+            p["added_p99_ms"] <= SIP_ADDED_P99_MAX_MS),
+        Row("6 sip: p50 with / without the check", _n(p["p50_ratio"], 2)),
+        Row("6 sip: calls not relayed (not in the delays), without / with the check",
+            f"{base.get('not_relayed', 0)} / {gated.get('not_relayed', 0)}"
+            + "".join(f" ({name}: " + ", ".join(f"{n} x {code}" for code, n in answers.items())
+                      + ")" for name, answers in (("without", base.get("not_relayed_answers")),
+                                                  ("with", gated.get("not_relayed_answers")))
+                      if answers)),
+        *([Row("6 sip: consent-proxy's own decision p50 / p99 (its log)",
+               f"{_ms(d['p50_ms'])} / {_ms(d['p99_ms'])}")]
+          if (d := p.get("proxy_decisions")) and d.get("calls") else []),
+        *([Row("6 sip: PostgreSQL one-row commit p50 / p99 / max",
+               f"{_ms(c['p50_ms'])} / {_ms(c['p99_ms'])} / {_ms(c['max_ms'])}")]
+          if (c := p.get("postgres_commit")) else []),
+    ]
+
+
 SECTIONS: dict[str, Callable[[Results], list[Row]]] = {
     "gate_overhead": _gate_rows, "engine": _engine_rows, "scrub": _scrub_rows,
-    "memory": _memory_rows, "store_size": _store_rows,
+    "memory": _memory_rows, "store_size": _store_rows, "post_dial": _sip_rows,
 }
 
 
 def rows(results: Results) -> list[Row]:
     out: list[Row] = []
     for key, build in SECTIONS.items():
-        section = results.get(key) or {}
-        if section.get("skipped"):
+        section = results.get(key)
+        if not section:  # a run cut short, or results from before the section existed
+            out.append(Row(f"{key}: not measured", ""))
+        elif section.get("skipped"):
             out.append(Row(f"{key}: skipped", section.get("reason", "")))
         else:
             out.extend(build(section))
@@ -161,6 +191,16 @@ def _notes(results: Results) -> list[str]:
     if st.get("round_p50_ratios"):
         notes.append(f"store: {st['method']}; p50 large / small in each round: "
                      + ", ".join(f"{r:g}" for r in st["round_p50_ratios"]))
+    sip = results.get("post_dial") or {}
+    if sip.get("method"):
+        notes.append(f"sip: {sip['method']}; p50 per round, without / with the check: "
+                     + " / ".join(", ".join(f"{v:g}" for v in sip["round_p50_ms"][name])
+                                  for name in ("baseline", "gated")) + " ms")
+        if sip.get("cpu_median"):
+            notes.append("sip CPU in % of one core, median round: " + "; ".join(
+                f"{'with' if target == 'gated' else 'without'} the check: " + ", ".join(
+                    f"{k} {v:g}" for k, v in shares.items() if k not in ("machine", "steal"))
+                for target, shares in sip["cpu_median"].items()))
     disturbed = _disturbed(results)
     if disturbed:
         notes.append("WARNING: processes outside the bench used CPU (other jobs on the "
@@ -194,6 +234,9 @@ def _cpu_key(results: Results, key: str) -> dict[str, float]:
     scrub = (results.get("scrub") or {}).get("scrub") or {}
     if key in scrub.get("cpu_percent_of_one_core", {}):
         found["scrub"] = scrub["cpu_percent_of_one_core"][key]
+    for target, shares in ((results.get("post_dial") or {}).get("cpu_median") or {}).items():
+        if key in shares:
+            found[f"sip {target}"] = shares[key]
     store = results.get("store_size") or {}
     for size in ("small", "large", "large_cold"):
         shares = (store.get(size) or {}).get("cpu_percent_of_one_core", {})
@@ -287,7 +330,7 @@ def chart(results: Results, path: Path) -> None:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
     top, bottom = axes[0], axes[1]
     sections = {k: results.get(k) or {"skipped": True} for k in SECTIONS}
     if sections["gate_overhead"].get("skipped"):
@@ -327,6 +370,17 @@ def chart(results: Results, path: Path) -> None:
                           f"p99 {_short(large['consent_rows'])}"],
               [small["p50_ms"], large["p50_ms"], small["p99_ms"], large["p99_ms"]],
               "5 decision latency by consent rows", "ms", colors=["#8c8c8c", "#2b6cb0"] * 2)
+    p = sections["post_dial"]
+    if p.get("skipped"):
+        _skipped(top[3], "6 post-dial delay")
+    else:
+        base, gated = p["baseline"], p["gated"]
+        _bars(top[3], ["without p50", "with p50", "without p99", "with p99"],
+              [base["p50_ms"], gated["p50_ms"], base["p99_ms"], gated["p99_ms"]],
+              "6 post-dial delay through Kamailio", "ms",
+              [(base["p99_ms"] + SIP_ADDED_P99_MAX_MS, "target p99")],
+              colors=["#8c8c8c", "#2b6cb0"] * 2)
+    bottom[3].set_axis_off()
     meta = results["meta"]
     fig.suptitle(f"consent-proxy bench ({meta['size']}), {meta['date']}, {meta['nproc']} cores",
                  fontsize=11)

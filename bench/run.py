@@ -1,4 +1,4 @@
-"""`python -m bench.run`: start everything, run the five benchmarks, print one table and write
+"""`python -m bench.run`: start everything, run the six benchmarks, print one table and write
 latest.json and latest.png. `make bench` runs it at full size.
 
 Everything started here is stopped here, and the scratch database is dropped, also on failure,
@@ -28,7 +28,18 @@ from typing import Any
 
 import asyncpg
 
-from bench import engine, gate_overhead, pg, report, scrub, seed, services, store_size, wrk
+from bench import (
+    engine,
+    gate_overhead,
+    pg,
+    post_dial,
+    report,
+    scrub,
+    seed,
+    services,
+    store_size,
+    wrk,
+)
 from bench.gate_overhead import LoadGenerator
 from bench.load import Target
 from bench.services import REPO, Service
@@ -37,7 +48,7 @@ from proxy import db
 from proxy.logging import configure_logging
 from proxy.settings import RuleSettings, load_rules
 
-SECTIONS = ("gate", "engine", "scrub", "store-size")
+SECTIONS = ("gate", "engine", "scrub", "store-size", "sip")
 CONFIG = REPO / "config" / "consent-proxy.toml"
 # wrk threads: measured on the 2-core bench machine, 3 x 15 s alternating, wrk used under 10 %
 # of one core either way; -t2 gave the bare forwarder more throughput (median 3,500 vs 3,190
@@ -169,7 +180,7 @@ async def start_services(database_url: str, out: Path, stack: contextlib.AsyncEx
     return Stack(database_url, upstream, bare, proxy, admin_token)
 
 
-# --- the five benchmarks ---------------------------------------------------------------------
+# --- the six benchmarks ----------------------------------------------------------------------
 
 async def run_gate(stack: Stack, gen: LoadGenerator, dialer: seed.Dialer, bodies: Path,
                    size: Size) -> dict[str, Any]:
@@ -271,6 +282,11 @@ async def run_all(opts: Options, gen: LoadGenerator, results: dict[str, Any]) ->
                 "rss_after_load_mb": round(services.rss_mb(stack.proxy.pid), 1),
                 "measured": "VmHWM of the consent-proxy process after load 1 (includes start-up)",
             }
+        if "sip" not in opts.skip:
+            why = post_dial.unavailable()
+            results["post_dial"] = {"skipped": True, "reason": why} if why else (
+                await post_dial.measure(database_url, stack.proxy.url, stack.proxy.pid, dialer,
+                                        opts.size, opts.out, at, opts.out / "proxy.log.tmp"))
         if "engine" not in opts.skip:
             results["engine"] = engine.measure(opts.size.engine_decisions, rules)
         if "scrub" not in opts.skip:
@@ -291,7 +307,7 @@ async def run_all(opts: Options, gen: LoadGenerator, results: dict[str, Any]) ->
 def _skips(opts: Options) -> dict[str, Any]:
     out: dict[str, Any] = {}
     reasons = {"gate_overhead": "gate", "memory": "gate", "engine": "engine",
-               "scrub": "scrub", "store_size": "store-size"}
+               "scrub": "scrub", "store_size": "store-size", "post_dial": "sip"}
     for key, section in reasons.items():
         if section in opts.skip:
             out[key] = {"skipped": True, "reason": f"--skip {section}"}

@@ -3,7 +3,8 @@ admin API, as an operator would), and bulk facts (COPY straight into the real sc
 million POSTs would benchmark the admin API instead).
 
 Number ranges never overlap: load 1 draws from +3161…, the scrub store is +3162…, the rows that
-grow the store for item 5 are +3163…. All are valid Dutch mobile numbers.
+grow the store for item 5 are +3163…, the calls of item 6 go to +3165…. All are valid Dutch
+mobile numbers.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def scrub_number(i: int) -> str:
 
 
 GROW_PREFIX = "+3163"
+SIP_PREFIX = "+3165"  # item 6: the numbers SIPp calls through Kamailio
 
 
 @dataclass(frozen=True, slots=True)

@@ -387,7 +387,7 @@ async def test_answered_keeps_the_request_used(world: World) -> None:
     assert conflict["field"] == "status"
 
 
-@pytest.mark.parametrize("status", ["no_answer", "busy", "failed", "rejected"])
+@pytest.mark.parametrize("status", ["no_answer", "busy", "failed", "rejected", "cancelled"])
 async def test_nobody_reached_gives_the_request_back(world: World, status: str) -> None:
     pool = world.admin.app[POOL]
     number = mobile()

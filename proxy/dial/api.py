@@ -32,7 +32,7 @@ PREFIX = "/dial/v1"
 # How long a repeated call_id waits for the first request's answer before 409.
 IN_FLIGHT_WAIT_SECONDS = 5.0
 # N5/N6: attempts that reached nobody give back what their decision consumed.
-NOT_REACHED = frozenset({"no_answer", "busy", "failed", "rejected"})
+NOT_REACHED = frozenset({"no_answer", "busy", "failed", "rejected", "cancelled"})
 
 
 def is_dial_route(request: web.Request) -> bool:

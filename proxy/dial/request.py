@@ -21,9 +21,11 @@ CALL_ID = re.compile(r"[\x21-\x7e]{1,256}")  # a SIP Call-ID or an attempt id: p
 _ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 MAX_FIELDS = 20
 
-OutcomeStatus = Literal["answered", "no_answer", "busy", "failed", "rejected"]
+# cancelled: the attempt was called off before anyone answered (the caller's CANCEL, or a
+# SIP proxy that dropped an "allow" that came after its deadline).
+OutcomeStatus = Literal["answered", "no_answer", "busy", "failed", "rejected", "cancelled"]
 OUTCOME_STATUSES: tuple[OutcomeStatus, ...] = (
-    "answered", "no_answer", "busy", "failed", "rejected")
+    "answered", "no_answer", "busy", "failed", "rejected", "cancelled")
 
 
 class DialRequest(msgspec.Struct, frozen=True, gc=False):
