@@ -87,10 +87,10 @@ def reason(message: Message) -> str | None:
     return message.header("Reason")
 
 
-async def decisions(pool: asyncpg.Pool, account_sid: str) -> list[asyncpg.Record]:
+async def decisions(pool: asyncpg.Pool, client_id: str) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await pool.fetch(
         """SELECT id, decision, reason, retry_after, details->'dial'->>'call_id' AS call_id
-           FROM decisions WHERE account_sid = $1 ORDER BY id""", account_sid)
+           FROM decisions WHERE client_id = $1 ORDER BY id""", client_id)
     return rows
 
 
