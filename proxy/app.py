@@ -20,6 +20,7 @@ from proxy.clients import ClientDirectory, ClientEvents
 from proxy.credentials import constant_time_equals
 from proxy.db import STORE_ERRORS, constraint_refusal
 from proxy.dial import api as dial
+from proxy.dial import fastagi
 from proxy.errors import ProxyError, StoreUnavailable, Unauthorized
 from proxy.keys import (
     CLIENTS,
@@ -276,4 +277,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     webhooks.add_routes(app)
     relays.add_routes(app)
     dial.add_routes(app)
+    fastagi.install(app)  # last: it decides with everything started before it
     return app
