@@ -17,6 +17,9 @@ class Target:
     path: str
     authorization: str
     bodies_path: Path
+    # A field appended to every body with a value of its own (the dial API's call_id: a
+    # repeated one would be answered from the first decision instead of deciding).
+    unique_field: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

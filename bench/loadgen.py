@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import resource
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -33,10 +34,15 @@ def _self_cpu() -> float:
 
 
 async def _worker(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
-                  bodies: list[bytes], deadline: float, seed: int, tally: _Tally) -> None:
+                  bodies: list[bytes], deadline: float, seed: int, tally: _Tally,
+                  unique: bytes | None) -> None:
     rng = random.Random(seed)
+    sent = 0
     while time.perf_counter() < deadline:
         body = rng.choice(bodies)
+        if unique is not None:  # field=prefix-worker-n: a value no other request has
+            sent += 1
+            body += b"%s-%d-%d" % (unique, seed, sent)
         started = time.perf_counter()
         try:
             async with session.post(url, data=body, headers=headers) as resp:
@@ -59,6 +65,9 @@ async def run(target: Target, connections: int, seconds: float) -> LoadResult:
     headers = {"Authorization": target.authorization,
                "Content-Type": "application/x-www-form-urlencoded"}
     tally = _Tally()
+    unique = None
+    if target.unique_field:
+        unique = f"&{target.unique_field}={secrets.token_hex(4)}".encode()
     cpu_before = _self_cpu()
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=connections),
@@ -67,7 +76,8 @@ async def run(target: Target, connections: int, seconds: float) -> LoadResult:
         started = time.perf_counter()
         deadline = started + seconds
         await asyncio.gather(*(
-            _worker(session, target.url + target.path, headers, bodies, deadline, seed, tally)
+            _worker(session, target.url + target.path, headers, bodies, deadline, seed, tally,
+                    unique)
             for seed in range(connections)))
         elapsed = time.perf_counter() - started
     ordered = sorted(tally.latencies)

@@ -20,6 +20,7 @@ PEAK_RSS_MAX_MB = 150.0
 STORE_GROWTH_MAX = 1.5
 # Item 6: the post-dial delay the consent check adds through Kamailio, p99.
 SIP_ADDED_P99_MAX_MS = 10.0
+DIAL_P99_MAX_MS = 5.0  # the dial API at one connection
 # CPU of processes outside the bench (and the kernel's own) above which a run is flagged.
 OTHER_CPU_WARN = 20.0
 # Steal time (percent of all cores' time the hypervisor took) above which a run is flagged:
@@ -67,6 +68,23 @@ def _gate_rows(g: Results) -> list[Row]:
         *([Row("1 gate: PostgreSQL one-row commit p50 / p99 / max",
                f"{_ms(c['p50_ms'])} / {_ms(c['p99_ms'])} / {_ms(c['max_ms'])}")]
           if (c := g.get("postgres_commit")) else []),
+        *(_dial_rows(g, d) if (d := g.get("dial")) else []),
+    ]
+
+
+def _dial_rows(g: Results, d: Results) -> list[Row]:
+    """The dial API beside the Twilio front's SMS creates (the proxy's figures above)."""
+    one, front = d["one_connection"], g["unloaded"]["proxy"]
+    return [
+        Row("1 dial: Twilio front (SMS create) p50 / p99 at 1 connection",
+            f"{_ms(front['p50_ms'])} / {_ms(front['p99_ms'])}"),
+        Row("1 dial: /dial/v1/decisions p50 / p99 at 1 connection",
+            f"{_ms(one['p50_ms'])} / {_ms(one['p99_ms'])}", f"p99 <= {DIAL_P99_MAX_MS:g} ms",
+            one["p99_ms"] <= DIAL_P99_MAX_MS),
+        Row("1 dial: /dial/v1/decisions throughput, 32 connections", f"{_n(d['rps'])} req/s"),
+        Row("1 dial: /dial/v1/decisions p50 / p99, 32 connections",
+            f"{_ms(d['p50_ms'])} / {_ms(d['p99_ms'])}"),
+        Row("1 dial: throughput dial API / Twilio front", _n(d["rps"] / g["proxy"]["rps"], 2)),
     ]
 
 
@@ -171,6 +189,13 @@ def _notes(results: Results) -> list[str]:
                      f"% (its denials, expected ~30 %), bare "
                      f"{100 * g['bare']['non2xx_fraction']:.1f} % (it forwards everything); "
                      "throughput compares all answers")
+        dial = g.get("dial") or {}
+        if dial:
+            total = sum(dial["decisions"].values()) or 1
+            mix = ", ".join(f"{reason} {100 * n / total:.0f} %"
+                            for reason, n in dial["decisions"].items())
+            notes.append(f"dial API: each request with a call_id of its own; decisions: {mix} "
+                         "(outside the calling hours every call is denied)")
         cpu = g.get("cpu_median") or {}
         if cpu:
             notes.append("CPU in % of one core, median round: " + "; ".join(
@@ -231,6 +256,8 @@ def _cpu_key(results: Results, key: str) -> dict[str, float]:
     for target, shares in (gate.get("cpu_median") or {}).items():
         if key in shares:
             found[f"load 1 against {target}"] = shares[key]
+    if key in ((gate.get("dial") or {}).get("cpu_median") or {}):
+        found["load 1 against the dial API"] = gate["dial"]["cpu_median"][key]
     scrub = (results.get("scrub") or {}).get("scrub") or {}
     if key in scrub.get("cpu_percent_of_one_core", {}):
         found["scrub"] = scrub["cpu_percent_of_one_core"][key]
@@ -315,9 +342,13 @@ def _skipped(ax: Any, title: str) -> None:
 
 def _gate_charts(axes: Any, g: Results) -> None:
     bare, proxy = g["bare"], g["proxy"]
-    _bars(axes[0], ["bare", "consent-proxy"], [bare["rps"], proxy["rps"]],
-          "1 throughput (32 connections)", "requests/s",
-          [(THROUGHPUT_RATIO_MIN * bare["rps"], f"target {THROUGHPUT_RATIO_MIN:g} x bare")])
+    labels, values = ["bare", "consent-proxy"], [bare["rps"], proxy["rps"]]
+    if dial := g.get("dial"):
+        labels.append("dial API")
+        values.append(dial["rps"])
+    _bars(axes[0], labels, values, "1 throughput (32 connections)", "requests/s",
+          [(THROUGHPUT_RATIO_MIN * bare["rps"], f"target {THROUGHPUT_RATIO_MIN:g} x bare")],
+          colors=["#8c8c8c", "#2b6cb0", "#2f855a"][: len(values)])
     labels = ["bare p50", "proxy p50", "bare p99", "proxy p99"]
     values = [bare["p50_ms"], proxy["p50_ms"], bare["p99_ms"], proxy["p99_ms"]]
     _bars(axes[1], labels, values, "1 latency (32 connections)", "ms",

@@ -29,6 +29,7 @@ from typing import Any
 import asyncpg
 
 from bench import (
+    dial_api,
     engine,
     gate_overhead,
     pg,
@@ -183,7 +184,7 @@ async def start_services(database_url: str, out: Path, stack: contextlib.AsyncEx
 # --- the six benchmarks ----------------------------------------------------------------------
 
 async def run_gate(stack: Stack, gen: LoadGenerator, dialer: seed.Dialer, bodies: Path,
-                   size: Size) -> dict[str, Any]:
+                   dial_bodies: Path, size: Size) -> dict[str, Any]:
     targets = {name: Target(name, service.url, dialer.messages_path, dialer.authorization,
                             bodies)
                for name, service in (("bare", stack.bare), ("proxy", stack.proxy))}
@@ -198,6 +199,10 @@ async def run_gate(stack: Stack, gen: LoadGenerator, dialer: seed.Dialer, bodies
     finally:
         await conn.close()
     result["proxy_decisions"] = {f"{r['decision']} {r['reason']}": r["n"] for r in mix}
+    # The dial API beside the Twilio front: same run, same proxy, same load generator.
+    result["dial"] = await dial_api.measure(
+        gen, dial_api.target(stack.proxy.url, dialer.authorization, dial_bodies), pids, size,
+        stack.database_url)
     return result
 
 
@@ -264,18 +269,23 @@ async def run_all(opts: Options, gen: LoadGenerator, results: dict[str, Any]) ->
         conn = await asyncpg.connect(database_url)
         try:
             await seed.copy_facts(conn, seed.load_facts(opts.size.load_numbers, at))
+            if "gate" not in opts.skip:
+                await seed.copy_facts(conn, seed.dial_facts(opts.size.load_numbers, at))
             results["meta"]["postgres_version"] = await conn.fetchval("SHOW server_version")
         finally:
             await conn.close()
-        bodies = opts.out / "bodies.tmp"
+        bodies, dial_bodies = opts.out / "bodies.tmp", opts.out / "dial-bodies.tmp"
         body_mix = seed.write_bodies(bodies, opts.size.load_numbers)
         exits.callback(bodies.unlink, missing_ok=True)
+        dial_mix = seed.write_dial_bodies(dial_bodies, opts.size.load_numbers)
+        exits.callback(dial_bodies.unlink, missing_ok=True)
         twin = None
         if "store-size" not in opts.skip:
             twin_url = await exits.enter_async_context(pg.scratch_database(server))
             twin = twin_url, await prepare_small_store(twin_url, opts.size, at)
         if "gate" not in opts.skip:
-            gate = await run_gate(stack, gen, dialer, bodies, opts.size)
+            gate = await run_gate(stack, gen, dialer, bodies, dial_bodies, opts.size)
+            gate["dial"]["body_mix"] = dial_mix
             results["gate_overhead"] = gate | {"body_mix": body_mix}
             results["memory"] = {
                 "peak_rss_mb": round(services.peak_rss_mb(stack.proxy.pid), 1),

@@ -3,8 +3,8 @@ admin API, as an operator would), and bulk facts (COPY straight into the real sc
 million POSTs would benchmark the admin API instead).
 
 Number ranges never overlap: load 1 draws from +3161…, the scrub store is +3162…, the rows that
-grow the store for item 5 are +3163…, the calls of item 6 go to +3165…. All are valid Dutch
-mobile numbers.
+grow the store for item 5 are +3163…, the dial API's numbers (item 1, beside load 1) +3164…,
+the calls of item 6 go to +3165…. All are valid Dutch mobile numbers.
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ def scrub_number(i: int) -> str:
 
 GROW_PREFIX = "+3163"
 SIP_PREFIX = "+3165"  # item 6: the numbers SIPp calls through Kamailio
+
+
+def dial_number(i: int) -> str:
+    return f"+3164{i:07d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,37 @@ def load_facts(count: int, base: dt.datetime) -> Rows:
         elif kind == "objection":
             facts.objections.append(_objection(number, ORGANISATION, given, "api"))
     return facts
+
+
+def dial_facts(count: int, base: dt.datetime) -> Rows:
+    """The dial API's numbers, mixed as load 1's but for calls: allowed ones have a voice
+    consent, one in ten an SMS consent only (CONSENT_WRONG_CHANNEL), one an objection, one
+    nothing on file. Outside the calling hours (N13) every call is denied."""
+    facts = Rows([], [], [], [])
+    given = base - dt.timedelta(days=60)
+    for i in range(count):
+        number, kind = dial_number(i), LOAD_MIX[i % 10]
+        if kind in ("allowed", "wrong_channel"):
+            facts.subjects.append((number,))
+            facts.consents.append(_consent(number, "voice" if kind == "allowed" else "sms",
+                                           given))
+        elif kind == "objection":
+            facts.objections.append(_objection(number, ORGANISATION, given, "api"))
+    return facts
+
+
+def write_dial_bodies(path: Path, count: int, seed: int = 3) -> dict[str, int]:
+    """One dial API form body per line (to, from), shuffled; the load generator appends a
+    call_id of each request's own."""
+    rng = random.Random(seed)
+    order = list(range(count))
+    rng.shuffle(order)
+    mix: dict[str, int] = {}
+    with path.open("w", encoding="ascii") as out:
+        for i in order:
+            mix[LOAD_MIX[i % 10]] = mix.get(LOAD_MIX[i % 10], 0) + 1
+            out.write(urlencode({"to": dial_number(i), "from": SENDER}) + "\n")
+    return mix
 
 
 def scrub_facts(count: int, base: dt.datetime, seed: int = 42) -> Rows:

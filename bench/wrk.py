@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import resource
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,9 +30,12 @@ def version() -> str:
 
 
 def command(target: Target, connections: int, seconds: float, threads: int) -> list[str]:
+    # A unique field's values start with a prefix of this run's own: each wrk process counts
+    # from 1 again.
+    unique = [target.unique_field, secrets.token_hex(4)] if target.unique_field else []
     return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{math.ceil(seconds)}s", "--latency",
             f"--timeout={TIMEOUT_SECONDS}s", "-s", str(LUA), target.url + target.path, "--",
-            target.path, target.authorization, str(target.bodies_path)]
+            target.path, target.authorization, str(target.bodies_path), *unique]
 
 
 def _children_cpu() -> float:

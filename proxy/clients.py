@@ -52,12 +52,16 @@ class ClientDirectory:
         self.listening = False
 
     async def get(self, request: web.Request, account_sid: str) -> store.Client | None:
+        return await self.find(request.app[POOL], account_sid)
+
+    async def find(self, pool: asyncpg.Pool, account_sid: str) -> store.Client | None:
+        """`get` for a way in without a web.Request (FastAGI)."""
         now = time.monotonic()
         hit = self._cache.get(account_sid)
         if hit is not None and hit.until > now:
             return hit.client
         generation = self._generation
-        client = await store.get_client(request.app[POOL], account_sid)
+        client = await store.get_client(pool, account_sid)
         if client is not None and not client.enabled:
             client = None  # refused like an unknown client: 401 on every route
         if self.listening and generation == self._generation:

@@ -59,6 +59,10 @@ class Metrics:
         self.pool_size = Gauge(
             "consent_proxy_db_pool_size", "Database connections open in the pool.",
             registry=self.registry)
+        self.fastagi_sessions = Labelled(Counter(
+            "consent_proxy_fastagi_sessions",
+            "FastAGI sessions by how they ended ('answered', or why they were dropped).",
+            ["end"], registry=self.registry))
         self.optout_spool_entries = Gauge(
             "consent_proxy_optout_spool_entries",
             "STOP replies spooled during a database outage and not yet applied.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import os
 import re
 import tomllib
@@ -95,6 +96,33 @@ class OptOutSettings:
         return self.organisations.get(organisation_id, self.keywords)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Who may connect to the FastAGI listener unless `fastagi.allow_peers` says otherwise.
+LOOPBACK_PEERS: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),
+                                       ipaddress.ip_network("::1/128"))
+_CLIENT_ID = re.compile(r"AC[0-9a-f]{32}")
+_LISTEN = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class FastAgiSettings:
+    """The FastAGI listener (proxy/dial/fastagi.py): Asterisk asks at dial time over TCP.
+    FastAGI has no credentials: whoever may connect (`allow_peers`) decides as `client`, or
+    as one of `clients` named in the dialplan."""
+
+    listen: tuple[str, int] | None = None  # (host, port); None: no listener
+    client: str | None = None  # the client a request decides as unless it names another
+    clients: tuple[str, ...] = ()  # further clients a `client=` argument may name
+    allow_peers: tuple[Network, ...] = LOOPBACK_PEERS
+    # The header as a whole, and each reply to a command, must arrive within this; a
+    # stalled client cannot hold a session (and a database claim) open.
+    read_timeout_seconds: float = 5.0
+    max_header_bytes: int = 8192
+    max_header_lines: int = 64
+    max_sessions: int = 64
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSettings:
     """Everything the decision engine may be configured with (the TOML file)."""
@@ -123,6 +151,7 @@ class RuleSettings:
     # these hosts ("dialer.example.com", or "*.example.com" for its subdomains) may be named,
     # so a dialer cannot point it at addresses inside the network. Empty: any host.
     relay_hosts: tuple[str, ...] = ()
+    fastagi: FastAgiSettings = field(default_factory=FastAgiSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +234,8 @@ SECTIONS: dict[str, set[str]] = {
     "webhooks": {"relay_timeout_seconds"},
     "retention": {"decisions_months"},
     "twilio": {"allow_sip", "allow_application_sid", "relay_hosts"},
+    "fastagi": {"listen", "client", "clients", "allow_peers", "read_timeout_seconds",
+                "max_header_bytes", "max_header_lines", "max_sessions"},
 }
 _KEYWORD_LISTS = ("stop", "start", "help", "followers")
 
@@ -275,7 +306,90 @@ def parse_rules(data: Mapping[str, Any]) -> RuleSettings:
         allow_sip=allow["allow_sip"],
         allow_application_sid=allow["allow_application_sid"],
         relay_hosts=_hosts(twilio.get("relay_hosts", []), "twilio.relay_hosts"),
+        fastagi=_fastagi(data.get("fastagi", {})),
     )
+
+
+def _fastagi(section: Mapping[str, Any]) -> FastAgiSettings:
+    defaults = FastAgiSettings()
+    listen = _listen(section["listen"]) if "listen" in section else None
+    client = section.get("client")
+    if client is not None and (not isinstance(client, str) or not _CLIENT_ID.fullmatch(client)):
+        raise ConfigError("fastagi.client: expected a client's id (AC followed by 32 hex "
+                          "digits)")
+    clients = section.get("clients", [])
+    if not isinstance(clients, list) or not all(
+            isinstance(c, str) and _CLIENT_ID.fullmatch(c) for c in clients):
+        raise ConfigError("fastagi.clients: expected a list of client ids (AC followed by 32 "
+                          "hex digits)")
+    if listen is not None and client is None and not clients:
+        raise ConfigError("fastagi.client: required when fastagi.listen is set (or "
+                          "fastagi.clients, for dialplans that name their client)")
+    peers = defaults.allow_peers
+    if "allow_peers" in section:
+        peers = _networks(section["allow_peers"], "fastagi.allow_peers")
+    elif listen is not None and not _is_loopback(listen[0]):
+        # FastAGI has no credentials: who can connect decides as the client.
+        raise ConfigError("fastagi.allow_peers: required when fastagi.listen is not a "
+                          "loopback address (name the PBXs that may connect)")
+    timeout = section.get("read_timeout_seconds", defaults.read_timeout_seconds)
+    if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+            or not 0 < timeout <= 60):
+        raise ConfigError("fastagi.read_timeout_seconds: expected a number of seconds in "
+                          "(0, 60]")
+    limits = {key: _bounded_int(section, key, getattr(defaults, key), low, high)
+              for key, low, high in (("max_header_bytes", 1024, 1024 * 1024),
+                                     ("max_header_lines", 8, 1024),
+                                     ("max_sessions", 1, 100_000))}
+    return FastAgiSettings(listen=listen, client=client,
+                           clients=tuple(dict.fromkeys(clients)), allow_peers=peers,
+                           read_timeout_seconds=float(timeout), **limits)
+
+
+def _listen(value: Any) -> tuple[str, int]:
+    match = _LISTEN.match(value) if isinstance(value, str) else None
+    port = int(match.group("port")) if match else -1
+    if match is None or not 0 <= port <= 65535:
+        raise ConfigError("fastagi.listen: expected \"host:port\" (\"127.0.0.1:4573\", "
+                          f"\"[::1]:4573\"), got {value!r}")
+    host = match.group("v6") or match.group("host")
+    if match.group("v6"):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise ConfigError(f"fastagi.listen: {host!r} is not an IPv6 address") from exc
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _networks(value: Any, name: str) -> tuple[Network, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name}: expected a non-empty list of addresses or networks "
+                          "(\"192.0.2.7\", \"10.1.0.0/16\")")
+    networks = []
+    for text in value:
+        try:
+            networks.append(ipaddress.ip_network(text.strip()))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {text!r} is not an address or network (host bits "
+                              "must be zero: \"10.1.0.0/16\")") from exc
+    return tuple(dict.fromkeys(networks))
+
+
+def _bounded_int(section: Mapping[str, Any], key: str, default: int, low: int,
+                 high: int) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"fastagi.{key}: expected an integer from {low} to {high}")
+    return value
 
 
 _HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")

@@ -20,7 +20,9 @@ from tests.conftest import REPO
 EXPECTED = {
     "gate_overhead": ("throughput_ratio", "added_p50_ms", "added_p99_ms", "bare.rps",
                       "bare.p50_ms", "bare.p99_ms", "proxy.rps", "proxy.p50_ms", "proxy.p99_ms",
-                      "postgres_commit.p50_ms", "postgres_commit.max_ms"),
+                      "postgres_commit.p50_ms", "postgres_commit.max_ms", "dial.rps",
+                      "dial.p50_ms", "dial.p99_ms", "dial.one_connection.p50_ms",
+                      "dial.one_connection.p99_ms"),
     "engine": ("decisions_per_s",),
     "scrub": ("numbers_per_s", "copy_rows_per_s", "ratio"),
     "memory": ("peak_rss_mb",),
@@ -76,6 +78,13 @@ def test_tiny_bench_writes_every_result(tmp_path: Path, server_url: str) -> None
         for name in ("baseline", "gated"):
             assert sip[name]["calls"] + sip[name]["not_relayed"] == 20
         assert "6 sip: added p99" in done.stdout
+    assert "dial: /dial/v1/decisions p50 / p99 at 1 connection" in done.stdout
+    # Every dial request had a call_id of its own: each one was decided, none replayed.
+    dial = results["gate_overhead"]["dial"]
+    assert dial["non2xx_fraction"] == 0
+    assert dial["socket_errors"] == 0
+    assert sum(dial["decisions"].values()) >= sum(
+        r["requests"] for r in dial["rounds"]) + dial["one_connection"]["requests"]
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")

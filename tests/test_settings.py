@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from proxy.settings import ConfigError, RuleSettings, TimeRange, load_settings, parse_rules
+from proxy.settings import (
+    LOOPBACK_PEERS,
+    ConfigError,
+    FastAgiSettings,
+    RuleSettings,
+    TimeRange,
+    load_settings,
+    parse_rules,
+)
 from tests.conftest import REPO
 
 
@@ -153,3 +162,71 @@ def test_n9_serve_warns_at_start_up_when_published_number_is_on(
     assert len(warned) == (1 if on else 0)
     if on:
         assert '"level":"warning"' in warned[0].replace(" ", "")
+
+
+# --- [fastagi] ---------------------------------------------------------------------------
+
+SID = "AC" + "0123456789abcdef" * 2
+
+
+def test_fastagi_is_off_unless_listen_is_set() -> None:
+    assert parse_rules({}).fastagi == FastAgiSettings()
+    assert FastAgiSettings().listen is None
+    assert FastAgiSettings().allow_peers == LOOPBACK_PEERS
+    shipped = load_settings({"PROXY_CONFIG": str(REPO / "config" / "consent-proxy.toml")})
+    assert shipped.rules.fastagi.listen is None
+
+
+def test_fastagi_parses() -> None:
+    agi = parse_rules({"fastagi": {
+        "listen": "0.0.0.0:4573", "client": SID, "clients": [SID.replace("0", "1"), SID],
+        "allow_peers": ["192.0.2.10", "10.20.0.0/16", "2001:db8::/32"],
+        "read_timeout_seconds": 2, "max_header_bytes": 4096, "max_header_lines": 40,
+        "max_sessions": 8}}).fastagi
+    assert agi.listen == ("0.0.0.0", 4573)
+    assert (agi.client, agi.clients) == (SID, (SID.replace("0", "1"), SID))
+    assert agi.allow_peers == (ipaddress.ip_network("192.0.2.10/32"),
+                               ipaddress.ip_network("10.20.0.0/16"),
+                               ipaddress.ip_network("2001:db8::/32"))
+    assert (agi.read_timeout_seconds, agi.max_header_bytes, agi.max_header_lines,
+            agi.max_sessions) == (2.0, 4096, 40, 8)
+    assert parse_rules({"fastagi": {"listen": "[::1]:4573", "client": SID}}).fastagi.listen == (
+        "::1", 4573)
+    # Loopback needs no allow_peers: only local peers may connect by default.
+    for listen in ("127.0.0.1:4573", "localhost:4573", "[::1]:0"):
+        local = parse_rules({"fastagi": {"listen": listen, "client": SID}}).fastagi
+        assert local.allow_peers == LOOPBACK_PEERS
+    # Clients named by the dialplan only: no default client.
+    assert parse_rules({"fastagi": {"listen": "127.0.0.1:4573",
+                                    "clients": [SID]}}).fastagi.client is None
+
+
+@pytest.mark.parametrize(("section", "key"), [
+    ({"listen": "4573"}, "fastagi.listen"),
+    ({"listen": "127.0.0.1:70000", "client": SID}, "fastagi.listen"),
+    ({"listen": "[::g]:4573", "client": SID}, "fastagi.listen"),
+    ({"listen": 4573}, "fastagi.listen"),
+    ({"listen": "127.0.0.1:4573"}, "fastagi.client"),  # whom would it decide as?
+    ({"listen": "127.0.0.1:4573", "client": "AC123"}, "fastagi.client"),
+    ({"listen": "127.0.0.1:4573", "clients": "AC" + "0" * 32}, "fastagi.clients"),
+    ({"listen": "127.0.0.1:4573", "clients": ["dialer"]}, "fastagi.clients"),
+    # FastAGI has no credentials: off loopback, who may connect must be said.
+    ({"listen": "0.0.0.0:4573", "client": SID}, "fastagi.allow_peers"),
+    ({"listen": "gate.example:4573", "client": SID}, "fastagi.allow_peers"),
+    ({"listen": "127.0.0.1:4573", "client": SID, "allow_peers": []}, "fastagi.allow_peers"),
+    ({"listen": "127.0.0.1:4573", "client": SID, "allow_peers": ["10.0.0.1/8"]},
+     "fastagi.allow_peers"),
+    ({"listen": "127.0.0.1:4573", "client": SID, "allow_peers": "10.0.0.0/8"},
+     "fastagi.allow_peers"),
+    ({"read_timeout_seconds": 0}, "fastagi.read_timeout_seconds"),
+    ({"read_timeout_seconds": 61}, "fastagi.read_timeout_seconds"),
+    ({"read_timeout_seconds": True}, "fastagi.read_timeout_seconds"),
+    ({"max_header_bytes": 100}, "fastagi.max_header_bytes"),
+    ({"max_header_lines": 2}, "fastagi.max_header_lines"),
+    ({"max_sessions": 0}, "fastagi.max_sessions"),
+    ({"max_sessions": "64"}, "fastagi.max_sessions"),
+    ({"port": 4573}, "fastagi.port"),
+])
+def test_bad_fastagi_settings_name_the_key(section: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}"):
+        parse_rules({"fastagi": section})

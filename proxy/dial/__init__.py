@@ -1,2 +1,3 @@
-"""Dial-time decisions: `POST /dial/v1/decisions` for SIP dialers, which place calls
-themselves and ask the gate first (no forwarding). Routes and handlers in `api.py`."""
+"""Dial-time decisions for dialers that place calls themselves and ask the gate first (no
+forwarding): `POST /dial/v1/decisions` for SIP dialers (`api.py`) and FastAGI for Asterisk
+(`fastagi.py`), both deciding through `decisions.py`."""

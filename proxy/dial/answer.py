@@ -33,17 +33,21 @@ def decided(decision: Decision, decision_id: int) -> dict[str, Any]:
     }
 
 
-def render(answer: dict[str, Any], now: dt.datetime) -> web.Response:
-    """200 with the decision and its SIP reply. `retry_after_seconds` counts from now, in
-    whole seconds rounded up: SIP proxies cannot parse ISO dates (reference/sip.md)."""
+def retry_after_seconds(answer: dict[str, Any], now: dt.datetime) -> int | None:
+    """Whole seconds from now until the answer's `retry_after`, rounded up; None without one.
+    SIP proxies and dialplans cannot parse ISO dates (reference/sip.md)."""
     retry_after = answer["retry_after"]
-    seconds = None
-    if retry_after is not None:
-        left = (dt.datetime.fromisoformat(retry_after) - now).total_seconds()
-        seconds = max(0, math.ceil(left))
+    if retry_after is None:
+        return None
+    left = (dt.datetime.fromisoformat(retry_after) - now).total_seconds()
+    return max(0, math.ceil(left))
+
+
+def render(answer: dict[str, Any], now: dt.datetime) -> web.Response:
+    """200 with the decision and its SIP reply; `retry_after_seconds` counts from now."""
     allowed = answer["decision"] == "allow"
     sip = {"status": 200 if allowed else 403, "reason": answer["reason"],
-           "retry_after_seconds": seconds}
+           "retry_after_seconds": retry_after_seconds(answer, now)}
     return web.json_response({**answer, "sip": sip})
 
 

@@ -26,11 +26,17 @@ async def claim(pool: asyncpg.Pool, client_id: str, call_id: str, request_hash: 
                 now: dt.datetime) -> Attempt | None:
     """Claim this client's call_id for a new decision: None when claimed (decide now), else
     the attempt already on file. One statement: of two identical requests at once, one
-    inserts and the other finds its row."""
+    inserts and the other finds its row.
+
+    Committed without waiting for the disk (`synchronous_commit` off for this transaction
+    only): the decision that follows is committed durably, and its commit flushes the
+    write-ahead log up to it, this claim included. A crash before that loses the claim
+    together with a decision that was never made."""
     row = await pool.fetchrow(
-        """WITH taken AS (
+        """WITH async AS (SELECT set_config('synchronous_commit', 'off', true)),
+           taken AS (
                INSERT INTO dial_attempts (client_id, call_id, request_hash, claimed_at)
-               VALUES ($1, $2, $3, $4)
+               SELECT $1::text, $2::text, $3::text, $4::timestamptz FROM async
                ON CONFLICT (client_id, call_id) DO UPDATE
                    SET request_hash = EXCLUDED.request_hash,
                        claimed_at = EXCLUDED.claimed_at, decision_id = NULL, answer = NULL

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.dial import answer, api
+from proxy.dial import answer, api, fastagi
 from proxy.errors import ProxyError
 from proxy.front import render_errors
 from proxy.settings import Settings
@@ -25,6 +25,9 @@ class DialFront:
     def mount(self, app: web.Application, settings: Settings) -> None:
         api.add_routes(app)
         render_errors(app, api.PREFIX + "/", Errors())
+        # Asterisk's FastAGI, when `fastagi.listen` is set. Dial is the last front mounted,
+        # so the listener starts after, and stops before, everything it decides with.
+        fastagi.install(app)
 
 
 FRONT = DialFront()
