@@ -34,7 +34,8 @@ def walkthrough_blocks() -> list[str]:
     """The README's marked blocks, in order; every mark must stand right before a sh block."""
     text = (REPO / "README.md").read_text("utf-8")
     blocks = BLOCK.findall(text)
-    assert len(blocks) == text.count(MARK), "a walkthrough mark without a ```sh block after it"
+    marks = re.findall(rf"^{MARK}$", text, re.MULTILINE)
+    assert len(blocks) == len(marks), "a walkthrough mark without a ```sh block after it"
     return blocks
 
 
