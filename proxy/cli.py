@@ -1,4 +1,4 @@
-"""`consent-proxy serve | migrate`."""
+"""`consent-proxy serve | migrate | evidence | audit | prune | user`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from aiohttp import web
 
 from proxy import audit, checkpoints, db
 from proxy.app import create_app
-from proxy.errors import NotFound
+from proxy.console.accounts import add_user
+from proxy.errors import BadInput, Conflict, NotFound
 from proxy.logging import configure_logging
 from proxy.optout_spool import OptOutSpool
 from proxy.phone import InvalidNumber
@@ -174,6 +175,28 @@ def cmd_prune(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_add(args: argparse.Namespace) -> int:
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    settings = _with_database(_load())
+    assert settings.database_url is not None
+    asyncio.run(db.migrate_url(settings.database_url))
+    try:
+        generated = asyncio.run(add_user(settings.database_url, args.name, args.role, password,
+                                         only_if_none=args.if_none))
+    except (BadInput, Conflict) as exc:
+        print(f"consent-proxy: {exc.field or 'user'}: {exc.message}", file=sys.stderr)
+        return 1
+    if generated is not None:
+        # Printed once, to the terminal only: passwords never go into the JSON log.
+        print(f"\n  console user {args.name!r} ({args.role}) created; one-time password "
+              f"(to be replaced at the first login):\n\n    {generated}\n", flush=True)
+    elif not (args.if_none and password is None):
+        print(f"console user {args.name!r} ({args.role}) created")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="consent-proxy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser(
         "prune", help="delete decision rows older than retention.decisions_months"
     ).set_defaults(func=cmd_prune)
+    user_cmd = commands.add_parser("user", help="console users (/console/)")
+    user_sub = user_cmd.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser(
+        "add", help="add a console user; prints a one-time password unless one is given")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=("viewer", "officer", "admin"))
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from the first line of standard input")
+    add.add_argument("--if-none", action="store_true",
+                     help="only when no console user exists yet (the first administrator)")
+    add.set_defaults(func=cmd_user_add)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
