@@ -44,7 +44,7 @@ def stacked_days(title: str, days: Sequence[dt.date],
         parts.append(f'<line class="grid" x1="{_LEFT}" y1="{y:.1f}" x2="{WIDTH - 10}" '
                      f'y2="{y:.1f}"/>')
         parts.append(f'<text class="axis" x="{_LEFT - 4}" y="{y + 4:.1f}" '
-                     f'text-anchor="end">{int(top * fraction)}</text>')
+                     f'text-anchor="end">{top * fraction:g}</text>')
     for i, day in enumerate(days):
         x = _LEFT + i * slot + (slot - bar) / 2
         base = float(_TOP + plot_h)
