@@ -229,7 +229,7 @@ async def test_failed_logins_throttle_the_address(
 async def test_a_disabled_user_cannot_log_in(client: TestClient[Any, Any],
                                              pool: asyncpg.Pool, clock: Clock) -> None:
     name = await make_user(pool, "officer")
-    await users.update_user(pool, name, role="officer", disabled_at=clock())
+    await users.update_user(pool, name, role="officer", disabled_at=clock(), actor="test")
     await log_in(client, name, status=401)
 
 
@@ -641,3 +641,166 @@ def test_the_console_is_mounted_by_the_app_factory(database_url: str) -> None:
     app = create_app(make_settings(database_url))
     assert any(getattr(r, "canonical", "").startswith("/console") for r in app.router.resources())
     assert POOL not in app  # resources come at start-up, not at mount
+
+
+# --- lifting an objection, import, who changed what --------------------------------------------
+
+def consents_csv(org: str, numbers: list[str], *, bad_line: int | None = None) -> str:
+    """A consents file in the import format; the row on `bad_line` (1 is the header) gets a
+    number that is none."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["source_id", "subject", "organisation", "channel", "topics", "kind",
+                     "given_at", "provenance", "evidence.form"])
+    for i, number in enumerate(numbers):
+        subject = "06-123" if bad_line == i + 2 else number
+        writer.writerow([f"crm-{uuid.uuid4().hex[:8]}", subject, org, "voice", "energy",
+                         "opt_in", "2026-10-01T12:00:00+02:00", "self_provided", "web"])
+    return out.getvalue()
+
+
+def upload_form(token: str, kind: str, body: str, filename: str = "consents.csv") -> Any:
+    from aiohttp import FormData
+    data = FormData()
+    data.add_field("csrf", token)  # first: checked before the file is read
+    data.add_field("kind", kind)
+    data.add_field("mode", "insert")
+    data.add_field("file", body.encode(), filename=filename, content_type="text/csv")
+    return data
+
+
+async def test_an_officer_lifts_an_objection_at_the_persons_request(
+    browsers: Any, pool: asyncpg.Pool, world: World, clock: Clock
+) -> None:
+    officer = await signed_in(browsers, pool, "officer")
+    number = mobile()
+    await world.consent(number, "voice")
+    await world.objection(number)
+    assert (await dial(world, number))["reason"] == "OBJECTION_ON_FILE"
+    objection_id = await pool.fetchval(
+        "SELECT id FROM objections WHERE subject_hash = $1", subject_hash(number))
+    html = await (await officer.get(f"/console/lookup?number={number}")).text()
+    assert f"/console/objections/{objection_id}/lift" in html
+    # A viewer may not.
+    viewer = await signed_in(browsers, pool, "viewer")
+    resp = await viewer.post(f"/console/objections/{objection_id}/lift", data={
+        "csrf": await page_csrf(viewer), "number": number, "how": "phone"})
+    assert resp.status == 403
+    resp = await officer.post(f"/console/objections/{objection_id}/lift", data={
+        "csrf": csrf_of(html), "number": number, "how": "phone", "note": "called us"},
+        allow_redirects=False)
+    assert resp.status == 303
+    row = await pool.fetchrow("SELECT * FROM objections WHERE id = $1", objection_id)
+    assert row["lifted_at"] == clock()
+    event = await pool.fetchrow(
+        """SELECT * FROM registry_events WHERE kind = 'objection' AND action = 'lift'
+           AND record_id = $1""", str(objection_id))
+    assert event["actor"].startswith("console:officer-")
+    assert event["details"]["how"] == "phone"
+    assert (await dial(world, number))["decision"] == "allow"
+    # Lifted already: a clear 409.
+    resp = await officer.post(f"/console/objections/{objection_id}/lift", data={
+        "csrf": csrf_of(html), "number": number, "how": "phone"})
+    assert resp.status == 409
+    assert "was lifted" in await resp.text()
+
+
+async def test_console_changes_are_recorded_with_the_users_name(
+    browsers: Any, pool: asyncpg.Pool, world: World
+) -> None:
+    officer = await signed_in(browsers, pool, "officer")
+    number = mobile()
+    token = await page_csrf(officer)
+    await officer.post("/console/objections", data={"csrf": token, "number": number,
+                                                    "via": "agent"})
+    objection_id = await pool.fetchval(
+        "SELECT id FROM objections WHERE subject_hash = $1", subject_hash(number))
+    actor = await pool.fetchval(
+        "SELECT actor FROM registry_events WHERE kind = 'objection' AND record_id = $1",
+        str(objection_id))
+    name = re.search(r"Signed in as (\S+) ", await (await officer.get("/console/")).text())
+    assert name
+    assert actor == f"console:{name.group(1)}"
+    admin = await signed_in(browsers, pool, "admin")
+    await admin.post("/console/manage/users", data={
+        "csrf": await page_csrf(admin), "name": "events-" + uuid.uuid4().hex[:6],
+        "role": "viewer"})
+    event = await pool.fetchrow(
+        "SELECT * FROM registry_events WHERE kind = 'console_user' ORDER BY id DESC LIMIT 1")
+    assert event["action"] == "create"
+    assert event["actor"].startswith("console:admin-")
+
+
+async def test_import_dry_run_then_commit(browsers: Any, pool: asyncpg.Pool,
+                                          world: World) -> None:
+    officer = await signed_in(browsers, pool, "officer")
+    numbers = [mobile() for _ in range(3)]
+    token = await page_csrf(officer, "/console/import")
+    resp = await officer.post("/console/import",
+                              data=upload_form(token, "consents", consents_csv(world.org, numbers)))
+    html = await resp.text()
+    assert resp.status == 200, html
+    assert re.search(r"<tbody><tr><td>3</td><td>3</td>", html)
+    assert await pool.fetchval("SELECT count(*) FROM consents WHERE subject = ANY($1)",
+                               numbers) == 0  # a dry run
+    commit = re.search(r'name="upload" value="([^"]+)"', html)
+    assert commit
+    resp = await officer.post("/console/import/commit", data={
+        "csrf": token, "upload": commit.group(1)})
+    html = await resp.text()
+    assert resp.status == 200, html
+    assert 'id="committed"' in html
+    assert await pool.fetchval("SELECT count(*) FROM consents WHERE subject = ANY($1)",
+                               numbers) == 3
+    event = await pool.fetchrow(
+        "SELECT * FROM registry_events WHERE action = 'import' ORDER BY id DESC LIMIT 1")
+    assert event["actor"].startswith("console:officer-")
+    # The same upload cannot be committed twice.
+    resp = await officer.post("/console/import/commit", data={
+        "csrf": token, "upload": commit.group(1)})
+    assert resp.status == 404
+
+
+async def test_import_with_a_bad_row_shows_its_report_and_changes_nothing(
+    browsers: Any, pool: asyncpg.Pool, world: World
+) -> None:
+    officer = await signed_in(browsers, pool, "officer")
+    numbers = [mobile() for _ in range(3)]
+    token = await page_csrf(officer, "/console/import")
+    resp = await officer.post("/console/import", data=upload_form(
+        token, "consents", consents_csv(world.org, numbers, bad_line=3)))
+    html = await resp.text()
+    assert resp.status == 422
+    errors = html[html.index('id="row-errors"'):]
+    assert re.search(r"<tr><td>3</td><td>subject</td><td>[^<]+</td></tr>", errors), errors
+    assert 'name="upload"' not in html  # nothing to commit
+    assert await pool.fetchval("SELECT count(*) FROM consents WHERE subject = ANY($1)",
+                               numbers) == 0
+
+
+async def test_import_refuses_viewers_missing_csrf_and_disordered_forms(
+    browsers: Any, pool: asyncpg.Pool, world: World
+) -> None:
+    body = consents_csv(world.org, [mobile()])
+    viewer = await signed_in(browsers, pool, "viewer")
+    assert (await viewer.get("/console/import")).status == 403
+    resp = await viewer.post("/console/import",
+                             data=upload_form(await page_csrf(viewer), "consents", body))
+    assert resp.status == 403
+    officer = await signed_in(browsers, pool, "officer")
+    resp = await officer.post("/console/import", data=upload_form("forged", "consents", body))
+    assert resp.status == 403
+    from aiohttp import FormData
+    disordered = FormData()
+    disordered.add_field("kind", "consents")
+    disordered.add_field("csrf", await page_csrf(officer))
+    disordered.add_field("file", body.encode(), filename="c.csv", content_type="text/csv")
+    resp = await officer.post("/console/import", data=disordered)
+    assert resp.status == 403  # the CSRF field must come first
+    token = await page_csrf(officer)
+    resp = await officer.post("/console/import", data=upload_form(token, "pets", body))
+    assert resp.status == 422
+    assert "kind" in await resp.text()
+    resp = await officer.post("/console/import/commit", data={"csrf": token,
+                                                              "upload": "../../etc/passwd"})
+    assert resp.status == 422

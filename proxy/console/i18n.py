@@ -149,8 +149,6 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "import_committed": ("Committed.", "Doorgevoerd."),
     "import_has_errors": ("The file has errors: nothing can be committed.",
                           "Het bestand bevat fouten: er kan niets worden doorgevoerd."),
-    "import_unavailable": ("Import is not available in this version.",
-                           "Importeren is in deze versie niet beschikbaar."),
     "organisations": ("Organisations", "Organisaties"),
     "senders": ("Senders", "Afzenders"),
     "clients": ("Clients (dialers)", "Clients (belsystemen)"),

@@ -86,7 +86,7 @@ async def change_password(request: web.Request) -> web.Response:
     if new != data.get("repeat", ""):
         raise BadInput(i18n.translator(i18n.language(request))("passwords_differ"), "repeat")
     await users.set_password(pool, user.name, await asyncio.to_thread(auth.hash_password, new),
-                             must_change=False)
+                             must_change=False, actor=user.actor)
     # Every session of the user ended with the old password: sign in again.
     response = web.HTTPSeeOther("/console/login")
     response.del_cookie(auth.SESSION_COOKIE, path="/console/")

@@ -11,7 +11,6 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from proxy import gate, store
-from proxy.admin import OBJECTION_VIA
 from proxy.check import CHECK_CHANNELS, _contact_channel
 from proxy.console import auth
 from proxy.console.pages import choice, form, render, text
@@ -19,11 +18,11 @@ from proxy.errors import BadInput, NotFound
 from proxy.keys import CLOCK, GATE, POOL, SETTINGS, WRITER
 from proxy.phone import InvalidNumber, parse_number
 from proxy.policy.facts import CHANNELS
+from proxy.records import OBJECTION_VIA
 from proxy.store import overview
 
 # How an officer's objection reached the organisation (objections.via).
 OFFICER_VIA = ("agent", "email", "letter")
-LIFT_HOW = ("phone", "email", "letter", "in_person", "console")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +84,7 @@ async def lookup(request: web.Request) -> web.Response:
             values["report"] = None
         values["what_if"] = await what_if(request, number)
         values["organisations"] = [o["id"] for o in await overview.list_organisations(pool)]
-    values.update(channels=CHANNELS, via=OFFICER_VIA, lift_how=LIFT_HOW, lift_enabled=False)
+    values.update(channels=CHANNELS, via=OFFICER_VIA, lift_how=store.LIFT_HOW)
     return render(request, "lookup.html", values)
 
 
@@ -115,7 +114,7 @@ async def record_objection(request: web.Request) -> web.Response:
         via=choice(data, "via", OFFICER_VIA) or "agent",
     )
     assert obj.via in OBJECTION_VIA
-    await store.create_objection(request.config_dict[POOL], obj)
+    await store.create_objection(request.config_dict[POOL], obj, actor=request[auth.USER].actor)
     raise _back(number)
 
 
@@ -135,5 +134,18 @@ async def withdraw_consent(request: web.Request) -> web.Response:
     number = _number(data.get("number"))
     consent_id = _int_path(request, "id")
     await store.withdraw_consent(request.config_dict[POOL], consent_id,
-                                 request.config_dict[CLOCK]())
+                                 request.config_dict[CLOCK](), actor=request[auth.USER].actor)
+    raise _back(number)
+
+
+@auth.requires("officer")
+async def lift_objection(request: web.Request) -> web.Response:
+    """N11: the person asked to lift their objection (by phone, letter, ...); it stops counting
+    from now, recorded with who and how."""
+    data = await form(request)
+    number = _number(data.get("number"))
+    await store.lift_objection(
+        request.config_dict[POOL], _int_path(request, "id"), at=request.config_dict[CLOCK](),
+        actor=request[auth.USER].actor, how=choice(data, "how", store.LIFT_HOW) or "console",
+        note=text(data, "note", required=False, max_len=1000))
     raise _back(number)

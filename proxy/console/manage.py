@@ -18,6 +18,7 @@ from proxy.keys import CLIENTS, CLOCK, POOL, SETTINGS
 from proxy.policy.facts import PURPOSES, SECTORS, Sender
 from proxy.store import console_users as users
 from proxy.store import overview
+from proxy.store.listing import MAX_LIMIT
 
 USER_NAME_HELP = "lowercase letters, digits, '.', '_' or '-' (max 63)"
 
@@ -27,7 +28,8 @@ async def _page(request: web.Request, shown: dict[str, Any] | None = None) -> we
     return render(request, "manage.html", {
         "organisations": await overview.list_organisations(pool),
         "senders": await overview.list_senders(pool),
-        "clients": await store.list_clients(pool),
+        # The first thousand (the admin API pages through the rest).
+        "clients": (await store.list_clients(pool, limit=MAX_LIMIT))[0],
         "users": await users.list_users(pool),
         "sectors": SECTORS, "purposes": PURPOSES, "roles": auth.ROLES,
         "shown": shown or {},
@@ -52,7 +54,8 @@ async def create_organisation(request: web.Request) -> web.Response:
     org = _parse_org({"id": text(data, "id", max_len=63), "name": text(data, "name"),
                       "sector": choice(data, "sector", SECTORS),
                       "customer_term_months": int(months[:4])})
-    await store.create_organisation(request.config_dict[POOL], org)
+    await store.create_organisation(request.config_dict[POOL], org,
+                                   actor=request[auth.USER].actor)
     raise _saved()
 
 
@@ -66,7 +69,8 @@ async def create_sender(request: web.Request) -> web.Response:
         purpose=choice(data, "purpose", PURPOSES) or "marketing",  # type: ignore[arg-type]
         automated=data.get("automated") == "on",
     )
-    await store.create_sender(request.config_dict[POOL], sender)
+    await store.create_sender(request.config_dict[POOL], sender,
+                             actor=request[auth.USER].actor)
     raise _saved()
 
 
@@ -80,7 +84,7 @@ async def create_client(request: web.Request) -> web.Response:
     if not secret:
         raise BadInput("PROXY_SECRET is not configured; clients cannot be issued")
     client = await store.create_client(request.config_dict[POOL], credentials.new_account_sid(),
-                                       name, organisations)
+                                       name, organisations, actor=request[auth.USER].actor)
     token = credentials.derive_token(secret, client.id, client.token_version)
     return await _page(request, {"client": {"name": client.id, "token": token}})
 
@@ -90,7 +94,7 @@ async def _set_client(request: web.Request, *, enabled: bool) -> web.Response:
     if not store.CLIENT_ID.fullmatch(client_id):
         raise BadInput("not a client id", "client_id")
     await store.set_client_enabled(request.config_dict[POOL], client_id, enabled,
-                                   request.config_dict[CLOCK]())
+                                   request.config_dict[CLOCK](), actor=request[auth.USER].actor)
     request.config_dict[CLIENTS].forget(client_id)
     raise _saved()
 
@@ -135,5 +139,6 @@ async def update_user(request: web.Request) -> web.Response:
         # The console would otherwise lose its last way to manage users by a slip.
         raise BadInput("you cannot demote or disable yourself", "role")
     await users.update_user(request.config_dict[POOL], name, role=role,
-                            disabled_at=None if enabled else request.config_dict[CLOCK]())
+                            disabled_at=None if enabled else request.config_dict[CLOCK](),
+                            actor=me.actor)
     raise _saved()

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import jinja2
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 
-from proxy.console import auth, decisions, login, lookup, manage, overview
+from proxy.console import auth, decisions, login, lookup, manage, overview, upload
 from proxy.console.pages import ENV, HtmlErrors, make_env, secure_headers
 from proxy.front import render_errors
 from proxy.keys import CLOCK, POOL
@@ -19,10 +19,6 @@ HERE = Path(__file__).resolve().parent
 STATIC = "/console/static/"
 # Pages a user with a one-time password may still reach.
 _BEFORE_NEW_PASSWORD = frozenset({"/console/password", "/console/logout"})
-
-
-# An upload's reader, its CSRF field already read (the import page goes on from there).
-MULTIPART = web.RequestKey("console_multipart", MultipartReader)
 
 
 class CsrfRefused(auth.Forbidden):
@@ -40,7 +36,7 @@ async def _csrf_token(request: web.Request) -> str:
         part = await reader.next()
         if not isinstance(part, BodyPartReader) or part.name != "csrf":
             return ""
-        request[MULTIPART] = reader
+        request[upload.MULTIPART] = reader
         return (await part.read(decode=True))[:200].decode("utf-8", "replace")
     if request.content_type == "application/x-www-form-urlencoded":
         value = (await request.post()).get("csrf")
@@ -89,6 +85,7 @@ def mount(app: web.Application) -> None:
     console = web.Application(middlewares=[console_middleware])
     env = make_env(jinja2.FileSystemLoader(HERE / "templates"))
     console[ENV] = env
+    console.cleanup_ctx.append(upload.uploads_ctx)
     console.router.add_routes([
         web.get("/", overview.overview, name="overview"),
         web.post("/audit/verify", overview.verify_chain),
@@ -101,9 +98,13 @@ def mount(app: web.Application) -> None:
         web.get("/lookup", lookup.lookup),
         web.get("/evidence", lookup.evidence),
         web.post("/objections", lookup.record_objection),
+        web.post("/objections/{id}/lift", lookup.lift_objection),
         web.post("/consents/{id}/withdraw", lookup.withdraw_consent),
         web.get("/decisions", decisions.decisions),
         web.get("/decisions.csv", decisions.decisions_csv),
+        web.get("/import", upload.import_form),
+        web.post("/import", upload.import_file),
+        web.post("/import/commit", upload.commit_import),
         web.get("/manage", manage.manage),
         web.post("/manage/organisations", manage.create_organisation),
         web.post("/manage/senders", manage.create_sender),

@@ -1,5 +1,6 @@
 """The console's users, their sessions and failed logins (sql/017). Passwords arrive here
-already hashed (proxy/console/auth.py); session tokens as their SHA-256."""
+already hashed (proxy/console/auth.py); session tokens as their SHA-256. A user made or
+changed is a registry event (sql/016), with who did it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from proxy.errors import Conflict, NotFound
+from proxy.store.events import record_event
 
 ROLES = ("viewer", "officer", "admin")
 # What the schema accepts as a user name (sql/017).
@@ -42,13 +44,16 @@ def _user(row: asyncpg.Record) -> ConsoleUser:
 
 async def create_user(conn: asyncpg.Pool | asyncpg.Connection, name: str, role: str,
                       password_hash: str, *, must_change: bool, created_by: str) -> ConsoleUser:
-    try:
-        row = await conn.fetchrow(
-            """INSERT INTO console_users (name, role, password_hash, must_change_password,
-                   created_by) VALUES ($1, $2, $3, $4, $5) RETURNING *""",
-            name, role, password_hash, must_change, created_by)
-    except asyncpg.UniqueViolationError as exc:
-        raise Conflict(f"console user {name!r} already exists", "name") from exc
+    async with _conn(conn) as c, c.transaction():
+        try:
+            row = await c.fetchrow(
+                """INSERT INTO console_users (name, role, password_hash, must_change_password,
+                       created_by) VALUES ($1, $2, $3, $4, $5) RETURNING *""",
+                name, role, password_hash, must_change, created_by)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"console user {name!r} already exists", "name") from exc
+        await record_event(c, actor=created_by, action="create", kind="console_user",
+                           record_id=name, details={"role": role})
     return _user(row)
 
 
@@ -67,7 +72,7 @@ async def list_users(conn: asyncpg.Pool | asyncpg.Connection) -> list[ConsoleUse
 
 
 async def set_password(conn: asyncpg.Pool | asyncpg.Connection, name: str, password_hash: str,
-                       *, must_change: bool) -> None:
+                       *, must_change: bool, actor: str) -> None:
     """A new password ends every session of the user (a stolen session dies with the old
     password)."""
     async with _conn(conn) as c, c.transaction():
@@ -77,19 +82,27 @@ async def set_password(conn: asyncpg.Pool | asyncpg.Connection, name: str, passw
         if done is None:
             raise NotFound(f"no console user {name!r}", "name")
         await c.execute("DELETE FROM console_sessions WHERE user_name = $1", name)
+        await record_event(c, actor=actor, action="set_password", kind="console_user",
+                           record_id=name)
 
 
 async def update_user(conn: asyncpg.Pool | asyncpg.Connection, name: str, *, role: str,
-                      disabled_at: dt.datetime | None) -> ConsoleUser:
+                      disabled_at: dt.datetime | None, actor: str) -> ConsoleUser:
     """Change a user's role or disable it; a disabled user's sessions end at once."""
     async with _conn(conn) as c, c.transaction():
+        # A user disabled before keeps the instant it was disabled at.
         row = await c.fetchrow(
-            """UPDATE console_users SET role = $2, disabled_at = $3 WHERE name = $1
-               RETURNING *""", name, role, disabled_at)
+            """UPDATE console_users SET role = $2,
+                      disabled_at = CASE WHEN $3::timestamptz IS NULL THEN NULL
+                                         ELSE coalesce(disabled_at, $3) END
+               WHERE name = $1 RETURNING *""", name, role, disabled_at)
         if row is None:
             raise NotFound(f"no console user {name!r}", "name")
         if disabled_at is not None:
             await c.execute("DELETE FROM console_sessions WHERE user_name = $1", name)
+        await record_event(c, actor=actor, action="update", kind="console_user",
+                           record_id=name,
+                           details={"role": role, "enabled": disabled_at is None})
     return _user(row)
 
 
