@@ -58,8 +58,9 @@ async def post_import(client: Any, auth: dict[str, str], kind: str, body: str | 
 
 
 async def consent_rows(pool: asyncpg.Pool, org: str) -> list[asyncpg.Record]:
-    return await pool.fetch(
+    rows: list[asyncpg.Record] = await pool.fetch(
         "SELECT * FROM consents WHERE organisation_id = $1 ORDER BY source_id", org)
+    return rows
 
 
 # --- consents: commit, evidence, re-import, upsert -------------------------------------------
