@@ -4,12 +4,16 @@ nothing, re-import, upsert, NDJSON, an export re-imported, and a 100,000-row fil
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import hashlib
 import io
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,7 +21,7 @@ import pytest
 
 from proxy import imports
 from proxy.phone import subject_hash
-from tests.conftest import AMS, BULK_PREFIX, mobile, uid
+from tests.conftest import AMS, BULK_PREFIX, REPO, mobile, uid
 
 A = "/admin/v1"
 NOW = dt.datetime(2026, 11, 30, 10, 0, tzinfo=AMS)
@@ -58,8 +62,9 @@ async def post_import(client: Any, auth: dict[str, str], kind: str, body: str | 
 
 
 async def consent_rows(pool: asyncpg.Pool, org: str) -> list[asyncpg.Record]:
-    return await pool.fetch(
+    rows: list[asyncpg.Record] = await pool.fetch(
         "SELECT * FROM consents WHERE organisation_id = $1 ORDER BY source_id", org)
+    return rows
 
 
 # --- consents: commit, evidence, re-import, upsert -------------------------------------------
@@ -474,3 +479,45 @@ async def test_a_hundred_thousand_row_file(pool: asyncpg.Pool, client: Any,
     again = await imports.run_import(pool, kind="consents", body=body(), fmt="csv",
                                      dry_run=True, mode="insert", actor="cli", now=NOW)
     assert (again.skipped, again.inserted) == (n, 0)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def _cli(database_url: str, *args: str, stdin: str | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    env = {"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], cwd=REPO, text=True,
+                          capture_output=True, timeout=120, check=False, env=env, input=stdin)
+
+
+async def test_cli_import_and_export(client: Any, auth: dict[str, str], pool: asyncpg.Pool,
+                                     database_url: str, tmp_path: Path) -> None:
+    org = await make_org(client, auth)
+    path = tmp_path / "consents.csv"
+    path.write_text(consents_csv(org, [("c1", mobile()), ("c2", "0612")]))
+    errors = tmp_path / "errors.csv"
+    done = await asyncio.to_thread(_cli, database_url, "import", "consents", str(path),
+                                   "--errors", str(errors))
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["errors"] == 1
+    assert errors.read_text() == "line,field,message\n3,subject,not a valid phone number\n"
+    assert await consent_rows(pool, org) == []
+    path.write_text(consents_csv(org, [("c1", mobile())]))
+    done = await asyncio.to_thread(_cli, database_url, "import", "consents", str(path))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["inserted"] == 1
+    event = await pool.fetchrow("""SELECT actor FROM registry_events WHERE action = 'import'
+                                   ORDER BY id DESC LIMIT 1""")
+    assert event["actor"] == "cli"
+    done = await asyncio.to_thread(_cli, database_url, "export", "consents",
+                                   "--organisation", org, "--format", "ndjson")
+    assert done.returncode == 0, done.stderr
+    exported = done.stdout
+    assert json.loads(exported)["source_id"] == "c1"
+    done = await asyncio.to_thread(_cli, database_url, "import", "consents", "-",
+                                   "--format", "ndjson", "--dry-run", stdin=exported)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["skipped"] == 1
+    done = await asyncio.to_thread(_cli, database_url, "import", "consents",
+                                   str(tmp_path / "missing.csv"))
+    assert done.returncode == 2

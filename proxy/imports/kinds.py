@@ -20,7 +20,8 @@ from proxy.store.registry import (
     content_hash,
 )
 
-STAGE = "import_stage"
+STAGE = "import_stage"  # one batch of rows at a time
+SEEN = "import_seen"  # the first line of each key (organisation, source_id) in the file
 # Every staged row: its line, its key (organisation, source_id; a subject's is its number),
 # the digest of its content, and what the import will do with it.
 _COMMON = (("line", "integer"), ("key_org", "text"), ("source_id", "text"),
@@ -50,9 +51,11 @@ class Kind:
     def parse(self, data: Any, now: Any) -> Record:
         return records.PARSERS[self.name](data, now)
 
-    def stage_ddl(self) -> str:
+    def stage_ddl(self) -> list[str]:
         cols = ", ".join(f"{name} {kind}" for name, kind in (*_COMMON, *self.columns))
-        return f"CREATE TEMP TABLE {STAGE} ({cols}) ON COMMIT DROP"
+        return [f"CREATE TEMP TABLE {STAGE} ({cols}) ON COMMIT DROP",
+                f"""CREATE TEMP TABLE {SEEN} (key_org text, source_id text, line integer,
+                        source_hash text, PRIMARY KEY (key_org, source_id)) ON COMMIT DROP"""]
 
     @property
     def copy_columns(self) -> list[str]:
@@ -62,7 +65,7 @@ class Kind:
         cols = ", ".join(name for name, _ in self.columns)
         extra = "" if self.name == "subjects" else ", source_id, source_hash"
         return (f"INSERT INTO {self.table} ({cols}{extra}) SELECT {cols}{extra} FROM {STAGE} "
-                "WHERE action = 'insert' ORDER BY line")
+                "WHERE action = 'insert'")
 
     def update_sql(self) -> str:
         """Upserted rows replace the content of the records they repeat; each update is

@@ -4,9 +4,11 @@ relationships and objections."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -105,17 +107,19 @@ def content_hash(record: Record) -> str:
     """SHA-256 of a record's content, its source_id aside: a repeated source_id with the same
     digest is the same record (skipped on re-import), with another digest a different one.
     Instants count in UTC, so the same moment written in two offsets is the same content."""
-    content = {f.name: getattr(record, f.name) for f in fields(record)
-               if f.name not in _NOT_CONTENT}
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=_canonical)
+    names, values_of = _content_fields(type(record).__name__)
+    values = [v.astimezone(dt.UTC).isoformat() if type(v) is dt.datetime else v
+              for v in values_of(record)]
+    text = json.dumps([names, values], sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _canonical(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat()
-    raise TypeError(type(value).__name__)
+@functools.cache  # one per record class
+def _content_fields(name: str) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+    cls = {c.__name__: c for c in (ConsentIn, RelationshipIn, ObjectionIn, SubjectIn)}[name]
+    names = tuple(f.name for f in fields(cls) if f.name not in _NOT_CONTENT)
+    return names, operator.attrgetter(*names)
 
 
 def _source_hash(record: ConsentIn | RelationshipIn | ObjectionIn) -> str | None:
