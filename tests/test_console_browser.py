@@ -187,6 +187,55 @@ async def test_an_officer_looks_up_a_number_reads_the_reason_and_records_an_obje
     await expect(voice).to_contain_text("OBJECTION_ON_FILE")
     await officer.shot("objection-recorded")
     assert (await dial(world, number))["reason"] == "OBJECTION_ON_FILE"
+
+    # The person calls to lift it: the officer records how, and the call is allowed again.
+    lift = page.locator("#objections form").first
+    await lift.get_by_label("How the person asked").select_option("phone")
+    await lift.get_by_label("Note").fill("called the service desk")
+    await lift.get_by_role("button", name="Lift (at the person's request)").click()
+    await expect(page.locator("#objections form")).to_have_count(0)
+    await expect(voice).to_contain_text("allowed")
+    await officer.shot("objection-lifted")
+    assert (await dial(world, number))["decision"] == "allow"
+    assert officer.csp_violations == []
+
+
+async def test_an_officer_imports_a_file_with_a_bad_row_and_reads_its_report(
+    browser: Browser, server: TestServer, pool: asyncpg.Pool, world: World, tmp_path: Path
+) -> None:
+    numbers = [mobile() for _ in range(3)]
+    bad = tmp_path / "consents-with-a-bad-row.csv"
+    good = tmp_path / "consents.csv"
+    header = "subject,organisation,channel,topics,kind,given_at,provenance\n"
+
+    def row(number: str) -> str:
+        return f"{number},{world.org},voice,energy,opt_in,2026-10-01T12:00:00+02:00,self_provided\n"
+
+    bad.write_text(header + row(numbers[0]) + row("06-123") + row(numbers[2]))
+    good.write_text(header + "".join(row(n) for n in numbers))
+    officer = await sign_in(browser, server, pool, "officer", tmp_path)
+    page = officer.page
+    await page.get_by_role("link", name="Import").click()
+    form = page.locator("#upload")
+    await form.get_by_label("What the file holds").select_option("consents")
+    await form.get_by_label("File (CSV or NDJSON)").set_input_files(bad)
+    await form.get_by_role("button", name="Check (dry run)").click()
+    errors = page.locator("#row-errors")
+    await expect(errors).to_contain_text("subject")
+    await expect(errors.locator("tr", has_text="subject").locator("td").first).to_have_text("3")
+    await expect(page.locator("#commit")).to_have_count(0)  # nothing to commit
+    await officer.shot("import-bad-row")
+
+    await form.get_by_label("File (CSV or NDJSON)").set_input_files(good)
+    await form.get_by_role("button", name="Check (dry run)").click()
+    await expect(page.locator("#report-counts")).to_contain_text("3")
+    assert await pool.fetchval("SELECT count(*) FROM consents WHERE subject = ANY($1)",
+                               numbers) == 0
+    await page.get_by_role("button", name="Commit this import").click()
+    await expect(page.locator("#committed")).to_be_visible()
+    await officer.shot("import-committed")
+    assert await pool.fetchval("SELECT count(*) FROM consents WHERE subject = ANY($1)",
+                               numbers) == 3
     assert officer.csp_violations == []
 
 
