@@ -8,7 +8,10 @@ import base64
 import csv
 import datetime as dt
 import io
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,7 +29,7 @@ from proxy.keys import POOL
 from proxy.phone import subject_hash
 from proxy.policy.facts import CHANNELS
 from proxy.store import console_users as users
-from tests.conftest import Clock, make_settings, mobile
+from tests.conftest import REPO, Clock, make_settings, mobile
 from tests.console_helpers import PASSWORD, csrf_of, log_in, make_user, page_csrf
 from tests.world import World, make_world
 
@@ -286,22 +289,38 @@ async def test_user_add_takes_a_password_and_refuses_bad_input(
                           only_if_none=True) is None
 
 
+def user_add(database_url: str, *args: str, stdin: str | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    """`consent-proxy user add …` in a process of its own, as an operator runs it."""
+    env = {**os.environ, "DATABASE_URL": database_url}
+    return subprocess.run([sys.executable, "-m", "proxy.cli", "user", "add", *args],
+                          cwd=REPO, env=env, input=stdin, text=True, capture_output=True,
+                          timeout=120, check=False)
+
+
 async def test_cli_user_add_prints_the_one_time_password_once(
-    database_url: str, pool: asyncpg.Pool, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch
+    database_url: str, pool: asyncpg.Pool
 ) -> None:
-    from proxy import cli
-    monkeypatch.setenv("DATABASE_URL", database_url)
     name = f"cli-{uuid.uuid4().hex[:8]}"
-    assert await asyncio.to_thread(cli.main, ["user", "add", name, "--role", "officer"]) == 0
-    out = capsys.readouterr().out
-    password = out.strip().splitlines()[-1].strip()
+    done = await asyncio.to_thread(user_add, database_url, name, "--role", "officer")
+    assert done.returncode == 0, done.stderr
+    password = done.stdout.strip().splitlines()[-1].strip()
+    assert password not in done.stderr  # never in the log
     user = await users.get_user(pool, name)
     assert user is not None
     assert user.must_change_password
     assert auth.password_matches(user.password_hash, password)
-    assert await asyncio.to_thread(cli.main, ["user", "add", name, "--role", "officer"]) == 1
-    assert "already exists" in capsys.readouterr().err
+    again = await asyncio.to_thread(user_add, database_url, name, "--role", "officer")
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    given = f"cli-{uuid.uuid4().hex[:8]}"
+    done = await asyncio.to_thread(user_add, database_url, given, "--role", "viewer",
+                                   "--password-stdin", stdin="a password from stdin\n")
+    assert done.returncode == 0, done.stderr
+    user = await users.get_user(pool, given)
+    assert user is not None
+    assert not user.must_change_password
+    assert auth.password_matches(user.password_hash, "a password from stdin")
 
 
 # --- roles: what each may see and change ------------------------------------------------------
@@ -804,3 +823,23 @@ async def test_import_refuses_viewers_missing_csrf_and_disordered_forms(
     resp = await officer.post("/console/import/commit", data={"csrf": token,
                                                               "upload": "../../etc/passwd"})
     assert resp.status == 422
+
+
+async def test_numbers_and_passwords_never_reach_the_log(
+    browsers: Any, pool: asyncpg.Pool, world: World, log_output: io.StringIO
+) -> None:
+    number = mobile()
+    await world.consent(number, "voice")
+    browser = await browsers()
+    name = await make_user(pool, "officer")
+    await log_in(browser, name, "a wrong password!!", status=401)
+    await log_in(browser, name)
+    await browser.get("/console/lookup", params={"number": number})
+    await browser.get("/console/decisions", params={"number": number})
+    await browser.post("/console/objections", data={
+        "csrf": await page_csrf(browser), "number": number, "via": "agent"})
+    logged = log_output.getvalue()
+    assert "console_login_failed" in logged
+    assert "console_login" in logged
+    for secret in (number, number[1:], number[3:], PASSWORD, "a wrong password!!"):
+        assert secret not in logged

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import argon2
 import asyncpg
+import structlog
 from aiohttp import web
 
 from proxy.errors import BadInput, ProxyError
 from proxy.store import console_users as users
 
+log = structlog.get_logger("proxy.console")
 ROLES = users.ROLES
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 SESSION_COOKIE = "cp_console"
@@ -112,6 +114,8 @@ async def log_in(pool: asyncpg.Pool, name: str, password: str, address: str,
                                                                now)
     if by_user >= MAX_FAILURES_PER_USER or by_address >= MAX_FAILURES_PER_ADDRESS:
         until = (oldest or now) + THROTTLE_WINDOW
+        log.warning("console_login_throttled", user=name, by_user=by_user,
+                    by_address=by_address)
         raise Throttled("too many failed logins; try again after "
                         f"{until.astimezone(dt.UTC):%H:%M} UTC", "name")
     user = await users.get_user(pool, name)
@@ -121,8 +125,10 @@ async def log_in(pool: asyncpg.Pool, name: str, password: str, address: str,
     ok = await asyncio.to_thread(password_matches, stored, password)
     if user is None or not ok or user.disabled_at is not None:
         await users.record_failure(pool, name, address, now, since)
+        log.warning("console_login_failed", user=name)
         raise web.HTTPUnauthorized(reason="wrong user name or password")
     await users.clear_failures(pool, name)
+    log.info("console_login", user=name, role=user.role)
     token = secrets.token_urlsafe(32)
     await users.create_session(pool, token_hash(token), user.name, secrets.token_urlsafe(32),
                                now, now + SESSION_LIFETIME)
