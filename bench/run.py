@@ -28,7 +28,18 @@ from typing import Any
 
 import asyncpg
 
-from bench import engine, gate_overhead, pg, report, scrub, seed, services, store_size, wrk
+from bench import (
+    engine,
+    gate_overhead,
+    pg,
+    registry_import,
+    report,
+    scrub,
+    seed,
+    services,
+    store_size,
+    wrk,
+)
 from bench.gate_overhead import LoadGenerator
 from bench.load import Target
 from bench.services import REPO, Service
@@ -37,7 +48,7 @@ from proxy import db
 from proxy.logging import configure_logging
 from proxy.settings import RuleSettings, load_rules
 
-SECTIONS = ("gate", "engine", "scrub", "store-size")
+SECTIONS = ("gate", "engine", "scrub", "store-size", "import")
 CONFIG = REPO / "config" / "consent-proxy.toml"
 # wrk threads: measured on the 2-core bench machine, 3 x 15 s alternating, wrk used under 10 %
 # of one core either way; -t2 gave the bare forwarder more throughput (median 3,500 vs 3,190
@@ -286,12 +297,15 @@ async def run_all(opts: Options, gen: LoadGenerator, results: dict[str, Any]) ->
                     for pid in services.children(stack.proxy.pid)]
         if twin is not None:
             results["store_size"] = await run_store_size(stack, *twin, rules, opts.size, at)
+        if "import" not in opts.skip:
+            results["registry_import"] = await registry_import.measure(
+                database_url, opts.out, opts.size.import_rows)
 
 
 def _skips(opts: Options) -> dict[str, Any]:
     out: dict[str, Any] = {}
     reasons = {"gate_overhead": "gate", "memory": "gate", "engine": "engine",
-               "scrub": "scrub", "store_size": "store-size"}
+               "scrub": "scrub", "store_size": "store-size", "registry_import": "import"}
     for key, section in reasons.items():
         if section in opts.skip:
             out[key] = {"skipped": True, "reason": f"--skip {section}"}

@@ -21,6 +21,7 @@ class Size:
     scrub_numbers: int
     store_large: int  # consent rows for the second measurement of item 5
     latency_samples: int
+    import_rows: int  # consents in the bulk import of item 6
 
     @property
     def store_small(self) -> int:
@@ -31,11 +32,11 @@ SIZES = {
     "full": Size(
         name="full", load_numbers=12_500, connections=32, warmup_seconds=5, round_seconds=15,
         rounds=3, unloaded_seconds=5, engine_decisions=300_000, scrub_numbers=1_000_000,
-        store_large=10_000_000, latency_samples=2_000,
+        store_large=10_000_000, latency_samples=2_000, import_rows=1_000_000,
     ),
     "tiny": Size(
         name="tiny", load_numbers=1_250, connections=32, warmup_seconds=1, round_seconds=2,
         rounds=1, unloaded_seconds=1, engine_decisions=20_000, scrub_numbers=2_000,
-        store_large=10_000, latency_samples=200,
+        store_large=10_000, latency_samples=200, import_rows=5_000,
     ),
 }

@@ -25,6 +25,7 @@ EXPECTED = {
     "memory": ("peak_rss_mb",),
     "store_size": ("small.p50_ms", "small.p99_ms", "large.p50_ms", "large.p99_ms",
                    "p50_ratio"),
+    "registry_import": ("rows_per_s", "copy_rows_per_s", "ratio", "seconds", "peak_rss_mb"),
 }
 
 

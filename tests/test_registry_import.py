@@ -521,3 +521,16 @@ async def test_cli_import_and_export(client: Any, auth: dict[str, str], pool: as
     done = await asyncio.to_thread(_cli, database_url, "import", "consents",
                                    str(tmp_path / "missing.csv"))
     assert done.returncode == 2
+
+
+async def test_evidence_that_is_no_text_is_exported_as_json_in_csv(
+        client: Any, auth: dict[str, str]) -> None:
+    org = await make_org(client, auth)
+    resp = await client.post(f"{A}/consents", headers=auth, json={
+        "subject": mobile(), "organisation": org, "channel": "sms", "topics": ["a", "b/c"],
+        "kind": "opt_in", "given_at": "2026-10-01T12:00:00+02:00", "provenance": "unknown",
+        "evidence": {"ids": [1, 2], "ok": True, "n": 3, "text": "x"}})
+    assert resp.status == 201
+    rows = list(csv.DictReader(io.StringIO(await _export(client, auth, "consents", org, "csv"))))
+    assert [(r["topics"], r["evidence.ids"], r["evidence.ok"], r["evidence.n"],
+             r["evidence.text"]) for r in rows] == [("a;b/c", "[1, 2]", "true", "3", "x")]

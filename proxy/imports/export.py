@@ -15,21 +15,21 @@ from typing import Any, Literal
 
 import asyncpg
 
+from proxy.errors import BadInput
 from proxy.imports.run import kind_of
 from proxy.store.listing import organisation_filter
 
 FETCH_ROWS = 2_000  # rows a server-side cursor hands over at a time: bounded memory
 
 _WHERE = {
-    "consents": "withdrawn_at IS NULL AND consumed_at IS NULL"
-                " AND ($1::text IS NULL OR organisation_id = $1)",
-    "relationships": "($1::text IS NULL OR organisation_id = $1)",
+    "consents": "withdrawn_at IS NULL AND consumed_at IS NULL AND organisation_id = $1",
+    "relationships": "organisation_id = $1",
+    # without an organisation: the objections to every organisation
     "objections": "lifted_at IS NULL AND subject IS NOT NULL"
-                  " AND ($1::text IS NULL OR organisation_id = $1)",
-    # a subject belongs to no organisation: with one named, the subjects it holds records of
-    "subjects": """($1::text IS NULL
-                    OR EXISTS (SELECT 1 FROM consents c
-                               WHERE c.subject = subjects.number AND c.organisation_id = $1)
+                  " AND organisation_id IS NOT DISTINCT FROM $1",
+    # a subject belongs to no organisation: the subjects the organisation holds records of
+    "subjects": """(EXISTS (SELECT 1 FROM consents c
+                            WHERE c.subject = subjects.number AND c.organisation_id = $1)
                     OR EXISTS (SELECT 1 FROM relationships r
                                WHERE r.subject = subjects.number AND r.organisation_id = $1))""",
 }
@@ -92,8 +92,6 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, list):
-        return ";".join(value)
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)  # an evidence value that is no text
@@ -107,10 +105,13 @@ def _csv_line(values: list[str]) -> bytes:
 
 async def export_rows(pool: asyncpg.Pool, *, kind: str, organisation: str | None,
                       fmt: Literal["csv", "ndjson"]) -> AsyncGenerator[bytes, None]:
-    """The export, a chunk of bytes at a time, read through a server-side cursor in one
-    snapshot (a repeatable-read transaction), so it is consistent however long it takes."""
+    """The export of one organisation, a chunk of bytes at a time, read through a
+    server-side cursor in one snapshot (a repeatable-read transaction), so it is consistent
+    however long it takes. Objections without an organisation: those to every organisation."""
     kind_of(kind)
     org = organisation_filter(organisation)
+    if org is None and kind != "objections":
+        raise BadInput("required: the organisation whose records to export", "organisation")
     where, order = _WHERE[kind], _ORDER[kind]
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                         readonly=True):
@@ -130,6 +131,8 @@ async def export_rows(pool: asyncpg.Pool, *, kind: str, organisation: str | None
             else:
                 flat = {**data, **{f"evidence.{k}": v
                                    for k, v in data.get("evidence", {}).items()}}
+                if "topics" in data:
+                    flat["topics"] = ";".join(data["topics"])
                 window = data.get("requested_for") or {}
                 flat["requested_for.start"] = window.get("start")
                 flat["requested_for.end"] = window.get("end")

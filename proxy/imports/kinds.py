@@ -43,6 +43,13 @@ class Kind:
     key_field: str  # the field a repeat's error names
     has_subject: bool  # rows name a subject that must exist (sql/001 foreign key)
     organisation_required: bool
+    # The SQL of a record's organisation as its key names it (objections: '' for every
+    # organisation); None: the kind belongs to no organisation (subjects).
+    organisation_key: str | None
+
+    def organisations(self, batch: list[tuple[Any, ...]]) -> set[str]:
+        """The organisations a staged batch names (key_org, the second value)."""
+        return {row[1] for row in batch} if self.organisation_key is not None else set()
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -66,6 +73,13 @@ class Kind:
         extra = "" if self.name == "subjects" else ", source_id, source_hash"
         return (f"INSERT INTO {self.table} ({cols}{extra}) SELECT {cols}{extra} FROM {STAGE} "
                 "WHERE action = 'insert'")
+
+    def keyed_before_sql(self) -> str:
+        """Of the organisations in $1, those already holding a record of this kind with a
+        source_id (an index probe each)."""
+        return (f"""SELECT k FROM unnest($1::text[]) AS k WHERE EXISTS (
+                        SELECT 1 FROM {self.table} t
+                        WHERE {self.organisation_key} = k AND t.source_id IS NOT NULL)""")
 
     def update_sql(self) -> str:
         """Upserted rows replace the content of the records they repeat; each update is
@@ -129,21 +143,24 @@ KINDS: dict[str, Kind] = {
          ("consent_text_sha256", "text"), ("collection_method", "text"),
          ("policy_url", "text"), ("evidence_ref", "text")),
         _consent, "t.organisation_id = s.key_org AND t.source_id = s.source_id",
-        "t.source_hash", "source_id", has_subject=True, organisation_required=True),
+        "t.source_hash", "source_id", has_subject=True, organisation_required=True,
+        organisation_key="t.organisation_id"),
     "relationships": Kind(
         "relationships", "relationship", "relationships",
         (("subject", "text"), ("organisation_id", "text"), ("kind", "text"),
          ("topics", "text[]"), ("started_at", "timestamptz"), ("ended_at", "timestamptz"),
          ("provenance", "text"), ("opt_out_offered", "boolean"), ("evidence", "jsonb")),
         _relationship, "t.organisation_id = s.key_org AND t.source_id = s.source_id",
-        "t.source_hash", "source_id", has_subject=True, organisation_required=True),
+        "t.source_hash", "source_id", has_subject=True, organisation_required=True,
+        organisation_key="t.organisation_id"),
     "objections": Kind(
         "objections", "objection", "objections",
         (("subject_hash", "text"), ("subject", "text"), ("organisation_id", "text"),
          ("channel", "text"), ("received_at", "timestamptz"), ("via", "text")),
         _objection,
         "coalesce(t.organisation_id, '') = s.key_org AND t.source_id = s.source_id",
-        "t.source_hash", "source_id", has_subject=False, organisation_required=False),
+        "t.source_hash", "source_id", has_subject=False, organisation_required=False,
+        organisation_key="coalesce(t.organisation_id, '')"),
     "subjects": Kind(
         "subjects", "subject", "subjects",
         (("number", "text"), ("kind", "text"), ("published_for_marketing", "boolean"),
@@ -152,5 +169,5 @@ KINDS: dict[str, Kind] = {
         # the same content: the staged digest itself, else anything that differs from it
         "CASE WHEN (t.kind, t.published_for_marketing, t.evidence) = "
         "(s.kind, s.published_for_marketing, s.evidence) THEN s.source_hash END",
-        "number", has_subject=False, organisation_required=False),
+        "number", has_subject=False, organisation_required=False, organisation_key=None),
 }

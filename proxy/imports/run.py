@@ -41,6 +41,11 @@ def kind_of(kind: str) -> Kind:
 class _Tally:
     counts: dict[str, int] = field(default_factory=dict)
     staged_errors: list[RowError] = field(default_factory=list)
+    # Organisations known to exist, and those looked at for records keyed by source_id held
+    # before this import (`keyed`): only rows of those can repeat a record on file.
+    existing: set[str] = field(default_factory=set)
+    looked_at: set[str] = field(default_factory=set)
+    keyed: set[str] = field(default_factory=set)
 
     @property
     def errors(self) -> int:
@@ -143,14 +148,43 @@ async def _run(conn: asyncpg.Connection, spec: Kind, body: AsyncIterator[bytes],
 async def _batch(conn: asyncpg.Connection, spec: Kind, batch: list[tuple[Any, ...]],
                  mode: Mode, actor: str, write: bool, tally: _Tally) -> None:
     """Stage one batch, mark what each row will do, count, and (`write`) write it unless a
-    row of it is wrong. The checks and writes go as one round trip: their statements carry
-    no values, only names from kinds.py."""
+    row of it is wrong. A check that cannot find anything is not run: rows of an
+    organisation that held no keyed record before cannot repeat one, and an organisation
+    known to exist needs no look-up."""
     await conn.execute(f"TRUNCATE {STAGE}")
     await conn.copy_records_to_table(STAGE, records=batch, columns=spec.copy_columns,
                                      timeout=STATEMENT_TIMEOUT)
-    await conn.execute(";\n".join(_checks(spec, mode) + (_writes(spec) if write else [])),
-                       timeout=STATEMENT_TIMEOUT)
-    counts = dict(await conn.fetch(f"SELECT action, count(*) FROM {STAGE} GROUP BY action"))
+    marked = 0
+    orgs = spec.organisations(batch)
+    if spec.organisation_key is not None:
+        named = [o for o in orgs - tally.existing if o]
+        if named:
+            found = {r[0] for r in await conn.fetch(
+                "SELECT id FROM organisations WHERE id = ANY($1::text[])", named)}
+            tally.existing |= found
+            if set(named) - found:  # like the single-record API's 404, that row's error
+                marked += _count(await conn.execute(_ORGANISATION_CHECK))
+        new = list(orgs - tally.looked_at)
+        if new:  # before this import wrote any record of theirs
+            tally.keyed |= {r[0] for r in await conn.fetch(spec.keyed_before_sql(), new)}
+            tally.looked_at |= set(new)
+    # A key repeated within the file (an earlier batch's line or this batch's): the first
+    # line of each key is remembered; a later one with the same content is skipped, with
+    # other content it is an error (which line holds the record would be unclear).
+    keyed_rows = sum(1 for row in batch if row[2] is not None)
+    first = _count(await conn.execute(
+        f"""INSERT INTO {SEEN} (key_org, source_id, line, source_hash)
+            SELECT key_org, source_id, line, source_hash FROM {STAGE}
+            WHERE source_id IS NOT NULL AND action = 'insert' ORDER BY line
+            ON CONFLICT (key_org, source_id) DO NOTHING""", timeout=STATEMENT_TIMEOUT))
+    if marked or first < keyed_rows:
+        marked += _count(await conn.execute(_repeats(spec), timeout=STATEMENT_TIMEOUT))
+    # A key already on file before this import: the same content is skipped; other content
+    # is an error, or, with mode=upsert, replaces what is on file.
+    if spec.organisation_key is None or orgs & tally.keyed:
+        marked += _count(await conn.execute(_on_file(spec, mode), timeout=STATEMENT_TIMEOUT))
+    counts = {"insert": len(batch)} if not marked else dict(await conn.fetch(
+        f"SELECT action, count(*) FROM {STAGE} GROUP BY action"))
     for action, count in counts.items():
         tally.counts[action] = tally.counts.get(action, 0) + count
     room = MAX_LISTED_ERRORS - len(tally.staged_errors)
@@ -160,71 +194,60 @@ async def _batch(conn: asyncpg.Connection, spec: Kind, batch: list[tuple[Any, ..
             for r in await conn.fetch(
                 f"""SELECT line, error_field, error_message FROM {STAGE}
                     WHERE action = 'error' ORDER BY line LIMIT $1""", room)]
-    if write and counts.get("update") and not tally.errors:
-        await conn.execute(spec.update_sql(), actor, timeout=STATEMENT_TIMEOUT)
+    if write and not tally.errors:
+        await conn.execute(";\n".join(_writes(spec)), timeout=STATEMENT_TIMEOUT)
+        if counts.get("update"):
+            await conn.execute(spec.update_sql(), actor, timeout=STATEMENT_TIMEOUT)
 
 
-def _checks(spec: Kind, mode: Mode) -> list[str]:
-    """Set-based checks of a staged batch, each marking what it finds: an organisation that
-    does not exist, a key repeated within the file, one already on file."""
-    checks = []
-    if spec.name != "subjects":
-        # Like the single-record API's 404 (no organisation 'x'), here that row's error.
-        checks.append(
-            f"""UPDATE {STAGE} s SET action = 'error', error_field = 'organisation',
-                       error_message = 'no organisation ' || quote_literal(s.organisation_id)
-                WHERE s.organisation_id IS NOT NULL AND NOT EXISTS (
-                    SELECT 1 FROM organisations o WHERE o.id = s.organisation_id)""")
-    # A key repeated within the file (an earlier batch's line, or this batch's): the same
-    # content is skipped, other content is an error (which line holds the record is unclear).
+def _count(status: str) -> int:
+    """The rows a command touched, from its status ("UPDATE 3", "INSERT 0 5")."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+_ORGANISATION_CHECK = f"""
+    UPDATE {STAGE} s SET action = 'error', error_field = 'organisation',
+           error_message = 'no organisation ' || quote_literal(s.organisation_id)
+    WHERE s.organisation_id IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM organisations o WHERE o.id = s.organisation_id)"""
+
+
+def _repeats(spec: Kind) -> str:
     same = "s.source_hash = f.source_hash"
-    repeat = f"""action = CASE WHEN {same} THEN 'skip' ELSE 'error' END,
-                 error_field = CASE WHEN {same} THEN NULL ELSE '{spec.key_field}' END,
-                 error_message = CASE WHEN {same} THEN NULL
-                     ELSE 'repeats the {spec.key_field} of line ' || f.line
-                          || ' with different content' END"""
-    checks.append(
-        f"""UPDATE {STAGE} s SET {repeat} FROM {SEEN} f
-            WHERE s.key_org = f.key_org AND s.source_id = f.source_id
-              AND s.action = 'insert'""")
-    checks.append(
-        f"""WITH f AS (
-                SELECT DISTINCT ON (key_org, source_id) line, key_org, source_id, source_hash
-                FROM {STAGE} WHERE source_id IS NOT NULL AND action = 'insert'
-                ORDER BY key_org, source_id, line)
-            UPDATE {STAGE} s SET {repeat} FROM f
-            WHERE s.key_org = f.key_org AND s.source_id = f.source_id AND s.line > f.line
-              AND s.action = 'insert'""")
-    checks.append(
-        f"""INSERT INTO {SEEN} (key_org, source_id, line, source_hash)
-            SELECT key_org, source_id, line, source_hash FROM {STAGE}
-            WHERE source_id IS NOT NULL AND action = 'insert'""")
-    # A key already on file (before this import): the same content is skipped; other
-    # content is an error, or, with mode=upsert, replaces what is on file.
+    return f"""
+        UPDATE {STAGE} s SET
+            action = CASE WHEN {same} THEN 'skip' ELSE 'error' END,
+            error_field = CASE WHEN {same} THEN NULL ELSE '{spec.key_field}' END,
+            error_message = CASE WHEN {same} THEN NULL
+                ELSE 'repeats the {spec.key_field} of line ' || f.line
+                     || ' with different content' END
+        FROM {SEEN} f
+        WHERE s.key_org = f.key_org AND s.source_id = f.source_id AND f.line <> s.line
+          AND s.action = 'insert'"""
+
+
+def _on_file(spec: Kind, mode: Mode) -> str:
     other = "'update'" if mode == "upsert" else "'error'"
     matched = f"{spec.existing_hash} = s.source_hash"
-    checks.append(
-        f"""UPDATE {STAGE} s SET target_id = {'t.id' if spec.name != 'subjects' else 'NULL'},
-                action = CASE WHEN {matched} THEN 'skip' ELSE {other} END,
-                error_field = CASE WHEN {matched} THEN NULL
-                                   WHEN {other} = 'error' THEN '{spec.key_field}' END,
-                error_message = CASE WHEN {matched} THEN NULL
-                    WHEN {other} = 'error' THEN 'this {spec.key_field} is on file with '
-                         || 'different content (mode=upsert replaces it)' END
-            FROM {spec.table} t
-            WHERE s.action = 'insert' AND s.source_id IS NOT NULL AND {spec.match}""")
-    return checks
+    return f"""
+        UPDATE {STAGE} s SET target_id = {'t.id' if spec.name != 'subjects' else 'NULL'},
+            action = CASE WHEN {matched} THEN 'skip' ELSE {other} END,
+            error_field = CASE WHEN {matched} THEN NULL
+                               WHEN {other} = 'error' THEN '{spec.key_field}' END,
+            error_message = CASE WHEN {matched} THEN NULL
+                WHEN {other} = 'error' THEN 'this {spec.key_field} is on file with '
+                     || 'different content (mode=upsert replaces it)' END
+        FROM {spec.table} t
+        WHERE s.action = 'insert' AND s.source_id IS NOT NULL AND {spec.match}"""
 
 
 def _writes(spec: Kind) -> list[str]:
-    """The batch's inserts, made only when none of its rows is wrong."""
-    clean = f"NOT EXISTS (SELECT 1 FROM {STAGE} WHERE action = 'error')"
+    """The batch's inserts; made only when no row so far was wrong."""
     writes = []
     if spec.has_subject:  # the subjects the rows name exist first (sql/001 foreign key)
         writes.append(
             f"""INSERT INTO subjects (number)
-                SELECT DISTINCT subject FROM {STAGE}
-                WHERE action IN ('insert', 'update') AND {clean}
+                SELECT DISTINCT subject FROM {STAGE} WHERE action IN ('insert', 'update')
                 ON CONFLICT (number) DO NOTHING""")
-    writes.append(spec.insert_sql() + f" AND {clean}")
+    writes.append(spec.insert_sql())
     return writes
