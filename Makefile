@@ -21,8 +21,19 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > $@
 	@chmod 600 $@
 
-run: $(STAMP) .data/proxy-secret
-	PROXY_SECRET="$${PROXY_SECRET:-$$(cat .data/proxy-secret)}" $(BIN)/consent-proxy serve
+.data/admin-token:
+	@mkdir -p .data && chmod 700 .data
+	@$(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
+	@chmod 600 $@
+
+# The first console administrator is created when there is no console user yet; its one-time
+# password is printed here, once.
+run: $(STAMP) .data/proxy-secret .data/admin-token
+	@echo "make run: PROXY_SECRET is in .data/proxy-secret, ADMIN_TOKEN in .data/admin-token"
+	@$(BIN)/consent-proxy user add admin --role admin --if-none
+	@echo "make run: the console is at http://$${PROXY_HOST:-127.0.0.1}:$${PROXY_PORT:-8080}/console/"
+	PROXY_SECRET="$${PROXY_SECRET:-$$(cat .data/proxy-secret)}" \
+	ADMIN_TOKEN="$${ADMIN_TOKEN:-$$(cat .data/admin-token)}" $(BIN)/consent-proxy serve
 
 migrate: $(STAMP)
 	$(BIN)/consent-proxy migrate

@@ -34,6 +34,7 @@ from bench import (
     gate_overhead,
     pg,
     post_dial,
+    registry_import,
     report,
     scrub,
     seed,
@@ -49,7 +50,7 @@ from proxy import db
 from proxy.logging import configure_logging
 from proxy.settings import RuleSettings, load_rules
 
-SECTIONS = ("gate", "engine", "scrub", "store-size", "sip")
+SECTIONS = ("gate", "engine", "scrub", "store-size", "sip", "import")
 CONFIG = REPO / "config" / "consent-proxy.toml"
 # wrk threads: measured on the 2-core bench machine, 3 x 15 s alternating, wrk used under 10 %
 # of one core either way; -t2 gave the bare forwarder more throughput (median 3,500 vs 3,190
@@ -312,12 +313,16 @@ async def run_all(opts: Options, gen: LoadGenerator, results: dict[str, Any]) ->
                     for pid in services.children(stack.proxy.pid)]
         if twin is not None:
             results["store_size"] = await run_store_size(stack, *twin, rules, opts.size, at)
+        if "import" not in opts.skip:
+            results["registry_import"] = await registry_import.measure(
+                database_url, opts.out, opts.size.import_rows)
 
 
 def _skips(opts: Options) -> dict[str, Any]:
     out: dict[str, Any] = {}
     reasons = {"gate_overhead": "gate", "memory": "gate", "engine": "engine",
-               "scrub": "scrub", "store_size": "store-size", "post_dial": "sip"}
+               "scrub": "scrub", "store_size": "store-size", "post_dial": "sip",
+               "registry_import": "import"}
     for key, section in reasons.items():
         if section in opts.skip:
             out[key] = {"skipped": True, "reason": f"--skip {section}"}

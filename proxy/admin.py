@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from proxy import credentials, store
+from proxy import credentials, records, store
 from proxy.body import read_body
 from proxy.errors import BadInput, NotFound
 from proxy.fields import ORG_ID, Fields, load_json, parse_sender_id, parse_topic
+from proxy.imports import routes as transfer
 from proxy.keys import CLIENTS, CLOCK, POOL, SETTINGS
 from proxy.phone import InvalidNumber, parse_number
-from proxy.policy.facts import (
-    CHANNELS,
-    CONSENT_KINDS,
-    PROVENANCES,
-    PURPOSES,
-    RELATIONSHIP_KINDS,
-    SECTORS,
-    SUBJECT_KINDS,
-    Organisation,
-    Sender,
-)
+from proxy.policy.facts import PURPOSES, SECTORS, Organisation, Sender
 
 PREFIX = "/admin/v1"
-OBJECTION_VIA = ("api", "agent", "ivr", "sms", "email", "letter")
+ACTOR = records.ADMIN_ACTOR
 _ORG_FIELDS = ("id", "name", "sector", "customer_term_months", "sms_footer", "stop_reply",
                "content_templates_carry_opt_out")
 
@@ -79,7 +69,7 @@ def _parse_org(data: Any, org_id: str | None = None) -> Organisation:
 
 async def create_organisation(request: web.Request) -> web.Response:
     org = _parse_org(await read_json(request))
-    created = await store.create_organisation(request.app[POOL], org)
+    created = await store.create_organisation(request.app[POOL], org, actor=ACTOR)
     return web.json_response(_org_json(created), status=201)
 
 
@@ -93,7 +83,7 @@ async def get_organisation(request: web.Request) -> web.Response:
 
 async def put_organisation(request: web.Request) -> web.Response:
     org = _parse_org(await read_json(request), request.match_info["org_id"])
-    updated = await store.update_organisation(request.app[POOL], org)
+    updated = await store.update_organisation(request.app[POOL], org, actor=ACTOR)
     return web.json_response(_org_json(updated))
 
 
@@ -116,7 +106,7 @@ async def create_sender(request: web.Request) -> web.Response:
         automated=f.boolean("automated"),
         inbound_webhook=f.url("inbound_webhook"),
     )
-    created = await store.create_sender(request.app[POOL], sender)
+    created = await store.create_sender(request.app[POOL], sender, actor=ACTOR)
     return web.json_response(_sender_json(created), status=201)
 
 
@@ -138,7 +128,7 @@ async def create_client(request: web.Request) -> web.Response:
     organisations = f.string_list("organisations")
     secret = _proxy_secret(request)
     client = await store.create_client(
-        request.app[POOL], credentials.new_account_sid(), name, organisations)
+        request.app[POOL], credentials.new_account_sid(), name, organisations, actor=ACTOR)
     token = credentials.derive_token(secret, client.id, client.token_version)
     return web.json_response(
         {"account_sid": client.id, "client_id": client.id, "auth_token": token,
@@ -147,8 +137,40 @@ async def create_client(request: web.Request) -> web.Response:
     )
 
 
-async def list_clients(request: web.Request) -> web.Response:
-    return web.json_response({"clients": await store.list_clients(request.app[POOL])})
+def _page_query(request: web.Request) -> dict[str, Any]:
+    """?organisation=&subject=&after=&limit= of the list routes; unknown parameters refused."""
+    query = request.rel_url.query
+    unknown = set(query) - {"organisation", "subject", "after", "limit"}
+    if unknown:
+        raise BadInput("unknown query parameter", sorted(unknown)[0])
+    return {"organisation": query.get("organisation") or None,
+            "subject": query.get("subject") or None, "after": query.get("after") or None,
+            "limit": _limit(query)}
+
+
+def _limit(query: Any) -> int:
+    try:
+        limit = int(query.get("limit", "50"))
+    except ValueError as exc:
+        raise BadInput("expected an integer from 1 to 1000", "limit") from exc
+    if not 1 <= limit <= 1000:
+        raise BadInput("expected an integer from 1 to 1000", "limit")
+    return limit
+
+
+def _lister(name: str, list_page: Any) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        items, cursor = await list_page(request.app[POOL], **_page_query(request))
+        return web.json_response({name: items, "next": cursor})
+    handler.__name__ = f"list_{name}"
+    return handler
+
+
+list_clients = _lister("clients", store.list_clients)
+list_organisations = _lister("organisations", store.list_organisations)
+list_senders = _lister("senders", store.list_senders)
+list_consents = _lister("consents", store.list_consents)
+list_objections = _lister("objections", store.list_objections)
 
 
 def _client_sid(request: web.Request) -> str:
@@ -162,7 +184,7 @@ async def rotate_client(request: web.Request) -> web.Response:
     """A new auth token (shown once); the old one is refused from the commit on, on every
     gate (proxy/clients.py)."""
     sid, secret = _client_sid(request), _proxy_secret(request)
-    client = await store.rotate_client(request.app[POOL], sid)
+    client = await store.rotate_client(request.app[POOL], sid, actor=ACTOR)
     request.app[CLIENTS].forget(sid)
     token = credentials.derive_token(secret, sid, client["token_version"])
     return web.json_response({**client, "auth_token": token})
@@ -179,20 +201,17 @@ async def enable_client(request: web.Request) -> web.Response:
 async def _set_enabled(request: web.Request, *, enabled: bool) -> web.Response:
     sid = _client_sid(request)
     client = await store.set_client_enabled(request.app[POOL], sid, enabled,
-                                            request.app[CLOCK]())
+                                            request.app[CLOCK](), actor=ACTOR)
     request.app[CLIENTS].forget(sid)
     return web.json_response(client)
 
 
 async def put_subject(request: web.Request) -> web.Response:
     number = _path_number(request)
-    f = Fields(await read_json(request), ("kind", "published_for_marketing", "evidence"))
+    subject = records.parse_subject(await read_json(request), request.app[CLOCK](), number)
     created = await store.upsert_subject(
-        request.app[POOL], number,
-        kind=f.choice("kind", SUBJECT_KINDS, required=False, default="person") or "person",
-        published=f.boolean("published_for_marketing"),
-        evidence=f.obj("evidence"),
-    )
+        request.app[POOL], number, kind=subject.kind,
+        published=subject.published_for_marketing, evidence=subject.evidence, actor=ACTOR)
     report = await store.subject_report(request.app[POOL], number)
     return web.json_response(report, status=201 if created else 200)
 
@@ -203,56 +222,13 @@ async def get_subject(request: web.Request) -> web.Response:
 
 async def delete_subject(request: web.Request) -> web.Response:
     number = _path_number(request)
-    result = await store.erase_subject(request.app[POOL], number)
+    result = await store.erase_subject(request.app[POOL], number, actor=ACTOR)
     return web.json_response({"erased": True, **result})
 
 
-def _not_future(value: dt.datetime | None, now: dt.datetime, name: str) -> None:
-    if value is not None and value > now + dt.timedelta(minutes=5):
-        raise BadInput("lies in the future", name)
-
-
 async def create_consent(request: web.Request) -> web.Response:
-    f = Fields(await read_json(request), (
-        "subject", "organisation", "channel", "topics", "kind", "given_at", "expires_at",
-        "verified_at", "verification", "first_contact_by", "requested_for", "provenance",
-        "evidence"))
-    now = request.app[CLOCK]()
-    kind = f.choice("kind", CONSENT_KINDS)
-    given_at = f.time("given_at")
-    assert given_at is not None
-    _not_future(given_at, now, "given_at")
-    expires_at = f.end("expires_at")  # year 9999: never expires
-    if expires_at is not None and expires_at <= given_at:
-        raise BadInput("must be after given_at", "expires_at")
-    window = f.sub("requested_for", ("start", "end"))
-    start = end = None
-    if window is not None:
-        if kind != "request":
-            raise BadInput("only a contact request (kind 'request') has a requested time",
-                           "requested_for")
-        start, end = window.time("start"), window.time("end")
-        assert start is not None
-        assert end is not None
-        if start >= end:
-            raise BadInput("start must be before end", "requested_for.end")
-    consent = store.ConsentIn(
-        subject=f.number("subject") or "",
-        organisation=f.text("organisation", max_len=63) or "",
-        channel=f.choice("channel", CHANNELS) or "voice",
-        topics=f.topics("topics"),
-        kind=kind or "opt_in",
-        given_at=given_at,
-        provenance=f.choice("provenance", PROVENANCES) or "unknown",
-        expires_at=expires_at,
-        verified_at=f.time("verified_at", required=False),
-        verification=f.text("verification", required=False, max_len=200),
-        first_contact_by=f.time("first_contact_by", required=False),
-        requested_start=start,
-        requested_end=end,
-        evidence=f.obj("evidence"),
-    )
-    consent_id = await store.create_consent(request.app[POOL], consent)
+    consent = records.parse_consent(await read_json(request), request.app[CLOCK]())
+    consent_id = await store.create_consent(request.app[POOL], consent, actor=ACTOR)
     return web.json_response({"id": consent_id}, status=201)
 
 
@@ -269,52 +245,32 @@ def _int_path(request: web.Request, key: str) -> int:
 async def delete_consent(request: web.Request) -> web.Response:
     consent_id = _int_path(request, "id")
     withdrawn = await store.withdraw_consent(
-        request.app[POOL], consent_id, request.app[CLOCK]())
+        request.app[POOL], consent_id, request.app[CLOCK](), actor=ACTOR)
     return web.json_response({"id": consent_id, "withdrawn_at": withdrawn.isoformat()})
 
 
 async def create_relationship(request: web.Request) -> web.Response:
-    f = Fields(await read_json(request), (
-        "subject", "organisation", "kind", "topics", "started_at", "ended_at", "provenance",
-        "opt_out_offered", "evidence"))
-    started_at = f.time("started_at")
-    ended_at = f.end("ended_at")  # year 9998: still running
-    assert started_at is not None
-    if ended_at is not None and ended_at < started_at:
-        raise BadInput("must not be before started_at", "ended_at")
-    if not f.has("opt_out_offered"):
-        raise BadInput("required field is missing (N7: was an opt-out offered at collection?)",
-                       "opt_out_offered")
-    rel = store.RelationshipIn(
-        subject=f.number("subject") or "",
-        organisation=f.text("organisation", max_len=63) or "",
-        kind=f.choice("kind", RELATIONSHIP_KINDS) or "customer",
-        topics=f.topics("topics"),
-        started_at=started_at,
-        ended_at=ended_at,
-        provenance=f.choice("provenance", PROVENANCES) or "unknown",
-        opt_out_offered=f.boolean("opt_out_offered", required=True),
-        evidence=f.obj("evidence"),
-    )
-    rel_id = await store.create_relationship(request.app[POOL], rel)
+    rel = records.parse_relationship(await read_json(request), request.app[CLOCK]())
+    rel_id = await store.create_relationship(request.app[POOL], rel, actor=ACTOR)
     return web.json_response({"id": rel_id}, status=201)
 
 
 async def create_objection(request: web.Request) -> web.Response:
-    f = Fields(await read_json(request),
-               ("subject", "organisation", "channel", "received_at", "via"))
-    now = request.app[CLOCK]()
-    received_at = f.time("received_at", required=False) or now
-    _not_future(received_at, now, "received_at")
-    obj = store.ObjectionIn(
-        subject=f.number("subject") or "",
-        organisation=f.text("organisation", required=False, max_len=63),
-        channel=f.choice("channel", CHANNELS, required=False),
-        received_at=received_at,
-        via=f.choice("via", OBJECTION_VIA) or "api",
-    )
-    obj_id = await store.create_objection(request.app[POOL], obj)
+    obj = records.parse_objection(await read_json(request), request.app[CLOCK]())
+    obj_id = await store.create_objection(request.app[POOL], obj, actor=ACTOR)
     return web.json_response({"id": obj_id}, status=201)
+
+
+async def lift_objection(request: web.Request) -> web.Response:
+    """N11: the person's own request lifts their objection; recorded with who and how."""
+    objection_id = _int_path(request, "id")
+    f = Fields(await read_json(request), ("how", "note"))
+    how = f.choice("how", store.LIFT_HOW)
+    assert how is not None
+    lifted = await store.lift_objection(
+        request.app[POOL], objection_id, at=request.app[CLOCK](), actor=ACTOR, how=how,
+        note=f.text("note", required=False, max_len=1000))
+    return web.json_response(lifted)
 
 
 async def list_decisions(request: web.Request) -> web.Response:
@@ -328,12 +284,7 @@ async def list_decisions(request: web.Request) -> web.Response:
             number = parse_number(query["subject"])
         except InvalidNumber as exc:
             raise BadInput("not a valid phone number", "subject") from exc
-    try:
-        limit = int(query.get("limit", "50"))
-    except ValueError as exc:
-        raise BadInput("expected an integer from 1 to 1000", "limit") from exc
-    if not 1 <= limit <= 1000:
-        raise BadInput("expected an integer from 1 to 1000", "limit")
+    limit = _limit(query)
     decisions = await store.list_decisions(request.app[POOL], number, limit)
     return web.json_response({"decisions": decisions})
 
@@ -341,9 +292,11 @@ async def list_decisions(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_routes([
         web.post(f"{PREFIX}/organisations", create_organisation),
+        web.get(f"{PREFIX}/organisations", list_organisations),
         web.get(f"{PREFIX}/organisations/{{org_id}}", get_organisation),
         web.put(f"{PREFIX}/organisations/{{org_id}}", put_organisation),
         web.post(f"{PREFIX}/senders", create_sender),
+        web.get(f"{PREFIX}/senders", list_senders),
         web.get(f"{PREFIX}/senders/{{sender}}", get_sender),
         web.post(f"{PREFIX}/clients", create_client),
         web.get(f"{PREFIX}/clients", list_clients),
@@ -354,9 +307,14 @@ def add_routes(app: web.Application) -> None:
         web.get(f"{PREFIX}/subjects/{{number}}", get_subject),
         web.delete(f"{PREFIX}/subjects/{{number}}", delete_subject),
         web.post(f"{PREFIX}/consents", create_consent),
+        web.get(f"{PREFIX}/consents", list_consents),
         web.delete(f"{PREFIX}/consents/{{id}}", delete_consent),
         web.post(f"{PREFIX}/relationships", create_relationship),
         web.post(f"{PREFIX}/objections", create_objection),
+        web.get(f"{PREFIX}/objections", list_objections),
+        web.post(f"{PREFIX}/objections/{{id}}/lift", lift_objection),
+        web.post(f"{PREFIX}/imports", transfer.post_import),
+        web.get(f"{PREFIX}/exports", transfer.get_export),
         web.get(f"{PREFIX}/decisions", list_decisions),
         web.get(f"{PREFIX}/openapi.yaml", openapi_document),
     ])

@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy import admin, audit, check, checkpoints, db, stops
+from proxy import admin, audit, check, checkpoints, console, db, stops
 from proxy.clients import ClientDirectory, ClientEvents
 from proxy.credentials import constant_time_equals
 from proxy.db import STORE_ERRORS, constraint_refusal
@@ -267,6 +267,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     admin.add_routes(app)
     check.add_routes(app)
     audit.add_routes(app)
+    console.mount(app)
     for front in FRONTS:
         front.mount(app, settings)
     return app

@@ -1,16 +1,18 @@
-"""`consent-proxy serve | migrate`."""
+"""`consent-proxy serve | migrate | evidence | audit | prune | import | export | user`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import BinaryIO, Literal, TextIO
 
 import structlog
 import uvloop
@@ -18,7 +20,9 @@ from aiohttp import web
 
 from proxy import audit, checkpoints, db
 from proxy.app import create_app
-from proxy.errors import NotFound
+from proxy.console.accounts import add_user
+from proxy.errors import BadInput, Conflict, NotFound, ProxyError
+from proxy.imports import KINDS, ImportReport, export_rows, run_import
 from proxy.logging import configure_logging
 from proxy.optout_spool import OptOutSpool
 from proxy.phone import InvalidNumber
@@ -37,13 +41,14 @@ def _with_database(settings: Settings) -> Settings:
     return dataclasses.replace(settings, database_url=url)
 
 
-def _load() -> Settings:
+def _load(log_to: TextIO | None = None) -> Settings:
+    """`log_to`: sys.stderr for a command whose standard output is its result."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"consent-proxy: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
-    configure_logging(settings.log_level, once=True)
+    configure_logging(settings.log_level, log_to, once=True)
     return settings
 
 
@@ -174,6 +179,101 @@ def cmd_prune(_args: argparse.Namespace) -> int:
     return 0
 
 
+CLI_ACTOR = "cli"  # who the registry's events name for a change made here
+
+
+async def _file_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
+    """A file a chunk at a time: a file of any size in bounded memory. Reads of a local
+    file are short enough to make on the event loop."""
+    while chunk := stream.read(1 << 16):
+        yield chunk
+
+
+def _format_of(path: str, given: str | None) -> Literal["csv", "ndjson"]:
+    if given is not None:
+        return "ndjson" if given == "ndjson" else "csv"
+    return "ndjson" if path.endswith((".ndjson", ".jsonl")) else "csv"
+
+
+async def _import(url: str, args: argparse.Namespace, stream: BinaryIO) -> ImportReport:
+    pool = await db.create_pool(url, min_size=1, max_size=1)
+    try:
+        return await run_import(
+            pool, kind=args.kind, body=_file_chunks(stream),
+            fmt=_format_of(args.file, args.format), dry_run=args.dry_run,
+            mode="upsert" if args.mode == "upsert" else "insert", actor=CLI_ACTOR,
+            now=dt.datetime.now(dt.UTC))
+    finally:
+        await pool.close()
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Print the report as JSON; exit 1 when rows are wrong (nothing was imported), 2 when the
+    file as a whole is."""
+    settings = _with_database(_load(sys.stderr))
+    assert settings.database_url is not None
+    try:
+        with contextlib.ExitStack() as files:
+            stream = sys.stdin.buffer if args.file == "-" else files.enter_context(
+                Path(args.file).open("rb"))
+            report = asyncio.run(_import(settings.database_url, args, stream))
+    except OSError as exc:
+        print(f"consent-proxy: {exc}", file=sys.stderr)
+        return 2
+    except ProxyError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        print(f"consent-proxy: {exc.message}{where}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_json(), indent=2))
+    if args.errors is not None:
+        Path(args.errors).write_text(report.errors_csv(), "utf-8")
+    return 1 if report.error_count else 0
+
+
+async def _export(url: str, args: argparse.Namespace) -> None:
+    pool = await db.create_pool(url, min_size=1, max_size=1)
+    try:
+        async for chunk in export_rows(pool, kind=args.kind, organisation=args.organisation,
+                                       fmt="ndjson" if args.format == "ndjson" else "csv"):
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    finally:
+        await pool.close()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    settings = _with_database(_load(sys.stderr))
+    assert settings.database_url is not None
+    try:
+        asyncio.run(_export(settings.database_url, args))
+    except ProxyError as exc:
+        print(f"consent-proxy: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    settings = _with_database(_load(sys.stderr))
+    assert settings.database_url is not None
+    asyncio.run(db.migrate_url(settings.database_url))
+    try:
+        generated = asyncio.run(add_user(settings.database_url, args.name, args.role, password,
+                                         only_if_none=args.if_none))
+    except (BadInput, Conflict) as exc:
+        print(f"consent-proxy: {exc.field or 'user'}: {exc.message}", file=sys.stderr)
+        return 1
+    if generated is not None:
+        # Printed once, to the terminal only: passwords never go into the JSON log.
+        print(f"\n  console user {args.name!r} ({args.role}) created; one-time password "
+              f"(to be replaced at the first login):\n\n    {generated}\n", flush=True)
+    elif not (args.if_none and password is None):
+        print(f"console user {args.name!r} ({args.role}) created")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="consent-proxy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +300,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser(
         "prune", help="delete decision rows older than retention.decisions_months"
     ).set_defaults(func=cmd_prune)
+    kinds = sorted(KINDS)
+    imp = commands.add_parser(
+        "import", help="import a CSV or NDJSON file of one kind, all or nothing")
+    imp.add_argument("kind", choices=kinds)
+    imp.add_argument("file", help="the file; - reads standard input")
+    imp.add_argument("--dry-run", action="store_true", help="check and report, write nothing")
+    imp.add_argument("--mode", choices=("insert", "upsert"), default="insert",
+                     help="upsert: a known source_id with other content replaces the record")
+    imp.add_argument("--format", choices=("csv", "ndjson"),
+                     help="default: ndjson for .ndjson/.jsonl files, else csv")
+    imp.add_argument("--errors", metavar="CSV", help="also write the row errors to this file")
+    imp.set_defaults(func=cmd_import)
+    exp = commands.add_parser(
+        "export", help="write everything held of one kind to standard output, in the import "
+                       "format")
+    exp.add_argument("kind", choices=kinds)
+    exp.add_argument("--organisation")
+    exp.add_argument("--format", choices=("csv", "ndjson"), default="csv")
+    exp.set_defaults(func=cmd_export)
+    user_cmd = commands.add_parser("user", help="console users (/console/)")
+    user_sub = user_cmd.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser(
+        "add", help="add a console user; prints a one-time password unless one is given")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=("viewer", "officer", "admin"))
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from the first line of standard input")
+    add.add_argument("--if-none", action="store_true",
+                     help="only when no console user exists yet (the first administrator)")
+    add.set_defaults(func=cmd_user_add)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -30,6 +30,7 @@ EXPECTED = {
                    "p50_ratio"),
     "post_dial": ("baseline.p50_ms", "baseline.p99_ms", "gated.p50_ms", "gated.p99_ms",
                   "added_p50_ms", "added_p99_ms", "p50_ratio"),
+    "registry_import": ("rows_per_s", "copy_rows_per_s", "ratio", "seconds", "peak_rss_mb"),
 }
 
 

@@ -74,7 +74,8 @@ async def admin(world: World, action: str, sid: str | None = None) -> tuple[int,
 # --- list -------------------------------------------------------------------------------------
 
 async def test_clients_are_listed_without_tokens(world: World) -> None:
-    resp = await world.admin.get(f"{A}/clients", headers=world.auth)
+    resp = await world.admin.get(f"{A}/clients", params={"organisation": world.org},
+                                 headers=world.auth)
     assert resp.status == 200
     text = await resp.text()
     assert world.token not in text

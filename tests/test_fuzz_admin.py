@@ -61,7 +61,7 @@ CHECKS = [
 # Every table an admin request can write. (count, newest row version): an INSERT or DELETE
 # changes the count, an UPDATE writes a row version with a newer xmin.
 TABLES = ("organisations", "senders", "clients", "client_organisations", "subjects", "consents",
-          "relationships", "objections", "decisions", "decision_outcomes")
+          "relationships", "objections", "decisions", "decision_outcomes", "registry_events")
 FINGERPRINT_SQL = "SELECT " + ", ".join(
     f"(SELECT count(*)::text || '/' || coalesce(max(xmin::text::bigint), 0)::text FROM {t})"
     f" AS {t}" for t in TABLES)

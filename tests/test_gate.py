@@ -80,12 +80,13 @@ async def gate(pool: asyncpg.Pool, settings: Settings, clock: Clock, metrics: Me
 @pytest.fixture
 async def parties(pool: asyncpg.Pool) -> Parties:
     org = uid()
-    await store.create_organisation(pool, Organisation(org, "Energie BV", "commercial"))
+    await store.create_organisation(pool, Organisation(org, "Energie BV", "commercial"),
+                                   actor="test")
     voice, text = landline(), landline()
     for sender in (voice, text):
-        await store.create_sender(pool, Sender(sender, org, "energy/electricity"))
+        await store.create_sender(pool, Sender(sender, org, "energy/electricity"), actor="test")
     client_id = "AC" + secrets.token_hex(16)
-    client = await store.create_client(pool, client_id, "Dialer", [org])
+    client = await store.create_client(pool, client_id, "Dialer", [org], actor="test")
     return Parties(org, voice, text, Caller.of(client, "req-" + uuid.uuid4().hex))
 
 
@@ -94,7 +95,7 @@ async def consent(pool: asyncpg.Pool, parties: Parties, number: str, channel: st
     return await store.create_consent(pool, store.ConsentIn(
         subject=number, organisation=parties.org, channel=channel, topics=("energy",),
         kind=kind, given_at=GIVEN, verified_at=GIVEN + dt.timedelta(minutes=5),
-        provenance="self_provided"))
+        provenance="self_provided"), actor="test")
 
 
 async def row(pool: asyncpg.Pool, decision_id: int) -> asyncpg.Record:

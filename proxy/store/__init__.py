@@ -4,7 +4,8 @@ and no provider's wire format.
 
 - facts: what the decision engine reads, one contact, a group, or a scrub's batch;
 - decisions: recording decisions and outcomes (group commit), idempotency, giving back;
-- registry: organisations, senders, consents, relationships, objections;
+- registry: organisations, senders, consents, relationships, objections, lifting one;
+- listing: the registry a page at a time; events: who changed what (registry_events);
 - clients: dialers' credentials; subjects: all that is held about one number, erasure;
 - inbound: the opt-out loop's inbound messages, STOP and START, objections in a call;
 - relays: relay targets and what their callbacks report; audit: the chain and retention.
@@ -51,6 +52,7 @@ from proxy.store.decisions import (
     reverse_consumption,
     write_batch,
 )
+from proxy.store.events import list_events, record_event
 from proxy.store.facts import (
     _BULK_SETTINGS,
     _FACTS_SQL,
@@ -71,9 +73,12 @@ from proxy.store.inbound import (
     stop_by_sms,
 )
 from proxy.store.registry import (
+    LIFT_HOW,
     ConsentIn,
     ObjectionIn,
     RelationshipIn,
+    SubjectIn,
+    content_hash,
     create_consent,
     create_objection,
     create_organisation,
@@ -81,6 +86,11 @@ from proxy.store.registry import (
     create_sender,
     get_organisation,
     get_sender,
+    lift_objection,
+    list_consents,
+    list_objections,
+    list_organisations,
+    list_senders,
     update_organisation,
     withdraw_consent,
 )
@@ -102,6 +112,7 @@ from proxy.store.subjects import (
 
 __all__ = [
     "CLIENT_ID",
+    "LIFT_HOW",
     "WRITE_SQL",
     "_BULK_SETTINGS",  # named in the README; the fact query's plan is explained there
     "_FACTS_SQL",  # bench/store_size.py explains its plan
@@ -120,11 +131,13 @@ __all__ = [
     "ReversalWhy",
     "StoredCheckpoint",
     "StoredResponse",
+    "SubjectIn",
     "add_relay_targets",
     "call_decision",
     "chain_head",
     "claim_inbound",
     "complete_idempotent",
+    "content_hash",
     "create_client",
     "create_consent",
     "create_objection",
@@ -145,8 +158,14 @@ __all__ = [
     "inbound_reply",
     "insert_checkpoint",
     "latest_checkpoint",
+    "lift_objection",
     "list_clients",
+    "list_consents",
     "list_decisions",
+    "list_events",
+    "list_objections",
+    "list_organisations",
+    "list_senders",
     "load_facts",
     "load_facts_bulk",
     "load_facts_many",
@@ -158,6 +177,7 @@ __all__ = [
     "record_args",
     "record_contact_outcome",
     "record_decision",
+    "record_event",
     "relay_client",
     "reverse_consumption",
     "rotate_client",

@@ -12,7 +12,9 @@ from typing import Any
 
 import asyncpg
 
-from proxy.errors import NotFound
+from proxy.errors import BadInput, NotFound
+from proxy.store.events import record_event
+from proxy.store.listing import Page, check_limit, organisation_filter
 from proxy.store.registry import require_organisations
 
 # What the schema accepts as a client id (sql/014). The admin API issues AC + 32 hex digits,
@@ -32,7 +34,7 @@ class Client:
 
 
 async def create_client(
-    pool: asyncpg.Pool, client_id: str, name: str, organisations: Sequence[str]
+    pool: asyncpg.Pool, client_id: str, name: str, organisations: Sequence[str], *, actor: str
 ) -> Client:
     async with pool.acquire() as conn, conn.transaction():
         await require_organisations(conn, organisations, "organisations")
@@ -44,6 +46,8 @@ async def create_client(
             "INSERT INTO client_organisations (client_id, organisation_id) VALUES ($1, $2)",
             [(client_id, org) for org in dict.fromkeys(organisations)],
         )
+        await record_event(conn, actor=actor, action="create", kind="client",
+                           record_id=client_id, details={"organisations": list(organisations)})
     return Client(client_id, row["name"], row["token_version"], tuple(organisations))
 
 
@@ -73,11 +77,27 @@ def _client_json(row: asyncpg.Record) -> dict[str, Any]:
             "disabled_at": row["disabled_at"].isoformat() if row["disabled_at"] else None}
 
 
-async def list_clients(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-    """Every client, oldest first, without tokens (they are never stored)."""
+async def list_clients(pool: asyncpg.Pool, *, organisation: str | None = None,
+                       subject: str | None = None, after: str | None = None,
+                       limit: int = 50) -> Page:
+    """Clients oldest first, without tokens (they are never stored), optionally those acting
+    for one organisation; `after` is the client id a previous page ended with."""
+    check_limit(limit)
+    if subject is not None:
+        raise BadInput("clients are not listed by subject", "subject")
+    if after is not None and not CLIENT_ID.fullmatch(after):
+        raise BadInput("not a cursor from a previous page", "after")
     rows = await pool.fetch(
-        _CLIENTS_SQL + "GROUP BY c.client_id ORDER BY c.created_at, c.client_id")
-    return [_client_json(r) for r in rows]
+        _CLIENTS_SQL + """WHERE ($1::text IS NULL OR EXISTS (
+                              SELECT 1 FROM client_organisations f
+                              WHERE f.client_id = c.client_id AND f.organisation_id = $1))
+                            AND ($2::text IS NULL OR (c.created_at, c.client_id) >
+                                 (SELECT a.created_at, a.client_id FROM clients a
+                                  WHERE a.client_id = $2))
+                          GROUP BY c.client_id ORDER BY c.created_at, c.client_id LIMIT $3""",
+        organisation_filter(organisation), after, limit + 1)
+    items = [_client_json(r) for r in rows[:limit]]
+    return items, (rows[limit - 1]["client_id"] if len(rows) > limit else None)
 
 
 async def _client_report(conn: asyncpg.Connection, client_id: str) -> dict[str, Any]:
@@ -86,7 +106,7 @@ async def _client_report(conn: asyncpg.Connection, client_id: str) -> dict[str, 
     return _client_json(row)
 
 
-async def rotate_client(pool: asyncpg.Pool, client_id: str) -> dict[str, Any]:
+async def rotate_client(pool: asyncpg.Pool, client_id: str, *, actor: str) -> dict[str, Any]:
     """A new token version: the old token stops the moment this commits (every gate is told
     by the clients_notify trigger, sql/009 and sql/014)."""
     async with pool.acquire() as conn, conn.transaction():
@@ -95,11 +115,13 @@ async def rotate_client(pool: asyncpg.Pool, client_id: str) -> dict[str, Any]:
                RETURNING 1""", client_id)
         if found is None:
             raise NotFound(f"no client {client_id!r}", _ROUTE_FIELD)
+        await record_event(conn, actor=actor, action="rotate", kind="client",
+                           record_id=client_id)
         return await _client_report(conn, client_id)
 
 
 async def set_client_enabled(pool: asyncpg.Pool, client_id: str, enabled: bool,
-                             at: dt.datetime) -> dict[str, Any]:
+                             at: dt.datetime, *, actor: str) -> dict[str, Any]:
     """Disable (refused everywhere from the commit on) or enable a client. Idempotent: a
     second disable keeps the first disabled_at."""
     async with pool.acquire() as conn, conn.transaction():
@@ -109,6 +131,8 @@ async def set_client_enabled(pool: asyncpg.Pool, client_id: str, enabled: bool,
                WHERE client_id = $1 RETURNING 1""", client_id, enabled, at)
         if found is None:
             raise NotFound(f"no client {client_id!r}", _ROUTE_FIELD)
+        await record_event(conn, actor=actor, action="enable" if enabled else "disable",
+                           kind="client", record_id=client_id)
         return await _client_report(conn, client_id)
 
 

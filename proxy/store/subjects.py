@@ -10,22 +10,28 @@ import asyncpg
 
 from proxy.errors import NotFound
 from proxy.phone import subject_hash
+from proxy.store.events import record_event
 from proxy.store.rows import decision_json, jsonable
 
 
 async def upsert_subject(
-    pool: asyncpg.Pool, number: str, kind: str, published: bool, evidence: dict[str, Any]
+    pool: asyncpg.Pool, number: str, kind: str, published: bool, evidence: dict[str, Any], *,
+    actor: str,
 ) -> bool:
-    """Create or replace what is known about a number. Returns True when it was created."""
-    created: bool = await pool.fetchval(
-        """INSERT INTO subjects (number, kind, published_for_marketing, evidence)
-           VALUES ($1, $2, $3, $4)
-           ON CONFLICT (number) DO UPDATE SET kind = EXCLUDED.kind,
-               published_for_marketing = EXCLUDED.published_for_marketing,
-               evidence = EXCLUDED.evidence, updated_at = now()
-           RETURNING (xmax = 0)""",
-        number, kind, published, evidence,
-    )
+    """Create or replace what is known about a number. Returns True when it was created.
+    The event names the number by its one-way hash only."""
+    async with pool.acquire() as conn, conn.transaction():
+        created: bool = await conn.fetchval(
+            """INSERT INTO subjects (number, kind, published_for_marketing, evidence)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (number) DO UPDATE SET kind = EXCLUDED.kind,
+                   published_for_marketing = EXCLUDED.published_for_marketing,
+                   evidence = EXCLUDED.evidence, updated_at = now()
+               RETURNING (xmax = 0)""",
+            number, kind, published, evidence,
+        )
+        await record_event(conn, actor=actor, action="create" if created else "update",
+                           kind="subject", record_id=subject_hash(number))
     return created
 
 
@@ -55,12 +61,14 @@ async def subject_report(pool: asyncpg.Pool, number: str, decisions: int = 20) -
     return report
 
 
-async def erase_subject(pool: asyncpg.Pool, number: str) -> dict[str, int]:
+async def erase_subject(pool: asyncpg.Pool, number: str, *, actor: str) -> dict[str, int]:
     """Erase personal data about a number; objections stay, keyed by the one-way hash (N11)."""
     digest = subject_hash(number)
     async with pool.acquire() as conn, conn.transaction():
         kept = await conn.fetchval(
-            "WITH u AS (UPDATE objections SET subject = NULL WHERE subject_hash = $1 RETURNING 1)"
+            # the note of a lift is free text the person may be named in: it goes too
+            "WITH u AS (UPDATE objections SET subject = NULL, lifted_note = NULL"
+            " WHERE subject_hash = $1 RETURNING 1)"
             " SELECT count(*) FROM u", digest)
         consents = await conn.fetchval("SELECT count(*) FROM consents WHERE subject = $1", number)
         relations = await conn.fetchval(
@@ -68,8 +76,12 @@ async def erase_subject(pool: asyncpg.Pool, number: str) -> dict[str, int]:
         deleted = await conn.fetchval(
             "WITH d AS (DELETE FROM subjects WHERE number = $1 RETURNING 1) SELECT count(*) FROM d",
             number)
-    if not deleted and not kept:
-        raise NotFound("nothing is held about this number", "number")
+        if not deleted and not kept:
+            raise NotFound("nothing is held about this number", "number")
+        await record_event(conn, actor=actor, action="erase", kind="subject",
+                           record_id=digest, details={"consents_erased": consents,
+                                                      "relationships_erased": relations,
+                                                      "objections_kept": kept})
     return {"consents_erased": consents, "relationships_erased": relations,
             "objections_kept": kept}
 
