@@ -1,0 +1,591 @@
+"""Dial-time decisions under attack: the dial API, FastAGI and Kamailio in front of the trunk.
+
+Each test is one finding and fails on the code as it stands; what it should do is in its
+docstring. Real PostgreSQL, the injected clock, the FastAGI client of tests/agi_client.py,
+Debian's Kamailio and SIPp where the finding is Kamailio's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from proxy.keys import POOL, WRITER
+from tests import agi_client, sip_stack
+from tests.agi_client import run, unique_id
+from tests.conftest import AMS, REPO, Clock, mobile
+from tests.sip_stack import Carrier, Kamailio, Message
+from tests.test_dial_api import D, ask, call_id, consent, creds, report, rows
+from tests.test_fastagi import listener, start_gate
+from tests.test_kamailio import Hop
+from tests.world import World, make_world
+
+
+@pytest.fixture
+async def world(client: TestClient[Any, Any], auth: dict[str, str]) -> World:
+    return await make_world(client, auth)
+
+
+async def until(condition: Callable[[], Any], what: str) -> None:
+    """Wait for what another task brings about: polled, bounded (no timing asserted)."""
+    for _ in range(2000):
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"did not happen: {what}")
+
+
+@pytest.fixture
+async def locker(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own that can hold a consent row locked, so the group
+    commit that consumes it waits (a slow store, made deterministic)."""
+    conn = await pool.acquire()
+    try:
+        yield conn
+    finally:
+        if conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+        await pool.release(conn)
+
+
+async def hold(conn: asyncpg.Connection, consent_id: int) -> None:
+    await conn.execute("BEGIN")
+    await conn.execute("SELECT 1 FROM consents WHERE id = $1 FOR UPDATE", consent_id)
+
+
+async def someone_waits_for_a_lock(pool: asyncpg.Pool) -> bool:
+    n: int = await pool.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted")
+    return n > 0
+
+
+# --- FINDING 1: a replayed call_id answers `allow` on a decision already given back -------------
+
+async def test_a_call_id_replayed_after_a_not_reached_outcome_is_not_allowed_again(
+        world: World) -> None:
+    """N6 (a contact request covers one contact), decisions.py:55-56, 86-97.
+
+    What happens: the dialer is allowed call X (the contact request is consumed), reports
+    `busy` (the request is given back), then asks again with the same call_id X: the first
+    answer is replayed, `allow`, with the old decision id and nothing consumed. The call goes
+    out (the person is reached) while the request stays free, so the next call_id is
+    allowed on the same request too: two reached contacts on one contact request, and the
+    record says the only decision reached nobody. Kamailio does exactly this when the
+    carrier answers 407 (the dialer's authenticated re-INVITE keeps the Call-ID, RFC 3261
+    22.2) or when a dialer retries an INVITE that got 503 at the deadline (see the Kamailio
+    test below).
+    Should: once an outcome is recorded (or anything given back) for the decision a call_id
+    holds, a repeat of that call_id is decided afresh (a new row that consumes again), or at
+    least never answered `allow`."""
+    pool = world.admin.app[POOL]
+    number = mobile()
+    request_id = await world.consent(number, "voice", kind="request")
+    cid = call_id()
+    first = await ask(world, number, cid=cid)
+    assert first["decision"] == "allow"
+    await report(world, first["decision_id"], "busy")
+    assert (await consent(pool, request_id))["consumed_at"] is None  # given back
+    again = await ask(world, number, cid=cid)
+    replayed_allow = (again["decision"], again["decision_id"]) == ("allow",
+                                                                   first["decision_id"])
+    consumed = (await consent(pool, request_id))["consumed_at"]
+    assert not replayed_allow, (
+        "an allow replayed on a decision whose request was given back: the call goes out "
+        f"and the request stays free (consumed_at={consumed})")
+
+
+async def test_a_given_back_request_is_not_good_for_two_reached_calls(world: World) -> None:
+    """The consequence of FINDING 1 in numbers: one contact request, two calls the dialer was
+    told it may place and report `answered` for. Only one of them has a row that consumed
+    the request (N6: "voor iedere afzonderlijke communicatie")."""
+    pool = world.admin.app[POOL]
+    number = mobile()
+    await world.consent(number, "voice", kind="request")
+    cid = call_id()
+    first = await ask(world, number, cid=cid)
+    await report(world, first["decision_id"], "no_answer")
+    retried = await ask(world, number, cid=cid)  # e.g. the re-INVITE after a 407
+    other = await ask(world, number)  # the next attempt from the list
+    allowed = [a for a in (retried, other) if a["decision"] == "allow"]
+    assert len(allowed) <= 1, (
+        f"{len(allowed)} calls allowed on one contact request; decision rows: "
+        f"{[(r['id'], r['decision'], r['consumed_consent_id']) for r in await rows(pool, number)]}")
+
+
+# --- FINDING 2: a replayed allow ignores what changed since (objection, hours) --------------
+
+async def test_a_replayed_allow_does_not_survive_an_objection(world: World, clock: Clock) -> None:
+    """N11: an objection blocks "from the moment it is recorded". decisions.py:95-97 and
+    attempts.py:368 (REPLAY_WINDOW 24 h).
+
+    What happens: call_id X is allowed at 10:00; the person objects at 10:05 (recorded); the
+    dialer asks for X again at 10:10 and gets `allow` (sip.status 200), the old decision
+    replayed with nothing looked up. The README ("Dial-time decisions") calls this a
+    retransmitted INVITE, but nothing bounds it to one: any repeat within 24 hours gets it.
+    Should: replay an allow only within a SIP transaction's lifetime (Timer B, 32 s) and
+    decide afresh after that; or re-check objections (and the time rules) before replaying an
+    allow."""
+    number = mobile()
+    await world.consent(number, "voice")
+    cid = call_id()
+    first = await ask(world, number, cid=cid)
+    assert first["decision"] == "allow"
+    clock.now += dt.timedelta(minutes=5)
+    await world.objection(number, received_at=clock.now.isoformat())
+    clock.now += dt.timedelta(minutes=5)
+    fresh = await ask(world, number)
+    assert fresh["reason"] == "OBJECTION_ON_FILE"  # what any new question gets
+    again = await ask(world, number, cid=cid)
+    assert again["decision"] != "allow", "an allow replayed after the person objected"
+
+
+async def test_a_replayed_allow_does_not_reach_past_22_00(world: World, clock: Clock) -> None:
+    """N13: calls on working days until 22:00. decisions.py:95-97.
+
+    What happens: call_id X allowed at 21:59:50, asked again at 22:00:30 (and it would be at
+    23:30 too): `allow`, sip.status 200. The FastAGI section of the README warns about reruns
+    in one channel; the dial API section (and integrations/kamailio/README.md: "one asked
+    again later gets the first decision") presents it as harmless retransmission.
+    Should: as above (replay only within a transaction's lifetime, else decide afresh), and
+    the dial API section says what a replay means."""
+    number = mobile()
+    await world.consent(number, "voice")
+    clock.now = dt.datetime(2026, 11, 30, 21, 59, 50, tzinfo=AMS)  # a Monday
+    cid = call_id()
+    first = await ask(world, number, cid=cid)
+    assert first["decision"] == "allow"
+    clock.now = dt.datetime(2026, 11, 30, 23, 30, tzinfo=AMS)
+    again = await ask(world, number, cid=cid)
+    assert (again["decision"], again["sip"]["status"]) != ("allow", 200), (
+        "an allow at 23:30 on Monday night")
+
+
+# --- FINDING 3: a decision slower than ABANDONED (30 s) is decided twice --------------------
+
+async def test_a_slow_decision_is_not_taken_over_and_decided_twice(
+        world: World, clock: Clock, locker: asyncpg.Connection, pool: asyncpg.Pool) -> None:
+    """"Every gated request leaves exactly one decision record." attempts.py:367, 397-399.
+
+    What happens: the group commit of call_id X's decision waits (here: on a row lock, as it
+    would behind a long transaction or a stalled disk). 30 s later a retransmission of X
+    finds the claim without an answer and takes it over as "abandoned", though its decision
+    is still under way: a second decision is made. Both commit: two rows for one call_id
+    (`allow` consuming the request and `deny`), and the two askers got different answers.
+    Should: a claim is taken over only when its decider is known to be gone (claim the
+    call_id in the decision's own commit, as the Twilio front claims its idempotency key in
+    WRITE_SQL; or hold an advisory lock while deciding)."""
+    number = mobile()
+    request_id = await world.consent(number, "voice", kind="request")
+    cid = call_id()
+    await hold(locker, request_id)
+    first = asyncio.ensure_future(ask(world, number, cid=cid))
+    await until(lambda: someone_waits_for_a_lock(pool), "the first commit waits")
+    clock.now += dt.timedelta(seconds=31)
+    second = asyncio.ensure_future(ask(world, number, cid=cid))
+
+    async def taken_over() -> bool:
+        claimed = await pool.fetchval(
+            "SELECT claimed_at FROM dial_attempts WHERE client_id = $1 AND call_id = $2",
+            world.sid, cid)
+        return bool(claimed == clock.now)
+
+    await until(taken_over, "the retransmission takes the claim over")
+    await locker.execute("ROLLBACK")
+    answers = await asyncio.gather(first, second)
+    found = await rows(pool, number)
+    assert len(found) == 1, (
+        f"one call_id, {len(found)} decision rows "
+        f"{[(r['decision'], r['reason']) for r in found]}; answers "
+        f"{[(a['decision'], a['decision_id']) for a in answers]}")
+
+
+# --- FINDING 4: a contact request contested twice is a 500 ------------------------------------
+
+async def test_three_concurrent_calls_on_two_requests_get_answers_not_500(
+        world: World, locker: asyncpg.Connection, pool: asyncpg.Pool) -> None:
+    """"Never a 500." gate/core.py:142-147.
+
+    What happens: three calls to one number with two contact requests on file, at once (a
+    dialer retrying, two agents). All three are evaluated on the first request; one commits
+    with it, the other two fail (RequestAlreadyUsed) and decide `again`, both on the second
+    request; one of them commits, and the other's second RequestAlreadyUsed is not caught:
+    the dial API answers 500 (FastAGI: AGI_INTERNAL_ERROR), the claim is dropped and no
+    decision row is left for that request.
+    Should: decide again until the request used is one nobody took (or, after a bounded
+    number of tries, decide without any request: NO_LEGAL_BASIS), each time recording the
+    decision; never a 500."""
+    number = mobile()
+    first_request = await world.consent(number, "voice", kind="request")
+    await world.consent(number, "voice", kind="request")
+    await hold(locker, first_request)
+    asks = [asyncio.ensure_future(world.admin.post(
+        D, json={"to": number, "from": world.voice, "call_id": call_id()},
+        headers=creds(world))) for _ in range(3)]
+    await until(lambda: someone_waits_for_a_lock(pool), "the first commit waits")
+    writer = world.admin.app[WRITER]
+    # The other two are decided and queued behind it (the group commit's queue).
+    await until(lambda: len(writer._queue) == 2, "two more decisions queued")
+    await locker.execute("ROLLBACK")
+    responses = await asyncio.gather(*asks)
+    statuses = sorted(r.status for r in responses)
+    bodies = [await r.json() for r in responses]
+    assert statuses == [200, 200, 200], (statuses, bodies)
+
+
+# --- FINDING 5: FastAGI decides on a caller ID the channel presents as withheld ----------------
+
+async def test_fastagi_a_caller_id_presented_restricted_is_withheld(
+        aiohttp_client: Any, database_url: str, clock: Clock, world: World) -> None:
+    """N16: no withheld caller ID. agi_requests.py:458 reads `agi_callerid` only.
+
+    What happens: the channel's caller ID is the organisation's registered number, but its
+    presentation is restricted (`Set(CALLERID(pres)=prohib)` in the dialplan, or the
+    dialer's CLIR): Asterisk sends `agi_callingpres: 32` (AST_PRES_RESTRICTED) and will send
+    the call out with `Privacy: id` / a withheld number. The gate never reads
+    agi_callingpres and answers `allow`: the person sees "anonymous".
+    Should: a presentation other than allowed (`agi_callingpres & 0x60` non-zero: restricted
+    or unavailable) is CALLER_ID_WITHHELD, whatever `agi_callerid` or `from=` say."""
+    gate = await start_gate(aiohttp_client, database_url, clock, client=world.sid)
+    number = mobile()
+    await world.consent(number, "voice")
+    port = listener(gate).port
+    lines = agi_client.environment("decide", [number], port=port, callerid=world.voice,
+                                   uniqueid=unique_id())
+    lines = [("agi_callingpres: 32" if line.startswith("agi_callingpres:") else line)
+             for line in lines]
+    reader, writer = await agi_client.connect(port)
+    session = await agi_client.converse(reader, writer, agi_client.header_bytes(lines))
+    assert session.variables["CONSENT_DECISION"] == "deny", session.variables
+    assert session.variables["CONSENT_REASON"] == "CALLER_ID_WITHHELD"
+
+
+async def test_fastagi_from_names_the_caller_id_the_channel_presents(
+        aiohttp_client: Any, database_url: str, clock: Clock, world: World,
+        auth: dict[str, str]) -> None:
+    """N16 and the organisation restriction, on FastAGI. agi_requests.py:458.
+
+    What happens: `from=` replaces the channel's caller ID for the decision only; the call
+    still goes out with the channel's CALLERID(num). A dialplan (a tenant's, on a PBX whose
+    listener serves several clients) passes `from=<its own organisation's number>` while its
+    channel presents another organisation's number: `allow`, and the person sees a number
+    the client may not use. The README's argument table presents `from=` as simply "the
+    caller ID".
+    Should: refuse a `from=` that differs from a present agi_callerid (AGI_BAD_REQUEST naming
+    `from`), or decide on both and deny unless both are the client's; at least the README
+    says the decision holds only if the channel presents exactly `from=`."""
+    other = await make_world(world.admin, auth)
+    gate = await start_gate(aiohttp_client, database_url, clock, client=world.sid)
+    number = mobile()
+    await world.consent(number, "voice")
+    session = await run(listener(gate).port, "decide", [number, f"from={world.voice}"],
+                        callerid=other.voice)
+    assert session.variables["CONSENT_DECISION"] != "allow", (
+        f"allowed on {world.voice} for a channel presenting {other.voice}")
+
+
+def test_readme_outcome_hook_names_the_client_where_the_listener_serves_several() -> None:
+    """README "Asterisk (FastAGI)": `outcome` decides as `fastagi.client` unless `client=` is
+    given (agi_requests.py:485, fastagi.py:192-205), but the README documents `client=` for
+    `decide` only and its h extension has no `client=`. A PBX that serves several clients
+    (`fastagi.clients`, `client=` on decide) and copies the h extension gets
+    AGI_CLIENT_UNKNOWN (no default client) or a NotFound (another client's decision) for
+    every outcome, so nothing a BUSY or NOANSWER call used up is ever given back.
+    Should: the README's outcome hook shows `[,client=AC…]` and says it must name the
+    client that decided."""
+    readme = (REPO / "README.md").read_text("utf-8")
+    section = readme[readme.index("## Asterisk (FastAGI)"):readme.index("## The opt-out loop")]
+    hook = section[section.index("**The outcome hook**"):section.index("**Who may ask.**")]
+    assert "client=" in hook, "the outcome hook's client= argument is undocumented"
+
+
+async def test_fastagi_an_allow_given_back_on_hangup_is_not_recorded_answered(
+        aiohttp_client: Any, database_url: str, clock: Clock, world: World,
+        pool: asyncpg.Pool) -> None:
+    """decisions.py:109-126 (record_outcome) and fastagi.py:167-174.
+
+    What happens: Asterisk answers the last SET VARIABLE (CONSENT_DECISION=allow, already
+    set on the channel) with a HANGUP line; the gate gives the contact request back
+    (`not_reached`, `hangup`). The outcome hook then reports ANSWER for that decision and it
+    is recorded `answered`: the record says the person was reached and that nobody was, and
+    the request is free for another call. (The dial API's outcome route does the same for
+    any decision given back without an outcome.)
+    Should: an outcome `answered` for a decision whose consumption was given back is a
+    conflict (AGI_CONFLICT / 409), or consumes the request again; never both rows."""
+    gate = await start_gate(aiohttp_client, database_url, clock, client=world.sid)
+    number = mobile()
+    request_id = await world.consent(number, "voice", kind="request")
+    decided = await run(listener(gate).port, "decide", [number], callerid=world.voice,
+                        hangup_after=5)
+    assert decided.variables["CONSENT_DECISION"] == "allow"
+    decision_id = decided.variables["CONSENT_DECISION_ID"]
+    given_back = await pool.fetch(
+        "SELECT why, detail FROM consumption_reversals WHERE decision_id = $1",
+        int(decision_id))
+    assert [(r["why"], r["detail"]) for r in given_back] == [("not_reached", "hangup")]
+    reported = await run(listener(gate).port, "outcome", [decision_id, "ANSWER"])
+    consumed = await pool.fetchval("SELECT consumed_at FROM consents WHERE id = $1",
+                                   request_id)
+    assert not (reported.variables["CONSENT_OUTCOME"] == "answered" and consumed is None), (
+        "recorded answered, given back as not reached, and the request is free")
+
+
+# --- FINDING 6: a session cancelled during its commit leaves a row and drops its claim --------
+
+async def test_fastagi_a_session_cancelled_at_shutdown_leaves_one_decision_per_call_id(
+        aiohttp_client: Any, database_url: str, clock: Clock, world: World,
+        locker: asyncpg.Connection, pool: asyncpg.Pool) -> None:
+    """fastagi.py:82-93 ("a decision not yet committed is then not made"), decisions.py:57-62,
+    batch.py:103-112.
+
+    What happens: the gate stops (Listener.close) while a session's decision waits for its
+    group commit. The session is cancelled; `decisions.decide` drops the call_id's claim
+    (`except BaseException: release`), but the decision is already queued in the group
+    commit, which commits it anyway (a cancelled waiter does not take its row out of the
+    batch). Left behind: an `allow` row that consumed the contact request, answered to
+    nobody, never given back, and no claim, so the same call_id asked again (the channel's
+    uniqueid, here over the dial API) is decided a second time: two rows for one call_id.
+    Should: shield the commit from cancellation and complete the claim with its answer (or
+    give back what an answered-to-nobody allow consumed); release the claim only when
+    nothing was queued."""
+    gate = await start_gate(aiohttp_client, database_url, clock, client=world.sid,
+                            read_timeout_seconds=0.2)
+    number = mobile()
+    request_id = await world.consent(number, "voice", kind="request")
+    uniqueid = unique_id()
+    await hold(locker, request_id)
+    session = asyncio.ensure_future(run(listener(gate).port, "decide", [number],
+                                        callerid=world.voice, uniqueid=uniqueid))
+    await until(lambda: someone_waits_for_a_lock(pool), "the session's commit waits")
+    await listener(gate).close()  # the gate stops: the session is cancelled
+    assert (await session).variables == {}  # the channel got no answer
+    await locker.execute("ROLLBACK")
+    await gate.app[WRITER].sync()
+    (row,) = await rows(pool, number)
+    assert (row["decision"], row["consumed_consent_id"]) == ("allow", request_id)
+    assert await pool.fetchval("SELECT consumed_at FROM consents WHERE id = $1",
+                               request_id) is not None  # used up by a call never placed
+    again = await ask(world, number, cid=uniqueid)
+    found = await rows(pool, number)
+    assert len(found) == 1, (
+        f"one call_id, {len(found)} decision rows: "
+        f"{[(r['decision'], r['reason']) for r in found]} (the rerun got {again['decision']})")
+
+
+
+# --- Kamailio in front of the trunk -----------------------------------------------------------
+
+WITHIN = 60.0
+StartKamailio = Callable[..., Awaitable[Kamailio]]
+
+
+@pytest.fixture(scope="session")
+def sip_installed(tmp_path_factory: pytest.TempPathFactory) -> None:
+    sip_stack.ensure_installed(tmp_path_factory.mktemp("sip-install"))
+
+
+@pytest.fixture
+async def uas(sip_installed: None, tmp_path: Path) -> AsyncIterator[Carrier]:
+    async with sip_stack.carrier(tmp_path) as carrier:
+        yield carrier
+
+
+@pytest.fixture
+async def kamailio(world: World, uas: Carrier, tmp_path: Path) -> AsyncIterator[StartKamailio]:
+    """The shipped kamailio.cfg asking consent-proxy (or `url`) as the world's client and
+    relaying to the SIPp carrier (as tests/test_kamailio.py starts it)."""
+    started: list[Kamailio] = []
+
+    async def start(url: str | None = None, *, deadline_ms: int | None = 60_000,
+                    **defines: str | int) -> Kamailio:
+        workdir = tmp_path / f"kamailio-{len(started)}"
+        workdir.mkdir()
+        if deadline_ms is not None:
+            defines = {"DECISION_MS": deadline_ms, "GATE_TIMEOUT": deadline_ms // 1000,
+                       **defines}
+        found = await sip_stack.start_kamailio(
+            workdir, gate_url=url or str(world.admin.make_url("/dial/v1")),
+            username=world.sid, password=world.token, carrier_port=uas.port, **defines)
+        started.append(found)
+        return found
+
+    yield start
+    for one in started:
+        await one.stop()
+
+
+@pytest.fixture
+async def hop(aiohttp_server: Any, client: TestClient[Any, Any]) -> AsyncIterator[Hop]:
+    async with aiohttp.ClientSession() as session:
+        me = Hop(str(client.make_url("")).rstrip("/"), session)
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", me.handle)
+        server: TestServer = await aiohttp_server(app)
+        me.url = str(server.make_url("/dial/v1"))
+        yield me
+        me.release.set()
+
+
+def invite(port: int, number: str, caller: str, *, cid: str | None = None, cseq: int = 1,
+           extra: tuple[str, ...] = ()) -> str:
+    text = sip_stack.request("INVITE", f"sip:{number}@127.0.0.1:{port}", from_user=caller,
+                             to_user=number, call_id=cid, extra=extra)
+    return text.replace("CSeq: 1 INVITE", f"CSeq: {cseq} INVITE")
+
+
+async def test_kamailio_an_invite_retried_with_its_call_id_after_503_is_decided_afresh(
+        world: World, uas: Carrier, kamailio: StartKamailio, hop: Hop, pool: asyncpg.Pool
+) -> None:
+    """FINDING 1 through Kamailio (kamailio.cfg route[GATE_ASK]/route[GATE_READ]: an allow is
+    relayed whatever it replays).
+
+    What happens: the decision comes after DECISION_MS: the dialer gets 503, the late allow
+    is dropped and reported `cancelled`, and the contact request is given back (as shipped
+    and tested). The dialer retries the INVITE with the same Call-ID and CSeq 2 (RFC 3261
+    22.2 does so after a 401/407 from the carrier too): consent-proxy replays `allow` from
+    the call_id, Kamailio sends the call to the carrier, the person is reached. The request
+    stays given back (free for another call), the outcome on file stays `cancelled`, and the
+    carrier's 200 is reported `answered` in vain (409).
+    Should: a repeat of a call_id whose decision has an outcome is decided afresh (see
+    FINDING 1), so the retry consumes the request again or is denied."""
+    number = mobile()
+    request_id = await world.consent(number, "voice", kind="request")
+    hop.hold = True
+    gate = await kamailio(hop.url, deadline_ms=None, GATE_TIMEOUT=60)
+    cid = f"{uuid.uuid4().hex}@127.0.0.1"
+    first = await sip_stack.exchange(gate.port, invite(gate.port, number, world.voice, cid=cid))
+    assert first.status == 503
+    hop.release.set()  # allow, after the caller had its 503: reported `cancelled`
+    await asyncio.wait_for(hop.reported.wait(), WITHIN)
+    assert await pool.fetchval("SELECT consumed_at FROM consents WHERE id = $1",
+                               request_id) is None
+    hop.reported.clear()
+    retry = await sip_stack.exchange(
+        gate.port, invite(gate.port, number, world.voice, cid=cid, cseq=2))
+    reached = [m for m in uas.invites() if m.call_id == cid]
+    if reached:  # the carrier's 200 is reported as the outcome
+        await asyncio.wait_for(hop.reported.wait(), WITHIN)
+    consumed = await pool.fetchval("SELECT consumed_at FROM consents WHERE id = $1",
+                                   request_id)
+    outcome = await pool.fetch(
+        "SELECT o.status FROM dial_outcomes o JOIN decisions d ON d.id = o.decision_id "
+        "WHERE d.details->'dial'->>'call_id' = $1", cid)
+    assert not (reached and consumed is None), (
+        f"the retry got {retry.status}, the carrier got the INVITE, the contact request it "
+        f"placed the call on is free again, outcomes on file: {[r['status'] for r in outcome]}")
+
+
+async def test_kamailio_the_carrier_never_presents_a_caller_id_that_was_not_decided(
+        world: World, uas: Carrier, kamailio: StartKamailio, pool: asyncpg.Pool,
+        auth: dict[str, str]) -> None:
+    """N16 ("the number shown must be the organisation's own"; no withheld caller ID) and the
+    client's organisation restriction. kamailio.cfg route[GATE]: only the From user is asked
+    about; every other header goes to the carrier as the dialer wrote it.
+
+    What happens: the dialer's INVITE has its own organisation's number in From, and
+    `P-Asserted-Identity: <another organisation's number>` with `Privacy: id`. Consent-proxy
+    decides on the From user (allow); the carrier gets the INVITE with both headers. A trunk
+    shows the P-Asserted-Identity of a trusted peer as the caller's number (RFC 3325), or
+    nothing at all under `Privacy: id`: the person sees a number of an organisation this
+    client may not use, or no number.
+    Should: strip P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID and Privacy
+    before relaying (and assert the decided caller ID: `P-Asserted-Identity: <sip:$fU@...>`),
+    or ask consent-proxy about them (a Privacy of id/user/header is CALLER_ID_WITHHELD)."""
+    other = await make_world(world.admin, auth)  # another organisation and its sender
+    number = mobile()
+    await world.consent(number, "voice")
+    gate = await kamailio()
+    reply = await sip_stack.exchange(gate.port, invite(
+        gate.port, number, world.voice,
+        extra=(f"P-Asserted-Identity: <sip:{other.voice}@127.0.0.1>", "Privacy: id")))
+    assert reply.status == 200  # allowed on the From user
+    (sent,) = uas.invites()
+    presented = sent.header("P-Asserted-Identity")
+    assert presented is None or world.voice in presented, (
+        f"the carrier was asked to present {presented} (decided: {world.voice})")
+    assert "id" not in (sent.header("Privacy") or ""), "the carrier was asked to withhold it"
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[Message] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.got.put_nowait(sip_stack.parse_message("received",
+                                                    data.decode("utf-8", "replace")))
+
+
+async def test_kamailio_an_allowed_dialog_cannot_refer_the_carrier_to_another_number(
+        world: World, uas: Carrier, kamailio: StartKamailio, pool: asyncpg.Pool) -> None:
+    """"Nothing but allowed INVITEs and requests inside their dialogs reaches the carrier"
+    (kamailio.cfg header) — and the requests inside a dialog can place calls. route[IN_DIALOG]
+    relays any method of a known dialog.
+
+    What happens: an allowed call is up; the dialer sends an in-dialog REFER with
+    `Refer-To: <sip:other number@carrier>`. Kamailio relays it. A trunk that takes REFER
+    (most do, for blind transfer) places a call to that number for the dialer: a contact
+    no decision was made for. (The Twilio front refuses `<Refer>` for the same reason unless
+    `twilio.allow_sip`.)
+    Should: refuse REFER (and any in-dialog method but ACK, BYE, re-INVITE/UPDATE, PRACK,
+    INFO, OPTIONS, CANCEL) with 403/405 in route[IN_DIALOG]; the READMEs say so."""
+    number, victim = mobile(), mobile()
+    await world.consent(number, "voice")
+    gate = await kamailio()
+    loop = asyncio.get_running_loop()
+    transport, udp = await loop.create_datagram_endpoint(
+        _Udp, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", gate.port))
+    try:
+        local = transport.get_extra_info("sockname")[1]
+        cid = f"{uuid.uuid4().hex}@127.0.0.1"
+        sent = invite(gate.port, number, world.voice, cid=cid).replace("LOCALPORT", str(local))
+        transport.sendto(sent.encode())
+        while True:
+            ok = await asyncio.wait_for(udp.got.get(), WITHIN)
+            if (ok.status or 0) >= 200:
+                break
+        assert ok.status == 200
+        route = ok.header("Record-Route")
+        contact = (ok.header("Contact") or "").strip("<>")
+        from_ = next(line for line in sent.split("\r\n") if line.startswith("From:"))
+
+        def in_dialog(method: str, cseq: int, *extra: str) -> str:
+            return "\r\n".join([
+                f"{method} {contact} SIP/2.0",
+                f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{uuid.uuid4().hex}",
+                f"Route: {route}", from_, f"To: {ok.header('To')}", f"Call-ID: {cid}",
+                f"CSeq: {cseq} {method}", f"Contact: <sip:dialer@127.0.0.1:{local}>",
+                "Max-Forwards: 70", *extra, "Content-Length: 0"]) + "\r\n\r\n"
+
+        transport.sendto(in_dialog("ACK", 1).encode())
+        transport.sendto(in_dialog(
+            "REFER", 2, f"Refer-To: <sip:{victim}@127.0.0.1:{uas.port}>",
+            f"Referred-By: <sip:{world.voice}@127.0.0.1>").encode())
+        # Until Kamailio answers the REFER itself, or the carrier has it (which does not
+        # answer it: tm would take 32 s to give up).
+        answered: list[Message] = []
+
+        def refer_done() -> bool:
+            while not udp.got.empty():
+                got = udp.got.get_nowait()
+                if got.cseq_method == "REFER" and (got.status or 0) >= 200:
+                    answered.append(got)
+            return bool(answered) or any(m.method == "REFER" for m in uas.received())
+
+        await until(refer_done, "the REFER is answered or relayed")
+    finally:
+        transport.close()
+    refers = [m for m in uas.received() if m.method == "REFER"]
+    assert refers == [], (
+        f"the carrier got REFER to {refers[0].header('Refer-To')}; no decision exists for "
+        f"that number: {await rows(pool, victim)}")
