@@ -1,33 +1,27 @@
-"""Dial-time decisions under attack: the dial API, FastAGI and Kamailio in front of the trunk.
+"""Dial-time decisions under attack: the dial API and FastAGI.
 
-Each test is one finding and fails on the code as it stands; what it should do is in its
-docstring. Real PostgreSQL, the injected clock, the FastAGI client of tests/agi_client.py,
-Debian's Kamailio and SIPp where the finding is Kamailio's.
+Each test is one way to get a call placed, or a record written, that the rules do not
+allow; what should happen is in its docstring. Real PostgreSQL, the injected clock and the
+FastAGI client of tests/agi_client.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from proxy.keys import POOL, WRITER
-from tests import agi_client, sip_stack
+from tests import agi_client
 from tests.agi_client import run, unique_id
 from tests.conftest import AMS, REPO, Clock, mobile
-from tests.sip_stack import Carrier, Kamailio, Message
 from tests.test_dial_api import D, ask, call_id, consent, creds, report, rows
 from tests.test_fastagi import listener, start_gate
-from tests.test_kamailio import Hop
 from tests.world import World, make_world
 
 
@@ -381,211 +375,3 @@ async def test_fastagi_a_session_cancelled_at_shutdown_leaves_one_decision_per_c
     assert len(found) == 1, (
         f"one call_id, {len(found)} decision rows: "
         f"{[(r['decision'], r['reason']) for r in found]} (the rerun got {again['decision']})")
-
-
-
-# --- Kamailio in front of the trunk -----------------------------------------------------------
-
-WITHIN = 60.0
-StartKamailio = Callable[..., Awaitable[Kamailio]]
-
-
-@pytest.fixture(scope="session")
-def sip_installed(tmp_path_factory: pytest.TempPathFactory) -> None:
-    sip_stack.ensure_installed(tmp_path_factory.mktemp("sip-install"))
-
-
-@pytest.fixture
-async def uas(sip_installed: None, tmp_path: Path) -> AsyncIterator[Carrier]:
-    async with sip_stack.carrier(tmp_path) as carrier:
-        yield carrier
-
-
-@pytest.fixture
-async def kamailio(world: World, uas: Carrier, tmp_path: Path) -> AsyncIterator[StartKamailio]:
-    """The shipped kamailio.cfg asking consent-proxy (or `url`) as the world's client and
-    relaying to the SIPp carrier (as tests/test_kamailio.py starts it)."""
-    started: list[Kamailio] = []
-
-    async def start(url: str | None = None, *, deadline_ms: int | None = 60_000,
-                    **defines: str | int) -> Kamailio:
-        workdir = tmp_path / f"kamailio-{len(started)}"
-        workdir.mkdir()
-        if deadline_ms is not None:
-            defines = {"DECISION_MS": deadline_ms, "GATE_TIMEOUT": deadline_ms // 1000,
-                       **defines}
-        found = await sip_stack.start_kamailio(
-            workdir, gate_url=url or str(world.admin.make_url("/dial/v1")),
-            username=world.sid, password=world.token, carrier_port=uas.port, **defines)
-        started.append(found)
-        return found
-
-    yield start
-    for one in started:
-        await one.stop()
-
-
-@pytest.fixture
-async def hop(aiohttp_server: Any, client: TestClient[Any, Any]) -> AsyncIterator[Hop]:
-    async with aiohttp.ClientSession() as session:
-        me = Hop(str(client.make_url("")).rstrip("/"), session)
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", me.handle)
-        server: TestServer = await aiohttp_server(app)
-        me.url = str(server.make_url("/dial/v1"))
-        yield me
-        me.release.set()
-
-
-def invite(port: int, number: str, caller: str, *, cid: str | None = None, cseq: int = 1,
-           extra: tuple[str, ...] = ()) -> str:
-    text = sip_stack.request("INVITE", f"sip:{number}@127.0.0.1:{port}", from_user=caller,
-                             to_user=number, call_id=cid, extra=extra)
-    return text.replace("CSeq: 1 INVITE", f"CSeq: {cseq} INVITE")
-
-
-async def test_kamailio_an_invite_retried_with_its_call_id_after_503_is_decided_afresh(
-        world: World, uas: Carrier, kamailio: StartKamailio, hop: Hop, pool: asyncpg.Pool
-) -> None:
-    """FINDING 1 through Kamailio (kamailio.cfg route[GATE_ASK]/route[GATE_READ]: an allow is
-    relayed whatever it replays).
-
-    What happens: the decision comes after DECISION_MS: the dialer gets 503, the late allow
-    is dropped and reported `cancelled`, and the contact request is given back (as shipped
-    and tested). The dialer retries the INVITE with the same Call-ID and CSeq 2 (RFC 3261
-    22.2 does so after a 401/407 from the carrier too): consent-proxy replays `allow` from
-    the call_id, Kamailio sends the call to the carrier, the person is reached. The request
-    stays given back (free for another call), the outcome on file stays `cancelled`, and the
-    carrier's 200 is reported `answered` in vain (409).
-    Should: a repeat of a call_id whose decision has an outcome is decided afresh (see
-    FINDING 1), so the retry consumes the request again or is denied."""
-    number = mobile()
-    request_id = await world.consent(number, "voice", kind="request")
-    hop.hold = True
-    gate = await kamailio(hop.url, deadline_ms=None, GATE_TIMEOUT=60)
-    cid = f"{uuid.uuid4().hex}@127.0.0.1"
-    first = await sip_stack.exchange(gate.port, invite(gate.port, number, world.voice, cid=cid))
-    assert first.status == 503
-    hop.release.set()  # allow, after the caller had its 503: reported `cancelled`
-    await asyncio.wait_for(hop.reported.wait(), WITHIN)
-    assert await pool.fetchval("SELECT consumed_at FROM consents WHERE id = $1",
-                               request_id) is None
-    hop.reported.clear()
-    retry = await sip_stack.exchange(
-        gate.port, invite(gate.port, number, world.voice, cid=cid, cseq=2))
-    reached = [m for m in uas.invites() if m.call_id == cid]
-    if reached:  # the carrier's 200 is reported as the outcome
-        await asyncio.wait_for(hop.reported.wait(), WITHIN)
-    consumed = await pool.fetchval("SELECT consumed_at FROM consents WHERE id = $1",
-                                   request_id)
-    outcome = await pool.fetch(
-        "SELECT o.status FROM dial_outcomes o JOIN decisions d ON d.id = o.decision_id "
-        "WHERE d.details->'dial'->>'call_id' = $1", cid)
-    assert not (reached and consumed is None), (
-        f"the retry got {retry.status}, the carrier got the INVITE, the contact request it "
-        f"placed the call on is free again, outcomes on file: {[r['status'] for r in outcome]}")
-
-
-async def test_kamailio_the_carrier_never_presents_a_caller_id_that_was_not_decided(
-        world: World, uas: Carrier, kamailio: StartKamailio, pool: asyncpg.Pool,
-        auth: dict[str, str]) -> None:
-    """N16 ("the number shown must be the organisation's own"; no withheld caller ID) and the
-    client's organisation restriction. kamailio.cfg route[GATE]: only the From user is asked
-    about; every other header goes to the carrier as the dialer wrote it.
-
-    What happens: the dialer's INVITE has its own organisation's number in From, and
-    `P-Asserted-Identity: <another organisation's number>` with `Privacy: id`. Consent-proxy
-    decides on the From user (allow); the carrier gets the INVITE with both headers. A trunk
-    shows the P-Asserted-Identity of a trusted peer as the caller's number (RFC 3325), or
-    nothing at all under `Privacy: id`: the person sees a number of an organisation this
-    client may not use, or no number.
-    Should: strip P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID and Privacy
-    before relaying (and assert the decided caller ID: `P-Asserted-Identity: <sip:$fU@...>`),
-    or ask consent-proxy about them (a Privacy of id/user/header is CALLER_ID_WITHHELD)."""
-    other = await make_world(world.admin, auth)  # another organisation and its sender
-    number = mobile()
-    await world.consent(number, "voice")
-    gate = await kamailio()
-    reply = await sip_stack.exchange(gate.port, invite(
-        gate.port, number, world.voice,
-        extra=(f"P-Asserted-Identity: <sip:{other.voice}@127.0.0.1>", "Privacy: id")))
-    assert reply.status == 200  # allowed on the From user
-    (sent,) = uas.invites()
-    presented = sent.header("P-Asserted-Identity")
-    assert presented is None or world.voice in presented, (
-        f"the carrier was asked to present {presented} (decided: {world.voice})")
-    assert "id" not in (sent.header("Privacy") or ""), "the carrier was asked to withhold it"
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.got: asyncio.Queue[Message] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.got.put_nowait(sip_stack.parse_message("received",
-                                                    data.decode("utf-8", "replace")))
-
-
-async def test_kamailio_an_allowed_dialog_cannot_refer_the_carrier_to_another_number(
-        world: World, uas: Carrier, kamailio: StartKamailio, pool: asyncpg.Pool) -> None:
-    """"Nothing but allowed INVITEs and requests inside their dialogs reaches the carrier"
-    (kamailio.cfg header) — and the requests inside a dialog can place calls. route[IN_DIALOG]
-    relays any method of a known dialog.
-
-    What happens: an allowed call is up; the dialer sends an in-dialog REFER with
-    `Refer-To: <sip:other number@carrier>`. Kamailio relays it. A trunk that takes REFER
-    (most do, for blind transfer) places a call to that number for the dialer: a contact
-    no decision was made for. (The Twilio front refuses `<Refer>` for the same reason unless
-    `twilio.allow_sip`.)
-    Should: refuse REFER (and any in-dialog method but ACK, BYE, re-INVITE/UPDATE, PRACK,
-    INFO, OPTIONS, CANCEL) with 403/405 in route[IN_DIALOG]; the READMEs say so."""
-    number, victim = mobile(), mobile()
-    await world.consent(number, "voice")
-    gate = await kamailio()
-    loop = asyncio.get_running_loop()
-    transport, udp = await loop.create_datagram_endpoint(
-        _Udp, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", gate.port))
-    try:
-        local = transport.get_extra_info("sockname")[1]
-        cid = f"{uuid.uuid4().hex}@127.0.0.1"
-        sent = invite(gate.port, number, world.voice, cid=cid).replace("LOCALPORT", str(local))
-        transport.sendto(sent.encode())
-        while True:
-            ok = await asyncio.wait_for(udp.got.get(), WITHIN)
-            if (ok.status or 0) >= 200:
-                break
-        assert ok.status == 200
-        route = ok.header("Record-Route")
-        contact = (ok.header("Contact") or "").strip("<>")
-        from_ = next(line for line in sent.split("\r\n") if line.startswith("From:"))
-
-        def in_dialog(method: str, cseq: int, *extra: str) -> str:
-            return "\r\n".join([
-                f"{method} {contact} SIP/2.0",
-                f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{uuid.uuid4().hex}",
-                f"Route: {route}", from_, f"To: {ok.header('To')}", f"Call-ID: {cid}",
-                f"CSeq: {cseq} {method}", f"Contact: <sip:dialer@127.0.0.1:{local}>",
-                "Max-Forwards: 70", *extra, "Content-Length: 0"]) + "\r\n\r\n"
-
-        transport.sendto(in_dialog("ACK", 1).encode())
-        transport.sendto(in_dialog(
-            "REFER", 2, f"Refer-To: <sip:{victim}@127.0.0.1:{uas.port}>",
-            f"Referred-By: <sip:{world.voice}@127.0.0.1>").encode())
-        # Until Kamailio answers the REFER itself, or the carrier has it (which does not
-        # answer it: tm would take 32 s to give up).
-        answered: list[Message] = []
-
-        def refer_done() -> bool:
-            while not udp.got.empty():
-                got = udp.got.get_nowait()
-                if got.cseq_method == "REFER" and (got.status or 0) >= 200:
-                    answered.append(got)
-            return bool(answered) or any(m.method == "REFER" for m in uas.received())
-
-        await until(refer_done, "the REFER is answered or relayed")
-    finally:
-        transport.close()
-    refers = [m for m in uas.received() if m.method == "REFER"]
-    assert refers == [], (
-        f"the carrier got REFER to {refers[0].header('Refer-To')}; no decision exists for "
-        f"that number: {await rows(pool, victim)}")
