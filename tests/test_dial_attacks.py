@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from proxy.dial.request import DialRequest
 from proxy.keys import POOL, WRITER
 from tests import agi_client
 from tests.agi_client import run, unique_id
@@ -375,3 +376,97 @@ async def test_fastagi_a_session_cancelled_at_shutdown_leaves_one_decision_per_c
     assert len(found) == 1, (
         f"one call_id, {len(found)} decision rows: "
         f"{[(r['decision'], r['reason']) for r in found]} (the rerun got {again['decision']})")
+
+
+# --- what the fixes keep working ---------------------------------------------------------
+
+async def test_an_allow_is_replayed_within_a_sip_transaction(world: World, clock: Clock) -> None:
+    """A retransmitted INVITE (within Timer B, 32 s) gets the first answer, nothing more."""
+    pool = world.admin.app[POOL]
+    number = mobile()
+    request_id = await world.consent(number, "voice", kind="request")
+    cid = call_id()
+    first = await ask(world, number, cid=cid)
+    clock.now += dt.timedelta(seconds=31)
+    again = await ask(world, number, cid=cid)
+    assert (again["decision"], again["decision_id"]) == ("allow", first["decision_id"])
+    (row,) = await rows(pool, number)
+    assert row["consumed_consent_id"] == request_id
+
+
+async def test_a_call_id_asked_again_after_33_s_is_decided_afresh(
+        world: World, clock: Clock) -> None:
+    """N6: a new attempt with an old call_id uses up a request of its own (or is denied)."""
+    pool = world.admin.app[POOL]
+    number = mobile()
+    await world.consent(number, "voice", kind="request")
+    cid = call_id()
+    first = await ask(world, number, cid=cid)
+    clock.now += dt.timedelta(seconds=33)
+    again = await ask(world, number, cid=cid)
+    assert again["decision_id"] != first["decision_id"]
+    assert (again["decision"], again["reason"]) == ("deny", "NO_LEGAL_BASIS")
+    assert len(await rows(pool, number)) == 2
+
+
+async def test_an_abandoned_claim_is_taken_over(world: World, clock: Clock) -> None:
+    """A claim whose decider went away before committing (a crash) holds a call_id for 30 s
+    only; then a retransmission decides, once."""
+    pool = world.admin.app[POOL]
+    number = mobile()
+    await world.consent(number, "voice")
+    cid = call_id()
+    await pool.execute(
+        "INSERT INTO dial_attempts (client_id, call_id, request_hash, claimed_at) "
+        "VALUES ($1, $2, $3, $4)", world.sid, cid,
+        DialRequest(number, world.voice, cid, False).fingerprint(),
+        clock.now - dt.timedelta(seconds=31))
+    taken = await ask(world, number, cid=cid)
+    assert taken["decision"] == "allow"
+    assert len(await rows(pool, number)) == 1
+
+
+async def test_fastagi_from_equal_to_the_channels_caller_id_or_for_none_is_decided(
+        aiohttp_client: Any, database_url: str, clock: Clock, world: World) -> None:
+    gate = await start_gate(aiohttp_client, database_url, clock, client=world.sid)
+    number = mobile()
+    await world.consent(number, "voice")
+    port = listener(gate).port
+    same = await run(port, "decide", [number, f"from={world.voice}"], callerid=world.voice)
+    assert same.variables["CONSENT_DECISION"] == "allow", same.variables
+    none = await run(port, "decide", [number, f"from={world.voice}"])  # callerid unknown
+    assert none.variables["CONSENT_DECISION"] == "allow", none.variables
+    other = await run(port, "decide", [number, "from=+31201111111"], callerid=world.voice)
+    assert other.variables["CONSENT_REASON"] == "AGI_BAD_REQUEST"
+    assert other.variables["CONSENT_ERROR"].startswith("from:")
+
+
+async def test_fastagi_a_latin_1_caller_name_does_not_drop_the_session(
+        aiohttp_client: Any, database_url: str, clock: Clock, world: World) -> None:
+    gate = await start_gate(aiohttp_client, database_url, clock, client=world.sid)
+    number = mobile()
+    await world.consent(number, "voice")
+    port = listener(gate).port
+    lines = agi_client.environment("decide", [number], port=port, callerid=world.voice,
+                                   uniqueid=unique_id())
+    header = agi_client.header_bytes(lines).replace(b"agi_calleridname: Energie BV",
+                                                    "agi_calleridname: Énergie".encode("latin-1"))
+    reader, writer = await agi_client.connect(port)
+    session = await agi_client.converse(reader, writer, header)
+    assert session.variables["CONSENT_DECISION"] == "allow", session.variables
+
+
+async def test_fastagi_cancel_is_recorded_cancelled_and_gives_back(
+        aiohttp_client: Any, database_url: str, clock: Clock, world: World,
+        pool: asyncpg.Pool) -> None:
+    """Asterisk's DIALSTATUS CANCEL is the outcome a SIP proxy reports for a CANCEL."""
+    gate = await start_gate(aiohttp_client, database_url, clock, client=world.sid)
+    number = mobile()
+    request_id = await world.consent(number, "voice", kind="request")
+    port = listener(gate).port
+    decided = await run(port, "decide", [number], callerid=world.voice)
+    decision_id = decided.variables["CONSENT_DECISION_ID"]
+    reported = await run(port, "outcome", [decision_id, "CANCEL"])
+    assert reported.variables["CONSENT_OUTCOME"] == "cancelled"
+    assert await pool.fetchval("SELECT consumed_at FROM consents WHERE id = $1",
+                               request_id) is None

@@ -36,6 +36,8 @@ from proxy.store.clients import (
 from proxy.store.decisions import (
     WRITE_SQL,
     DecisionRecord,
+    DialClaim,
+    DialClaimLost,
     IdempotencyClaim,
     RequestAlreadyUsed,
     Reversal,
@@ -110,6 +112,8 @@ __all__ = [
     "ConsentIn",
     "ContactOutcome",
     "DecisionRecord",
+    "DialClaim",
+    "DialClaimLost",
     "IdempotencyClaim",
     "InboundRecord",
     "ObjectionIn",
