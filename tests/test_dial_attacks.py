@@ -66,22 +66,21 @@ async def someone_waits_for_a_lock(pool: asyncpg.Pool) -> bool:
     return n > 0
 
 
-# --- FINDING 1: a replayed call_id answers `allow` on a decision already given back -------------
+# --- a call_id replayed after its request was given back -------------------------------------
 
 async def test_a_call_id_replayed_after_a_not_reached_outcome_is_not_allowed_again(
         world: World) -> None:
-    """N6 (a contact request covers one contact), decisions.py:55-56, 86-97.
+    """N6 (a contact request covers one contact),.
 
-    What happens: the dialer is allowed call X (the contact request is consumed), reports
+    The attack: the dialer is allowed call X (the contact request is consumed), reports
     `busy` (the request is given back), then asks again with the same call_id X: the first
     answer is replayed, `allow`, with the old decision id and nothing consumed. The call goes
     out (the person is reached) while the request stays free, so the next call_id is
     allowed on the same request too: two reached contacts on one contact request, and the
     record says the only decision reached nobody. Kamailio does exactly this when the
     carrier answers 407 (the dialer's authenticated re-INVITE keeps the Call-ID, RFC 3261
-    22.2) or when a dialer retries an INVITE that got 503 at the deadline (see the Kamailio
-    test below).
-    Should: once an outcome is recorded (or anything given back) for the decision a call_id
+    22.2) or when a dialer retries an INVITE that got 503 at the deadline (tests/test_kamailio.py).
+    The gate: once an outcome is recorded (or anything given back) for the decision a call_id
     holds, a repeat of that call_id is decided afresh (a new row that consumes again), or at
     least never answered `allow`."""
     pool = world.admin.app[POOL]
@@ -102,8 +101,8 @@ async def test_a_call_id_replayed_after_a_not_reached_outcome_is_not_allowed_aga
 
 
 async def test_a_given_back_request_is_not_good_for_two_reached_calls(world: World) -> None:
-    """The consequence of FINDING 1 in numbers: one contact request, two calls the dialer was
-    told it may place and report `answered` for. Only one of them has a row that consumed
+    """A call_id replayed after a give-back, in numbers: one contact request, two calls the
+    dialer was told it may place and report `answered` for. Only one of them has a row that consumed
     the request (N6: "voor iedere afzonderlijke communicatie")."""
     pool = world.admin.app[POOL]
     number = mobile()
@@ -119,17 +118,16 @@ async def test_a_given_back_request_is_not_good_for_two_reached_calls(world: Wor
         f"{[(r['id'], r['decision'], r['consumed_consent_id']) for r in await rows(pool, number)]}")
 
 
-# --- FINDING 2: a replayed allow ignores what changed since (objection, hours) --------------
+# --- a replayed allow and what changed since (objection, hours) ------------------------------
 
 async def test_a_replayed_allow_does_not_survive_an_objection(world: World, clock: Clock) -> None:
-    """N11: an objection blocks "from the moment it is recorded". decisions.py:95-97 and
-    attempts.py:368 (REPLAY_WINDOW 24 h).
+    """N11: an objection blocks "from the moment it is recorded".
 
-    What happens: call_id X is allowed at 10:00; the person objects at 10:05 (recorded); the
+    The attack: call_id X is allowed at 10:00; the person objects at 10:05 (recorded); the
     dialer asks for X again at 10:10 and gets `allow` (sip.status 200), the old decision
     replayed with nothing looked up. The README ("Dial-time decisions") calls this a
     retransmitted INVITE, but nothing bounds it to one: any repeat within 24 hours gets it.
-    Should: replay an allow only within a SIP transaction's lifetime (Timer B, 32 s) and
+    The gate: replay an allow only within a SIP transaction's lifetime (Timer B, 32 s) and
     decide afresh after that; or re-check objections (and the time rules) before replaying an
     allow."""
     number = mobile()
@@ -147,13 +145,13 @@ async def test_a_replayed_allow_does_not_survive_an_objection(world: World, cloc
 
 
 async def test_a_replayed_allow_does_not_reach_past_22_00(world: World, clock: Clock) -> None:
-    """N13: calls on working days until 22:00. decisions.py:95-97.
+    """N13: calls on working days until 22:00.
 
-    What happens: call_id X allowed at 21:59:50, asked again at 22:00:30 (and it would be at
+    The attack: call_id X allowed at 21:59:50, asked again at 22:00:30 (and it would be at
     23:30 too): `allow`, sip.status 200. The FastAGI section of the README warns about reruns
     in one channel; the dial API section (and integrations/kamailio/README.md: "one asked
     again later gets the first decision") presents it as harmless retransmission.
-    Should: as above (replay only within a transaction's lifetime, else decide afresh), and
+    The gate: as above (replay only within a transaction's lifetime, else decide afresh), and
     the dial API section says what a replay means."""
     number = mobile()
     await world.consent(number, "voice")
@@ -167,18 +165,18 @@ async def test_a_replayed_allow_does_not_reach_past_22_00(world: World, clock: C
         "an allow at 23:30 on Monday night")
 
 
-# --- FINDING 3: a decision slower than ABANDONED (30 s) is decided twice --------------------
+# --- a decision slower than ABANDONED (30 s) -------------------------------------------------
 
 async def test_a_slow_decision_is_not_taken_over_and_decided_twice(
         world: World, clock: Clock, locker: asyncpg.Connection, pool: asyncpg.Pool) -> None:
-    """"Every gated request leaves exactly one decision record." attempts.py:367, 397-399.
+    """"Every gated request leaves exactly one decision record."
 
-    What happens: the group commit of call_id X's decision waits (here: on a row lock, as it
+    The attack: the group commit of call_id X's decision waits (here: on a row lock, as it
     would behind a long transaction or a stalled disk). 30 s later a retransmission of X
     finds the claim without an answer and takes it over as "abandoned", though its decision
     is still under way: a second decision is made. Both commit: two rows for one call_id
     (`allow` consuming the request and `deny`), and the two askers got different answers.
-    Should: a claim is taken over only when its decider is known to be gone (claim the
+    The gate: a claim is taken over only when its decider is known to be gone (claim the
     call_id in the decision's own commit, as the Twilio front claims its idempotency key in
     WRITE_SQL; or hold an advisory lock while deciding)."""
     number = mobile()
@@ -206,19 +204,19 @@ async def test_a_slow_decision_is_not_taken_over_and_decided_twice(
         f"{[(a['decision'], a['decision_id']) for a in answers]}")
 
 
-# --- FINDING 4: a contact request contested twice is a 500 ------------------------------------
+# --- a contact request contested twice -------------------------------------------------------
 
 async def test_three_concurrent_calls_on_two_requests_get_answers_not_500(
         world: World, locker: asyncpg.Connection, pool: asyncpg.Pool) -> None:
-    """"Never a 500." gate/core.py:142-147.
+    """"Never a 500."
 
-    What happens: three calls to one number with two contact requests on file, at once (a
+    The attack: three calls to one number with two contact requests on file, at once (a
     dialer retrying, two agents). All three are evaluated on the first request; one commits
     with it, the other two fail (RequestAlreadyUsed) and decide `again`, both on the second
     request; one of them commits, and the other's second RequestAlreadyUsed is not caught:
     the dial API answers 500 (FastAGI: AGI_INTERNAL_ERROR), the claim is dropped and no
     decision row is left for that request.
-    Should: decide again until the request used is one nobody took (or, after a bounded
+    The gate: decide again until the request used is one nobody took (or, after a bounded
     number of tries, decide without any request: NO_LEGAL_BASIS), each time recording the
     decision; never a 500."""
     number = mobile()
@@ -239,18 +237,18 @@ async def test_three_concurrent_calls_on_two_requests_get_answers_not_500(
     assert statuses == [200, 200, 200], (statuses, bodies)
 
 
-# --- FINDING 5: FastAGI decides on a caller ID the channel presents as withheld ----------------
+# --- FastAGI and the caller ID the channel presents ------------------------------------------
 
 async def test_fastagi_a_caller_id_presented_restricted_is_withheld(
         aiohttp_client: Any, database_url: str, clock: Clock, world: World) -> None:
-    """N16: no withheld caller ID. agi_requests.py:458 reads `agi_callerid` only.
+    """N16: no withheld caller ID.
 
-    What happens: the channel's caller ID is the organisation's registered number, but its
+    The attack: the channel's caller ID is the organisation's registered number, but its
     presentation is restricted (`Set(CALLERID(pres)=prohib)` in the dialplan, or the
     dialer's CLIR): Asterisk sends `agi_callingpres: 32` (AST_PRES_RESTRICTED) and will send
     the call out with `Privacy: id` / a withheld number. The gate never reads
     agi_callingpres and answers `allow`: the person sees "anonymous".
-    Should: a presentation other than allowed (`agi_callingpres & 0x60` non-zero: restricted
+    The gate: a presentation other than allowed (`agi_callingpres & 0x60` non-zero: restricted
     or unavailable) is CALLER_ID_WITHHELD, whatever `agi_callerid` or `from=` say."""
     gate = await start_gate(aiohttp_client, database_url, clock, client=world.sid)
     number = mobile()
@@ -269,15 +267,15 @@ async def test_fastagi_a_caller_id_presented_restricted_is_withheld(
 async def test_fastagi_from_names_the_caller_id_the_channel_presents(
         aiohttp_client: Any, database_url: str, clock: Clock, world: World,
         auth: dict[str, str]) -> None:
-    """N16 and the organisation restriction, on FastAGI. agi_requests.py:458.
+    """N16 and the organisation restriction, on FastAGI.
 
-    What happens: `from=` replaces the channel's caller ID for the decision only; the call
+    The attack: `from=` replaces the channel's caller ID for the decision only; the call
     still goes out with the channel's CALLERID(num). A dialplan (a tenant's, on a PBX whose
     listener serves several clients) passes `from=<its own organisation's number>` while its
     channel presents another organisation's number: `allow`, and the person sees a number
     the client may not use. The README's argument table presents `from=` as simply "the
     caller ID".
-    Should: refuse a `from=` that differs from a present agi_callerid (AGI_BAD_REQUEST naming
+    The gate: refuse a `from=` that differs from a present agi_callerid (AGI_BAD_REQUEST naming
     `from`), or decide on both and deny unless both are the client's; at least the README
     says the decision holds only if the channel presents exactly `from=`."""
     other = await make_world(world.admin, auth)
@@ -292,12 +290,12 @@ async def test_fastagi_from_names_the_caller_id_the_channel_presents(
 
 def test_readme_outcome_hook_names_the_client_where_the_listener_serves_several() -> None:
     """README "Asterisk (FastAGI)": `outcome` decides as `fastagi.client` unless `client=` is
-    given (agi_requests.py:485, fastagi.py:192-205), but the README documents `client=` for
-    `decide` only and its h extension has no `client=`. A PBX that serves several clients
-    (`fastagi.clients`, `client=` on decide) and copies the h extension gets
-    AGI_CLIENT_UNKNOWN (no default client) or a NotFound (another client's decision) for
-    every outcome, so nothing a BUSY or NOANSWER call used up is ever given back.
-    Should: the README's outcome hook shows `[,client=AC…]` and says it must name the
+    given. Were `client=` documented for `decide` only, with an h extension without it, a
+    PBX that serves several clients (`fastagi.clients`, `client=` on decide) and copies the
+    h extension would get AGI_CLIENT_UNKNOWN (no default client) or a NotFound (another
+    client's decision) for every outcome, so nothing a BUSY or NOANSWER call used up would
+    ever be given back.
+    The gate: the README's outcome hook shows `[,client=AC…]` and says it must name the
     client that decided."""
     readme = (REPO / "README.md").read_text("utf-8")
     section = readme[readme.index("## Asterisk (FastAGI)"):readme.index("## The opt-out loop")]
@@ -308,15 +306,15 @@ def test_readme_outcome_hook_names_the_client_where_the_listener_serves_several(
 async def test_fastagi_an_allow_given_back_on_hangup_is_not_recorded_answered(
         aiohttp_client: Any, database_url: str, clock: Clock, world: World,
         pool: asyncpg.Pool) -> None:
-    """decisions.py:109-126 (record_outcome) and fastagi.py:167-174.
+    """The outcome hook after a hang-up give-back.
 
-    What happens: Asterisk answers the last SET VARIABLE (CONSENT_DECISION=allow, already
+    The attack: Asterisk answers the last SET VARIABLE (CONSENT_DECISION=allow, already
     set on the channel) with a HANGUP line; the gate gives the contact request back
     (`not_reached`, `hangup`). The outcome hook then reports ANSWER for that decision and it
     is recorded `answered`: the record says the person was reached and that nobody was, and
     the request is free for another call. (The dial API's outcome route does the same for
     any decision given back without an outcome.)
-    Should: an outcome `answered` for a decision whose consumption was given back is a
+    The gate: an outcome `answered` for a decision whose consumption was given back is a
     conflict (AGI_CONFLICT / 409), or consumes the request again; never both rows."""
     gate = await start_gate(aiohttp_client, database_url, clock, client=world.sid)
     number = mobile()
@@ -336,22 +334,21 @@ async def test_fastagi_an_allow_given_back_on_hangup_is_not_recorded_answered(
         "recorded answered, given back as not reached, and the request is free")
 
 
-# --- FINDING 6: a session cancelled during its commit leaves a row and drops its claim --------
+# --- a FastAGI session cancelled during its commit -------------------------------------------
 
 async def test_fastagi_a_session_cancelled_at_shutdown_leaves_one_decision_per_call_id(
         aiohttp_client: Any, database_url: str, clock: Clock, world: World,
         locker: asyncpg.Connection, pool: asyncpg.Pool) -> None:
-    """fastagi.py:82-93 ("a decision not yet committed is then not made"), decisions.py:57-62,
-    batch.py:103-112.
+    """The gate stopping while a FastAGI session's decision is being committed.
 
-    What happens: the gate stops (Listener.close) while a session's decision waits for its
+    The attack: the gate stops (Listener.close) while a session's decision waits for its
     group commit. The session is cancelled; `decisions.decide` drops the call_id's claim
     (`except BaseException: release`), but the decision is already queued in the group
     commit, which commits it anyway (a cancelled waiter does not take its row out of the
     batch). Left behind: an `allow` row that consumed the contact request, answered to
     nobody, never given back, and no claim, so the same call_id asked again (the channel's
     uniqueid, here over the dial API) is decided a second time: two rows for one call_id.
-    Should: shield the commit from cancellation and complete the claim with its answer (or
+    The gate: shield the commit from cancellation and complete the claim with its answer (or
     give back what an answered-to-nobody allow consumed); release the claim only when
     nothing was queued."""
     gate = await start_gate(aiohttp_client, database_url, clock, client=world.sid,
@@ -378,7 +375,7 @@ async def test_fastagi_a_session_cancelled_at_shutdown_leaves_one_decision_per_c
         f"{[(r['decision'], r['reason']) for r in found]} (the rerun got {again['decision']})")
 
 
-# --- what the fixes keep working ---------------------------------------------------------
+# --- what keeps working ----------------------------------------------------------------
 
 async def test_an_allow_is_replayed_within_a_sip_transaction(world: World, clock: Clock) -> None:
     """A retransmitted INVITE (within Timer B, 32 s) gets the first answer, nothing more."""
