@@ -30,6 +30,8 @@ class GroupCommit(Batcher[Row]):
                        claim: store.IdempotencyClaim | None) -> tuple[int, bool]:
         """Commit a decision row (see store.WRITE_SQL); returns (id, token claimed)."""
         row = await self.enqueue(("decision", store.record_args(record, claim)))
+        if row["lost"]:
+            raise store.DialClaimLost
         if row["id"] is None:
             raise store.RequestAlreadyUsed
         return row["id"], claim is None or bool(row["claimed"])

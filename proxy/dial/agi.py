@@ -97,7 +97,11 @@ def _variable(text: bytes) -> tuple[str, str]:
     try:
         value = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Dropped("malformed") from exc
+        if key.startswith(b"agi_arg_"):  # what the dialplan asks: it must be read as sent
+            raise Dropped("malformed") from exc
+        # Asterisk passes the channel's variables as it has them (a caller name in Latin-1
+        # from many trunks): read those byte for byte rather than drop the session.
+        value = raw.decode("latin-1")
     return key.decode("ascii"), value
 
 

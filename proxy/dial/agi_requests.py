@@ -5,7 +5,10 @@ outcome of an allowed call (`outcome`). Every refusal names the argument (`BadIn
     AGI(agi://gate:4573/outcome,${CONSENT_DECISION_ID},${DIALSTATUS}[,client=AC…])
 
 The first arguments are positional; the rest are `name=value`, in any order, each at most
-once. The caller ID is the channel's (`agi_callerid`) unless `from=` names one; the call_id
+once. The caller ID is the channel's (`agi_callerid`); `from=` names it where the channel has
+none, and must name the same number where it has one (N16: the call goes out with the
+channel's caller ID, so that is what is decided on). A channel presenting its caller ID as
+restricted or unavailable (`agi_callingpres`) is withheld, whatever the number. The call_id
 is the channel's `agi_uniqueid` unless `call_id=` names one.
 """
 
@@ -23,11 +26,19 @@ DECIDE_OPTIONS = frozenset({"from", "automated", "client", "call_id"})
 OUTCOME_OPTIONS = frozenset({"client"})
 CLIENT_ID = re.compile(r"AC[0-9a-f]{32}")
 MAX_NUMBER = 64  # as the dial API's `to` and `from`
+# What Asterisk sends for a channel without a caller ID (agi_callerid).
+NO_CALLER_ID = frozenset({"", "unknown"})
+# Asterisk's presentation bits (AST_PRES_RESTRICTION in callerid.h): 0x20 restricted, 0x40
+# unavailable; 0x00 allowed. The screening bits (0x03) say nothing about presentation.
+PRES_RESTRICTION = 0x60
+# The caller ID the gate decides on for a channel that withholds its own (N16).
+WITHHELD = "restricted"
 # How a call ended in Asterisk (the Dial application's DIALSTATUS) as the dial API's outcome.
-# CANCEL: the calling side gave up while it rang, so nobody was reached; CONGESTION and
-# CHANUNAVAIL: the network or the channel could not carry the call.
+# CANCEL: the calling side gave up while it rang, so nobody was reached (`cancelled`, as a
+# SIP proxy reports a CANCEL); CONGESTION and CHANUNAVAIL: the network or the channel could
+# not carry the call.
 DIALSTATUS: dict[str, OutcomeStatus] = {
-    "ANSWER": "answered", "BUSY": "busy", "NOANSWER": "no_answer", "CANCEL": "no_answer",
+    "ANSWER": "answered", "BUSY": "busy", "NOANSWER": "no_answer", "CANCEL": "cancelled",
     "CONGESTION": "failed", "CHANUNAVAIL": "failed",
 }
 
@@ -66,10 +77,7 @@ def dial_request(header: Header) -> tuple[DialRequest, str | None]:
     if len(to) > MAX_NUMBER:
         raise BadInput(f"at most {MAX_NUMBER} characters", "arg_1")
     options = _options(args[1:], DECIDE_OPTIONS, 2)
-    from_ = options.get("from", header.env.get("agi_callerid", "")).strip()
-    if len(from_) > MAX_NUMBER:
-        raise BadInput(f"at most {MAX_NUMBER} characters",
-                       "from" if "from" in options else "agi_callerid")
+    from_ = _caller_id(header, options)
     automated = options.get("automated", "false").lower()
     if automated not in ("true", "false"):
         raise BadInput("expected true or false", "automated")
@@ -78,6 +86,35 @@ def dial_request(header: Header) -> tuple[DialRequest, str | None]:
         raise BadInput("expected 1-256 printable ASCII characters without spaces",
                        "call_id" if "call_id" in options else "agi_uniqueid")
     return DialRequest(to, from_, call_id, automated == "true"), _client(options)
+
+
+def _caller_id(header: Header, options: dict[str, str]) -> str:
+    """The caller ID the call goes out with: the channel's, or `from=` where it has none."""
+    channel = header.env.get("agi_callerid", "").strip()
+    named = options.get("from")
+    if len(channel) > MAX_NUMBER:
+        raise BadInput(f"at most {MAX_NUMBER} characters", "agi_callerid")
+    if named is not None:
+        named = named.strip()
+        if len(named) > MAX_NUMBER:
+            raise BadInput(f"at most {MAX_NUMBER} characters", "from")
+        # N16: deciding on one number while the channel presents another would let a
+        # dialplan show a number nobody decided on (another organisation's).
+        if channel.lower() not in NO_CALLER_ID and named != channel:
+            raise BadInput("differs from the channel's caller ID (agi_callerid); the call "
+                           "goes out with that one: set CALLERID(num) instead", "from")
+    # N16: a presentation other than allowed sends the call out withheld.
+    if _presentation(header) & PRES_RESTRICTION:
+        return WITHHELD
+    return named if named is not None else channel
+
+
+def _presentation(header: Header) -> int:
+    text = header.env.get("agi_callingpres", "0").strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 3:
+        raise BadInput("expected Asterisk's caller ID presentation (a number)",
+                       "agi_callingpres")
+    return int(text)
 
 
 def outcome_request(header: Header) -> tuple[int, OutcomeStatus, str | None]:

@@ -5,13 +5,18 @@ A decision is made as for a Twilio call create: the outage spool first, the same
 fact lookup, the same group commit (the decision row, a consumed contact request, a first
 call). A call_id is claimed before deciding, so a repeated call_id (a retransmitted INVITE,
 an AGI run again in the same channel, two identical requests at once) gets the first answer
-and makes no second decision.
+and makes no second decision: within a SIP transaction's lifetime, and only while the attempt
+has no outcome and nothing was given back (attempts.ANSWER_REPLAY); after that it is decided
+afresh. A decision once started is carried to its commit and its answer kept even if the one
+who asked goes away (a FastAGI session cancelled at shutdown): a decision committed with no
+answer kept would be made a second time when asked again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +50,25 @@ class Decided:
     new: bool
 
 
+# Decisions carried on after their asker went away (`decide`), until committed and kept.
+_SETTLING: set[asyncio.Task[Decided]] = set()
+
+
+async def settled(wait_seconds: float) -> None:
+    """Return once every decision under way has been committed and its answer kept (or
+    failed), or after `wait_seconds`: for a listener that stops. The rest go on with the
+    group commit, which the application stops after the listener."""
+    if _SETTLING:
+        await asyncio.wait(set(_SETTLING), timeout=wait_seconds)
+
+
+def _settled(work: asyncio.Task[Decided]) -> None:
+    _SETTLING.discard(work)
+    if not work.cancelled() and isinstance(work.exception(), Exception):
+        # Retrieved here too: an asker that went away never sees it (the log does).
+        log.info("dial_decision_ended", error=type(work.exception()).__name__)
+
+
 async def decide(app: web.Application, client: store.Client, dial: DialRequest,
                  request_id: str | None) -> Decided:
     """A new decision, committed before this returns, or the first answer to the same
@@ -54,11 +78,33 @@ async def decide(app: web.Application, client: store.Client, dial: DialRequest,
                                    dial.fingerprint(), now)
     if earlier is not None:
         return await _replay(app, client, dial, request_id, earlier)
+    # Shielded: cancelling the asker must not cancel its commit halfway (the group commit
+    # writes a queued row anyway) and drop the claim, which would let the same call_id be
+    # decided twice.
+    work = asyncio.ensure_future(_decide_claimed(app, client, dial, request_id, now))
+    _SETTLING.add(work)
+    work.add_done_callback(_settled)
     try:
-        decision_id, stored = await _decide(app, client, dial, request_id)
+        return await asyncio.shield(work)
+    except store.DialClaimLost:
+        # Taken over as abandoned while this waited for its commit: nothing was written;
+        # the answer is the one who took it over's.
+        log.warning("dial_claim_taken_over")
+        found = await attempts.find(app[POOL], client.id, dial.call_id)
+        return await _replay(app, client, dial, request_id,
+                             found or attempts.Attempt(dial.fingerprint(), None))
+
+
+async def _decide_claimed(app: web.Application, client: store.Client, dial: DialRequest,
+                          request_id: str | None, claimed_at: dt.datetime) -> Decided:
+    try:
+        decision_id, stored = await _decide(app, client, dial, request_id, claimed_at)
+    except store.DialClaimLost:
+        raise  # the claim is someone else's now
     except BaseException:
+        # Released only if nothing was committed under it (attempts.release).
         with contextlib.suppress(*STORE_ERRORS):
-            await attempts.release(app[POOL], client.id, dial.call_id)
+            await attempts.release(app[POOL], client.id, dial.call_id, claimed_at)
         raise
     try:
         await attempts.complete(app[POOL], client.id, dial.call_id, decision_id,
@@ -70,11 +116,13 @@ async def decide(app: web.Application, client: store.Client, dial: DialRequest,
 
 
 async def _decide(app: web.Application, client: store.Client, dial: DialRequest,
-                  request_id: str | None) -> tuple[int, dict[str, Any]]:
+                  request_id: str | None, claimed_at: dt.datetime
+                  ) -> tuple[int, dict[str, Any]]:
     committed = await app[GATE].decide_and_commit(
         Proposal("voice", dial.to, dial.from_, automated=dial.automated),
         Caller.of(client, request_id),
-        details={"dial": {"call_id": dial.call_id, "automated": dial.automated}})
+        details={"dial": {"call_id": dial.call_id, "automated": dial.automated}},
+        dial_claim=store.DialClaim(dial.call_id, claimed_at))
     evaluation = committed.entry.evaluation
     decision = evaluation.decision
     add_to_request(decision_id=committed.decision_id, channel="voice",
@@ -116,6 +164,12 @@ async def record_outcome(app: web.Application, client: store.Client, decision_id
         raise NotFound("no such decision of this client", "decision_id")
     if not found.allowed:
         raise Conflict("the decision denied the call: no attempt was made", "decision_id")
+    if status == "answered" and found.given_back:
+        # N6: what it consumed was given back (the channel hung up, or an outcome said
+        # nobody was reached): recording it answered would leave a reached contact whose
+        # request is free for another.
+        raise Conflict("what this decision consumed was given back as not reached: no call "
+                       "was placed under it", "status")
     stored = await attempts.record_outcome(app[POOL], decision_id, status, app[CLOCK]())
     if stored != status:
         raise Conflict(f"the outcome {stored!r} is already recorded for this decision",

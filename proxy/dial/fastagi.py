@@ -81,7 +81,8 @@ class Listener:
 
     async def close(self) -> None:
         """Stop listening; sessions under way get one read timeout to finish, then are
-        cancelled (a decision not yet committed is then not made)."""
+        cancelled: a decision they started is still committed and its answer kept for the
+        call_id (decisions.decide), waited for here for one more read timeout."""
         if self._server is None:
             return
         self._server.close()
@@ -91,6 +92,7 @@ class Listener:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            await decisions.settled(self._settings.read_timeout_seconds)
         await self._server.wait_closed()
         self._server = None
 

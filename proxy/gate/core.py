@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
     from proxy.metrics import Metrics
 
 log = structlog.get_logger("proxy.gate")
+
+# How often a decision is made again after a concurrent contact used its request first: once
+# per contender, so a few; beyond this the request is refused (503) rather than looped on.
+MAX_DECIDE_AGAIN = 8
 
 
 class Gate:
@@ -130,21 +135,29 @@ class Gate:
 
     async def commit(self, caller: Caller, entry: E, *, decided_at: dt.datetime,
                      claim: Claim | None = None,
-                     again: Callable[[], Awaitable[E]] | None = None) -> Committed[E]:
+                     again: Callable[[], Awaitable[E]] | None = None,
+                     dial_claim: store.DialClaim | None = None) -> Committed[E]:
         """Commit the decision row (the group commit: the request it consumes, the first call
         it marks and the idempotency key go with it). N6: when a concurrent contact used the
-        request first, nothing is written and `again` decides once more on fresh facts."""
+        request first, nothing is written and `again` decides once more on fresh facts. With
+        `dial_claim`, nothing is written either once that call_id's claim was taken over
+        (store.DialClaimLost)."""
         assert claim is None or claim.state == "new"
         key = claim.key if claim is not None else None
-        try:
-            decision_id, claimed = await self._writer.decision(
-                _record(caller, entry, decided_at), key)
-        except store.RequestAlreadyUsed:
-            if again is None:
-                raise
-            entry = await again()
-            decision_id, claimed = await self._writer.decision(
-                _record(caller, entry, decided_at), key)
+        for tries in itertools.count(1):
+            try:
+                decision_id, claimed = await self._writer.decision(
+                    _record(caller, entry, decided_at, dial_claim), key)
+                break
+            except store.RequestAlreadyUsed as exc:
+                # N6: each lost race means a concurrent contact took a request; the next
+                # evaluation sees it used. Bounded, so a storm of contenders fails closed.
+                if again is None:
+                    raise
+                if tries >= MAX_DECIDE_AGAIN:
+                    raise StoreUnavailable("the contact requests on file kept being used by "
+                                           "concurrent contacts; ask again") from exc
+                entry = await again()
         decision = entry.evaluation.decision
         self._metrics.decisions.labels(
             entry.evaluation.contact.channel, decision.decision, decision.reason).inc()
@@ -152,7 +165,9 @@ class Gate:
 
     async def decide_and_commit(self, proposal: Proposal, caller: Caller, *,
                                 details: dict[str, Any] | None = None,
-                                claim: Claim | None = None) -> Committed[Entry]:
+                                claim: Claim | None = None,
+                                dial_claim: store.DialClaim | None = None
+                                ) -> Committed[Entry]:
         """`decide` and `commit` for a request that is one contact and nothing more."""
         decided_at = self.clock()
 
@@ -161,7 +176,7 @@ class Gate:
             return Entry(evaluation, details or {})
 
         return await self.commit(caller, await attempt(), decided_at=decided_at, claim=claim,
-                                 again=attempt)
+                                 again=attempt, dial_claim=dial_claim)
 
     # --- finishing ------------------------------------------------------------------------
 
@@ -211,8 +226,8 @@ def _body_check(proposal: Proposal) -> Callable[[Organisation], bool] | None:
     return check
 
 
-def _record(caller: Caller, entry: Recordable, decided_at: dt.datetime
-            ) -> store.DecisionRecord:
+def _record(caller: Caller, entry: Recordable, decided_at: dt.datetime,
+            dial_claim: store.DialClaim | None = None) -> store.DecisionRecord:
     ev = entry.evaluation
     return store.DecisionRecord(
         decision=ev.decision, decided_at=decided_at, channel=ev.contact.channel,
@@ -220,6 +235,7 @@ def _record(caller: Caller, entry: Recordable, decided_at: dt.datetime
         sender=ev.contact.from_ or None,
         organisation_id=ev.facts.organisation.id if ev.facts.organisation else None,
         subject=ev.contact.to, topic=ev.contact.effective_topic, details=entry.details,
+        dial_claim=dial_claim,
     )
 
 

@@ -37,6 +37,8 @@ from proxy.store.clients import (
 from proxy.store.decisions import (
     WRITE_SQL,
     DecisionRecord,
+    DialClaim,
+    DialClaimLost,
     IdempotencyClaim,
     RequestAlreadyUsed,
     Reversal,
@@ -121,6 +123,8 @@ __all__ = [
     "ConsentIn",
     "ContactOutcome",
     "DecisionRecord",
+    "DialClaim",
+    "DialClaimLost",
     "IdempotencyClaim",
     "InboundRecord",
     "ObjectionIn",

@@ -18,6 +18,14 @@ from proxy.policy.decision import Decision
 from proxy.store.rows import decision_json
 
 
+class DialClaim(msgspec.Struct, frozen=True, gc=False):
+    """A dial decision's call_id as claimed (proxy/dial/attempts.py): the decision row is
+    written only while the claim is still this one, and marks it decided."""
+
+    call_id: str
+    claimed_at: dt.datetime
+
+
 class DecisionRecord(msgspec.Struct, frozen=True, gc=False):
     """One gated request and what the engine decided about it."""
 
@@ -31,6 +39,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, gc=False):
     subject: str | None = None  # E.164; stored only as hash and mask
     topic: str | None = None
     details: dict[str, Any] = msgspec.field(default_factory=dict)
+    dial_claim: DialClaim | None = None
 
 
 class IdempotencyClaim(msgspec.Struct, frozen=True, gc=False):
@@ -43,6 +52,11 @@ class RequestAlreadyUsed(Exception):
     """N6: the contact request was consumed by a concurrent contact; decide again."""
 
 
+class DialClaimLost(Exception):
+    """The call_id's claim was taken over (its decision was thought abandoned) before this
+    decision was committed: nothing is written, the one who took it over decides."""
+
+
 # One statement for a whole batch (group commit): one round trip, one executor run, one
 # commit, and atomic. For the decisions: consume the contact requests / mark the first call
 # of a consent, insert each decision only if its consumption succeeded, and claim the
@@ -51,7 +65,11 @@ class RequestAlreadyUsed(Exception):
 # outcome_args), which costs the proxy a fraction of what thirty array parameters did.
 # Decision rows are numbered by `n` in queue order and the answer has one row per decision,
 # in that order, with a NULL id where the request was used (N6): within a batch the earliest
-# decision gets a contact request, as it would one by one.
+# decision gets a contact request, as it would one by one. A dial decision is written only
+# while its call_id's claim is still its own (`lost` otherwise), and marks the claim decided
+# in the same commit, so a claim is never taken over from a decision that commits: the
+# contact requests it may consume are locked first (`lk`, waiting here for whoever holds
+# them, not holding the claim meanwhile), then the claim, re-read as it is then (`ok`).
 WRITE_SQL = """
 WITH i AS (
     SELECT (e.r->>0)::timestamptz AS decided_at, e.r->>1 AS request_id,
@@ -61,17 +79,33 @@ WITH i AS (
         e.r->>12 AS rule, (e.r->>13)::bigint AS consumes, (e.r->>14)::bigint AS first_use,
         e.r->15 AS evidence, (e.r->>16)::timestamptz AS retry_after,
         ARRAY(SELECT jsonb_array_elements_text(e.r->17)) AS obligations, e.r->18 AS details,
-        e.r->>19 AS token, e.r->>20 AS request_hash, e.n
+        e.r->>19 AS token, e.r->>20 AS request_hash, e.r->>21 AS call_id,
+        (e.r->>22)::timestamptz AS claimed_at, e.n
     FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(r, n)),
+lk AS MATERIALIZED (
+    SELECT consents.id FROM consents
+    WHERE consents.id IN (SELECT consumes FROM i WHERE call_id IS NOT NULL)
+    ORDER BY consents.id FOR UPDATE),
+ok AS MATERIALIZED (
+    SELECT i.n FROM i JOIN dial_attempts a ON a.client_id = i.client_id
+        AND a.call_id = i.call_id
+    WHERE a.claimed_at = i.claimed_at AND a.decision_id IS NULL
+      AND (SELECT count(*) FROM lk) >= 0  -- the requests locked before the claim
+    FOR UPDATE OF a),
+g AS (SELECT * FROM i WHERE call_id IS NULL OR n IN (SELECT n FROM ok)),
 c AS (
     UPDATE consents SET consumed_at = w.decided_at
-    FROM (SELECT DISTINCT ON (consumes) consumes, decided_at, n FROM i
+    FROM (SELECT DISTINCT ON (consumes) consumes, decided_at, n FROM g
           WHERE consumes IS NOT NULL ORDER BY consumes, n) AS w
     WHERE consents.id = w.consumes AND consents.consumed_at IS NULL
     RETURNING w.n),
 r AS MATERIALIZED (
-    SELECT i.*, nextval('decisions_id_seq') AS id FROM i
-    WHERE i.consumes IS NULL OR i.n IN (SELECT n FROM c)),
+    SELECT g.*, nextval('decisions_id_seq') AS id FROM g
+    WHERE g.consumes IS NULL OR g.n IN (SELECT n FROM c)),
+da AS (
+    UPDATE dial_attempts a SET decision_id = r.id FROM r
+    WHERE r.call_id IS NOT NULL AND a.client_id = r.client_id AND a.call_id = r.call_id
+    RETURNING 1),
 d AS (
     INSERT INTO decisions (id, decided_at, request_id, client_id, channel, sender,
         organisation_id, subject_hash, subject_masked, topic, decision, reason, basis, rule,
@@ -110,7 +144,8 @@ u AS (
       AND ik.token = oi.token AND ik.decision_id = oi.decision_id
       AND oi.decision_id IN (SELECT decision_id FROM o)
     RETURNING 1)
-SELECT r.id, r.id IN (SELECT decision_id FROM k) AS claimed
+SELECT r.id, r.id IN (SELECT decision_id FROM k) AS claimed,
+    i.call_id IS NOT NULL AND i.n NOT IN (SELECT n FROM ok) AS lost
 FROM i LEFT JOIN r USING (n) ORDER BY i.n
 """
 
@@ -125,6 +160,8 @@ def record_args(rec: DecisionRecord, claim: IdempotencyClaim | None) -> tuple[An
         d.consumes if d.allowed else None, d.first_use if d.allowed else None,
         [dict(e) for e in d.evidence], d.retry_after, list(d.obligations), rec.details,
         claim.token if claim else None, claim.request_hash if claim else None,
+        rec.dial_claim.call_id if rec.dial_claim else None,
+        rec.dial_claim.claimed_at if rec.dial_claim else None,
     )
 
 
@@ -169,6 +206,8 @@ async def record_decision(
     is written then, and the caller decides again on fresh facts.
     """
     (row,) = await write_batch(conn, [record_args(rec, claim)])
+    if row["lost"]:
+        raise DialClaimLost
     if row["id"] is None:
         raise RequestAlreadyUsed
     return row["id"], claim is None or bool(row["claimed"])
