@@ -1,4 +1,4 @@
-"""`python -m bench.run`: start everything, run the six benchmarks, print one table and write
+"""`python -m bench.run`: start everything, run the seven benchmarks, print one table and write
 latest.json and latest.png. `make bench` runs it at full size.
 
 Everything started here is stopped here, and the scratch database is dropped, also on failure,
@@ -182,7 +182,7 @@ async def start_services(database_url: str, out: Path, stack: contextlib.AsyncEx
     return Stack(database_url, upstream, bare, proxy, admin_token)
 
 
-# --- the six benchmarks ----------------------------------------------------------------------
+# --- the seven benchmarks --------------------------------------------------------------------
 
 async def run_gate(stack: Stack, gen: LoadGenerator, dialer: seed.Dialer, bodies: Path,
                    dial_bodies: Path, size: Size) -> dict[str, Any]:
