@@ -418,3 +418,41 @@ async def test_only_the_dialers_addresses_may_place_calls(
     run = await dial(here, tmp_path, [(allowed, world.voice)])
     assert run.calls[allowed].final.status == 200
     assert [m.to_user for m in uas.invites()] == [allowed]
+
+
+# --- what the carrier is asked to do beyond the decided call ----------------------------------
+
+def invite(port: int, number: str, caller: str, *, cid: str | None = None, cseq: int = 1,
+           extra: tuple[str, ...] = ()) -> str:
+    """An initial INVITE from 127.0.0.1:LOCALPORT (`sip_stack.exchange` fills it in)."""
+    text = sip_stack.request("INVITE", f"sip:{number}@127.0.0.1:{port}", from_user=caller,
+                             to_user=number, call_id=cid, extra=extra)
+    return text.replace("CSeq: 1 INVITE", f"CSeq: {cseq} INVITE")
+
+
+async def test_the_carrier_presents_only_the_decided_caller_id(
+        world: World, uas: Carrier, gate: StartGate, auth: dict[str, str]) -> None:
+    """N16: the number shown is the organisation's own, never withheld. The dialer's From is
+    its organisation's number; it also writes another organisation's number into the headers
+    a trunk presents instead of From (RFC 3325 P-Asserted-Identity, P-Preferred-Identity,
+    Remote-Party-ID, in any case) and asks to withhold it (Privacy: id). None of that was
+    decided on: the carrier gets the decided From user asserted, and nothing else."""
+    other = await make_world(world.admin, auth)  # another organisation and its sender
+    number = mobile()
+    await world.consent(number, "voice")
+    kamailio = await gate()
+    reply = await sip_stack.exchange(kamailio.port, invite(
+        kamailio.port, number, world.voice,
+        extra=(f"P-Asserted-Identity: <sip:{other.voice}@127.0.0.1>",
+               f"p-preferred-identity: <sip:{other.voice}@127.0.0.1>",
+               f"Remote-Party-ID: <sip:{other.voice}@127.0.0.1>;party=calling;privacy=full",
+               "Privacy: id")))
+    assert reply.status == 200  # allowed on the From user
+    (sent,) = uas.invites()
+    names = [name.lower() for name, _ in sent.headers]
+    assert names.count("p-asserted-identity") == 1
+    assert sent.header("P-Asserted-Identity") == f"<sip:{world.voice}@127.0.0.1>"
+    for name in ("P-Preferred-Identity", "Remote-Party-ID", "Privacy"):
+        assert sent.header(name) is None, name
+    assert other.voice not in str(sent.headers)
+
