@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -456,3 +457,88 @@ async def test_the_carrier_presents_only_the_decided_caller_id(
         assert sent.header(name) is None, name
     assert other.voice not in str(sent.headers)
 
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[Message] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.got.put_nowait(sip_stack.parse_message("received",
+                                                    data.decode("utf-8", "replace")))
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for what another process brings about: polled, bounded (no timing asserted)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WITHIN
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"did not happen: {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_an_allowed_dialog_cannot_refer_the_carrier_to_another_number(
+        world: World, uas: Carrier, gate: StartGate, pool: asyncpg.Pool) -> None:
+    """An allowed call is up; the dialer sends an in-dialog REFER with `Refer-To: <another
+    number at the carrier>`. A trunk that takes REFER (most do, for blind transfer) would call
+    that number: a contact nothing was decided on. Kamailio refuses it (405, with the methods
+    a call may use), and the carrier never sees it. An in-dialog request that is allowed
+    (INFO) still goes through, without caller-ID headers of the dialer's own (N16)."""
+    number, victim = mobile(), mobile()
+    await world.consent(number, "voice")
+    kamailio = await gate()
+    loop = asyncio.get_running_loop()
+    transport, udp = await loop.create_datagram_endpoint(
+        _Udp, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", kamailio.port))
+    try:
+        local = transport.get_extra_info("sockname")[1]
+        cid = f"{uuid.uuid4().hex}@127.0.0.1"
+        sent = invite(kamailio.port, number, world.voice, cid=cid).replace("LOCALPORT",
+                                                                            str(local))
+        transport.sendto(sent.encode())
+        while True:
+            ok = await asyncio.wait_for(udp.got.get(), WITHIN)
+            if (ok.status or 0) >= 200:
+                break
+        assert ok.status == 200
+        route = ok.header("Record-Route")
+        contact = (ok.header("Contact") or "").strip("<>")
+        from_ = next(line for line in sent.split("\r\n") if line.startswith("From:"))
+
+        def in_dialog(method: str, cseq: int, *extra: str) -> str:
+            return "\r\n".join([
+                f"{method} {contact} SIP/2.0",
+                f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{uuid.uuid4().hex}",
+                f"Route: {route}", from_, f"To: {ok.header('To')}", f"Call-ID: {cid}",
+                f"CSeq: {cseq} {method}", f"Contact: <sip:dialer@127.0.0.1:{local}>",
+                "Max-Forwards: 70", *extra, "Content-Length: 0"]) + "\r\n\r\n"
+
+        transport.sendto(in_dialog("ACK", 1).encode())
+        transport.sendto(in_dialog(
+            "REFER", 2, f"Refer-To: <sip:{victim}@127.0.0.1:{uas.port}>",
+            f"Referred-By: <sip:{world.voice}@127.0.0.1>").encode())
+        answered: list[Message] = []
+
+        def refer_done() -> bool:
+            while not udp.got.empty():
+                got = udp.got.get_nowait()
+                if got.cseq_method == "REFER" and (got.status or 0) >= 200:
+                    answered.append(got)
+            # The carrier does not answer a REFER: tm would take 32 s to give up.
+            return bool(answered) or any(m.method == "REFER" for m in uas.received())
+
+        await _until(refer_done, "the REFER is answered or relayed")
+        transport.sendto(in_dialog("INFO", 3, "P-Asserted-Identity: <sip:+3185@127.0.0.1>",
+                                   "Privacy: id").encode())
+        await _until(lambda: any(m.method == "INFO" for m in uas.received()),
+                     "the INFO reaches the carrier")
+    finally:
+        transport.close()
+    refers = [m for m in uas.received() if m.method == "REFER"]
+    assert refers == [], f"the carrier got REFER to {refers[0].header('Refer-To')}"
+    (refused,) = answered
+    assert refused.status == 405
+    assert "REFER" not in (refused.header("Allow") or "REFER")
+    (info,) = [m for m in uas.received() if m.method == "INFO"]
+    assert (info.header("P-Asserted-Identity"), info.header("Privacy")) == (None, None)
+    assert [r["call_id"] for r in await decisions(pool, world.sid)] == [cid]
