@@ -480,9 +480,6 @@ async def test_an_invite_retried_with_its_call_id_is_asked_about_again(
     assert uas.received() == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs the dial API to decide a call_id afresh once "
-                   "its decision has an outcome (N6); Kamailio asks again already "
-                   "(test_an_invite_retried_with_its_call_id_is_asked_about_again)")
 async def test_an_invite_retried_with_its_call_id_after_503_is_decided_afresh(
         world: World, uas: Carrier, gate: StartGate, hop: Hop, pool: asyncpg.Pool) -> None:
     """N6. The decision comes after DECISION_MS: the dialer gets 503, the late allow is
