@@ -1,4 +1,4 @@
-"""Review of issue 17 ("Close every way around the gate"): attacks by a dialer that holds valid
+"""Every way around the gate, closed: attacks by a dialer that holds valid
 credentials, against a real proxy on a real port, the fake Twilio behind it and real
 PostgreSQL. Every test asserts on what the fake upstream received and on the decision rows.
 

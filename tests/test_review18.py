@@ -1,4 +1,4 @@
-"""Review of the corrected rule pack (issue 18) against nl-rules.md.
+"""The corrected rule pack checked against nl-rules.md.
 
 Each test is one finding of that review: it states what the law asks; all three are fixed and
 kept as regression tests. Pure engine, pinned `now`, helpers shared with

@@ -1,7 +1,7 @@
 """The Twilio front serves canonical paths of documented shapes only
 (proxy/fronts/twilio/routes.py).
 
-Issue 17: a dialer sent `POST …/Calls/{its own CA}/../../Calls.json` (and `%2e%2e`, `..%2f`,
+A dialer once sent `POST …/Calls/{its own CA}/../../Calls.json` (and `%2e%2e`, `..%2f`,
 …) and it reached Twilio as a plain create, undecided. Here the requests go out as raw bytes
 (http.client sends the path exactly as given, no client-side normalisation) to a real proxy
 on a real port, with the fake Twilio behind it resolving paths as a real server does, and the
@@ -169,7 +169,7 @@ async def _send(scene: Scene, method: str, target: str, *, body: bytes = b"",
                                    headers=all_headers)
 
 
-# --- the holes of issue 17 ------------------------------------------------------------------
+# --- the holes closed --------------------------------------------------------------------------
 
 def _traversals(s: Scene) -> list[str]:
     own, ca, sm = s.own, s.call, s.message
