@@ -89,6 +89,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         status = response.status
         response.headers["X-Request-Id"] = request_id
         return response
+    except web.HTTPException as exc:  # a redirect raised past the error middleware
+        status = exc.status
+        exc.headers["X-Request-Id"] = request_id
+        raise
     finally:
         elapsed = time.perf_counter() - started
         route = _route_name(request)

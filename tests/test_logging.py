@@ -133,3 +133,15 @@ def test_generated_request_ids_are_unique_32_hex_digits() -> None:
     ids = [new_request_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+
+
+async def test_a_redirect_is_logged_with_its_own_status(
+    client: Any, log_output: io.StringIO
+) -> None:
+    """A handler that raises a redirect (the console sends a visitor without a session to its
+    login page) is logged as that redirect, not as a 500, and carries its request id."""
+    resp = await client.get("/console/", allow_redirects=False)
+    assert resp.status in (302, 303)
+    assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-Id"])
+    handled = [e for e in lines(log_output) if e.get("event") == "request_handled"]
+    assert [e["status"] for e in handled] == [resp.status]
