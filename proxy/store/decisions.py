@@ -83,11 +83,11 @@ WITH i AS (
         (e.r->>22)::timestamptz AS claimed_at, e.n
     FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(r, n)),
 lk AS MATERIALIZED (
-    SELECT consents.id FROM consents
-    WHERE consents.id IN (SELECT consumes FROM i WHERE call_id IS NOT NULL)
-    ORDER BY consents.id FOR UPDATE),
+    SELECT consents.id FROM i JOIN consents ON consents.id = i.consumes
+    WHERE i.call_id IS NOT NULL
+    ORDER BY consents.id FOR UPDATE OF consents),
 ok AS MATERIALIZED (
-    SELECT i.n FROM i JOIN dial_attempts a ON a.client_id = i.client_id
+    SELECT i.n, a.ctid AS tid FROM i JOIN dial_attempts a ON a.client_id = i.client_id
         AND a.call_id = i.call_id
     WHERE a.claimed_at = i.claimed_at AND a.decision_id IS NULL
       AND (SELECT count(*) FROM lk) >= 0  -- the requests locked before the claim
@@ -103,8 +103,10 @@ r AS MATERIALIZED (
     SELECT g.*, nextval('decisions_id_seq') AS id FROM g
     WHERE g.consumes IS NULL OR g.n IN (SELECT n FROM c)),
 da AS (
-    UPDATE dial_attempts a SET decision_id = r.id FROM r
-    WHERE r.call_id IS NOT NULL AND a.client_id = r.client_id AND a.call_id = r.call_id
+    -- By the row `ok` locked (a TID scan): a join on the key would be planned, once per
+    -- connection, while dial_attempts may still be empty, as a scan of the whole table.
+    UPDATE dial_attempts a SET decision_id = r.id FROM r JOIN ok USING (n)
+    WHERE a.ctid = ok.tid
     RETURNING 1),
 d AS (
     INSERT INTO decisions (id, decided_at, request_id, client_id, channel, sender,
