@@ -170,6 +170,10 @@ class Settings:
     rules: RuleSettings
     # Where STOP replies wait while the database cannot be written (proxy/optout_spool.py).
     optout_spool_dir: Path = DEFAULT_SPOOL_DIR
+    # The environment the settings were read from: a front reads its own provider's keys
+    # from it when it is mounted (its upstream credentials, its webhook secrets), so adding
+    # a provider adds no field here. Never logged or shown.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def sandbox(self) -> bool:
@@ -205,6 +209,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         rules=load_rules(config_path) if config_path.exists() else _missing(config_path, env),
         optout_spool_dir=Path(env.get("OPTOUT_SPOOL_DIR") or DEFAULT_SPOOL_DIR),
+        env=dict(env),
     )
 
 

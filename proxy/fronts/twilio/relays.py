@@ -41,7 +41,7 @@ from proxy import credentials, form, store
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
 from proxy.fronts.twilio import dials, twiml
-from proxy.fronts.twilio.keys import HTTP
+from proxy.fronts.twilio.keys import HTTP, NAME
 from proxy.fronts.twilio.webhooks import signed_form
 from proxy.fronts.twilio.webhooks import twiml as twiml_response
 from proxy.gate import Caller, Evaluation, Gate, GiveBack
@@ -411,7 +411,7 @@ async def twiml_relay(request: web.Request) -> web.Response:
     except twiml.MalformedTwiml as exc:
         log.warning("twiml_relay_failed", decision_id=target.decision_id, error=exc.message)
         return twiml_response(twiml.HANGUP)
-    gate, caller = request.app[GATE], Caller.of(client, request.get(REQUEST_ID))
+    gate, caller = request.app[GATE], Caller.of(client, request.get(REQUEST_ID), NAME)
     now, call_from = gate.clock(), _value(pairs, "From")
     decided = await dials.evaluate(gate, caller, doc.targets, call_from, now)
     recorded = await dials.record(
