@@ -456,3 +456,21 @@ def test_bad_settings_name_the_key(database_url: str, env: dict[str, str], key: 
     with pytest.raises(ConfigError, match=key):
         create_app(make_settings(database_url, **env))
 
+
+
+# --- public contracts are documented --------------------------------------------------------
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+
+
+@pytest.mark.parametrize("variable", ["CM_PRODUCT_TOKEN", "CM_API_BASE", "CM_WEBHOOK_SECRET"])
+def test_cm_environment_variable_is_documented(variable: str) -> None:
+    assert f"| `{variable}` |" in README
+
+
+@pytest.mark.parametrize("reason", ["OBJECTION_ON_FILE", "INVALID_NUMBER", "UNKNOWN_SENDER",
+                                    "OPT_OUT_FOOTER_DOES_NOT_FIT", "MESSAGE_PARTS_EXCEEDED",
+                                    "CHANNEL_NOT_GATED", "UPSTREAM_TIMEOUT"])
+def test_cm_error_mapping_is_documented(reason: str) -> None:
+    section = README.split("## Point your sender at consent-proxy: CM.com", 1)[1]
+    assert f"`{reason}`" in section.split("\n## ", 1)[0]
