@@ -277,6 +277,8 @@ async def test_malformed_bodies_are_202(cm_world: World, fake_cm: FakeCm, raw: b
     ({"minimumNumberOfMessageParts": 1, "maximumNumberOfMessageParts": 9}, 305),
     ({"reference": "r" * 33}, 305),
     ({"body": {"type": "auto", "content": "a\u0000b"}}, 202),
+    ({"body": {"type": "auto", "content": "a\ud800b"}}, 202),
+    ({"from": "\ud83d"}, 202),
 ])
 async def test_invalid_msg_is_refused_as_cm_would_name_it(
         cm_world: World, fake_cm: FakeCm, change: dict[str, Any], code: int) -> None:

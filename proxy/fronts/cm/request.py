@@ -107,13 +107,24 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _has_nul(value: Any) -> bool:
+def _bad_text(text: str) -> bool:
+    """A NUL, or a lone surrogate (`"\\ud800"` is valid JSON, but no UTF-8 text)."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _unsendable(value: Any) -> bool:
     if isinstance(value, str):
-        return "\x00" in value
+        return _bad_text(value)
     if isinstance(value, dict):
-        return any("\x00" in key or _has_nul(item) for key, item in value.items())
+        return any(_bad_text(key) or _unsendable(item) for key, item in value.items())
     if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
+        return any(_unsendable(item) for item in value)
     return False
 
 
@@ -132,8 +143,9 @@ def decode(raw: bytes) -> dict[str, Any]:
         raise CmError(400, REQUEST_MALFORMED, "The request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise CmError(400, REQUEST_MALFORMED, "The request body must be a JSON object")
-    if _has_nul(data):
-        raise CmError(400, REQUEST_MALFORMED, "The request holds a NUL character")
+    if _unsendable(data):
+        raise CmError(400, REQUEST_MALFORMED, "The request holds a NUL character or a lone "
+                      "surrogate (\\u0000, \\ud800): not text that can be sent")
     return data
 
 
