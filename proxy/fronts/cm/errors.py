@@ -60,7 +60,10 @@ def response(status: int, value: dict[str, Any]) -> web.Response:
 
 def error_response(_request: web.Request, exc: ProxyError) -> web.Response:
     if isinstance(exc, CmError):
-        return response(exc.status, body(exc.message, exc.error_code, **exc.extra))
+        answer = response(exc.status, body(exc.message, exc.error_code, **exc.extra))
+        if exc.status == 401:  # only the inbound webhook asks for credentials this way
+            answer.headers["WWW-Authenticate"] = 'Basic realm="consent-proxy CM webhook"'
+        return answer
     if exc.status == 503:  # fail closed: the consent store cannot be read or written
         status, code = DENIAL_CODES["CONSENT_STORE_UNAVAILABLE"]
         return response(status, body(exc.message, code, reason="CONSENT_STORE_UNAVAILABLE"))

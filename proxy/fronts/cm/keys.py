@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 
 from proxy.fronts.cm.settings import CmSettings
@@ -12,3 +13,5 @@ NAME = "cm"
 # Where allowed messages go: CM, or the sandbox.
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("cm_upstream")
 CM_SETTINGS = web.AppKey("cm_settings", CmSettings)
+# Outgoing HTTP other than CM: the sender's own webhook for relayed inbound messages.
+HTTP = web.AppKey("cm_http", aiohttp.ClientSession)

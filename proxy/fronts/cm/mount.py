@@ -10,9 +10,10 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from proxy import inbound
 from proxy.front import render_errors
 from proxy.fronts.cm import errors, front, settings, webhooks
-from proxy.fronts.cm.keys import CM_SETTINGS, NAME, UPSTREAM
+from proxy.fronts.cm.keys import CM_SETTINGS, HTTP, NAME, UPSTREAM
 from proxy.fronts.cm.upstream import CmUpstream, SandboxUpstream
 from proxy.keys import SETTINGS
 from proxy.settings import Settings
@@ -38,6 +39,15 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=50),
+        timeout=aiohttp.ClientTimeout(total=app[SETTINGS].rules.relay_timeout_seconds),
+    ) as session:
+        app[HTTP] = session
+        yield
+
+
 async def _not_served(request: web.Request) -> web.Response:
     """Everything under /v1.0/ but the send itself: CM's shape, nothing passed on."""
     if request.path == settings.MESSAGE_PATH and request.method != "POST":
@@ -53,6 +63,9 @@ class CmFront:
     def mount(self, app: web.Application, settings_: Settings) -> None:
         app[CM_SETTINGS] = settings.load(settings_.env)
         app.cleanup_ctx.append(_upstream_ctx)
+        app.cleanup_ctx.append(_http_ctx)
+        # CM takes no reply in the webhook's answer: replies leave as messages (webhooks.py).
+        inbound.register_replies(app, NAME, inbound.plain)
         app.router.add_post(settings.MESSAGE_PATH, front.send)
         app.router.add_route("*", "/v1.0/{tail:.*}", _not_served)
         webhooks.add_routes(app)
