@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from proxy import credentials
+from proxy.keys import OPTOUT_SPOOL, POOL
 from tests import cm_fixtures
 from tests.cm_fixtures import cm_proxy, rows_for, sdk
 from tests.conftest import PROXY_SECRET, Clock, mobile
@@ -197,3 +198,18 @@ async def test_other_messages_are_relayed_signed_with_the_clients_token(
     assert headers["X-Consent-Proxy-Signature"] == f"sha256={expected}"
     assert fake_cm.sent() == []  # no reply to an ordinary message
     assert await rows_for(cm_world, number) == []  # nothing decided: no contact was made
+
+
+async def test_a_stop_in_a_database_outage_is_spooled_and_answered(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    number = mobile()
+    cm_world.admin.app[POOL].terminate()
+    status, _ = await deliver(cm_world, mo(number, cm_world.sms, "STOP"))
+    assert status == 200  # N11: never lost, CM need not retry it
+    assert cm_world.admin.app[OPTOUT_SPOOL].entries == 1
+    (reply, to), = fake_cm.sent()
+    assert (to, reply["from"]) == ("00" + number[1:], "00" + cm_world.sms[1:])
+    # Anything else cannot be stored now: refused, so CM delivers it again later.
+    status, _ = await deliver(cm_world, mo(number, cm_world.sms, "Hallo",
+                                           timeUtc="2026-11-30T09:02:00"))
+    assert status == 503
