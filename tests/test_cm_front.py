@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -476,3 +477,34 @@ def test_cm_environment_variable_is_documented(variable: str) -> None:
 def test_cm_error_mapping_is_documented(reason: str) -> None:
     section = README.split("## Point your sender at consent-proxy: CM.com", 1)[1]
     assert f"`{reason}`" in section.split("\n## ", 1)[0]
+
+
+# --- ways around ----------------------------------------------------------------------------
+
+async def test_look_alike_numbers_leave_as_decided(cm_world: World, fake_cm: FakeCm) -> None:
+    number = mobile()
+    await cm_world.consent(number, "sms")
+    wide = "".join(chr(ord(c) + 0xFEE0) for c in "0" + number[3:])  # full-width digits
+    status, answer = await post(cm_world, request(api_key(cm_world), msg(
+        cm_world.sms, wide, "0" + number[3:])))
+    assert status == 200
+    assert [m["to"] for m in answer["messages"]] == [wide, "0" + number[3:]]
+    assert [n for _, n in fake_cm.sent()] == [cm00(number), cm00(number)]
+    assert len(await rows_for(cm_world, number)) == 2  # each recipient decided
+
+
+async def test_alphanumeric_sender_whose_footer_names_itself_is_denied(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    alphanumeric = "E" + uuid.uuid4().hex[:8]
+    resp = await cm_world.admin.post("/admin/v1/senders", json={
+        "sender": alphanumeric, "organisation": cm_world.org, "topic": "energy"},
+        headers=cm_world.auth)
+    assert resp.status == 201
+    number = mobile()
+    await cm_world.consent(number, "sms")
+    client = sdk(cm_world)
+    response = await in_thread(lambda: client.SendSingleMessage("Actie", alphanumeric,
+                                                                [number]))
+    (entry,) = response.json()["messages"]
+    assert (entry["reason"], entry["messageErrorCode"]) == ("OPT_OUT_NOT_APPENDABLE", 403)
+    assert fake_cm.requests == []
