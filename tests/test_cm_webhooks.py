@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from aiohttp import web
 from proxy import credentials
 from proxy.keys import OPTOUT_SPOOL, POOL
 from tests import cm_fixtures
-from tests.cm_fixtures import cm_proxy, rows_for, sdk
+from tests.cm_fixtures import UP_CM_TOKEN, cm_proxy, rows_for, sdk
 from tests.conftest import PROXY_SECRET, Clock, mobile
 from tests.fake_cm import FakeCm
 from tests.world import World, in_thread, make_world
@@ -213,3 +215,25 @@ async def test_a_stop_in_a_database_outage_is_spooled_and_answered(
     status, _ = await deliver(cm_world, mo(number, cm_world.sms, "Hallo",
                                            timeUtc="2026-11-30T09:02:00"))
     assert status == 503
+
+
+async def test_no_number_body_token_or_secret_in_any_log_line(
+        cm_world: World, fake_cm: FakeCm, log_output: io.StringIO) -> None:
+    allowed, denied, stopper = mobile(), mobile(), mobile()
+    await cm_world.consent(allowed, "sms")
+    client = sdk(cm_world)
+    client.AddMessage("Geheime aanbieding 4711", cm_world.sms, [allowed, denied])
+    response = await in_thread(client.send)
+    assert response.status_code == 200
+    status, _ = await deliver(cm_world, mo(stopper, cm_world.sms, "Stop aub"))
+    assert status == 200
+    assert (await deliver(cm_world, mo(stopper, cm_world.sms, "x"), secret="w" * 20))[0] == 403
+    raw = log_output.getvalue()
+    assert "decision_ids" in raw  # the request's line was written
+    digits = re.sub(r"[^\d\n]", "", raw)
+    for number in (allowed, denied, stopper):
+        assert number[3:] not in raw, number
+        assert number[1:] not in digits, number
+    for secret in ("Geheime aanbieding", "Stop aub", SECRET, UP_CM_TOKEN, cm_world.token,
+                   PROXY_SECRET):
+        assert secret not in raw, secret
