@@ -153,7 +153,8 @@ async def test_without_a_secret_set_nothing_is_taken(
 
 
 async def test_malformed_deliveries_are_400(cm_world: World, fake_cm: FakeCm) -> None:
-    for body in ({"from": {"number": "0031612345678"}}, [1], "STOP"):
+    for body in ({"from": {"number": "0031612345678"}}, [1], "STOP",
+                 {"from": {"name": "x"}, "to": {"number": "0031201234567"}}):
         status, text = await deliver(cm_world, body)
         assert status == 400, text
     async with aiohttp.ClientSession() as session, session.get(
@@ -237,3 +238,13 @@ async def test_no_number_body_token_or_secret_in_any_log_line(
     for secret in ("Geheime aanbieding", "Stop aub", SECRET, UP_CM_TOKEN, cm_world.token,
                    PROXY_SECRET):
         assert secret not in raw, secret
+
+
+async def test_a_message_without_text_is_taken_not_refused(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    number = mobile()
+    body = mo(number, cm_world.sms, "")
+    body["message"] = {"media": {"mediaUri": "https://cm.example/x.jpg"}}
+    status, _ = await deliver(cm_world, body)
+    assert status == 200  # else CM would deliver it again for a month
+    assert fake_cm.sent() == []

@@ -103,10 +103,13 @@ def read_message(data: dict[str, Any]) -> tuple[str, str, str, str]:
     """(message id, to, from, text) of CM's JSON, in either form."""
     message = data.get("message")
     text = message.get("text") if isinstance(message, dict) else data.get("body")
+    # A message without text (a picture, a location) is no keyword, but it is taken: a
+    # refusal would have CM deliver it again for a month.
+    text = text if isinstance(text, str) else ""
     from_, to = _number(data.get("from")), _number(data.get("to"))
-    if not isinstance(text, str) or not from_ or not to:
-        raise CmError(400, REQUEST_MALFORMED, "Expected CM's inbound message: from, to and "
-                      "message.text (or body)")
+    if not from_ or not to:
+        raise CmError(400, REQUEST_MALFORMED, "Expected CM's inbound message: from.number "
+                      "and to.number (or from and to)")
     identity = [data.get("reference"), data.get("messagecontext"), data.get("timeutc"),
                 from_, to, text]
     digest = hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_NON_STR_KEYS)).hexdigest()
