@@ -381,6 +381,23 @@ async def test_upstream_error_without_messages_keeps_its_status(
     assert (row["upstream_status"], row["decision"]) == (503, "allow")
 
 
+async def test_upstream_refusing_the_request_says_it_is_cms_answer(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    number = mobile()
+    await cm_world.consent(number, "sms")
+    fake_cm.fail_with(400, {"details": "No account found for the given authentication",
+                            "errorCode": 101, "messages": []})
+    status, answer = await post(cm_world, request(api_key(cm_world), msg(cm_world.sms,
+                                                                         number)))
+    assert (status, answer["errorCode"]) == (400, 101)
+    assert answer["details"] == "CM answered: No account found for the given authentication"
+    (entry,) = answer["messages"]
+    assert (entry["status"], entry["messageErrorCode"]) == ("Rejected", 101)
+    (row,) = await rows_for(cm_world, number)
+    assert (row["upstream_status"], row["error"]) == (400, "upstream rejected: "
+                                                      "messageErrorCode 101")
+
+
 async def test_upstream_timeout_is_504_and_not_retried(
         aiohttp_client: Any, database_url: str, clock: Clock, fake_cm: FakeCm,
         tmp_path: Path, auth: dict[str, str]) -> None:

@@ -325,7 +325,9 @@ def _merge(gate: Gate, answer: UpstreamResponse,
         if isinstance(item, dict):
             pending[_digits(item.get("to"))].append(item)
     code = body.get("errorCode") if ok and isinstance(body.get("errorCode"), int) else UNKNOWN
-    details = (str(body.get("details")) if ok else
+    # Said by CM about the proxy's own request (a 101 is the upstream product token's), so
+    # the sender does not take it for its own.
+    details = (f"CM answered: {body.get('details')}" if ok else
                f"The provider answered HTTP {answer.status} without a CM answer")
     if answer.status >= 400:
         log.warning("upstream_refused", status=answer.status, error_code=code)
