@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -54,6 +54,8 @@ class FakeCm:
     _fail: tuple[int, bytes] | None = None
     _hang: float = 0.0
     _reject: dict[str, int] = field(default_factory=dict)  # number → messageErrorCode
+    # Called with each request before it is answered (a test checks what was committed).
+    on_request: Callable[[Received], Awaitable[None]] | None = None
     _runner: web.AppRunner | None = None
     _site: web.TCPSite | None = None
     port: int = 0
@@ -107,7 +109,10 @@ class FakeCm:
             body = json.loads(raw)
         except ValueError:
             return _answer(400, "Invalid JSON", 202, [])
-        self.requests.append(Received(dict(request.headers), body))
+        received = Received(dict(request.headers), body)
+        self.requests.append(received)
+        if self.on_request is not None:
+            await self.on_request(received)
         if self._hang:
             await asyncio.sleep(self._hang)
         if self._fail is not None:

@@ -139,6 +139,28 @@ async def test_each_recipient_is_decided_and_only_the_allowed_ones_leave(
         assert row["front"] == "cm"
 
 
+async def test_every_decision_is_committed_before_anything_reaches_cm(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    numbers = [mobile() for _ in range(20)]
+    for number in numbers[:15]:
+        await cm_world.consent(number, "sms")
+    seen: list[int] = []
+
+    async def committed_rows(_received: Any) -> None:
+        # A fresh connection: only what is committed is visible.
+        seen.append(await cm_world.admin.app[POOL].fetchval(
+            "SELECT count(*) FROM decisions WHERE client_id = $1", cm_world.sid))
+
+    fake_cm.on_request = committed_rows
+    status, answer = await post(cm_world, request(api_key(cm_world),
+                                                  msg(cm_world.sms, *numbers[:10]),
+                                                  msg(cm_world.sms, *numbers[10:])))
+    assert (status, answer["errorCode"]) == (200, 201)
+    assert seen == [20]  # one request upstream, after all twenty rows were committed
+    assert [m["status"] for m in answer["messages"]] == ["Accepted"] * 15 + ["Rejected"] * 5
+    assert len(fake_cm.sent()) == 15
+
+
 async def test_the_sdk_rich_and_other_channels_are_refused_before_deciding(
         cm_world: World, fake_cm: FakeCm) -> None:
     number = mobile()
