@@ -542,16 +542,23 @@ async def test_decisions_filter_page_and_export(
     rows = list(csv.DictReader(io.StringIO(await resp.text())))
     assert len(rows) == 55
     assert {r["decision"] for r in rows} == {"allow", "deny"}
+    assert {r["front"] for r in rows} == {"dial"}  # the way in, as the decision row says
     assert allowed not in await resp.text()  # the masked number only
     resp = await viewer.get("/console/decisions", params={"number": allowed})
     assert len(re.findall(r'<tr class="allow">', await resp.text())) == 3
+    html = await (await viewer.get("/console/decisions", params={"front": "dial"})).text()
+    assert '<option value="dial" selected>' in html  # offered because it was seen
+    assert len(re.findall(r'<tr class="(?:allow|deny)">', html)) == 50
+    html = await (await viewer.get("/console/decisions", params={
+        "organisation": world.org, "front": "telnyx"})).text()
+    assert 'id="no-decisions"' in html
 
 
 async def test_decision_filters_refuse_bad_values(browsers: Any, pool: asyncpg.Pool) -> None:
     viewer = await signed_in(browsers, pool, "viewer")
     for params, field in (({"from": "yesterday"}, "from"), ({"channel": "fax"}, "channel"),
                           ({"reason": "NOPE"}, "reason"), ({"colour": "red"}, "colour"),
-                          ({"before": "x"}, "before")):
+                          ({"before": "x"}, "before"), ({"front": "Twilio!"}, "front")):
         resp = await viewer.get("/console/decisions", params=params)
         assert resp.status == 422, params
         assert field in await resp.text()
