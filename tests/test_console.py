@@ -554,6 +554,15 @@ async def test_decisions_filter_page_and_export(
     assert 'id="no-decisions"' in html
 
 
+def test_csv_cells_that_a_spreadsheet_would_run_are_written_as_text() -> None:
+    from proxy.console.decisions import _cell
+    for formula in ("=HYPERLINK(\"http://x\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
+                    "\t=1", "\r=1"):
+        assert _cell(formula) == "'" + formula
+    for kept in ("+31 6 ****5678", "+31612345678", "-1", "energy", "ALLOWED", None):
+        assert _cell(kept) == ("" if kept is None else kept)
+
+
 async def test_decision_filters_refuse_bad_values(browsers: Any, pool: asyncpg.Pool) -> None:
     viewer = await signed_in(browsers, pool, "viewer")
     for params, field in (({"from": "yesterday"}, "from"), ({"channel": "fax"}, "channel"),

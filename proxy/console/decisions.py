@@ -124,9 +124,19 @@ async def decisions_csv(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula. Senders and topics
+# are free text an administrator typed, so such a cell is written with a leading apostrophe
+# (shown as text, the apostrophe hidden); a number (masked or not) stays as it is.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?[0-9][0-9* ]*")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dt.datetime):
         return value.isoformat()
-    return str(value)
+    text = str(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
