@@ -51,7 +51,8 @@ FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
         "Look the call or message up before trying again."),
     IDEMPOTENCY_IN_FLIGHT: (
         "IDEMPOTENCY_IN_FLIGHT", "A request with the same idempotency key (Twilio's "
-        "I-Twilio-Idempotency-Token, Telnyx's Idempotency-Key) is still being processed.", "Wait and repeat the request to get its answer."),
+        "I-Twilio-Idempotency-Token, Telnyx's Idempotency-Key) is still being processed.",
+        "Wait and repeat the request to get its answer."),
     IDEMPOTENCY_MISMATCH: (
         "IDEMPOTENCY_MISMATCH", "The idempotency key was used in the last 24 hours for a "
         "different request.", "Use a new token for a new request."),
@@ -61,7 +62,8 @@ FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
         "administration."),
     SCHEDULED_SEND_NOT_GATED: (
         "SCHEDULED_SEND_NOT_GATED", "A message scheduled for later (Twilio's ScheduleType/SendAt "
-        "or another provider's scheduling) would leave long after its decision, past any objection made in between; consent-proxy "
+        "or another provider's scheduling) would leave long after its decision, past any "
+        "objection made in between; consent-proxy "
         "decides at the moment of sending.", "Send the message at the desired time from the "
         "dialer itself, without scheduling it at the provider."),
 }
