@@ -91,10 +91,6 @@ def cmd_serve(_args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
     assert settings.database_url is not None
     asyncio.run(db.migrate_url(settings.database_url))
-    if settings.sandbox:
-        log.warning("sandbox_upstream_active",
-                    note="no TWILIO_ACCOUNT_SID: allowed requests are answered by the built-in "
-                         "sandbox, nothing reaches Twilio")
     log.info("proxy_starting", host=settings.host, port=settings.port,
              public_url=settings.public_url)
     # uvloop: the event loop asyncpg is built for; it measurably lowers the cost per request.
