@@ -547,3 +547,17 @@ async def test_alphanumeric_sender_whose_footer_names_itself_is_denied(
     (entry,) = response.json()["messages"]
     assert (entry["reason"], entry["messageErrorCode"]) == ("OPT_OUT_NOT_APPENDABLE", 403)
     assert fake_cm.requests == []
+
+
+async def test_metrics_carry_the_cm_front(cm_world: World, fake_cm: FakeCm) -> None:
+    allowed, denied = mobile(), mobile()
+    await cm_world.consent(allowed, "sms")
+    status, _ = await post(cm_world, request(api_key(cm_world),
+                                             msg(cm_world.sms, allowed, denied)))
+    assert status == 200
+    resp = await cm_world.admin.get("/metrics")
+    text = await resp.text()
+    assert 'consent_proxy_upstream_responses_total{front="cm",status="200"}' in text
+    assert 'consent_proxy_upstream_seconds_count{front="cm"}' in text
+    assert ('consent_proxy_decisions_total{channel="sms",decision="deny",front="cm",'
+            'reason="NO_LEGAL_BASIS"}') in text
