@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -561,3 +563,15 @@ async def test_metrics_carry_the_cm_front(cm_world: World, fake_cm: FakeCm) -> N
     assert 'consent_proxy_upstream_seconds_count{front="cm"}' in text
     assert ('consent_proxy_decisions_total{channel="sms",decision="deny",front="cm",'
             'reason="NO_LEGAL_BASIS"}') in text
+
+
+def test_serve_refuses_a_bad_cm_key_with_its_name(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "serve"], cwd=Path(__file__).resolve().parent.parent,
+        text=True, capture_output=True, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin", "PROXY_SECRET": "s", "ADMIN_TOKEN": "a",
+             "OPTOUT_SPOOL_DIR": str(tmp_path / "spool"), "CM_PRODUCT_TOKEN": "not-a-uuid",
+             "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
+    assert result.returncode == 2
+    assert "configuration error: CM_PRODUCT_TOKEN:" in result.stderr
+    assert "Traceback" not in result.stderr
