@@ -239,6 +239,8 @@ async def connect_writable(database_url: str, **kwargs: Any) -> asyncpg.Connecti
         except (OSError, TimeoutError, asyncpg.PostgresError,
                 asyncpg.exceptions.InterfaceError) as exc:
             last = exc
+            log.info("database_host_unusable", host=urlsplit(url).hostname,
+                     port=urlsplit(url).port, error=type(exc).__name__)
         if conn is not None:
             conn.terminate()
     log.warning("no_writable_database_host", hosts=len(urls), error=type(last).__name__)
