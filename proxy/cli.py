@@ -137,7 +137,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
-    settings = _with_database(_load())
+    settings = _with_database(_load(sys.stderr))
     assert settings.database_url is not None
     try:
         print(asyncio.run(audit.evidence_text(_session_url(settings), args.number,
@@ -149,7 +149,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    settings = _with_database(_load())
+    settings = _with_database(_load(sys.stderr))
     assert settings.database_url is not None
     report = asyncio.run(audit.verify(_session_url(settings), settings.proxy_secret,
                                       args.checkpoint))
@@ -195,7 +195,7 @@ def _seq_hash(text: str) -> tuple[int, str]:
 
 
 def cmd_prune(_args: argparse.Namespace) -> int:
-    settings = _with_database(_load())
+    settings = _with_database(_load(sys.stderr))
     assert settings.database_url is not None
     result = asyncio.run(audit.prune(_session_url(settings), settings.rules.retention_months,
                                      dt.datetime.now(dt.UTC)))
