@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,8 +76,8 @@ async def test_primary_lost_standby_promoted_nothing_committed_is_lost(tmp_path:
                 sent = await send(session, org, kind, f"{run}-{i}@pbx", number, f"{run}-{i}")
                 answers.append(Timed(sent, asked, time.monotonic()))
 
-        def count(condition: object) -> int:
-            return sum(1 for a in answers if condition(a))  # type: ignore[operator]
+        def count(condition: Callable[[Timed], bool]) -> int:
+            return sum(1 for a in answers if condition(a))
 
         workers = [asyncio.create_task(caller(n)) for n in range(32)]
         try:
