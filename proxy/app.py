@@ -203,10 +203,10 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "draining", **extra}, status=503)
     try:
         async with request.app[POOL].acquire(timeout=2) as conn:
-            # Ready only on a primary: one that became a standby fails here too.
+            # Ready only where decisions can be written: not on a standby, nor read-only.
             pending, unknown = await db.migration_state(conn)
-            if await conn.fetchval("SELECT pg_catalog.pg_is_in_recovery()"):
-                raise asyncpg.exceptions.ReadOnlySQLTransactionError("a standby")
+            if await conn.fetchval(db.READ_ONLY_SQL):
+                raise asyncpg.exceptions.ReadOnlySQLTransactionError("cannot write")
     except STORE_ERRORS:
         await db.discard(request.app[POOL])
         return web.json_response(

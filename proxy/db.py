@@ -197,8 +197,9 @@ async def connect(database_url: str) -> asyncpg.Connection:
 # writable primary before the next is tried (`connect_timeout` in the URL overrides it).
 HOST_TIMEOUT_SECONDS = 5.0
 _WRITABLE = {"read-write", "primary"}
-_CHECK_WRITABLE = ("SELECT pg_catalog.pg_is_in_recovery() "
-                   "OR current_setting('transaction_read_only')::bool")
+# True on a standby, or where transactions are read-only.
+READ_ONLY_SQL = ("SELECT pg_catalog.pg_is_in_recovery() "
+                 "OR pg_catalog.current_setting('transaction_read_only')::bool")
 
 
 def split_hosts(database_url: str) -> tuple[list[str], float, bool]:
@@ -232,7 +233,7 @@ async def connect_writable(database_url: str, **kwargs: Any) -> asyncpg.Connecti
         conn: asyncpg.Connection | None = None
         try:
             conn = await asyncpg.connect(url, timeout=timeout, **kwargs)
-            if not await conn.fetchval(_CHECK_WRITABLE, timeout=timeout):
+            if not await conn.fetchval(READ_ONLY_SQL, timeout=timeout):
                 return conn
             last = asyncpg.exceptions.TargetServerAttributeNotMatched(
                 "a host of DATABASE_URL is a standby or read-only")
