@@ -1,5 +1,8 @@
 """Dialer credentials: an account SID and a token derived from PROXY_SECRET.
 
+A front whose provider authenticates with one secret string (a bearer API key, a product
+token) takes both as one API key, `<client_id>.<token>` (`api_key`, `split_api_key`).
+
 The token is never stored. It is HMAC-SHA256(PROXY_SECRET, sid + version), so the proxy can
 check it and can also re-create it to sign relayed webhooks for that client. Rotating a
 client's token means bumping its version; rotating PROXY_SECRET invalidates every token.
@@ -26,6 +29,17 @@ def derive_token(proxy_secret: str, account_sid: str, version: int) -> str:
 def token_matches(proxy_secret: str, account_sid: str, version: int, presented: str) -> bool:
     expected = derive_token(proxy_secret, account_sid, version)
     return constant_time_equals(expected, presented)
+
+
+def api_key(client_id: str, token: str) -> str:
+    """The one-string form of a client's credentials, for providers whose API takes one key."""
+    return f"{client_id}.{token}"
+
+
+def split_api_key(key: str) -> tuple[str, str] | None:
+    """`api_key`'s client id and token (the token holds no dot; a client id may), or None."""
+    client_id, sep, token = key.rpartition(".")
+    return (client_id, token) if sep and client_id and token else None
 
 
 def constant_time_equals(a: str, b: str) -> bool:

@@ -41,18 +41,19 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.decisions = Labelled(Counter(
-            "consent_proxy_decisions", "Gate decisions by channel, verdict and reason code.",
-            ["channel", "decision", "reason"], registry=self.registry))
+            "consent_proxy_decisions",
+            "Gate decisions by way in (front), channel, verdict and reason code.",
+            ["front", "channel", "decision", "reason"], registry=self.registry))
         self.upstream_responses = Labelled(Counter(
             "consent_proxy_upstream_responses",
-            "Upstream answers by HTTP status ('unreachable' / 'timeout' when there was none).",
-            ["status"], registry=self.registry))
+            "Upstream answers by front and HTTP status ('unreachable' / 'timeout' when there "
+            "was none).", ["front", "status"], registry=self.registry))
         self.request_latency = Labelled(Histogram(
             "consent_proxy_request_seconds", "Time to answer a request, by route and method.",
             ["route", "method"], buckets=_LATENCY_BUCKETS, registry=self.registry))
-        self.upstream_latency = Histogram(
-            "consent_proxy_upstream_seconds", "Time the upstream took to answer.",
-            buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.upstream_latency = Labelled(Histogram(
+            "consent_proxy_upstream_seconds", "Time the upstream took to answer, by front.",
+            ["front"], buckets=_LATENCY_BUCKETS, registry=self.registry))
         self.pool_in_use = Gauge(
             "consent_proxy_db_pool_in_use", "Database connections currently checked out.",
             registry=self.registry)

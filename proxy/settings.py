@@ -178,6 +178,10 @@ class Settings:
     # SIGTERM: /readyz answers 503 this long, requests still served, before the listener
     # closes (a balancer's health check takes the gate out first).
     drain_seconds: float = 0.0
+    # The environment the settings were read from: a front reads its own provider's keys
+    # from it when it is mounted (its upstream credentials, its webhook secrets), so adding
+    # a provider adds no field here. Never logged or shown.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def session_database_url(self) -> str | None:
@@ -222,6 +226,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                   "DATABASE_STATEMENT_CACHE_SIZE", low=0, high=100_000),
         drain_seconds=_int(env.get("PROXY_DRAIN_SECONDS", "0"), "PROXY_DRAIN_SECONDS",
                            low=0, high=3600),
+        env=dict(env),
     )
 
 

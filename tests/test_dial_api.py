@@ -88,6 +88,7 @@ async def test_allow_commits_the_row_and_consumes_the_request(world: World) -> N
                                                                 "voice")
     assert row["consumed_consent_id"] == request_id
     assert row["client_id"] == world.sid
+    assert row["front"] == "dial"
     assert row["details"] == {"dial": {"call_id": cid, "automated": False}}
     assert (await consent(pool, request_id))["consumed_at"] is not None
     # N6: the request covered one contact; the next attempt (a new call_id) is denied.
@@ -474,8 +475,8 @@ async def test_metrics_count_dial_decisions(world: World) -> None:
     await ask(world, number, cid=cid)
     await ask(world, number, cid=cid)  # a replay is no decision
     text = await (await world.admin.get("/metrics")).text()
-    assert ('consent_proxy_decisions_total{channel="voice",decision="allow",reason="ALLOWED"} '
-            '1.0') in text
+    assert ('consent_proxy_decisions_total{channel="voice",decision="allow",front="dial",'
+            'reason="ALLOWED"} 1.0') in text
 
 
 async def test_the_log_line_masks_the_number(world: World, log_output: Any) -> None:

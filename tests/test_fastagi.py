@@ -118,6 +118,7 @@ async def test_allow_sets_the_variables_and_commits_the_row(
     assert (row["decision"], row["basis"], row["channel"]) == ("allow", "CONTACT_REQUEST",
                                                                 "voice")
     assert row["client_id"] == world.sid
+    assert row["front"] == "fastagi"
     assert row["details"] == {"dial": {"call_id": uniqueid, "automated": False}}
     assert re.fullmatch(r"[0-9a-f]{32}", row["request_id"])
     assert row["consumed_consent_id"] == request_id
@@ -533,8 +534,8 @@ async def test_metrics_count_decisions_and_sessions(gate: TestClient[Any, Any],
     writer.close()
     await no_session_left(gate)
     text = await (await gate.get("/metrics")).text()
-    assert ('consent_proxy_decisions_total{channel="voice",decision="allow",reason="ALLOWED"} '
-            '1.0') in text
+    assert ('consent_proxy_decisions_total{channel="voice",decision="allow",front="fastagi",'
+            'reason="ALLOWED"} 1.0') in text
     assert 'consent_proxy_fastagi_sessions_total{end="answered"} 2.0' in text
     assert 'consent_proxy_fastagi_sessions_total{end="malformed"} 1.0' in text
 

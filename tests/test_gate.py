@@ -87,7 +87,7 @@ async def parties(pool: asyncpg.Pool) -> Parties:
         await store.create_sender(pool, Sender(sender, org, "energy/electricity"), actor="test")
     client_id = "AC" + secrets.token_hex(16)
     client = await store.create_client(pool, client_id, "Dialer", [org], actor="test")
-    return Parties(org, voice, text, Caller.of(client, "req-" + uuid.uuid4().hex))
+    return Parties(org, voice, text, Caller.of(client, "req-" + uuid.uuid4().hex, "test"))
 
 
 async def consent(pool: asyncpg.Pool, parties: Parties, number: str, channel: str,
@@ -107,7 +107,7 @@ async def row(pool: asyncpg.Pool, decision_id: int) -> asyncpg.Record:
 def decisions_counted(metrics: Metrics, channel: str, decision: str, reason: str) -> float:
     value = metrics.registry.get_sample_value(
         "consent_proxy_decisions_total",
-        {"channel": channel, "decision": decision, "reason": reason})
+        {"front": "test", "channel": channel, "decision": decision, "reason": reason})
     return value or 0.0
 
 
@@ -127,6 +127,7 @@ async def test_an_allowed_contact_is_committed_with_its_row(
         "allow", "voice", parties.caller.client_id, parties.caller.request_id, parties.org,
         subject_hash(number), clock.now)
     assert found["details"] == {"via": "test"}
+    assert found["front"] == "test"  # the way in, named by the caller
     assert decisions_counted(metrics, "voice", "allow", committed.decision.reason) == 1
 
 
@@ -145,7 +146,7 @@ async def test_only_the_callers_own_senders_count(gate: Gate, parties: Parties,
                                                   pool: asyncpg.Pool) -> None:
     number = mobile()
     await consent(pool, parties, number, "voice")
-    stranger = Caller(parties.caller.client_id, ("another-organisation",))
+    stranger = Caller(parties.caller.client_id, ("another-organisation",), front="test")
     evaluation = await gate.decide(Proposal("voice", number, parties.voice), stranger)
     assert evaluation.decision.reason == "UNKNOWN_SENDER"
     assert (await gate.sender_of(stranger, parties.voice)) == (None, None)
@@ -192,7 +193,7 @@ async def test_an_idempotency_key_is_claimed_once_and_replayed(
     replay = await gate.claim(parties.caller, token, "hash-1")
     assert (replay.state, replay.answer) == ("replay", answer)
     assert (await gate.claim(parties.caller, token, "hash-2")).state == "mismatch"
-    other = Caller("AC" + secrets.token_hex(16), parties.caller.organisations)
+    other = Caller("AC" + secrets.token_hex(16), parties.caller.organisations, front="test")
     assert (await gate.claim(other, token, "hash-1")).state == "new"  # keys are per client
     outcome = await pool.fetchrow(
         "SELECT upstream_status, upstream_sid FROM decision_outcomes WHERE decision_id = $1",

@@ -1,6 +1,7 @@
-"""Migration 014 under the conditions of real upgrades: decisions committed while it waits for
-its locks, a decision log copied into another database, the same message id through two
-providers; and an instance whose code is older than its database's schema."""
+"""Migrations 014 and 018 under the conditions of real upgrades: decisions committed while 014
+waits for its locks, a decision log copied into another database, the same message id through
+two providers, rows hashed before 018's `front` column; and an instance whose code is older
+than its database's schema."""
 
 from __future__ import annotations
 
@@ -185,5 +186,41 @@ async def test_an_instance_older_than_the_schema_is_not_ready(
         assert resp.status == 503
         assert await resp.json() == {"status": "schema_newer_than_code",
                                      "unknown": [newest + 1]}
+    finally:
+        await conn.close()
+
+
+async def test_rows_from_before_018_keep_their_hashes_and_new_rows_name_their_front(
+        fresh_database: str) -> None:
+    """A row hashed before the `front` column existed verifies after 018 (its hash is of the
+    row without the key); a row written since names its front, is hashed with it, and a
+    changed front is caught."""
+    conn = await db.connect(fresh_database)
+    try:
+        await db.migrate(conn, _upto(17))
+        await conn.execute("INSERT INTO clients (client_id, name) VALUES ($1, 'A')", SID)
+        before = await conn.fetchval(
+            """INSERT INTO decisions (decided_at, client_id, channel, decision, reason, rule)
+               VALUES ($1, $2, 'voice', 'deny', 'NO_LEGAL_BASIS', 'N5') RETURNING id""",
+            AT, SID)
+        await db.migrate(conn, _upto(18))
+        after = await conn.fetchval(
+            """INSERT INTO decisions (decided_at, client_id, channel, decision, reason, rule,
+                                      front)
+               VALUES ($1, $2, 'sms', 'deny', 'NO_LEGAL_BASIS', 'N5', 'telnyx') RETURNING id""",
+            AT + dt.timedelta(seconds=1), SID)
+        rows = await conn.fetch(
+            """SELECT id, front, row_hash = decision_row_hash(d, d.prev_hash) AS verifies
+               FROM decisions d ORDER BY id""")
+        assert [(r["id"], r["front"], r["verifies"]) for r in rows] == [
+            (before, None, True), (after, "telnyx", True)]
+        assert (await store.verify_chain(conn)).ok
+        await conn.execute("ALTER TABLE decisions DISABLE TRIGGER decisions_no_update_delete")
+        await conn.execute("UPDATE decisions SET front = 'twilio' WHERE id = $1", after)
+        assert not await conn.fetchval(
+            "SELECT row_hash = decision_row_hash(d, d.prev_hash) FROM decisions d WHERE id = $1",
+            after)
+        report = await store.verify_chain(conn)
+        assert (report.ok, report.broken_id) == (False, after)
     finally:
         await conn.close()

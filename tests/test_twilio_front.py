@@ -96,6 +96,7 @@ async def test_allowed_sms_gets_the_footer_and_upstream_credentials(
     assert row["upstream_sid"] == message.sid
     assert received.headers["X-Consent-Decision-Id"] == str(row["id"])
     assert row["client_id"] == world.sid
+    assert row["front"] == "twilio"
     assert row["subject_masked"].endswith(number[-4:])
 
 
@@ -535,12 +536,12 @@ async def test_metrics(world: World, fake: FakeTwilio) -> None:
         await in_thread(lambda: sdk.messages.create(to=mobile(), from_=world.sms, body="x"))
     async with aiohttp.ClientSession() as session:
         text = await (await session.get(f"{world.base}/metrics")).text()
-    assert ('consent_proxy_decisions_total{channel="sms",decision="allow",reason="ALLOWED"} '
-            '1.0') in text
+    assert ('consent_proxy_decisions_total{channel="sms",decision="allow",front="twilio",'
+            'reason="ALLOWED"} 1.0') in text
     assert 'reason="NO_LEGAL_BASIS"} 1.0' in text
-    assert 'consent_proxy_upstream_responses_total{status="201"} 1.0' in text
+    assert 'consent_proxy_upstream_responses_total{front="twilio",status="201"} 1.0' in text
     assert "consent_proxy_request_seconds_bucket" in text
-    assert "consent_proxy_upstream_seconds_count 1.0" in text
+    assert 'consent_proxy_upstream_seconds_count{front="twilio"} 1.0' in text
     assert "consent_proxy_db_pool_in_use" in text
     # Two lookups; two decisions and the allowed one's outcome, committed by the time the
     # second answer came (each request waits for its decision's commit).

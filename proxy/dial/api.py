@@ -12,6 +12,7 @@ from proxy.dial.request import authenticate, decision_id, dial_request, outcome_
 from proxy.keys import CLOCK, REQUEST_ID
 
 PREFIX = "/dial/v1"
+FRONT_NAME = "dial"  # the decision rows' `front` (sql/018)
 
 
 def is_dial_route(request: web.Request) -> bool:
@@ -24,7 +25,8 @@ error_response = answer.error_response
 async def decide(request: web.Request) -> web.Response:
     client = await authenticate(request)
     dial = await dial_request(request)
-    decided = await decisions.decide(request.app, client, dial, request.get(REQUEST_ID))
+    decided = await decisions.decide(request.app, client, dial, request.get(REQUEST_ID),
+                                     FRONT_NAME)
     return answer.render(decided.answer, request.app[CLOCK]())
 
 

@@ -70,18 +70,18 @@ def _settled(work: asyncio.Task[Decided]) -> None:
 
 
 async def decide(app: web.Application, client: store.Client, dial: DialRequest,
-                 request_id: str | None) -> Decided:
+                 request_id: str | None, front: str) -> Decided:
     """A new decision, committed before this returns, or the first answer to the same
-    call_id of this client."""
+    call_id of this client. `front`: the way in (`dial` or `fastagi`), for the row."""
     now = app[CLOCK]()
     earlier = await attempts.claim(app[POOL], client.id, dial.call_id,
                                    dial.fingerprint(), now)
     if earlier is not None:
-        return await _replay(app, client, dial, request_id, earlier)
+        return await _replay(app, client, dial, request_id, front, earlier)
     # Shielded: cancelling the asker must not cancel its commit halfway (the group commit
     # writes a queued row anyway) and drop the claim, which would let the same call_id be
     # decided twice.
-    work = asyncio.ensure_future(_decide_claimed(app, client, dial, request_id, now))
+    work = asyncio.ensure_future(_decide_claimed(app, client, dial, request_id, front, now))
     _SETTLING.add(work)
     work.add_done_callback(_settled)
     try:
@@ -91,14 +91,15 @@ async def decide(app: web.Application, client: store.Client, dial: DialRequest,
         # the answer is the one who took it over's.
         log.warning("dial_claim_taken_over")
         found = await attempts.find(app[POOL], client.id, dial.call_id)
-        return await _replay(app, client, dial, request_id,
+        return await _replay(app, client, dial, request_id, front,
                              found or attempts.Attempt(dial.fingerprint(), None))
 
 
 async def _decide_claimed(app: web.Application, client: store.Client, dial: DialRequest,
-                          request_id: str | None, claimed_at: dt.datetime) -> Decided:
+                          request_id: str | None, front: str, claimed_at: dt.datetime
+                          ) -> Decided:
     try:
-        decision_id, stored = await _decide(app, client, dial, request_id, claimed_at)
+        decision_id, stored = await _decide(app, client, dial, request_id, front, claimed_at)
     except store.DialClaimLost:
         raise  # the claim is someone else's now
     except BaseException:
@@ -116,11 +117,11 @@ async def _decide_claimed(app: web.Application, client: store.Client, dial: Dial
 
 
 async def _decide(app: web.Application, client: store.Client, dial: DialRequest,
-                  request_id: str | None, claimed_at: dt.datetime
+                  request_id: str | None, front: str, claimed_at: dt.datetime
                   ) -> tuple[int, dict[str, Any]]:
     committed = await app[GATE].decide_and_commit(
         Proposal("voice", dial.to, dial.from_, automated=dial.automated),
-        Caller.of(client, request_id),
+        Caller.of(client, request_id, front),
         details={"dial": {"call_id": dial.call_id, "automated": dial.automated}},
         dial_claim=store.DialClaim(dial.call_id, claimed_at))
     evaluation = committed.entry.evaluation
@@ -132,7 +133,8 @@ async def _decide(app: web.Application, client: store.Client, dial: DialRequest,
 
 
 async def _replay(app: web.Application, client: store.Client, dial: DialRequest,
-                  request_id: str | None, earlier: attempts.Attempt) -> Decided:
+                  request_id: str | None, front: str, earlier: attempts.Attempt
+                  ) -> Decided:
     """The same call_id again: the first answer, once there is one."""
     deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
     pause = 0.005
@@ -150,7 +152,7 @@ async def _replay(app: web.Application, client: store.Client, dial: DialRequest,
         pause = min(pause * 2, 0.1)
         found = await attempts.find(app[POOL], client.id, dial.call_id)
         if found is None:  # its decision failed and the claim was dropped: decide now
-            return await decide(app, client, dial, request_id)
+            return await decide(app, client, dial, request_id, front)
         earlier = found
 
 

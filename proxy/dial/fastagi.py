@@ -36,6 +36,7 @@ from proxy.settings import FastAgiSettings
 log = structlog.get_logger("proxy.fastagi")
 T = TypeVar("T")
 SESSION_TASK = "fastagi-session"
+FRONT_NAME = "fastagi"  # the decision rows' `front` (sql/018)
 
 def _peer(writer: asyncio.StreamWriter) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     name = writer.get_extra_info("peername")
@@ -178,7 +179,7 @@ class Listener:
     async def _decide(self, header: agi.Header, request_id: str) -> decisions.Decided:
         dial, named = agi_requests.dial_request(header)
         client = await self._client(named)
-        return await decisions.decide(self._app, client, dial, request_id)
+        return await decisions.decide(self._app, client, dial, request_id, FRONT_NAME)
 
     async def _outcome(self, header: agi.Header) -> Variables:
         try:

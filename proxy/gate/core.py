@@ -159,8 +159,8 @@ class Gate:
                                            "concurrent contacts; ask again") from exc
                 entry = await again()
         decision = entry.evaluation.decision
-        self._metrics.decisions.labels(
-            entry.evaluation.contact.channel, decision.decision, decision.reason).inc()
+        self._metrics.decisions.labels(caller.front or "", entry.evaluation.contact.channel,
+                                       decision.decision, decision.reason).inc()
         return Committed(entry, decision_id, claimed)
 
     async def decide_and_commit(self, proposal: Proposal, caller: Caller, *,
@@ -240,7 +240,7 @@ def _record(caller: Caller, entry: Recordable, decided_at: dt.datetime,
         sender=ev.contact.from_ or None,
         organisation_id=ev.facts.organisation.id if ev.facts.organisation else None,
         subject=ev.contact.to, topic=ev.contact.effective_topic, details=entry.details,
-        dial_claim=dial_claim,
+        dial_claim=dial_claim, front=caller.front,
     )
 
 

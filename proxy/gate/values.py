@@ -35,15 +35,17 @@ class Proposal(msgspec.Struct, frozen=True, gc=False):
 
 class Caller(msgspec.Struct, frozen=True, gc=False):
     """Who asks: a client (a dialer's credentials), the organisations whose senders it may
-    use, and the request's id for the decision row."""
+    use, the request's id and the way in it came through (a front's name), both for the
+    decision row."""
 
     client_id: str
     organisations: tuple[str, ...]
     request_id: str | None = None
+    front: str | None = None
 
     @classmethod
-    def of(cls, client: store.Client, request_id: str | None) -> Caller:
-        return cls(client.id, client.organisations, request_id)
+    def of(cls, client: store.Client, request_id: str | None, front: str) -> Caller:
+        return cls(client.id, client.organisations, request_id, front)
 
 
 class Recordable(Protocol):

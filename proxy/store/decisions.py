@@ -40,6 +40,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, gc=False):
     topic: str | None = None
     details: dict[str, Any] = msgspec.field(default_factory=dict)
     dial_claim: DialClaim | None = None
+    front: str | None = None  # the way in: a provider's front, `dial` or `fastagi` (sql/018)
 
 
 class IdempotencyClaim(msgspec.Struct, frozen=True, gc=False):
@@ -80,7 +81,7 @@ WITH i AS (
         e.r->15 AS evidence, (e.r->>16)::timestamptz AS retry_after,
         ARRAY(SELECT jsonb_array_elements_text(e.r->17)) AS obligations, e.r->18 AS details,
         e.r->>19 AS token, e.r->>20 AS request_hash, e.r->>21 AS call_id,
-        (e.r->>22)::timestamptz AS claimed_at, e.n
+        (e.r->>22)::timestamptz AS claimed_at, e.r->>23 AS front, e.n
     FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(r, n)),
 lk AS MATERIALIZED (
     SELECT consents.id FROM i JOIN consents ON consents.id = i.consumes
@@ -111,11 +112,11 @@ da AS (
 d AS (
     INSERT INTO decisions (id, decided_at, request_id, client_id, channel, sender,
         organisation_id, subject_hash, subject_masked, topic, decision, reason, basis, rule,
-        consumed_consent_id, evidence, retry_after, obligations, details)
+        consumed_consent_id, evidence, retry_after, obligations, details, front)
     OVERRIDING SYSTEM VALUE
     SELECT id, decided_at, request_id, client_id, channel, sender, organisation_id,
         subject_hash, subject_masked, topic, decision, reason, basis, rule, consumes,
-        evidence, retry_after, obligations, details
+        evidence, retry_after, obligations, details, front
     FROM r ORDER BY n  -- the audit chain (sql/005) follows queue order
     RETURNING 1),
 f AS (
@@ -163,7 +164,7 @@ def record_args(rec: DecisionRecord, claim: IdempotencyClaim | None) -> tuple[An
         [dict(e) for e in d.evidence], d.retry_after, list(d.obligations), rec.details,
         claim.token if claim else None, claim.request_hash if claim else None,
         rec.dial_claim.call_id if rec.dial_claim else None,
-        rec.dial_claim.claimed_at if rec.dial_claim else None,
+        rec.dial_claim.claimed_at if rec.dial_claim else None, rec.front,
     )
 
 

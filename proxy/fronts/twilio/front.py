@@ -25,7 +25,7 @@ from proxy import credentials, form, sms, store
 from proxy.body import read_body
 from proxy.fronts.twilio import errors, messages, relays, routes
 from proxy.fronts.twilio.errors import TwilioError
-from proxy.fronts.twilio.keys import UPSTREAM
+from proxy.fronts.twilio.keys import NAME, UPSTREAM
 from proxy.fronts.twilio.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from proxy.gate import (
     Answer,
@@ -261,7 +261,7 @@ async def create(request: web.Request, channel: ContactChannel, tail: str) -> we
     (validate_call if channel == "voice" else validate_message)(pairs)
     # Bad URLs or TwiML: 400 before anything is decided.
     plan = relays.plan(channel, pairs, hosts=request.app[SETTINGS].rules.relay_hosts)
-    gate, caller = request.app[GATE], Caller.of(client, request.get(REQUEST_ID))
+    gate, caller = request.app[GATE], Caller.of(client, request.get(REQUEST_ID), NAME)
     claim = await _claim(request, gate, caller, raw)
     if claim is not None and claim.answer is not None:
         return _replayed(claim.answer)
@@ -324,7 +324,7 @@ async def _forward(request: web.Request, gate: Gate, client: store.Client, decis
         timeout = isinstance(exc, UpstreamTimeout)
         status, code = UPSTREAM_TIMEOUT if timeout else UPSTREAM_UNREACHABLE
         label = "timeout" if timeout else "unreachable"
-        app[METRICS].upstream_responses.labels(label).inc()
+        app[METRICS].upstream_responses.labels(NAME, label).inc()
         log.warning("upstream_failed", decision_id=decision_id, error=label)
         message = ("The provider did not answer in time; the request may or may not have "
                    "been delivered. It is not retried automatically." if timeout else
@@ -336,8 +336,8 @@ async def _forward(request: web.Request, gate: Gate, client: store.Client, decis
         await _finish(gate, decision_id, response, Outcome(error=f"upstream {label}"), claim,
                       None if timeout else consumption.after_upstream(None))
         return response
-    app[METRICS].upstream_latency.observe(time.perf_counter() - started)
-    app[METRICS].upstream_responses.labels(str(upstream.status)).inc()
+    app[METRICS].upstream_latency.labels(NAME).observe(time.perf_counter() - started)
+    app[METRICS].upstream_responses.labels(NAME, str(upstream.status)).inc()
     response = relayed(upstream)
     sid = _sid(upstream)
     # On the request's log line too: its outcome row is committed after the answer.

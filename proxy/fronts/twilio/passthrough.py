@@ -15,7 +15,7 @@ from proxy.body import read_body
 from proxy.fronts.twilio import errors, relays, routes
 from proxy.fronts.twilio.errors import TwilioError
 from proxy.fronts.twilio.front import authenticate, parse_form, relayed
-from proxy.fronts.twilio.keys import UPSTREAM
+from proxy.fronts.twilio.keys import NAME, UPSTREAM
 from proxy.fronts.twilio.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from proxy.gate import Caller
 from proxy.gate.codes import UPSTREAM_TIMEOUT, UPSTREAM_UNREACHABLE
@@ -36,7 +36,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
         await _require_owned_recording(request, client, sid)
     else:
         await _require_owned(request, client, sid)
-    caller = Caller.of(client, request.get(REQUEST_ID))
+    caller = Caller.of(client, request.get(REQUEST_ID), NAME)
     body, denied = await relays.gate_call_update(request, caller, route.tail, body)
     if denied is not None:
         return errors.denial(denied.decision, "voice", denied.decision_id,
