@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from proxy.app import create_app
 from proxy.gate.codes import DENIAL_CODES
 from proxy.keys import POOL
+from proxy.settings import ConfigError
 from tests.conftest import Clock, make_settings, mobile, uid
 from tests.fake_telnyx import FakeTelnyx
 from tests.telnyx_fixtures import (
@@ -405,3 +407,30 @@ async def test_sandbox_answers_without_a_telnyx_key(aiohttp_client: Any, databas
     assert (await sdk.messages.retrieve(sent.data.id)).data is not None
     (row,) = await telnyx_decisions(world, number)
     assert (row["front"], row["upstream_status"]) == ("telnyx", 200)
+
+
+# --- public contracts -----------------------------------------------------------------------
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+
+
+@pytest.mark.parametrize("variable", ["TELNYX_API_KEY", "TELNYX_API_BASE", "TELNYX_PUBLIC_KEY"])
+def test_telnyx_variable_is_documented(variable: str) -> None:
+    assert f"| `{variable}` |" in README
+
+
+@pytest.mark.parametrize(("reason", "status", "code"), [
+    ("OBJECTION_ON_FILE", 403, "40300"), ("SCHEDULED_SEND_NOT_GATED", 400, "930052"),
+    ("CONSENT_STORE_UNAVAILABLE", 503, "930503"), ("UPSTREAM_UNREACHABLE", 502, "930502"),
+    ("UPSTREAM_TIMEOUT", 504, "930504"), ("IDEMPOTENCY_MISMATCH", 422, "930422"),
+    ("NOT_PASSED_THROUGH", 403, "930403"), ("OPT_OUT_FOOTER_DOES_NOT_FIT", 422, "10015"),
+])
+def test_telnyx_error_mapping_is_documented(reason: str, status: int, code: str) -> None:
+    assert re.search(rf"^\| `{reason}`[^|]* \| {status} \| `{code}` \|", README, re.MULTILINE)
+
+
+async def test_bad_public_key_stops_start_up(database_url: str) -> None:
+    with pytest.raises(ConfigError, match="TELNYX_PUBLIC_KEY"):
+        create_app(make_settings(database_url, TELNYX_PUBLIC_KEY="not base64!"))
+    with pytest.raises(ConfigError, match="TELNYX_API_BASE"):
+        create_app(make_settings(database_url, TELNYX_API_BASE="ftp://x"))
