@@ -426,7 +426,7 @@ def test_telnyx_variable_is_documented(variable: str) -> None:
     ("NOT_PASSED_THROUGH", 403, "930403"), ("OPT_OUT_FOOTER_DOES_NOT_FIT", 422, "10015"),
 ])
 def test_telnyx_error_mapping_is_documented(reason: str, status: int, code: str) -> None:
-    assert re.search(rf"^\| `{reason}`[^|]* \| {status} \| `{code}` \|", README, re.MULTILINE)
+    assert re.search(rf"^\| `{code}` \| {status} \| `{reason}`[^|]* \|", README, re.MULTILINE)
 
 
 async def test_bad_public_key_stops_start_up(database_url: str) -> None:
