@@ -272,6 +272,9 @@ async def test_message_validation_as_telnyx(telnyx_world: World, fake_telnyx: Fa
     b'{"to": "+3161234\xff5678", "from": "+31201234567", "text": "x"}',
     b'{"to": "+31612345678", "from": "+31201234567", "text": "x\\u0000"}',
     b'["+31612345678"]', b'{"to": NaN}', b'{' * 5000, b"not json",
+    b'[' * 100_000 + b']' * 100_000,
+    b'{"to": "+31612345678", "from": "+31201234567", "text": "x", "type": 1e999}',
+    b'{"to": "+31612345678", "from": "+31201234567", "text": "x", "type": %d}' % 2**80,
 ])
 async def test_malformed_bodies_are_4xx_without_a_record(telnyx_world: World, raw: bytes,
                                                          pool: asyncpg.Pool,
@@ -434,3 +437,16 @@ async def test_bad_public_key_stops_start_up(database_url: str) -> None:
         create_app(make_settings(database_url, TELNYX_PUBLIC_KEY="not base64!"))
     with pytest.raises(ConfigError, match="TELNYX_API_BASE"):
         create_app(make_settings(database_url, TELNYX_API_BASE="ftp://x"))
+
+
+async def test_call_with_a_number_past_64_bits_is_400_without_a_record(
+        telnyx_world: World, fake_telnyx: FakeTelnyx, pool: asyncpg.Pool) -> None:
+    world, number = telnyx_world, mobile()
+    await world.consent(number, "voice")
+    before = await pool.fetchval("SELECT count(*) FROM decisions")
+    raw = (b'{"connection_id": "c", "to": "%s", "from": "%s", "timeout_secs": %d}'
+           % (number.encode(), world.voice.encode(), 2**80))
+    status, answer = await _post(world, "/v2/calls", None, raw=raw)
+    assert (status, answer["errors"][0]["code"]) == (400, "10015")
+    assert await pool.fetchval("SELECT count(*) FROM decisions") == before
+    assert fake_telnyx.received == []

@@ -8,6 +8,7 @@ are those of Telnyx's API v2 (the `telnyx` SDK's MessageSendParams and CallDialP
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -110,6 +111,15 @@ def _check_value(value: Any, depth: int) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise TelnyxError(400, "10015", "A value contains a NUL character")
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int):
+        # Forwarded as JSON: a number past 64 bits could not be written out again.
+        if not -(2**63) <= value < 2**64:
+            raise TelnyxError(400, "10015", "A number is out of range")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise TelnyxError(400, "10015", "A number is out of range")
     elif isinstance(value, dict):
         for key, item in value.items():
             if "\x00" in key:
