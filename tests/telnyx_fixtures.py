@@ -32,9 +32,10 @@ async def fake_telnyx() -> AsyncIterator[FakeTelnyx]:
 async def telnyx_proxy_app(aiohttp_client: Any, database_url: str, clock: Clock,
                            fake: FakeTelnyx, tmp_path: Path, timeout: float = 10,
                            **env: str) -> TestClient[Any, Any]:
-    settings = make_settings(database_url, TELNYX_API_KEY=UP_KEY,
-                             TELNYX_API_BASE=fake.base_url, TELNYX_PUBLIC_KEY=fake.public_key,
-                             PROXY_CONFIG=write_config(tmp_path, timeout), **env)
+    settings = make_settings(database_url, **{
+        "TELNYX_API_KEY": UP_KEY, "TELNYX_API_BASE": fake.base_url,
+        "TELNYX_PUBLIC_KEY": fake.public_key, "PROXY_CONFIG": write_config(tmp_path, timeout),
+        **env})
     client: TestClient[Any, Any] = await aiohttp_client(create_app(settings, clock=clock))
     return client
 
