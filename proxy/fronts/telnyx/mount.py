@@ -1,6 +1,6 @@
 """The Telnyx front as the app mounts it: its configuration (TELNYX_* from Settings.env), its
 routes, its upstream (Telnyx, or the sandbox when no API key is set) and Telnyx-shaped errors
-on `/v2/`."""
+on `/v2/`; its messaging webhook (webhooks.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from proxy.front import render_errors
-from proxy.fronts.telnyx import errors, front, passthrough, settings
+from proxy.fronts.telnyx import errors, front, passthrough, settings, webhooks
 from proxy.fronts.telnyx.keys import CONFIG, HTTP, NAME, UPSTREAM
 from proxy.fronts.telnyx.upstream import SandboxUpstream, TelnyxUpstream
 from proxy.keys import SETTINGS
@@ -56,6 +56,7 @@ class TelnyxFront:
         app.router.add_post("/v2/messages", front.create_message)
         app.router.add_post("/v2/calls", front.create_call)
         app.router.add_route("*", "/v2/{tail:.*}", passthrough.passthrough)
+        webhooks.add_routes(app)
         render_errors(app, errors.PREFIX, errors.RENDERER)
 
 
