@@ -26,6 +26,7 @@ from tests.conftest import PROXY_SECRET, Clock, mobile
 from tests.fake_telnyx import FakeTelnyx
 from tests.telnyx_fixtures import (
     UP_KEY,
+    api_key,
     fake_telnyx,
     telnyx_proxy,
     telnyx_proxy_app,
@@ -191,47 +192,72 @@ async def relay_target() -> AsyncIterator[tuple[TestServer, list[tuple[bytes, di
     await server.close()
 
 
+async def _relaying_sender(proxy: TestClient[Any, Any], world: World, auth: dict[str, str],
+                           url: str) -> None:
+    sender = f"+3120{mobile()[-7:]}"
+    resp = await proxy.post("/admin/v1/senders", json={
+        "sender": sender, "organisation": world.org, "topic": "energy",
+        "inbound_webhook": url}, headers=auth)
+    assert resp.status == 201
+    world.sms = sender
+
+
 async def test_other_messages_are_relayed_signed_for_the_sdk_helper(
         telnyx_world: World, telnyx_proxy: TestClient[Any, Any], fake_telnyx: FakeTelnyx,
         clock: Clock, auth: dict[str, str], relay_target: Any) -> None:
     server, received = relay_target
     world = telnyx_world
-    url = str(server.make_url("/crm/sms"))
-    sender = f"+3120{mobile()[-7:]}"
-    resp = await telnyx_proxy.post("/admin/v1/senders", json={
-        "sender": sender, "organisation": world.org, "topic": "energy",
-        "inbound_webhook": url}, headers=auth)
-    assert resp.status == 201
-    world.sms = sender
+    await _relaying_sender(telnyx_proxy, world, auth, str(server.make_url("/crm/sms")))
     number = mobile()
     body = event(world, number, "Kunt u mij morgen terugbellen?")
     status, _ = await deliver(telnyx_proxy, fake_telnyx, clock, body)
     assert status == 200
     ((got, headers),) = received
     assert got == body
-    key = (await (await telnyx_proxy.get(webhooks.KEY_PATH)).json())["public_key"]
-    assert key == signatures.relay_public_key(PROXY_SECRET)
-    # The SDK's helper checks freshness against the wall clock: sign a copy for it now.
-    fresh = signatures.sign_relay(PROXY_SECRET, got, dt.datetime.now(dt.UTC))
-    verify_webhook_signature(got, fresh, key)
+    resp = await telnyx_proxy.get(webhooks.KEY_PATH, headers={
+        "Authorization": f"Bearer {api_key(world)}"})
+    key = (await resp.json())["public_key"]
+    assert key == signatures.relay_public_key(PROXY_SECRET, world.sid, 1)
     stamp = headers["telnyx-timestamp"]
     assert stamp == str(int(clock().timestamp()))
-    signatures.verify(base64.b64decode(key), got, {
-        "telnyx-signature-ed25519": headers["telnyx-signature-ed25519"],
-        "telnyx-timestamp": stamp}, clock())
-    with pytest.raises(signatures.SignatureError):
-        signatures.verify(base64.b64decode(fake_telnyx.public_key), got, {
-            "telnyx-signature-ed25519": headers["telnyx-signature-ed25519"],
-            "telnyx-timestamp": stamp}, clock())
+    relayed = {"telnyx-signature-ed25519": headers["telnyx-signature-ed25519"],
+               "telnyx-timestamp": stamp}
+    signatures.verify(base64.b64decode(key), got, relayed, clock())
+    with pytest.raises(signatures.SignatureError):  # not Telnyx's own key
+        signatures.verify(base64.b64decode(fake_telnyx.public_key), got, relayed, clock())
+    # The SDK's helper checks freshness against the wall clock: the same key signs a copy now.
+    fresh = signatures.sign_relay(PROXY_SECRET, world.sid, 1, got, dt.datetime.now(dt.UTC))
+    verify_webhook_signature(got, fresh, key)
     assert replies(fake_telnyx, number) == []
+    resp = await telnyx_proxy.get(webhooks.KEY_PATH)
+    assert resp.status == 401
+
+
+async def test_a_disabled_client_gets_no_relays(
+        telnyx_world: World, telnyx_proxy: TestClient[Any, Any], fake_telnyx: FakeTelnyx,
+        clock: Clock, auth: dict[str, str], relay_target: Any) -> None:
+    server, received = relay_target
+    world = telnyx_world
+    await _relaying_sender(telnyx_proxy, world, auth, str(server.make_url("/crm/sms")))
+    resp = await telnyx_proxy.post(f"/admin/v1/clients/{world.sid}/disable", headers=auth)
+    assert resp.status == 200
+    status, _ = await deliver(telnyx_proxy, fake_telnyx, clock,
+                              event(world, mobile(), "Wanneer komt de monteur?"))
+    assert status == 200
+    assert received == []
 
 
 async def test_relay_signature_verifies_with_the_sdk_helper() -> None:
     body = b'{"data": {"event_type": "message.received"}}'
-    headers = signatures.sign_relay(PROXY_SECRET, body, dt.datetime.now(dt.UTC))
-    verify_webhook_signature(body, headers, signatures.relay_public_key(PROXY_SECRET))
+    headers = signatures.sign_relay(PROXY_SECRET, "AC1", 1, body, dt.datetime.now(dt.UTC))
+    verify_webhook_signature(body, headers, signatures.relay_public_key(PROXY_SECRET, "AC1", 1))
+    for key in (signatures.relay_public_key(PROXY_SECRET, "AC1", 2),  # rotated token
+                signatures.relay_public_key(PROXY_SECRET, "AC2", 1)):  # another client
+        with pytest.raises(WebhookVerificationError):
+            verify_webhook_signature(body, headers, key)
     with pytest.raises(WebhookVerificationError):
-        verify_webhook_signature(body + b" ", headers, signatures.relay_public_key(PROXY_SECRET))
+        verify_webhook_signature(body + b" ", headers,
+                                 signatures.relay_public_key(PROXY_SECRET, "AC1", 1))
 
 
 async def test_webhooks_refused_without_a_public_key(

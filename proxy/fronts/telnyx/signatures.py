@@ -4,8 +4,9 @@ messages relayed to a sender's webhook.
 Telnyx signs `f"{timestamp}|{raw body}"` with its account key; the signature (base64) comes in
 `telnyx-signature-ed25519`, the Unix time in `telnyx-timestamp`, and a webhook more than
 300 seconds from our clock (app[CLOCK]) is refused as a replay. Relays are signed the same
-way with an Ed25519 key derived from PROXY_SECRET, so a sender verifies them with the telnyx
-SDK's own helper and the public key the proxy serves (`relay_public_key`).
+way with an Ed25519 key derived from PROXY_SECRET and the client's token version, so a sender
+verifies them with the telnyx SDK's own helper and the public key the proxy serves it
+(`relay_public_key`).
 """
 
 from __future__ import annotations
@@ -55,21 +56,26 @@ def verify(public_key: bytes | None, body: bytes, headers: Mapping[str, str],
     return timestamp
 
 
-@functools.lru_cache(maxsize=4)
-def relay_key(proxy_secret: str) -> SigningKey:
-    """The key relays are signed with: derived from PROXY_SECRET, never stored."""
-    seed = hmac.new(proxy_secret.encode(), b"consent-proxy/telnyx-relay-key/v1",
+@functools.lru_cache(maxsize=256)
+def relay_key(proxy_secret: str, client_id: str, version: int) -> SigningKey:
+    """The key a client's relays are signed with: derived from PROXY_SECRET and the client's
+    token version (rotating the client's token rotates it), never stored."""
+    seed = hmac.new(proxy_secret.encode(),
+                    f"consent-proxy/telnyx-relay-key/v1:{client_id}:{version}".encode(),
                     hashlib.sha256).digest()
     return SigningKey(seed)
 
 
-def relay_public_key(proxy_secret: str) -> str:
+def relay_public_key(proxy_secret: str, client_id: str, version: int) -> str:
     """The relay key's public half, base64, as a sender configures it for the SDK helper."""
-    return base64.b64encode(bytes(relay_key(proxy_secret).verify_key)).decode()
+    return base64.b64encode(bytes(relay_key(proxy_secret, client_id, version).verify_key)
+                            ).decode()
 
 
-def sign_relay(proxy_secret: str, body: bytes, now: dt.datetime) -> dict[str, str]:
+def sign_relay(proxy_secret: str, client_id: str, version: int, body: bytes,
+               now: dt.datetime) -> dict[str, str]:
     """The headers of a relayed webhook, signed as Telnyx signs its own."""
     stamp = str(int(now.timestamp()))
-    signature = relay_key(proxy_secret).sign(stamp.encode() + b"|" + body).signature
+    key = relay_key(proxy_secret, client_id, version)
+    signature = key.sign(stamp.encode() + b"|" + body).signature
     return {SIGNATURE_HEADER: base64.b64encode(signature).decode(), TIMESTAMP_HEADER: stamp}

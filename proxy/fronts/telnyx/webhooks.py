@@ -5,7 +5,8 @@
                                        `message.received` is handled, other events (a sent
                                        message's `message.sent`, `message.finalized`) are
                                        acknowledged with 200 and nothing else.
-`GET /webhooks/telnyx/relay-public-key` the public key relayed messages are signed with.
+`GET /webhooks/telnyx/relay-public-key` the public key a client's relayed messages are signed
+                                       with (asked for with the client's API key).
 
 Telnyx retries a webhook that is not answered 2xx, so the answer comes as soon as the
 message is recorded: the reply to the person (sent through the upstream, not gated: it
@@ -24,15 +25,16 @@ import orjson
 import structlog
 from aiohttp import web
 
-from proxy import inbound
+from proxy import inbound, store
 from proxy.body import read_body
 from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
 from proxy.fronts.telnyx import signatures
 from proxy.fronts.telnyx.errors import TelnyxError, render
+from proxy.fronts.telnyx.front import authenticate
 from proxy.fronts.telnyx.keys import CONFIG, HTTP, NAME, UPSTREAM
 from proxy.fronts.telnyx.upstream import UpstreamTimeout, UpstreamUnreachable
-from proxy.keys import CLOCK, SETTINGS
+from proxy.keys import CLOCK, POOL, SETTINGS
 
 log = structlog.get_logger("proxy.webhooks")
 
@@ -136,9 +138,17 @@ async def _reply(app: web.Application, sms: inbound.InboundSms, text: str) -> No
 async def _relay(app: web.Application, relay: inbound.Relay, raw: bytes) -> None:
     """A non-keyword message to the sender's own webhook: Telnyx's event as it came,
     signed with the proxy's relay key, so the sender verifies it as it would Telnyx's."""
-    secret = app[SETTINGS].proxy_secret or ""
+    secret = app[SETTINGS].proxy_secret
+    # The organisation's oldest enabled client signs, as for Twilio's relays: with none left
+    # (or no PROXY_SECRET), nothing speaks for the organisation and nothing is relayed.
+    client = await store.relay_client(app[POOL], relay.organisation.id)
+    if client is None or not secret:
+        log.warning("inbound_relay_skipped", front=NAME, why="no client for the organisation",
+                    organisation=relay.organisation.id)
+        await inbound.relayed(app, relay)
+        return
     headers = {"Content-Type": "application/json",
-               **signatures.sign_relay(secret, raw, app[CLOCK]())}
+               **signatures.sign_relay(secret, *client, raw, app[CLOCK]())}
     timeout = aiohttp.ClientTimeout(total=app[SETTINGS].rules.relay_timeout_seconds)
     status: int | None = None
     try:
@@ -151,12 +161,16 @@ async def _relay(app: web.Application, relay: inbound.Relay, raw: bytes) -> None
 
 
 async def relay_public_key(request: web.Request) -> web.Response:
-    """The key to verify relayed messages with (public: it only verifies)."""
+    """The key a client verifies its relayed messages with, asked for with its own API key."""
+    try:
+        client = await authenticate(request)
+    except TelnyxError as exc:
+        return render(request.app[SETTINGS].public_url, exc)
     secret = request.app[SETTINGS].proxy_secret
-    if not secret:
-        return _refused(request, 404, "10005", "PROXY_SECRET is not set: nothing is relayed")
-    return web.json_response({"public_key": signatures.relay_public_key(secret),
-                              "algorithm": "ed25519"})
+    assert secret  # authenticate refuses every key without it
+    return web.json_response({
+        "public_key": signatures.relay_public_key(secret, client.id, client.token_version),
+        "algorithm": "ed25519"})
 
 
 async def _tasks_ctx(app: web.Application) -> Any:
