@@ -450,3 +450,22 @@ async def test_call_with_a_number_past_64_bits_is_400_without_a_record(
     assert (status, answer["errors"][0]["code"]) == (400, "10015")
     assert await pool.fetchval("SELECT count(*) FROM decisions") == before
     assert fake_telnyx.received == []
+
+
+async def test_metrics_and_log_name_the_telnyx_front(
+        telnyx_world: World, telnyx_proxy: TestClient[Any, Any], fake_telnyx: FakeTelnyx,
+        log_output: Any) -> None:
+    world, number = telnyx_world, mobile()
+    await world.consent(number, "sms")
+    await telnyx_sdk(world).messages.send(to=number, from_=world.sms, text="Geheim 12345")
+    with pytest.raises(telnyx.PermissionDeniedError):
+        await telnyx_sdk(world).messages.send(to=mobile(), from_=world.sms, text="Geheim 12345")
+    text = await (await telnyx_proxy.get("/metrics")).text()
+    assert ('consent_proxy_decisions_total{channel="sms",decision="allow",front="telnyx",'
+            'reason="ALLOWED"}') in text
+    assert 'consent_proxy_upstream_responses_total{front="telnyx",status="200"} 1.0' in text
+    assert 'consent_proxy_upstream_seconds_count{front="telnyx"} 1.0' in text
+    logged = log_output.getvalue()
+    assert "decision_id" in logged
+    for secret in ("Geheim", number, world.token, UP_KEY):
+        assert secret not in logged
