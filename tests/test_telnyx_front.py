@@ -469,3 +469,14 @@ async def test_metrics_and_log_name_the_telnyx_front(
     assert "decision_id" in logged
     for secret in ("Geheim", number, world.token, UP_KEY):
         assert secret not in logged
+
+
+async def test_number_pool_send_without_from_is_an_unknown_sender(
+        telnyx_world: World, fake_telnyx: FakeTelnyx) -> None:
+    world, number = telnyx_world, mobile()
+    await world.consent(number, "sms")
+    with pytest.raises(telnyx.PermissionDeniedError) as caught:
+        await telnyx_sdk(world).messages.send(
+            to=number, messaging_profile_id="40017d4e-0f68-4f8a-9c7a-8e8f6b5d4e3a", text="x")
+    assert _error(caught.value)["meta"]["reason"] == "UNKNOWN_SENDER"
+    assert fake_telnyx.creates() == []
