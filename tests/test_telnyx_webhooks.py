@@ -20,6 +20,8 @@ from nacl.signing import SigningKey
 from telnyx.lib.webhook_verification import WebhookVerificationError, verify_webhook_signature
 
 from proxy.fronts.telnyx import signatures, webhooks
+from proxy.fronts.telnyx.keys import UPSTREAM
+from proxy.fronts.telnyx.upstream import SandboxUpstream
 from proxy.keys import OPTOUT_SPOOL, POOL
 from proxy.phone import subject_hash
 from tests.conftest import PROXY_SECRET, Clock, mobile
@@ -287,3 +289,18 @@ async def test_stop_in_a_database_outage_is_spooled_and_answered(
                                    event(world, number, "Wanneer komt de monteur?"))
     assert status == 503
     assert "errors" in answer
+
+
+async def test_sandbox_records_the_reply(aiohttp_client: Any, database_url: str, clock: Clock,
+                                         fake_telnyx: FakeTelnyx, tmp_path: Any,
+                                         auth: dict[str, str]) -> None:
+    proxy = await telnyx_proxy_app(aiohttp_client, database_url, clock, fake_telnyx, tmp_path,
+                                   TELNYX_API_KEY="")
+    world, number = await make_world(proxy, auth), mobile()
+    status, _ = await deliver(proxy, fake_telnyx, clock, event(world, number, "STOP"))
+    assert status == 200
+    sandbox = proxy.app[UPSTREAM]
+    assert isinstance(sandbox, SandboxUpstream)
+    (reply,) = sandbox.sent
+    assert (reply["kind"], reply["from"], reply["to"]) == ("messages", world.sms, number)
+    assert fake_telnyx.received == []
