@@ -90,6 +90,7 @@ class FakeTelnyx:
     received: list[Received] = field(default_factory=list)
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    commands: dict[str, str] = field(default_factory=dict)  # command_id → call_control_id
     signing_key: SigningKey = field(default_factory=SigningKey.generate)
 
     def __post_init__(self) -> None:
@@ -256,7 +257,14 @@ class FakeTelnyx:
             if not body.get(name):
                 raise FakeError(422, "10004", f"The '{name}' parameter is required",
                                 f"/{name}")
+        command = body.get("command_id")
+        if isinstance(command, str) and command in self.commands:
+            # "Telnyx will ignore others Dial commands with the same command_id": the first
+            # call is the answer.
+            return web.json_response({"data": self.calls[self.commands[command]]})
         call_id = "v3:" + uuid.uuid4().hex
+        if isinstance(command, str):
+            self.commands[command] = call_id
         data = {"record_type": "call", "call_control_id": call_id,
                 "call_leg_id": str(uuid.uuid4()), "call_session_id": str(uuid.uuid4()),
                 "is_alive": True, "call_duration": 0}

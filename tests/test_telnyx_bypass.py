@@ -147,3 +147,29 @@ async def test_everything_else_is_refused_in_telnyx_shape(telnyx_world: World,
     assert status in (403, 404, 405), answer
     assert b'"errors"' in answer
     assert fake_telnyx.received == []
+
+
+async def test_a_command_id_never_meets_another_clients(
+        telnyx_world: World, telnyx_proxy: TestClient[Any, Any], auth: dict[str, str],
+        fake_telnyx: FakeTelnyx) -> None:
+    """Telnyx answers a repeated dial command_id with the first call: another client's call
+    id must never become this client's to read or hang up."""
+    first = await _allowed_call_with(telnyx_world, command_id="dial-1")
+    other = await make_world(telnyx_proxy, auth)
+    second = await _allowed_call_with(other, command_id="dial-1")
+    assert second != first
+    sent = [r.json["command_id"] for r in fake_telnyx.creates("calls")]
+    assert len(set(sent)) == 2
+    assert "dial-1" not in sent
+    with pytest.raises(telnyx.NotFoundError):
+        await telnyx_sdk(other).calls.actions.hangup(first)
+
+
+async def _allowed_call_with(world: World, **extra: Any) -> str:
+    number = mobile()
+    await world.consent(number, "voice")
+    call = await telnyx_sdk(world).calls.dial(connection_id="c", to=number, from_=world.voice,
+                                              **extra)
+    assert call.data is not None
+    assert call.data.call_control_id is not None
+    return call.data.call_control_id

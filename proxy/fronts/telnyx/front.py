@@ -129,10 +129,15 @@ async def _decide(gate: Gate, caller: Caller, proposal: Proposal,
     return _Gated(evaluation, body, {"automated": proposal.automated})
 
 
+def client_scoped(client_id: str, token: str) -> str:
+    """A client's token as sent upstream: tokens are per client, and clients may share one
+    upstream account, so the same token of two clients must never meet there."""
+    return hashlib.sha256(f"{client_id}:{token}".encode()).hexdigest()
+
+
 def upstream_token(claim: store.IdempotencyClaim) -> str:
-    """The idempotency key sent upstream: keys are per client, and clients may share one
-    upstream account, so the same key of two clients must never meet there."""
-    return hashlib.sha256(f"{claim.client_id}:{claim.token}".encode()).hexdigest()
+    """The idempotency key sent upstream (client_scoped)."""
+    return client_scoped(claim.client_id, claim.token)
 
 
 def _request_hash(request: web.Request, raw: bytes) -> str:
@@ -180,6 +185,11 @@ async def create(request: web.Request, channel: ContactChannel) -> web.Response:
         fields.validate_message(body)
     else:
         automated = fields.validate_call(body)
+        if isinstance(body.get("command_id"), str):
+            # Telnyx answers a repeated command_id with the first call's ids: clients sharing
+            # the upstream account must never meet there (another's call id would become this
+            # client's to read and hang up).
+            body = {**body, "command_id": client_scoped(client.id, body["command_id"])}
     gate, caller = request.app[GATE], Caller.of(client, request.get(REQUEST_ID), NAME)
     claim = await _claim(request, gate, caller, raw)
     if claim is not None and claim.answer is not None:
