@@ -480,3 +480,23 @@ async def test_number_pool_send_without_from_is_an_unknown_sender(
             to=number, messaging_profile_id="40017d4e-0f68-4f8a-9c7a-8e8f6b5d4e3a", text="x")
     assert _error(caught.value)["meta"]["reason"] == "UNKNOWN_SENDER"
     assert fake_telnyx.creates() == []
+
+
+async def test_the_sdk_does_not_retry_a_timeout_by_itself(
+        aiohttp_client: Any, database_url: str, clock: Clock, fake_telnyx: FakeTelnyx,
+        tmp_path: Path, auth: dict[str, str]) -> None:
+    """The SDK's default is two retries of every 5xx; after a timeout the message may be out,
+    and a retry would send it twice."""
+    proxy = await telnyx_proxy_app(aiohttp_client, database_url, clock, fake_telnyx,
+                                   tmp_path, timeout=0.5)
+    world = await make_world(proxy, auth)
+    number = mobile()
+    await world.consent(number, "sms")
+    fake_telnyx.hang(5)
+    sdk = telnyx.AsyncTelnyx(api_key=api_key(world), base_url=f"{world.base}/v2")
+    assert sdk.max_retries == 2
+    with pytest.raises(telnyx.APIStatusError) as caught:
+        await sdk.messages.send(to=number, from_=world.sms, text="x")
+    assert caught.value.status_code == 504
+    assert len(fake_telnyx.creates()) == 1
+    assert len(await telnyx_decisions(world, number)) == 1

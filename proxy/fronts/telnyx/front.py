@@ -245,6 +245,11 @@ async def _forward(request: web.Request, gate: Gate, decision_id: int, path: str
                    "The provider could not be reached; nothing was sent.")
         response = errors.render(app[SETTINGS].public_url, TelnyxError(
             status, str(code), message, title="Upstream " + label, decision_id=decision_id))
+        if timeout:
+            # The telnyx SDK retries a 5xx by itself (twice by default), with no idempotency
+            # key: after a timeout the message or call may be out already, and a retry would
+            # be a second one. The SDK honours this header.
+            response.headers["x-should-retry"] = "false"
         # N6: nothing was sent when the provider could not be reached; after a timeout it
         # may have been.
         await _finish(gate, decision_id, response, Outcome(error=f"upstream {label}"), claim,
