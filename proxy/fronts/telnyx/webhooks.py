@@ -145,7 +145,7 @@ async def _relay(app: web.Application, relay: inbound.Relay, raw: bytes) -> None
     if client is None or not secret:
         log.warning("inbound_relay_skipped", front=NAME, why="no client for the organisation",
                     organisation=relay.organisation.id)
-        await inbound.relayed(app, relay)
+        await _relayed(app, relay, None)
         return
     headers = {"Content-Type": "application/json",
                **signatures.sign_relay(secret, *client, raw, app[CLOCK]())}
@@ -157,7 +157,14 @@ async def _relay(app: web.Application, relay: inbound.Relay, raw: bytes) -> None
             status = resp.status
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning("inbound_relay_failed", front=NAME, error=type(exc).__name__)
-    await inbound.relayed(app, relay, status=status)
+    await _relayed(app, relay, status)
+
+
+async def _relayed(app: web.Application, relay: inbound.Relay, status: int | None) -> None:
+    try:
+        await inbound.relayed(app, relay, status=status)
+    except STORE_ERRORS as exc:  # the message is recorded; only the relay's status is lost
+        log.error("inbound_relay_not_recorded", front=NAME, error=type(exc).__name__)
 
 
 async def relay_public_key(request: web.Request) -> web.Response:
