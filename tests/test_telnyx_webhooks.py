@@ -304,3 +304,26 @@ async def test_sandbox_records_the_reply(aiohttp_client: Any, database_url: str,
     (reply,) = sandbox.sent
     assert (reply["kind"], reply["from"], reply["to"]) == ("messages", world.sms, number)
     assert fake_telnyx.received == []
+
+
+async def test_a_failing_relay_target_still_gets_telnyx_a_200(
+        telnyx_world: World, telnyx_proxy: TestClient[Any, Any], fake_telnyx: FakeTelnyx,
+        clock: Clock, auth: dict[str, str], pool: asyncpg.Pool) -> None:
+    async def broken(_request: web.Request) -> web.Response:
+        return web.json_response({"error": "down"}, status=500)
+
+    app = web.Application()
+    app.router.add_post("/crm/sms", broken)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        world, message_id = telnyx_world, str(uuid.uuid4())
+        await _relaying_sender(telnyx_proxy, world, auth, str(server.make_url("/crm/sms")))
+        status, _ = await deliver(telnyx_proxy, fake_telnyx, clock,
+                                  event(world, mobile(), "Bel mij", message_id=message_id))
+    finally:
+        await server.close()
+    assert status == 200
+    row = await pool.fetchrow("SELECT * FROM inbound_messages WHERE provider = 'telnyx' AND "
+                              "message_id = $1", message_id)
+    assert (row["intent"], row["relay_status"]) == ("other", 500)
