@@ -23,7 +23,9 @@ log = structlog.get_logger("proxy.fronts.telnyx")
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     if config.api_key is None:
-        log.info("sandbox_upstream_active", front=NAME)
+        log.warning("sandbox_upstream_active", front=NAME,
+                    note="no TELNYX_API_KEY: allowed requests are answered by the built-in "
+                         "sandbox, nothing reaches Telnyx")
         app[UPSTREAM] = SandboxUpstream()
         yield
         return
