@@ -398,8 +398,12 @@ async def test_consent_store_down_is_503_and_nothing_forwarded(
 
 
 async def test_sandbox_answers_without_a_telnyx_key(aiohttp_client: Any, database_url: str,
-                                                    clock: Clock, auth: dict[str, str]) -> None:
+                                                    clock: Clock, auth: dict[str, str],
+                                                    log_output: Any) -> None:
     proxy = await aiohttp_client(create_app(make_settings(database_url), clock=clock))
+    started = [json.loads(line) for line in log_output.getvalue().splitlines()
+               if "sandbox_upstream_active" in line]
+    assert [line["front"] for line in started if line["front"] == "telnyx"] == ["telnyx"]
     world = await make_world(proxy, auth)
     number = mobile()
     await world.consent(number, "sms")
