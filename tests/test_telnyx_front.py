@@ -504,3 +504,14 @@ async def test_the_sdk_does_not_retry_a_timeout_by_itself(
     assert caught.value.status_code == 504
     assert len(fake_telnyx.creates()) == 1
     assert len(await telnyx_decisions(world, number)) == 1
+
+
+async def test_a_form_body_is_415_without_a_record(telnyx_world: World, pool: asyncpg.Pool,
+                                                   fake_telnyx: FakeTelnyx) -> None:
+    before = await pool.fetchval("SELECT count(*) FROM decisions")
+    status, answer = await _post(
+        telnyx_world, "/v2/messages", None, raw=b"to=%2B31612345678&from=x&text=y",
+        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert (status, answer["errors"][0]["code"]) == (415, "10014")
+    assert await pool.fetchval("SELECT count(*) FROM decisions") == before
+    assert fake_telnyx.received == []
