@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -515,3 +517,15 @@ async def test_a_form_body_is_415_without_a_record(telnyx_world: World, pool: as
     assert (status, answer["errors"][0]["code"]) == (415, "10014")
     assert await pool.fetchval("SELECT count(*) FROM decisions") == before
     assert fake_telnyx.received == []
+
+
+def test_serve_refuses_a_bad_telnyx_key_with_its_name(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "serve"], cwd=Path(__file__).resolve().parent.parent,
+        text=True, capture_output=True, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin", "PROXY_SECRET": "s", "ADMIN_TOKEN": "a",
+             "OPTOUT_SPOOL_DIR": str(tmp_path / "spool"), "TELNYX_PUBLIC_KEY": "c2hvcnQ=",
+             "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
+    assert result.returncode == 2
+    assert "configuration error: TELNYX_PUBLIC_KEY:" in result.stderr
+    assert "Traceback" not in result.stderr

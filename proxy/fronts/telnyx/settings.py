@@ -35,7 +35,7 @@ def load(env: Mapping[str, str]) -> TelnyxSettings:
     base = (env.get("TELNYX_API_BASE") or DEFAULT_API_BASE).rstrip("/")
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
-        raise ConfigError(f"TELNYX_API_BASE must be an http(s) URL, got {base[:100]!r}")
+        raise ConfigError(f"TELNYX_API_BASE: expected an http(s) URL, got {base[:100]!r}")
     return TelnyxSettings(api_key=env.get("TELNYX_API_KEY") or None, api_base=base,
                           public_key=_public_key(env.get("TELNYX_PUBLIC_KEY") or None))
 
@@ -46,7 +46,7 @@ def _public_key(value: str | None) -> bytes | None:
     try:
         raw = base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ConfigError("TELNYX_PUBLIC_KEY must be the base64 Ed25519 public key") from exc
+        raise ConfigError("TELNYX_PUBLIC_KEY: expected the base64 Ed25519 public key") from exc
     if len(raw) != 32:
-        raise ConfigError("TELNYX_PUBLIC_KEY must be a 32-byte Ed25519 public key (base64)")
+        raise ConfigError("TELNYX_PUBLIC_KEY: expected a 32-byte Ed25519 public key (base64)")
     return raw
