@@ -19,9 +19,11 @@ import telnyx
 from aiohttp.test_utils import TestClient
 
 from proxy.app import create_app
+from proxy.fronts.telnyx import fields
 from proxy.gate.codes import DENIAL_CODES
 from proxy.keys import POOL
 from proxy.settings import ConfigError
+from tests import fake_telnyx as sdk_fields
 from tests.conftest import Clock, make_settings, mobile, uid
 from tests.fake_telnyx import FakeTelnyx
 from tests.telnyx_fixtures import (
@@ -529,3 +531,10 @@ def test_serve_refuses_a_bad_telnyx_key_with_its_name(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "configuration error: TELNYX_PUBLIC_KEY:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_served_fields_are_the_sdks() -> None:
+    """fields.py lists what Telnyx documents; the SDK's own params are generated from the same
+    spec, so a field added there shows here."""
+    assert fields.MESSAGE_FIELDS == sdk_fields.MESSAGE_FIELDS
+    assert fields.CALL_FIELDS == sdk_fields.CALL_FIELDS
