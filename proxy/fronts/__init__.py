@@ -6,6 +6,7 @@ folder and a line below; the gate does not change."""
 from proxy.dial.front import FRONT as DIAL
 from proxy.front import Front
 from proxy.fronts.cm.mount import FRONT as CM
+from proxy.fronts.telnyx.mount import FRONT as TELNYX
 from proxy.fronts.twilio.mount import FRONT as TWILIO
 
-FRONTS: tuple[Front, ...] = (TWILIO, CM, DIAL)
+FRONTS: tuple[Front, ...] = (TWILIO, CM, DIAL, TELNYX)
