@@ -233,7 +233,9 @@ class FakeVonage:
         self.calls[call_uuid] = {
             "uuid": call_uuid, "conversation_uuid": "CON-" + str(uuid.uuid4()),
             "to": body["to"][0], "from": body.get("from"), "status": "started",
-            "direction": "outbound"}
+            "direction": "outbound", "rate": "0.01000000", "price": "0.00",
+            "duration": "0", "network": "20408",
+            "_links": {"self": {"href": f"/v1/calls/{call_uuid}"}}}
         return web.json_response({k: self.calls[call_uuid][k] for k in
                                   ("uuid", "status", "direction", "conversation_uuid")},
                                  status=201)
