@@ -1,16 +1,16 @@
 """The opt-out spool: STOP replies that arrived while the database could not be written.
 
-No STOP is lost (N11): when the consent store fails, an inbound STOP (its Twilio signature
+No STOP is lost (N11): when the consent store fails, an inbound STOP (its provider's signature
 already checked) is appended here, one JSON line per message, and is written to the database
 as soon as it can be, by `SpoolDrain`, in the order it arrived, with the moment it arrived.
 
 Durability: a line is on disk before the sender is answered (`os.fsync` of the file, and of
 the directory when the file or the directory is new). Applied lines are removed by writing
 the rest to a new file and renaming it over the old one, only after their database commit:
-a crash in between applies a line again, which is harmless (the MessageSid is unique in
-`inbound_messages`). A line that cannot be read (the tail of a write cut off by a crash) is
-kept as it is and logged, never dropped. The file holds full numbers: it is created 0600 in
-a 0700 directory, and holds no message text (only its SHA-256 and what it meant).
+a crash in between applies a line again, which is harmless (a provider's message id is
+unique in `inbound_messages`). A line that cannot be read (the tail of a write cut off by a
+crash) is kept as it is and logged, never dropped. The file holds full numbers: it is created
+0600 in a 0700 directory, and holds no message text (only its SHA-256 and what it meant).
 
 Several processes may share the directory: every change happens under an exclusive `flock`.
 """
@@ -43,15 +43,21 @@ class SpoolEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One inbound message, with what is needed to apply it later as if it were applied when
     it arrived: its time, both numbers, and what it meant (not its text)."""
 
-    message_sid: str
+    message_sid: str  # the provider's id for the message (the name is kept: lines on disk)
     received_at: dt.datetime
-    to: str  # our number, as Twilio sent it: the sender and so the organisation
+    to: str  # our number, as the provider sent it: the sender and so the organisation
     subject: str  # E.164 of the person who sent it
     body_hash: str  # SHA-256 of the body, the evidence kept instead of the text (N12)
     # What the shared keyword lists made of it ("stop", or "other" for anything else) ...
     intent: Literal["stop", "other"]
     # ... and the organisations whose own words (optout.organisations) read it the other way.
     exceptions: tuple[str, ...] = ()
+    # The front that delivered it; lines written before fronts were named came through Twilio.
+    provider: str = "twilio"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.provider, self.message_sid)
 
 
 _decoder = msgspec.json.Decoder(SpoolEntry)
@@ -79,7 +85,7 @@ class OptOutSpool:
         self.directory = directory
         self.path = directory / SPOOL_FILE
         self._thread_lock = threading.Lock()
-        self._sids: set[str] = set()
+        self._keys: set[tuple[str, str]] = set()
         self.entries = 0  # readable entries waiting (readiness and the gauge)
 
     def check(self) -> None:
@@ -99,8 +105,8 @@ class OptOutSpool:
             raise ConfigError(f"OPTOUT_SPOOL_DIR: {str(where)!r} cannot be created "
                               f"({str(parent)!r} is not a writable directory)")
 
-    def holds(self, message_sid: str) -> bool:
-        return message_sid in self._sids
+    def holds(self, provider: str, message_id: str) -> bool:
+        return (provider, message_id) in self._keys
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -134,14 +140,14 @@ class OptOutSpool:
                 os.close(fd)
             if created:
                 _fsync_dir(self.directory)
-            self._sids.add(entry.message_sid)
+            self._keys.add(entry.key)
             self.entries += 1
 
     def load(self) -> list[SpoolEntry]:
         """Every readable entry, in the order they arrived."""
         with self._thread_lock:  # (an append in another thread cannot come in between)
             if not self.path.exists():  # nothing spooled (the directory is made when needed)
-                self._sids, self.entries = set(), 0
+                self._keys, self.entries = set(), 0
                 return []
         with self._locked():
             entries, unreadable = self._read()
@@ -163,13 +169,14 @@ class OptOutSpool:
                 entries.append(_decoder.decode(line))
             except msgspec.DecodeError:
                 unreadable += 1
-        self._sids = {entry.message_sid for entry in entries}
+        self._keys = {entry.key for entry in entries}
         self.entries = len(entries)
         return entries, unreadable
 
-    def remove(self, message_sids: Collection[str]) -> None:
-        """Drop the entries of these MessageSids (applied and committed); crash-safe."""
-        done = set(message_sids)
+    def remove(self, keys: Collection[tuple[str, str]]) -> None:
+        """Drop the entries of these (provider, message id)s (applied and committed);
+        crash-safe."""
+        done = set(keys)
         with self._locked():
             try:
                 lines = self.path.read_bytes().splitlines(keepends=True)
@@ -193,9 +200,9 @@ class OptOutSpool:
             self._read()
 
 
-def _sid(line: bytes) -> str | None:
+def _sid(line: bytes) -> tuple[str, str] | None:
     try:
-        return _decoder.decode(line).message_sid
+        return _decoder.decode(line).key
     except msgspec.DecodeError:
         return None  # unreadable lines are never removed
 
@@ -224,11 +231,11 @@ class SpoolDrain:
         database fails; what was committed before is removed from the spool all the same."""
         async with self._lock:
             entries = await asyncio.to_thread(self.spool.load)
-            done: list[str] = []
+            done: list[tuple[str, str]] = []
             try:
                 for entry in entries:
                     await self._apply(entry)
-                    done.append(entry.message_sid)
+                    done.append(entry.key)
             finally:
                 if done:
                     await asyncio.to_thread(self.spool.remove, done)

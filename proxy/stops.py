@@ -1,4 +1,4 @@
-"""STOP replies made objections (N11, N12), however they arrive.
+"""STOP replies made objections (N11, N12), whichever provider delivered them.
 
 - To a registered sender: an objection to its organisation (every channel, or SMS only with
   `optout.scope = "channel"`), answered with the organisation's `stop_reply`.
@@ -11,6 +11,11 @@
 During an outage a START gets a reply asking to try again later and a HELP the generic help
 text; neither is stored, so a START never overtakes an earlier STOP. A message that is no
 keyword reply cannot be relayed (the relay needs the database): 503, as every other request.
+
+Replies are text here. What is stored as a message's answer (and given again to a provider
+that delivers it twice) is that text as its front renders it (TwiML for Twilio): each front
+registers its renderer (`register_replies`), and a spooled STOP is rendered for the provider
+that delivered it when it is applied.
 """
 
 from __future__ import annotations
@@ -19,13 +24,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import asyncpg
 import structlog
 from aiohttp import web
-from twilio.twiml.messaging_response import MessagingResponse
 
 from proxy import gate, store
 from proxy.db import STORE_ERRORS
@@ -39,11 +44,6 @@ from proxy.settings import Settings
 
 log = structlog.get_logger("proxy.stops")
 
-# inbound_messages.provider of the messages handled here: Twilio's webhook and the spool of
-# what it delivered during an outage (sql/014).
-PROVIDER = "twilio"
-
-EMPTY_TWIML = str(MessagingResponse())
 STOP_REPLY = {
     "organisation": "U bent afgemeld: {organisation} stuurt u geen berichten meer en belt u "
                     "niet meer. Sms START naar dit nummer om u weer aan te melden.",
@@ -60,10 +60,23 @@ OUTAGE_START_REPLY = ("Aanmelden lukt op dit moment niet. Stuur START later nog 
 OUTAGE_HELP_REPLY = "Sms STOP naar dit nummer om u af te melden, START om u weer aan te melden."
 
 
-def twiml_message(text: str) -> str:
-    response = MessagingResponse()
-    response.message(text)
-    return str(response)
+# A front's rendering of a reply text (None: no reply) as stored and answered to its provider.
+ReplyRenderer = Callable[[str | None], str]
+REPLIES: web.AppKey[dict[str, ReplyRenderer]] = web.AppKey("reply_renderers")
+
+
+def register_replies(app: web.Application, provider: str, render: ReplyRenderer) -> None:
+    """`provider`'s replies are stored and answered as `render` makes them (call at mount)."""
+    app.setdefault(REPLIES, {})[provider] = render
+
+
+def plain(text: str | None) -> str:
+    """A reply as plain text: for a provider that has no reply format of its own."""
+    return text or ""
+
+
+def renderer(app: web.Application, provider: str) -> ReplyRenderer:
+    return app.get(REPLIES, {}).get(provider, plain)
 
 
 def body_hash(body: str) -> str:
@@ -74,19 +87,21 @@ def body_hash(body: str) -> str:
 class Stop:
     """A STOP reply, live or from the spool."""
 
-    message_sid: str
+    provider: str  # the front it came through
+    message_id: str  # the provider's id for the message
     received_at: dt.datetime
-    to: str  # our number, as Twilio sent it
+    to: str  # our number, as the provider sent it
     subject: str  # E.164
     body_hash: str
 
 
 async def record_stop(pool: asyncpg.Pool, settings: Settings, stop: Stop,
                       found: tuple[Sender, Organisation] | None,
-                      reply: str | None = None) -> tuple[int | None, str]:
+                      render: ReplyRenderer) -> tuple[int | None, str, str]:
     """Record the message and its objection; `found`: the sender and its organisation, None
     for a number that is no registered sender (a global objection). Returns the objection id
-    (None: this MessageSid was handled before, nothing new) and the reply (TwiML)."""
+    (None: this message was handled before, nothing new), the reply text and the reply as
+    stored (`render`ed)."""
     scope = settings.rules.optout.scope
     # N12: "organisation" blocks every channel; "channel" SMS only.
     channel: Channel | None = None if scope == "organisation" else "sms"
@@ -97,15 +112,15 @@ async def record_stop(pool: asyncpg.Pool, settings: Settings, stop: Stop,
         sender_row, org = found
         sender, organisation = sender_row.sender, org.id
         text = (org.stop_reply or STOP_REPLY[scope]).replace("{organisation}", org.name)
-    reply = reply or twiml_message(text)
+    reply = render(text)
     record = store.InboundRecord(
-        provider=PROVIDER, message_id=stop.message_sid, received_at=stop.received_at,
+        provider=stop.provider, message_id=stop.message_id, received_at=stop.received_at,
         sender=sender, organisation_id=organisation, subject=stop.subject, intent="stop",
         body_hash=stop.body_hash)
     objection = store.ObjectionIn(
         subject=stop.subject, organisation=organisation, channel=channel,
-        received_at=stop.received_at, via="sms", source_ref=stop.message_sid,
-        body_hash=stop.body_hash)
+        received_at=stop.received_at, via="sms", source_ref=stop.message_id,
+        body_hash=stop.body_hash, source_provider=stop.provider)
     objection_id = await store.stop_by_sms(pool, record, objection, reply)
     if objection_id is not None and organisation is None:
         # N11: who texts STOP wants nothing; with no organisation to limit it to, it is global.
@@ -115,41 +130,63 @@ async def record_stop(pool: asyncpg.Pool, settings: Settings, stop: Stop,
         log.info("objection_recorded", objection_id=objection_id, via="sms",
                  scope="organisation", organisation=organisation, channel=channel,
                  subject=stop.subject)
-    return objection_id, reply
+    return objection_id, text, reply
 
 
 # --- the outage spool ---------------------------------------------------------------------
 
-def _reply_given(entry: SpoolEntry, settings: Settings) -> str:
+@dataclass(frozen=True, slots=True)
+class InboundSms:
+    """One inbound SMS as a front read it, its provider's signature already checked."""
+
+    provider: str  # the front's name (inbound_messages.provider)
+    message_id: str  # the provider's id for the message: a retry repeats it
+    received_at: dt.datetime
+    to: str  # our number (the sender it was sent to), as the provider gave it
+    from_: str  # the person's number, as the provider gave it
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutageReply:
+    """What a message was answered while the database was out: what it was read as, the
+    text (None: nothing) and that text as its front renders it."""
+
+    intent: Literal["stop", "start", "help", "other", "unroutable"]
+    text: str | None
+    rendered: str
+
+
+def _reply_given(entry: SpoolEntry, settings: Settings) -> str | None:
     """What a spooled message was answered: the generic STOP reply when the shared keyword
     lists read it as STOP, else nothing (only some organisations' own words do)."""
     if entry.intent == "stop":
-        return twiml_message(GENERIC_STOP_REPLY[settings.rules.optout.scope])
-    return EMPTY_TWIML
+        return GENERIC_STOP_REPLY[settings.rules.optout.scope]
+    return None
 
 
-async def answer_in_outage(app: web.Application, form: Mapping[str, str], message_sid: str,
-                           received_at: dt.datetime) -> str:
+async def answer_in_outage(app: web.Application, sms: InboundSms) -> OutageReply:
     """The database failed while an inbound SMS was handled (its signature was checked):
     spool a STOP, answer START and HELP without the database, refuse the rest (503)."""
     settings = app[SETTINGS]
+    render = renderer(app, sms.provider)
     optout = settings.rules.optout
-    subject = try_parse_number(form.get("From"))
-    body = form.get("Body", "")
-    shared = classify(body, optout.keywords)
+    subject = try_parse_number(sms.from_)
+    shared = classify(sms.body, optout.keywords)
     # Without the database the organisation is unknown: note which organisations' own words
     # read the message otherwise, and decide when it is applied.
     exceptions = tuple(sorted(
         org for org, keywords in optout.organisations.items()
-        if (classify(body, keywords) == "stop") != (shared == "stop")))
+        if (classify(sms.body, keywords) == "stop") != (shared == "stop")))
     if subject is None:
-        log.warning("inbound_sms_unroutable", known_sender=None, valid_from=False)
-        return EMPTY_TWIML
+        log.warning("inbound_sms_unroutable", known_sender=None, valid_from=False,
+                    provider=sms.provider)
+        return OutageReply("unroutable", None, render(None))
     if shared == "stop" or exceptions:
-        entry = SpoolEntry(message_sid=message_sid, received_at=received_at,
-                           to=form.get("To", ""), subject=subject, body_hash=body_hash(body),
+        entry = SpoolEntry(message_sid=sms.message_id, received_at=sms.received_at,
+                           to=sms.to, subject=subject, body_hash=body_hash(sms.body),
                            intent="stop" if shared == "stop" else "other",
-                           exceptions=exceptions)
+                           exceptions=exceptions, provider=sms.provider)
         spool = app[OPTOUT_SPOOL]
         try:
             await asyncio.to_thread(spool.append, entry)
@@ -158,38 +195,43 @@ async def answer_in_outage(app: web.Application, form: Mapping[str, str], messag
             raise StoreUnavailable("consent store unavailable and the STOP could not be "
                                    "spooled (CONSENT_STORE_UNAVAILABLE)") from exc
         app[SPOOL_DRAIN].wake()
-        log.warning("optout_spooled", subject=subject, spool_entries=spool.entries)
-        return _reply_given(entry, settings)
+        log.warning("optout_spooled", subject=subject, spool_entries=spool.entries,
+                    provider=sms.provider)
+        text = _reply_given(entry, settings)
+        return OutageReply(entry.intent, text, render(text))
     if shared == "start":
         log.warning("inbound_sms_not_handled", intent="start", why="consent store unavailable")
-        return twiml_message(OUTAGE_START_REPLY)
+        return OutageReply("start", OUTAGE_START_REPLY, render(OUTAGE_START_REPLY))
     if shared == "help":
-        return twiml_message(OUTAGE_HELP_REPLY)
+        return OutageReply("help", OUTAGE_HELP_REPLY, render(OUTAGE_HELP_REPLY))
     log.warning("inbound_sms_not_relayed", why="consent store unavailable")
     raise StoreUnavailable("consent store unavailable (CONSENT_STORE_UNAVAILABLE); the message "
                            "was not relayed")
 
 
-async def apply_spooled(pool: asyncpg.Pool, settings: Settings, entry: SpoolEntry) -> None:
-    """Apply one spooled message as if it were handled when it arrived."""
+async def apply_spooled(pool: asyncpg.Pool, settings: Settings, entry: SpoolEntry,
+                        render: ReplyRenderer = plain) -> None:
+    """Apply one spooled message as if it were handled when it arrived; its reply is stored
+    as `render` (its provider's front) makes it."""
     key = gate.sender_key(entry.to)
     found = await store.load_sender(pool, key) if key else None
     organisation = found[1].id if found else None
     is_stop = (entry.intent == "stop") != (
         organisation is not None and organisation in entry.exceptions)
     reply = _reply_given(entry, settings)
-    stop = Stop(entry.message_sid, entry.received_at, entry.to, entry.subject, entry.body_hash)
+    stop = Stop(entry.provider, entry.message_sid, entry.received_at, entry.to, entry.subject,
+                entry.body_hash)
     if is_stop:
-        await record_stop(pool, settings, stop, found, reply)
+        await record_stop(pool, settings, stop, found, lambda _text: render(reply))
         return
     # This organisation's own words do not read it as STOP: an ordinary message, which the
     # outage kept from being relayed. Recorded as handled, so a retry is not taken for new.
     record = store.InboundRecord(
-        provider=PROVIDER, message_id=entry.message_sid, received_at=entry.received_at,
+        provider=entry.provider, message_id=entry.message_sid, received_at=entry.received_at,
         sender=found[0].sender if found else key or entry.to, organisation_id=organisation,
         subject=entry.subject, intent="other", body_hash=entry.body_hash)
     if await store.claim_inbound(pool, record):
-        await store.finish_inbound(pool, PROVIDER, entry.message_sid, reply)
+        await store.finish_inbound(pool, entry.provider, entry.message_sid, render(reply))
         log.info("optout_spool_not_a_stop", organisation=organisation)
 
 
@@ -199,10 +241,10 @@ async def apply_before_deciding(app: web.Application) -> None:
     await app[GATE].apply_spool()
 
 
-async def settle_spooled(app: web.Application, message_sid: str) -> None:
-    """A MessageSid still in the spool (Twilio delivered it again): apply the spool first, so
-    the message keeps the time it first arrived."""
-    if app[OPTOUT_SPOOL].holds(message_sid):
+async def settle_spooled(app: web.Application, provider: str, message_id: str) -> None:
+    """A message still in the spool (its provider delivered it again): apply the spool
+    first, so the message keeps the time it first arrived."""
+    if app[OPTOUT_SPOOL].holds(provider, message_id):
         await app[SPOOL_DRAIN].apply_pending()
 
 
@@ -229,7 +271,7 @@ def install(app: web.Application) -> None:
     pool's cleanup context, so the drain stops before the pool closes."""
     spool = OptOutSpool(app[SETTINGS].optout_spool_dir)
     app[OPTOUT_SPOOL] = spool
-    app[SPOOL_DRAIN] = SpoolDrain(
-        spool, lambda entry: apply_spooled(app[POOL], app[SETTINGS], entry))
+    app[SPOOL_DRAIN] = SpoolDrain(spool, lambda entry: apply_spooled(
+        app[POOL], app[SETTINGS], entry, renderer(app, entry.provider)))
     app[METRICS].watch_spool(spool)
     app.cleanup_ctx.append(_spool_ctx)

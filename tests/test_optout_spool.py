@@ -160,7 +160,8 @@ async def test_stop_during_an_outage_is_spooled_and_applied_when_the_database_is
         (line,) = spool_lines(spool_dir)
         assert line == {"message_sid": sid, "received_at": ARRIVED.isoformat(),
                         "to": world.sms, "subject": number, "intent": "stop",
-                        "body_hash": stops.body_hash("Stop aub!"), "exceptions": []}
+                        "body_hash": stops.body_hash("Stop aub!"), "exceptions": [],
+                        "provider": "twilio"}
         assert "Stop aub" not in (spool_dir / SPOOL_FILE).read_text("utf-8")
         assert stat.S_IMODE(os.stat(spool_dir).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(spool_dir / SPOOL_FILE).st_mode) == 0o600
@@ -330,14 +331,15 @@ async def test_organisation_words_are_decided_when_the_entry_is_applied(
     world = await make_world(proxy, auth)
     form = {"From": mobile(), "To": theirs, "Body": "Opzeggen aub"}
     sid = new_sid()
-    answer = await stops.answer_in_outage(app, form, sid, ARRIVED)
-    assert answer == EMPTY  # the shared lists do not read it as STOP: no promise made
+    answer = await stops.answer_in_outage(app, outage_sms(form, sid))
+    assert answer.rendered == EMPTY  # the shared lists do not read it as STOP: no promise made
+    assert answer.text is None
     (spooled,) = spool_lines(app[SETTINGS].optout_spool_dir)
     assert (spooled["intent"], spooled["exceptions"]) == ("other", [OPZEG])
     other_number = mobile()
     other_sid = new_sid()
-    await stops.answer_in_outage(app, {**form, "From": other_number, "To": world.sms},
-                                 other_sid, ARRIVED)
+    await stops.answer_in_outage(app, outage_sms(
+        {**form, "From": other_number, "To": world.sms}, other_sid))
     await app[SPOOL_DRAIN].apply_pending()  # (the drain may have begun on its own)
     assert app[OPTOUT_SPOOL].entries == 0
     (row,) = await objections_pool(pool, form["From"])
@@ -347,17 +349,26 @@ async def test_organisation_words_are_decided_when_the_entry_is_applied(
                                other_sid) == "other"
 
 
+def outage_sms(form: dict[str, str], sid: str | None = None) -> stops.InboundSms:
+    """A Twilio inbound SMS as its webhook reads it (proxy/fronts/twilio/webhooks.py)."""
+    return stops.InboundSms("twilio", sid or new_sid(), ARRIVED, form.get("To", ""),
+                            form.get("From", ""), form.get("Body", ""))
+
+
 async def test_outage_answers_without_the_database(proxy: TestClient[Any, Any]) -> None:
     app = proxy.app
     base = {"From": mobile(), "To": landline()}
-    help_reply = await stops.answer_in_outage(app, {**base, "Body": "info"}, new_sid(), ARRIVED)
-    assert "Sms STOP naar dit nummer" in help_reply
-    assert "later" in await stops.answer_in_outage(app, {**base, "Body": "Start"}, new_sid(),
-                                                   ARRIVED)
+    help_reply = await stops.answer_in_outage(app, outage_sms({**base, "Body": "info"}))
+    assert help_reply.intent == "help"
+    assert "Sms STOP naar dit nummer" in help_reply.rendered
+    start = await stops.answer_in_outage(app, outage_sms({**base, "Body": "Start"}))
+    assert start.intent == "start"
+    assert start.text is not None
+    assert "later" in start.text
     with pytest.raises(StoreUnavailable, match="not relayed"):
-        await stops.answer_in_outage(app, {**base, "Body": "Wie is dit?"}, new_sid(), ARRIVED)
-    assert await stops.answer_in_outage(app, {**base, "From": "geen nummer", "Body": "stop"},
-                                        new_sid(), ARRIVED) == EMPTY
+        await stops.answer_in_outage(app, outage_sms({**base, "Body": "Wie is dit?"}))
+    assert (await stops.answer_in_outage(app, outage_sms(
+        {**base, "From": "geen nummer", "Body": "stop"}))).rendered == EMPTY
     assert spool_lines(app[SETTINGS].optout_spool_dir) == []  # none of these was spooled
 
 
@@ -371,8 +382,8 @@ async def test_a_stop_that_cannot_be_spooled_either_is_a_503(
     spool_dir.parent.mkdir(parents=True, exist_ok=True)
     spool_dir.write_text("not a directory")  # made unusable after the start-up check
     with pytest.raises(StoreUnavailable, match="could not be spooled"):
-        await stops.answer_in_outage(app, {"From": mobile(), "To": landline(), "Body": "STOP"},
-                                     new_sid(), ARRIVED)
+        await stops.answer_in_outage(app, outage_sms(
+            {"From": mobile(), "To": landline(), "Body": "STOP"}))
     await asyncio.sleep(0)  # the log writes a loop iteration's lines at its end
     assert "optout_spool_failed" in log_output.getvalue()
     assert app[OPTOUT_SPOOL].entries == 0
@@ -423,7 +434,7 @@ def test_a_line_cut_off_by_a_crash_is_kept_and_does_not_spoil_the_next(tmp_path:
         fh.write(b'{"message_sid": "SM-cut", "rec')  # a crash in the middle of a write
     spool.append(sample("SM2"))
     assert [e.message_sid for e in spool.load()] == ["SM1", "SM2"]
-    spool.remove(["SM1", "SM2"])
+    spool.remove([("twilio", "SM1"), ("twilio", "SM2")])
     assert spool.path.read_bytes() == b'{"message_sid": "SM-cut", "rec\n'  # never dropped
     assert spool.entries == 0
 

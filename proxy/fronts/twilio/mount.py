@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from proxy import inbound
 from proxy.front import render_errors
 from proxy.fronts.twilio import errors, front, passthrough, relays, webhooks
-from proxy.fronts.twilio.keys import HTTP, UPSTREAM
+from proxy.fronts.twilio.keys import HTTP, NAME, UPSTREAM
 from proxy.fronts.twilio.upstream import SandboxUpstream, TwilioUpstream
 from proxy.keys import SETTINGS
 from proxy.settings import Settings
@@ -47,7 +48,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 class TwilioFront:
-    name = "twilio"
+    name = NAME
 
     def mount(self, app: web.Application, settings: Settings) -> None:
         app.cleanup_ctx.append(_upstream_ctx)
@@ -56,6 +57,7 @@ class TwilioFront:
         app.router.add_post(f"{front.API}/Messages.json", front.create_message)
         app.router.add_route("*", front.API + "/{tail:.+}", passthrough.passthrough)
         webhooks.add_routes(app)
+        inbound.register_replies(app, NAME, webhooks.twiml_reply)
         relays.add_routes(app)
         render_errors(app, errors.PREFIX, errors.RENDERER)
 

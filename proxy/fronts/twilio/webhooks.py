@@ -9,7 +9,6 @@ Every request must carry a valid `X-Twilio-Signature` for PUBLIC_URL + path + qu
 
 from __future__ import annotations
 
-import datetime as dt
 import xml.etree.ElementTree as ET
 from urllib.parse import urlencode
 
@@ -22,17 +21,16 @@ from twilio.request_validator import (
     RequestValidator,
     get_signature_algorithm,
 )
+from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from proxy import credentials, gate, stops, store
+from proxy import credentials, gate, inbound, store
 from proxy.body import read_body
-from proxy.db import STORE_ERRORS
 from proxy.errors import BadInput
-from proxy.fronts.twilio.keys import HTTP
+from proxy.fronts.twilio.keys import HTTP, NAME
 from proxy.keys import CLOCK, POOL, SETTINGS
 from proxy.phone import try_parse_number
 from proxy.policy.facts import Channel, Organisation, Sender
-from proxy.policy.optout import classify
 
 log = structlog.get_logger("proxy.webhooks")
 
@@ -40,11 +38,6 @@ SMS_PATH = "/webhooks/twilio/sms"
 VOICE_PATH = "/webhooks/twilio/voice/objection"
 GATHER_PATH = VOICE_PATH + "/gather"
 OBJECT_DIGIT = "9"
-EMPTY_TWIML = stops.EMPTY_TWIML
-START_REPLY = ("U bent weer aangemeld voor sms van {organisation}. Sms STOP naar dit nummer om "
-               "u af te melden.")
-HELP_REPLY = ("{organisation}: sms STOP naar dit nummer om u af te melden, START om u weer aan "
-              "te melden.")
 VOICE_PROMPT = ("U heeft altijd het recht om bezwaar te maken tegen telefonische verkoop door "
                 "{organisation}. Druk nu op 9 als u niet meer door {organisation} benaderd wilt "
                 "worden. Druk op een andere toets of wacht om verder te gaan.")
@@ -79,7 +72,15 @@ def twiml(xml: str) -> web.Response:
     return web.Response(text=xml, content_type="text/xml")
 
 
-_message = stops.twiml_message
+def twiml_reply(text: str | None) -> str:
+    """A reply as Twilio takes it: TwiML with one <Message>, or an empty <Response/>."""
+    response = MessagingResponse()
+    if text:
+        response.message(text)
+    return str(response)
+
+
+EMPTY_TWIML = twiml_reply(None)
 
 
 def _text(template: str | None, default: str, org: Organisation) -> str:
@@ -94,84 +95,20 @@ async def _sender(request: web.Request, raw: str | None) -> tuple[Sender, Organi
 # --- inbound SMS --------------------------------------------------------------------------
 
 async def inbound_sms(request: web.Request) -> web.Response:
+    """STOP, START and HELP (proxy/inbound.py), answered in TwiML; anything else relayed to
+    the sender's webhook, whose TwiML is Twilio's answer."""
     form = await signed_form(request)
     message_sid = form.get("MessageSid") or form.get("SmsSid")
     if not message_sid:
         raise BadInput("MessageSid is missing", "MessageSid")
-    received_at = request.app[CLOCK]()
-    try:
-        await stops.settle_spooled(request.app, message_sid)
-        return await _inbound_sms(request, form, message_sid, received_at)
-    except STORE_ERRORS:
-        # N11: no STOP is lost in a database outage (proxy/stops.py).
-        return twiml(await stops.answer_in_outage(request.app, form, message_sid, received_at))
-
-
-async def _inbound_sms(request: web.Request, form: MultiDictProxy[str], message_sid: str,
-                       received_at: dt.datetime) -> web.Response:
-    found = await _sender(request, form.get("To"))
-    subject = try_parse_number(form.get("From"))
-    body = form.get("Body", "")
-    if found is None and subject is not None and classify(
-            body, request.app[SETTINGS].rules.optout.keywords) == "stop":
-        return await _stop(request, stops.Stop(
-            message_sid, received_at, form.get("To", ""), subject, stops.body_hash(body)), None)
-    if found is None or subject is None:
-        log.warning("inbound_sms_unroutable", known_sender=found is not None,
-                    valid_from=subject is not None)
-        return twiml(EMPTY_TWIML)
-    sender, org = found
-    rules = request.app[SETTINGS].rules
-    intent = classify(body, rules.optout.for_organisation(org.id))
-    record = store.InboundRecord(
-        provider=stops.PROVIDER, message_id=message_sid, received_at=received_at,
-        sender=sender.sender, organisation_id=org.id, subject=subject,
-        intent=intent or "other", body_hash=stops.body_hash(body))
-    if intent == "stop":
-        return await _stop(request, stops.Stop(
-            message_sid, received_at, form.get("To", ""), subject, record.body_hash), found)
-    if intent == "start":
-        reply = _message(_text(None, START_REPLY, org))
-        lifted = await store.start_by_sms(request.app[POOL], record, reply)
-        if lifted is None:
-            return await _replay(request, message_sid)
-        log.info("objection_lifted", organisation=org.id, lifted=lifted, subject=subject)
-        return twiml(reply)
-    if intent == "help":
-        reply = _message(_text(None, HELP_REPLY, org))
-        if not await store.claim_inbound(request.app[POOL], record):
-            return await _replay(request, message_sid)
-        await store.finish_inbound(request.app[POOL], stops.PROVIDER, message_sid, reply)
-        return twiml(reply)
-    return await _relay(request, form, record, sender, org)
-
-
-async def _stop(request: web.Request, stop: stops.Stop,
-                found: tuple[Sender, Organisation] | None) -> web.Response:
-    objection_id, reply = await stops.record_stop(
-        request.app[POOL], request.app[SETTINGS], stop, found)
-    if objection_id is None:
-        return await _replay(request, stop.message_sid)
-    return twiml(reply)
-
-
-async def _replay(request: web.Request, message_sid: str) -> web.Response:
-    """Twilio delivered this MessageSid before: answer as then, store nothing new."""
-    log.info("inbound_sms_duplicate")
-    return twiml(await store.inbound_reply(request.app[POOL], stops.PROVIDER, message_sid)
-                 or EMPTY_TWIML)
-
-
-async def _relay(request: web.Request, form: MultiDictProxy[str], record: store.InboundRecord,
-                 sender: Sender, org: Organisation) -> web.Response:
-    """Not a keyword: hand the message to the dialer's own webhook, signed for it."""
-    pool = request.app[POOL]
-    if not await store.claim_inbound(pool, record):
-        return await _replay(request, record.message_id)
-    reply, status = EMPTY_TWIML, None
-    if sender.inbound_webhook:
-        reply, status = await _forward_inbound(request, form, sender.inbound_webhook, org)
-    await store.finish_inbound(pool, record.provider, record.message_id, reply, status)
+    handled = await inbound.handle_sms(request.app, inbound.InboundSms(
+        NAME, message_sid, request.app[CLOCK](), form.get("To", ""), form.get("From", ""),
+        form.get("Body", "")))
+    if handled.relay is None:
+        return twiml(handled.answer)
+    reply, status = await _forward_inbound(request, form, handled.relay.url,
+                                           handled.relay.organisation)
+    await inbound.relayed(request.app, handled.relay, reply, status)
     return twiml(reply)
 
 
@@ -274,7 +211,7 @@ async def voice_gather(request: web.Request) -> web.Response:
     objection_id = await store.object_by_voice(request.app[POOL], store.ObjectionIn(
         subject=person, organisation=org.id, channel=channel,
         received_at=request.app[CLOCK](), via="ivr", source_ref=f"{call_sid}:objection",
-        source_provider="twilio"))
+        source_provider=NAME))
     log.info("objection_recorded", objection_id=objection_id, via="ivr", organisation=org.id,
              channel=channel, subject=person, duplicate=objection_id is None)
     response.say(_text(None, VOICE_RECORDED, org), language="nl-NL")
