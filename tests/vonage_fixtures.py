@@ -27,6 +27,8 @@ from tests.world import World, make_world, write_config
 
 UP_KEY = "upkey123"
 UP_SECRET = "upstream-api-secret"
+SIGNATURE_SECRET = "test-vonage-signature-secret-0123456789"
+SIGNATURE_METHOD = "sha256"
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,9 @@ def vonage_env(fake: FakeVonage, key_path: Path, **extra: str) -> dict[str, str]
     return {"VONAGE_API_KEY": UP_KEY, "VONAGE_API_SECRET": UP_SECRET,
             "VONAGE_REST_BASE": fake.base_url, "VONAGE_API_BASE": fake.base_url,
             "VONAGE_APPLICATION_ID": fake.application_id,
-            "VONAGE_PRIVATE_KEY_PATH": str(key_path), **extra}
+            "VONAGE_PRIVATE_KEY_PATH": str(key_path),
+            "VONAGE_SIGNATURE_SECRET": SIGNATURE_SECRET,
+            "VONAGE_SIGNATURE_METHOD": SIGNATURE_METHOD, **extra}
 
 
 async def start_proxy(aiohttp_client: Any, database_url: str, clock: Clock, tls: Tls,

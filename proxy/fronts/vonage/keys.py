@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 
 from proxy.fronts.vonage.settings import VonageSettings
@@ -12,3 +13,5 @@ NAME = "vonage"
 # Where allowed sends and calls go: Vonage, or the sandbox.
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("vonage_upstream")
 CONFIG: web.AppKey[VonageSettings] = web.AppKey("vonage_settings")
+# Outgoing HTTP other than the provider: the senders' own inbound webhooks (relays).
+HTTP = web.AppKey("vonage_http", aiohttp.ClientSession)

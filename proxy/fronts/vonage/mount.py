@@ -13,7 +13,7 @@ from aiohttp import web
 from proxy.front import render_errors
 from proxy.fronts.vonage import applications, calls, errors, messages, webhooks
 from proxy.fronts.vonage import settings as vonage_settings
-from proxy.fronts.vonage.keys import CONFIG, NAME, UPSTREAM
+from proxy.fronts.vonage.keys import CONFIG, HTTP, NAME, UPSTREAM
 from proxy.fronts.vonage.upstream import SandboxUpstream, VonageUpstream
 from proxy.keys import SETTINGS
 from proxy.settings import Settings
@@ -41,12 +41,22 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=50),
+        timeout=aiohttp.ClientTimeout(total=app[SETTINGS].rules.relay_timeout_seconds),
+    ) as session:
+        app[HTTP] = session
+        yield
+
+
 class VonageFront:
     name = NAME
 
     def mount(self, app: web.Application, settings: Settings) -> None:
         app[CONFIG] = vonage_settings.load(settings.env)
         app.cleanup_ctx.append(_upstream_ctx)
+        app.cleanup_ctx.append(_http_ctx)
         app.router.add_post(messages.PATH, messages.send)
         app.router.add_post(calls.CALLS, calls.create)
         app.router.add_get(calls.CALL, calls.get_call, allow_head=False)
