@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import secrets
+from typing import Any
 from urllib.parse import urlencode
 
 import jwt
@@ -132,12 +133,13 @@ async def test_forged_stale_and_unsigned_deliveries_are_refused(
     for name, (data, status) in cases.items():
         assert await deliver(w, data) == status, name
     body = json.dumps(params).encode()
-    for name, claims in {
+    jwt_cases: dict[str, dict[str, Any]] = {
         "wrong payload_hash": {"payload_hash": hashlib.sha256(b"other").hexdigest()},
         "no payload_hash": {},
         "stale": {"payload_hash": hashlib.sha256(body).hexdigest(),
                   "iat": int(clock().timestamp()) - 3600},
-    }.items():
+    }
+    for name, claims in jwt_cases.items():
         token = jwt.encode({"iat": int(clock().timestamp()), **claims}, SIGNATURE_SECRET,
                            algorithm="HS256")
         resp = await w.admin.post(PATH, data=body, headers={
@@ -161,7 +163,7 @@ async def test_other_messages_are_relayed_signed_for_the_client(
     got: list[dict[str, str]] = []
 
     async def hook(request: web.Request) -> web.Response:
-        got.append(dict((await request.post()).items()))
+        got.append({k: str(v) for k, v in (await request.post()).items()})
         return web.Response(status=200)
 
     app = web.Application()
