@@ -3,20 +3,27 @@ real PostgreSQL, and a fake Vonage upstream that records what reached it."""
 
 from __future__ import annotations
 
+import io
+import json
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
+import jwt
 import pytest
 from vonage_sms import SmsError, SmsMessage
 
+from proxy.fronts.vonage import settings as vonage_settings
+from proxy.fronts.vonage.keys import UPSTREAM
 from proxy.gate.codes import DENIAL_CODES
 from proxy.keys import POOL
 from proxy.phone import subject_hash
+from proxy.settings import ConfigError
 from tests.conftest import Clock, mobile
 from tests.fake_vonage import FakeVonage
-from tests.vonage_fixtures import Tls, VonageWorld, start_proxy, vonage_env
+from tests.vonage_fixtures import Tls, VonageWorld, key_pair, start_proxy, vonage_env
 from tests.world import World, in_thread, make_world
 
 pytest_plugins = ["tests.vonage_fixtures"]
@@ -279,3 +286,64 @@ async def test_upstream_timeout(aiohttp_client: Any, database_url: str, clock: C
     assert (message["status"], message["reason"]) == ("5", "UPSTREAM_TIMEOUT")
     (row,) = await decisions_for(w, number)
     assert row["error"] == "upstream timeout"
+
+
+# --- fail closed ----------------------------------------------------------------------------
+
+async def test_store_down_sends_nothing_and_answers_in_vonages_shape(
+        vworld: VonageWorld, fake_vonage: FakeVonage) -> None:
+    w = vworld.world
+    number = mobile()
+    await w.consent(number, "sms")
+    w.admin.app[POOL].terminate()  # every connection drops
+    resp = await w.admin.post("/sms/json", data={
+        "api_key": w.sid, "api_secret": w.token, "to": digits(number),
+        "from": digits(w.sms), "text": "a"})
+    assert resp.status == 200
+    (message,) = (await resp.json())["messages"]
+    assert (message["status"], message["reason"]) == ("5", "CONSENT_STORE_UNAVAILABLE")
+    call = await w.admin.post("/v1/calls", json={
+        "to": [{"type": "phone", "number": digits(number)}],
+        "from": {"type": "phone", "number": digits(w.voice)},
+        "ncco": [{"action": "talk", "text": "a"}]}, headers={
+            "Authorization": "Bearer " + jwt.encode(
+                {"application_id": vworld.app.application_id, "iat": int(time.time()),
+                 "exp": int(time.time()) + 60, "jti": "j1"}, vworld.app.private_pem,
+                algorithm="RS256")})
+    assert call.status == 503
+    assert (await call.json())["reason"] == "CONSENT_STORE_UNAVAILABLE"
+    assert fake_vonage.received == []
+
+
+# --- the sandbox and the configuration ------------------------------------------------------
+
+async def test_sandbox_answers_without_credentials(
+        aiohttp_client: Any, database_url: str, clock: Clock, tls: Tls, tmp_path: Path,
+        trust_test_ca: None, auth: dict[str, str], log_output: io.StringIO) -> None:
+    proxy = await start_proxy(aiohttp_client, database_url, clock, tls, {}, tmp_path)
+    events = [json.loads(line) for line in log_output.getvalue().splitlines() if line]
+    assert any(e["event"] == "sandbox_upstream_active" and e.get("front") == "vonage"
+               for e in events)
+    w = await make_world(proxy, auth)
+    number = mobile()
+    await w.consent(number, "sms")
+    vw = VonageWorld(w, key_pair(), f"127.0.0.1:{proxy.port}")
+    sdk = vw.sdk(with_app=False)
+    response = await in_thread(lambda: sdk.sms.send(SmsMessage(
+        to=digits(number), from_=digits(w.sms), text="Hallo")))
+    assert response.messages[0].status == "0"
+    sandbox = proxy.app[UPSTREAM]._sandbox
+    assert sandbox.sent[-1]["text"].endswith(f"Sms STOP naar {w.sms}")
+
+
+@pytest.mark.parametrize(("env", "key"), [
+    ({"VONAGE_API_KEY": "k"}, "VONAGE_API_SECRET"),
+    ({"VONAGE_APPLICATION_ID": "a"}, "VONAGE_PRIVATE_KEY_PATH"),
+    ({"VONAGE_APPLICATION_ID": "a", "VONAGE_PRIVATE_KEY_PATH": "/nonexistent"},
+     "VONAGE_PRIVATE_KEY_PATH"),
+    ({"VONAGE_SIGNATURE_METHOD": "md5hash"}, "VONAGE_SIGNATURE_METHOD"),
+    ({"VONAGE_REST_BASE": "ftp://x"}, "VONAGE_REST_BASE"),
+])
+def test_bad_configuration_names_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        vonage_settings.load(env)
