@@ -7,9 +7,13 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -18,7 +22,7 @@ from vonage_http_client.errors import AuthenticationError, ForbiddenError
 from vonage_voice import Connect, CreateCallRequest, PhoneEndpoint, Talk
 
 from proxy.gate.codes import DENIAL_CODES
-from tests.conftest import mobile
+from tests.conftest import REPO, mobile
 from tests.fake_vonage import FakeVonage
 from tests.test_vonage_front import decisions_for, digits
 from tests.vonage_fixtures import KeyPair, Tls, VonageWorld, key_pair, register_application
@@ -329,3 +333,33 @@ def send_raw(host: str, tls: Tls, method: str, target: str, *, body: bytes = b""
         return Answer(response.status, response.read())
     finally:
         conn.close()
+
+
+def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`consent-proxy vonage-application …` in a process of its own, as an operator runs it."""
+    env = {**os.environ, "DATABASE_URL": database_url}
+    return subprocess.run([sys.executable, "-m", "proxy.cli", "vonage-application", *args],
+                          cwd=REPO, env=env, text=True, capture_output=True, timeout=120,
+                          check=False)
+
+
+async def test_cli_registers_an_application_the_sdk_then_calls_with(
+        vworld: VonageWorld, fake_vonage: FakeVonage, database_url: str,
+        tmp_path: Path) -> None:
+    w = vworld.world
+    app = key_pair()
+    pem = tmp_path / "public.pem"
+    pem.write_text(app.public_pem)
+    done = await asyncio.to_thread(cli, database_url, w.sid, app.application_id, str(pem))
+    assert done.returncode == 0, done.stderr
+    bad = tmp_path / "bad.pem"
+    bad.write_text("nope")
+    refused = await asyncio.to_thread(cli, database_url, w.sid, str(uuid.uuid4()), str(bad))
+    assert refused.returncode == 1
+    assert "public_key" in refused.stderr
+    number = mobile()
+    await w.consent(number, "voice")
+    vworld.app = app
+    sdk = vworld.sdk()
+    await in_thread(lambda: sdk.voice.create_call(call_request(vworld, number)))
+    assert len(fake_vonage.call_creates()) == 1

@@ -106,3 +106,20 @@ async def put_application(request: web.Request) -> web.Response:
 
 def add_admin_route(app: web.Application) -> None:
     app.router.add_put(ROUTE, put_application)
+
+
+async def register_from_cli(database_url: str, client_id: str, application_id: str,
+                            pem: str) -> None:
+    """`consent-proxy vonage-application`: what the admin route does, from a shell."""
+    if not APPLICATION_ID.fullmatch(application_id):
+        raise BadInput("a Vonage application id is a lower-case UUID", "application_id")
+    if not store.CLIENT_ID.fullmatch(client_id):
+        raise NotFound(f"no client {client_id!r}", "client_id")
+    key = check_public_key(pem)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        if not await register(pool, client_id, application_id, key):
+            raise Conflict("this application is registered to another client",
+                           "application_id")
+    finally:
+        await pool.close()
