@@ -16,12 +16,13 @@ import pytest
 from vonage_sms import SmsError, SmsMessage
 
 from proxy.fronts.vonage import settings as vonage_settings
+from proxy.fronts.vonage.errors import SMS_STATUS
 from proxy.fronts.vonage.keys import UPSTREAM
 from proxy.gate.codes import DENIAL_CODES
 from proxy.keys import POOL
 from proxy.phone import subject_hash
 from proxy.settings import ConfigError
-from tests.conftest import Clock, mobile
+from tests.conftest import REPO, Clock, mobile
 from tests.fake_vonage import FakeVonage
 from tests.vonage_fixtures import Tls, VonageWorld, key_pair, start_proxy, vonage_env
 from tests.world import World, in_thread, make_world
@@ -347,3 +348,23 @@ async def test_sandbox_answers_without_credentials(
 def test_bad_configuration_names_the_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         vonage_settings.load(env)
+
+
+# --- documentation --------------------------------------------------------------------------
+
+README = (REPO / "README.md").read_text("utf-8")
+
+
+@pytest.mark.parametrize("variable", [
+    "VONAGE_API_KEY", "VONAGE_API_SECRET", "VONAGE_APPLICATION_ID", "VONAGE_PRIVATE_KEY_PATH",
+    "VONAGE_REST_BASE", "VONAGE_API_BASE", "VONAGE_SIGNATURE_SECRET",
+    "VONAGE_SIGNATURE_METHOD"])
+def test_vonage_environment_variable_is_documented(variable: str) -> None:
+    assert f"| `{variable}` |" in README
+
+
+@pytest.mark.parametrize(("reason", "status"), sorted(SMS_STATUS.items()))
+def test_vonage_sms_status_mapping_is_documented(reason: str, status: int) -> None:
+    rows = [line for line in README.splitlines()
+            if line.startswith("| ") and f"`{reason}`" in line and f"| {status} (" in line]
+    assert rows, f"{reason} → {status} is not in the README's Vonage table"

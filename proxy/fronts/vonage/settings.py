@@ -19,7 +19,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
 
 from proxy.settings import ConfigError
 
@@ -78,7 +83,8 @@ def _private_key(path: str | None) -> str | None:
         raise ConfigError("VONAGE_PRIVATE_KEY_PATH: not an unencrypted PEM private key") from exc
     if not isinstance(key, RSAPrivateKey):
         raise ConfigError("VONAGE_PRIVATE_KEY_PATH: expected an RSA private key (RS256)")
-    return pem
+    # PKCS#8, the form the vonage JWT helper takes as text (a PKCS#1 file works too).
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
 
 
 def load(env: Mapping[str, str]) -> VonageSettings:
