@@ -1,5 +1,5 @@
 """A client's Vonage applications (sql/019): the public key that verifies the JWTs its dialer
-signs for the Voice API, registered by the operator (`PUT /admin/v1/clients/{client_id}/
+signs for the Voice API, registered by the operator (`PUT /admin/v1/clients/{account_sid}/
 vonage-applications/{application_id}`, or `consent-proxy vonage-application`), and the JWT ids
 seen within their lifetime (a JWT is accepted once)."""
 
@@ -23,7 +23,7 @@ from proxy.keys import POOL
 PROVIDER = "vonage"
 # Vonage application ids are UUIDs; the table takes any id of this shape.
 APPLICATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-ROUTE = f"{PREFIX}/clients/{{client_id}}/vonage-applications/{{application_id}}"
+ROUTE = f"{PREFIX}/clients/{{account_sid}}/vonage-applications/{{application_id}}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ async def first_use(pool: asyncpg.Pool, application_id: str, jti: str,
 
 async def put_application(request: web.Request) -> web.Response:
     """Register a client's Vonage application by its public key (JSON `{"public_key": PEM}`)."""
-    client_id = request.match_info["client_id"]
+    client_id = request.match_info["account_sid"]
     application_id = request.match_info["application_id"]
     if not store.CLIENT_ID.fullmatch(client_id):
         raise NotFound(f"no client {client_id!r}", "client_id")
