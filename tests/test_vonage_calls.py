@@ -363,3 +363,65 @@ async def test_cli_registers_an_application_the_sdk_then_calls_with(
     sdk = vworld.sdk()
     await in_thread(lambda: sdk.voice.create_call(call_request(vworld, number)))
     assert len(fake_vonage.call_creates()) == 1
+
+
+async def test_every_to_and_connect_caller_id_is_decided(
+        vworld: VonageWorld, fake_vonage: FakeVonage) -> None:
+    w = vworld.world
+    first, second, third = mobile(), mobile(), mobile()
+    for number in (first, second, third):
+        await w.consent(number, "voice")
+    await w.objection(second)
+    sdk = vworld.sdk()
+    # Two recipients in `to`: the second objected, so the call is refused, one row each.
+    request = CreateCallRequest(
+        to=[{"type": "phone", "number": digits(first)},
+            {"type": "phone", "number": digits(second)}],
+        from_={"type": "phone", "number": digits(w.voice)}, ncco=[Talk(text="a")])
+    with pytest.raises(ForbiddenError) as raised:
+        await in_thread(lambda: sdk.voice.create_call(request))
+    assert raised.value.response.json()["reason"] == "OBJECTION_ON_FILE"
+    assert len(await decisions_for(w, first)) == 1
+    assert len(await decisions_for(w, second)) == 1
+    # A connect whose caller ID is no registered sender of the client: refused as such.
+    request = call_request(vworld, third, Connect(
+        endpoint=[PhoneEndpoint(number=digits(first)), {"type": "app", "user": "agent-1"}],
+        from_="31209999999"))
+    with pytest.raises(ForbiddenError) as raised:
+        await in_thread(lambda: sdk.voice.create_call(request))
+    assert raised.value.response.json()["reason"] == "UNKNOWN_SENDER"
+    assert fake_vonage.call_creates() == []
+
+
+async def test_a_disabled_client_is_refused_on_both_apis(
+        vworld: VonageWorld, fake_vonage: FakeVonage, auth: dict[str, str]) -> None:
+    w = vworld.world
+    resp = await w.admin.post(f"/admin/v1/clients/{w.sid}/disable", headers=auth)
+    assert resp.status == 200
+    sdk = vworld.sdk()
+    with pytest.raises(AuthenticationError):
+        await in_thread(lambda: sdk.voice.create_call(call_request(vworld, mobile())))
+    sms = await w.admin.post("/sms/json", data={
+        "api_key": w.sid, "api_secret": w.token, "to": digits(mobile()),
+        "from": digits(w.sms), "text": "a"})
+    assert (await sms.json())["messages"][0]["status"] == "4"
+    assert fake_vonage.received == []
+
+
+async def test_huge_bodies_are_413_and_decide_nothing(
+        vworld: VonageWorld, fake_vonage: FakeVonage) -> None:
+    w = vworld.world
+    number = mobile()
+    big = "x" * (2 * 1024 * 1024)
+    sms = await w.admin.post("/sms/json", data={
+        "api_key": w.sid, "api_secret": w.token, "to": digits(number),
+        "from": digits(w.sms), "text": big})
+    assert sms.status == 413
+    call = await w.admin.post("/v1/calls", json={
+        "to": [{"type": "phone", "number": digits(number)}],
+        "from": {"type": "phone", "number": digits(w.voice)},
+        "ncco": [{"action": "talk", "text": big}]}, headers={
+            "Authorization": "Bearer " + token(vworld.app)})
+    assert call.status == 413
+    assert await decisions_for(w, number) == []
+    assert fake_vonage.received == []
