@@ -71,6 +71,10 @@ async def test_allowed_sms_gets_the_footer_and_upstream_credentials(
     assert row["upstream_status"] == 200
     assert row["upstream_sid"] == response.messages[0].message_id
     assert received.headers["X-Consent-Decision-Id"] == str(row["id"])
+    metrics = await (await w.admin.get("/metrics")).text()
+    assert ('consent_proxy_decisions_total{channel="sms",decision="allow",front="vonage",'
+            'reason="ALLOWED"}') in metrics
+    assert 'consent_proxy_upstream_responses_total{front="vonage",status="200"}' in metrics
 
 
 async def test_objection_is_number_barred_with_our_reason(
