@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import secrets
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,12 +17,19 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from vonage_http_client import Auth
 
-from proxy.keys import POOL
+from proxy.keys import OPTOUT_SPOOL, POOL
 from tests.conftest import Clock, mobile
 from tests.fake_vonage import FakeVonage
 from tests.test_vonage_front import digits
-from tests.vonage_fixtures import SIGNATURE_METHOD, SIGNATURE_SECRET, VonageWorld
-from tests.world import World
+from tests.vonage_fixtures import (
+    SIGNATURE_METHOD,
+    SIGNATURE_SECRET,
+    Tls,
+    VonageWorld,
+    start_proxy,
+    vonage_env,
+)
+from tests.world import World, make_world
 
 pytest_plugins = ["tests.vonage_fixtures"]
 
@@ -189,3 +197,25 @@ async def test_other_messages_are_relayed_signed_for_the_client(
     assert fake_vonage.sms() == []  # no reply to an ordinary message
 
 
+
+
+async def test_stop_during_a_database_outage_is_spooled_and_answered(
+        vworld: VonageWorld, fake_vonage: FakeVonage, clock: Clock) -> None:
+    w = vworld.world
+    person = mobile()
+    w.admin.app[POOL].terminate()  # the consent store goes away
+    assert await deliver(w, signed(message(w, person, "STOP", clock), clock)) == 204
+    assert w.admin.app[OPTOUT_SPOOL].entries == 1  # N11: never dropped
+    (reply,) = fake_vonage.sms()
+    assert reply.value("to") == digits(person)
+
+
+async def test_without_a_signature_secret_every_delivery_is_refused(
+        aiohttp_client: Any, database_url: str, clock: Clock, tls: Tls,
+        fake_vonage: FakeVonage, upstream_key_path: Path, tmp_path: Path,
+        trust_test_ca: None, auth: dict[str, str]) -> None:
+    env = vonage_env(fake_vonage, upstream_key_path)
+    del env["VONAGE_SIGNATURE_SECRET"]
+    proxy = await start_proxy(aiohttp_client, database_url, clock, tls, env, tmp_path)
+    w = await make_world(proxy, auth)
+    assert await deliver(w, signed(message(w, mobile(), "STOP", clock), clock)) == 403
