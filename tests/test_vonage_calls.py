@@ -22,6 +22,7 @@ from vonage_http_client.errors import AuthenticationError, ForbiddenError
 from vonage_voice import Connect, CreateCallRequest, PhoneEndpoint, Talk
 
 from proxy.gate.codes import DENIAL_CODES
+from proxy.keys import POOL
 from tests.conftest import REPO, mobile
 from tests.fake_vonage import FakeVonage
 from tests.test_vonage_front import decisions_for, digits
@@ -425,3 +426,38 @@ async def test_huge_bodies_are_413_and_decide_nothing(
     assert call.status == 413
     assert await decisions_for(w, number) == []
     assert fake_vonage.received == []
+
+
+# --- upstream faults ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault", ["unreachable", "500", "400"])
+async def test_upstream_faults_on_calls(vworld: VonageWorld, fake_vonage: FakeVonage,
+                                        fault: str) -> None:
+    w = vworld.world
+    number = mobile()
+    request_id = await w.consent(number, "voice", kind="request")
+    if fault == "unreachable":
+        await fake_vonage.refuse()
+    else:
+        fake_vonage.fail_with(int(fault))
+    resp = await w.admin.post("/v1/calls", json={
+        "to": [{"type": "phone", "number": digits(number)}],
+        "from": {"type": "phone", "number": digits(w.voice)},
+        "ncco": [{"action": "talk", "text": "a"}]}, headers={
+            "Authorization": "Bearer " + token(vworld.app)})
+    body = await resp.json()
+    (row,) = await decisions_for(w, number)
+    if fault == "unreachable":
+        assert resp.status == 502
+        assert (body["reason"], body["decision_id"]) == ("UPSTREAM_UNREACHABLE", row["id"])
+        assert row["error"] == "upstream unreachable"
+    else:
+        assert resp.status == int(fault)  # Vonage's own answer, as it came
+        assert row["error"] == f"upstream {fault}"
+        assert row["upstream_status"] == int(fault)
+    reversal = await w.admin.app[POOL].fetchrow(
+        "SELECT why, request_id FROM consumption_reversals WHERE decision_id = $1", row["id"])
+    # N6: nothing was placed, so the contact request the decision used is given back.
+    assert row["consumed_consent_id"] == request_id
+    assert (reversal["why"], reversal["request_id"]) == (
+        "provider_unreachable" if fault == "unreachable" else "provider_refused", request_id)

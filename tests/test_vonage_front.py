@@ -233,7 +233,7 @@ async def test_upstream_status_is_relayed_and_recorded(vworld: VonageWorld,
                                                        fake_vonage: FakeVonage) -> None:
     w = vworld.world
     number = mobile()
-    await w.consent(number, "sms")
+    request_id = await w.consent(number, "sms", kind="request")
     fake_vonage.sms_status(1)
     sdk = vworld.sdk(with_app=False)
     with pytest.raises(SmsError, match="error code 1"):
@@ -242,6 +242,10 @@ async def test_upstream_status_is_relayed_and_recorded(vworld: VonageWorld,
     (row,) = await decisions_for(w, number)
     assert row["error"] == "vonage status 1"
     assert row["upstream_sid"] is None
+    # N6: Vonage sent no part, so the contact request is given back.
+    reversal = await w.admin.app[POOL].fetchrow(
+        "SELECT why, request_id FROM consumption_reversals WHERE decision_id = $1", row["id"])
+    assert (reversal["why"], reversal["request_id"]) == ("provider_refused", request_id)
 
 
 async def test_upstream_5xx_is_relayed(vworld: VonageWorld, fake_vonage: FakeVonage) -> None:
