@@ -26,7 +26,7 @@ from proxy.keys import POOL
 from tests.conftest import REPO, mobile
 from tests.fake_vonage import FakeVonage
 from tests.test_vonage_front import decisions_for, digits
-from tests.vonage_fixtures import KeyPair, Tls, VonageWorld, key_pair, register_application
+from tests.vonage_world import KeyPair, Tls, VonageWorld, key_pair, register_application
 from tests.world import in_thread, make_world
 
 pytest_plugins = ["tests.vonage_fixtures"]
@@ -211,7 +211,7 @@ async def test_jwts_that_are_not_the_clients_own_are_refused(
         "no jti": token(vworld.app, jti=None),
         "too long-lived": token(vworld.app, exp=now + 3 * 86400),
         "HS256": jwt.encode({"application_id": vworld.app.application_id, "iat": now,
-                             "exp": now + 60, "jti": "x"}, "secret", algorithm="HS256"),
+                             "exp": now + 60, "jti": "x"}, "s" * 32, algorithm="HS256"),
     }
     for name, value in cases.items():
         headers = {"Authorization": f"Bearer {value}"} if value else {}

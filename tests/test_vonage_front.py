@@ -24,7 +24,7 @@ from proxy.phone import subject_hash
 from proxy.settings import ConfigError
 from tests.conftest import REPO, Clock, mobile
 from tests.fake_vonage import FakeVonage
-from tests.vonage_fixtures import Tls, VonageWorld, key_pair, start_proxy, vonage_env
+from tests.vonage_world import Tls, VonageWorld, key_pair, start_proxy, vonage_env
 from tests.world import World, in_thread, make_world
 
 pytest_plugins = ["tests.vonage_fixtures"]
@@ -208,7 +208,7 @@ async def test_malformed_bodies_are_clear_statuses(
         status: str) -> None:
     w = vworld.world
     raw = body.replace(b"{sms}", digits(w.sms).encode())
-    headers = {"Authorization": aiohttp.BasicAuth(w.sid, w.token).encode(),
+    headers = {"Authorization": aiohttp.encode_basic_auth(w.sid, w.token),
                "Content-Type": "application/json" if content_type else
                "application/x-www-form-urlencoded"}
     resp = await w.admin.post("/sms/json", data=raw, headers=headers)

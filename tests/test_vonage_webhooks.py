@@ -21,7 +21,7 @@ from proxy.keys import OPTOUT_SPOOL, POOL
 from tests.conftest import Clock, mobile
 from tests.fake_vonage import FakeVonage
 from tests.test_vonage_front import digits
-from tests.vonage_fixtures import (
+from tests.vonage_world import (
     SIGNATURE_METHOD,
     SIGNATURE_SECRET,
     Tls,
