@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import secrets
 from pathlib import Path
@@ -13,9 +14,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jwt
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from vonage_http_client import Auth
+from vonage_sms import SmsError, SmsMessage
+from vonage_voice import CreateCallRequest, Talk
 
 from proxy.keys import OPTOUT_SPOOL, POOL
 from tests.conftest import Clock, mobile
@@ -24,12 +28,13 @@ from tests.test_vonage_front import digits
 from tests.vonage_world import (
     SIGNATURE_METHOD,
     SIGNATURE_SECRET,
+    UP_SECRET,
     Tls,
     VonageWorld,
     start_proxy,
     vonage_env,
 )
-from tests.world import World, make_world
+from tests.world import World, in_thread, make_world
 
 pytest_plugins = ["tests.vonage_fixtures"]
 
@@ -219,3 +224,36 @@ async def test_without_a_signature_secret_every_delivery_is_refused(
     proxy = await start_proxy(aiohttp_client, database_url, clock, tls, env, tmp_path)
     w = await make_world(proxy, auth)
     assert await deliver(w, signed(message(w, mobile(), "STOP", clock), clock)) == 403
+
+
+async def test_no_number_text_or_secret_in_the_log(
+        vworld: VonageWorld, fake_vonage: FakeVonage, clock: Clock,
+        log_output: io.StringIO) -> None:
+    w = vworld.world
+    allowed, denied, stopper = mobile(), mobile(), mobile()
+    await w.consent(allowed, "sms")
+    await w.consent(allowed, "voice")
+    secret_text = "Geheime aanbieding 4711 voor u"
+    sdk = vworld.sdk()
+    await in_thread(lambda: sdk.sms.send(SmsMessage(
+        to=digits(allowed), from_=digits(w.sms), text=secret_text)))
+    with pytest.raises(SmsError):
+        await in_thread(lambda: sdk.sms.send(SmsMessage(
+            to=digits(denied), from_=digits(w.sms), text=secret_text)))
+    await in_thread(lambda: sdk.voice.create_call(CreateCallRequest(
+        to=[{"type": "phone", "number": digits(allowed)}],
+        from_={"type": "phone", "number": digits(w.voice)}, ncco=[Talk(text=secret_text)])))
+    assert await deliver(w, signed(message(w, stopper, "Stop aub", clock), clock)) == 204
+    assert await deliver(w, signed(message(w, stopper, "Stop aub", clock), clock,
+                                   secret="forged-secret")) == 403
+    raw = log_output.getvalue()
+    lines = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    assert any(e.get("front") == "vonage" for e in lines)
+    for number in (allowed, denied, stopper):
+        assert number[3:] not in raw, number
+    for secret in (secret_text, "Stop aub", w.token, SIGNATURE_SECRET, UP_SECRET,
+                   vworld.app.private_pem.splitlines()[1]):
+        assert secret not in raw, secret
+    decided = [e for e in lines if e.get("decision")]
+    assert {e["decision"] for e in decided} == {"allow", "deny"}
+    assert all(e["to"].startswith("+31 6 ****") for e in decided)
