@@ -23,7 +23,6 @@ from vonage_jwt.jwt import JwtClient
 
 from proxy import form, sms
 
-Channel = Literal["sms", "voice"]
 # A call's uuid as Vonage writes it: the only thing the front puts into an upstream path.
 CALL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

@@ -5,7 +5,7 @@ UTF-8 only)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -99,11 +99,6 @@ def gate_number(raw: str | None) -> str | None:
 def vonage_number(e164: str) -> str:
     """An E.164 number as Vonage writes it: without the `+`."""
     return e164.removeprefix("+")
-
-
-def map_values(pairs: list[tuple[str, str]], name: str,
-               fn: Callable[[str], str]) -> list[tuple[str, str]]:
-    return [(k, fn(v) if k == name else v) for k, v in pairs]
 
 
 def deep_copy(value: Any) -> Any:
