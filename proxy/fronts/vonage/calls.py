@@ -139,6 +139,7 @@ async def create(request: web.Request) -> web.Response:
         response = voice_denial(request, decision, decision_id)
         await finish(gate, decision_id, response, None)
         return response
+
     def again_for(target: ncco.Target) -> Callable[[], Awaitable[Evaluation]]:
         return lambda: gate.evaluate(proposal(target), caller, now=decided_at)
 
