@@ -133,7 +133,7 @@ async def inbound_sms(request: web.Request) -> web.Response:
     if not message_id:
         raise web.HTTPBadRequest(text="messageId is missing")
     handled = await inbound.handle_sms(request.app, inbound.InboundSms(
-        NAME, message_id, request.app[CLOCK](), params.get("to", ""),
+        NAME, message_id, request.app[CLOCK](), wire.gate_number(params.get("to")) or "",
         wire.gate_number(params.get("msisdn")) or "", params.get("text", "")))
     if handled.reply and not handled.duplicate:
         await _reply(request.app, params, handled.reply)
