@@ -91,17 +91,18 @@ def cmd_serve(_args: argparse.Namespace) -> int:
         # Printed once, to the terminal only: tokens never go into the JSON log.
         print(f"\n  ADMIN_TOKEN was not set; generated for this run:\n\n    {token}\n",
               file=sys.stderr, flush=True)
+    try:  # the fronts read and check their own provider keys as they mount
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"consent-proxy: configuration error: {exc}", file=sys.stderr)
+        return 2
     assert settings.database_url is not None
     asyncio.run(db.migrate_url(settings.database_url))
-    if settings.sandbox:
-        log.warning("sandbox_upstream_active",
-                    note="no TWILIO_ACCOUNT_SID: allowed requests are answered by the built-in "
-                         "sandbox, nothing reaches Twilio")
     log.info("proxy_starting", host=settings.host, port=settings.port,
              public_url=settings.public_url)
     # uvloop: the event loop asyncpg is built for; it measurably lowers the cost per request.
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         shutdown_timeout=30,

@@ -193,10 +193,25 @@ async def test_logout_ends_the_session(browsers: Any, pool: asyncpg.Pool) -> Non
 
 
 async def test_a_session_expires(browsers: Any, pool: asyncpg.Pool, clock: Clock) -> None:
+    """Used every 20 minutes, a session lasts its 8 hours and not a second more."""
     browser = await signed_in(browsers, pool, "viewer")
-    assert (await browser.get("/console/", allow_redirects=False)).status == 200
-    clock.now += auth.SESSION_LIFETIME + dt.timedelta(seconds=1)
+    signed_in_at = clock.now
+    step = dt.timedelta(minutes=20)
+    while clock.now + step < signed_in_at + auth.SESSION_LIFETIME:
+        clock.now += step
+        assert (await browser.get("/console/", allow_redirects=False)).status == 200
+    clock.now = signed_in_at + auth.SESSION_LIFETIME + dt.timedelta(seconds=1)
     assert (await browser.get("/console/", allow_redirects=False)).status == 303
+
+
+async def test_an_idle_session_ends(browsers: Any, pool: asyncpg.Pool, clock: Clock) -> None:
+    browser = await signed_in(browsers, pool, "viewer")
+    clock.now += auth.SESSION_IDLE - dt.timedelta(seconds=1)
+    assert (await browser.get("/console/", allow_redirects=False)).status == 200
+    clock.now += auth.SESSION_IDLE + dt.timedelta(seconds=1)  # nothing asked meanwhile
+    resp = await browser.get("/console/", allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/console/login"
 
 
 # --- login throttling -------------------------------------------------------------------------
@@ -542,16 +557,32 @@ async def test_decisions_filter_page_and_export(
     rows = list(csv.DictReader(io.StringIO(await resp.text())))
     assert len(rows) == 55
     assert {r["decision"] for r in rows} == {"allow", "deny"}
+    assert {r["front"] for r in rows} == {"dial"}  # the way in, as the decision row says
     assert allowed not in await resp.text()  # the masked number only
     resp = await viewer.get("/console/decisions", params={"number": allowed})
     assert len(re.findall(r'<tr class="allow">', await resp.text())) == 3
+    html = await (await viewer.get("/console/decisions", params={"front": "dial"})).text()
+    assert '<option value="dial" selected>' in html  # offered because it was seen
+    assert len(re.findall(r'<tr class="(?:allow|deny)">', html)) == 50
+    html = await (await viewer.get("/console/decisions", params={
+        "organisation": world.org, "front": "telnyx"})).text()
+    assert 'id="no-decisions"' in html
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_written_as_text() -> None:
+    from proxy.console.decisions import _cell
+    for formula in ("=HYPERLINK(\"http://x\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
+                    "\t=1", "\r=1"):
+        assert _cell(formula) == "'" + formula
+    for kept in ("+31 6 ****5678", "+31612345678", "-1", "energy", "ALLOWED", None):
+        assert _cell(kept) == ("" if kept is None else kept)
 
 
 async def test_decision_filters_refuse_bad_values(browsers: Any, pool: asyncpg.Pool) -> None:
     viewer = await signed_in(browsers, pool, "viewer")
     for params, field in (({"from": "yesterday"}, "from"), ({"channel": "fax"}, "channel"),
                           ({"reason": "NOPE"}, "reason"), ({"colour": "red"}, "colour"),
-                          ({"before": "x"}, "before")):
+                          ({"before": "x"}, "before"), ({"front": "Twilio!"}, "front")):
         resp = await viewer.get("/console/decisions", params=params)
         assert resp.status == 422, params
         assert field in await resp.text()

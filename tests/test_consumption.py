@@ -193,6 +193,37 @@ async def test_a_call_that_reached_nobody_gives_the_request_back(
     await used_again(world, fake, number, request_id)
 
 
+@pytest.mark.parametrize("status", ["failed", "undelivered"])
+async def test_a_message_that_reached_nobody_gives_the_request_back(
+        world: World, fake: FakeTwilio, pool: asyncpg.Pool, status: str) -> None:
+    number, request_id = await requested(world, "sms")
+    sdk = world.sdk()
+    message = await in_thread(lambda: sdk.messages.create(to=number, from_=world.sms,
+                                                          body="Hoi"))
+    assert (await consent_row(pool, request_id))["consumed_at"] is not None
+    await fake.fire_status_callback(message.sid, "sent")  # not final: nothing given back
+    (row,) = await decisions(world, number)
+    assert await reversals(pool, [row["id"]]) == []
+    answer, _, _ = await fake.fire_status_callback(message.sid, status)
+    assert answer == 204  # the proxy's own callback: recorded, nothing passed on
+    (reversal,) = await reversals(pool, [row["id"]])
+    assert (reversal["why"], reversal["detail"], reversal["request_id"]) == (
+        "not_reached", status, request_id)
+    assert (await consent_row(pool, request_id))["consumed_at"] is None
+
+
+async def test_a_delivered_message_keeps_the_request_consumed(
+        world: World, fake: FakeTwilio, pool: asyncpg.Pool) -> None:
+    number, request_id = await requested(world, "sms")
+    sdk = world.sdk()
+    message = await in_thread(lambda: sdk.messages.create(to=number, from_=world.sms,
+                                                          body="Hoi"))
+    await fake.fire_status_callback(message.sid, "delivered")
+    (row,) = await decisions(world, number)
+    assert await reversals(pool, [row["id"]]) == []
+    assert (await consent_row(pool, request_id))["consumed_at"] is not None
+
+
 @pytest.mark.parametrize("answered_by", [None, "human", "machine_start", "machine_end_beep",
                                          "fax", "unknown"])
 async def test_a_completed_call_keeps_the_request_consumed(

@@ -25,7 +25,10 @@ ROLES = users.ROLES
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 SESSION_COOKIE = "cp_console"
 LOGIN_CSRF_COOKIE = "cp_login_csrf"
+# A session ends 8 hours after sign-in, or earlier after 30 minutes without a request: a
+# console left open on an unattended desk does not stay signed in for a working day.
 SESSION_LIFETIME = dt.timedelta(hours=8)
+SESSION_IDLE = dt.timedelta(minutes=30)
 # Throttling: a name or an address with this many failed logins within the window waits
 # until the oldest of them leaves it.
 THROTTLE_WINDOW = dt.timedelta(minutes=15)
@@ -131,7 +134,7 @@ async def log_in(pool: asyncpg.Pool, name: str, password: str, address: str,
     log.info("console_login", user=name, role=user.role)
     token = secrets.token_urlsafe(32)
     await users.create_session(pool, token_hash(token), user.name, secrets.token_urlsafe(32),
-                               now, now + SESSION_LIFETIME)
+                               now, now + SESSION_IDLE)
     return token, user
 
 
@@ -140,7 +143,8 @@ async def session_user(pool: asyncpg.Pool, request: web.Request,
     token = request.cookies.get(SESSION_COOKIE)
     if not token or len(token) > 100:
         return None
-    session = await users.get_session(pool, token_hash(token), now)
+    session = await users.use_session(pool, token_hash(token), now, idle=SESSION_IDLE,
+                                      lifetime=SESSION_LIFETIME)
     if session is None:
         return None
     u = session.user

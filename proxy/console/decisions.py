@@ -1,11 +1,12 @@
-"""The decision log: filters (period, organisation, channel, decision, reason, client, number),
-pages of 50 newest first, and the same selection as a CSV download."""
+"""The decision log: filters (period, organisation, channel, decision, reason, client, number,
+the way in), pages of 50 newest first, and the same selection as a CSV download."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -23,7 +24,8 @@ from proxy.store.decision_log import DecisionFilter
 
 PAGE = 50
 FILTERS = ("from", "until", "organisation", "channel", "decision", "reason", "client",
-           "number")
+           "number", "front")
+_FRONT = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # decisions.front (sql/018)
 
 
 def _date(query: Mapping[str, str], key: str) -> dt.date | None:
@@ -54,6 +56,9 @@ def parse_filter(query: Mapping[str, str]) -> DecisionFilter:
     reason = query.get("reason") or None
     if reason is not None and reason not in REASONS:
         raise BadInput("not a reason code", "reason")
+    front = query.get("front") or None
+    if front is not None and not _FRONT.fullmatch(front):
+        raise BadInput("not the name of a way in", "front")
     number = None
     if query.get("number", "").strip():
         try:
@@ -67,7 +72,7 @@ def parse_filter(query: Mapping[str, str]) -> DecisionFilter:
         organisation=(query.get("organisation") or "").strip()[:63] or None,
         channel=channel, decision=decision, reason=reason,
         client=(query.get("client") or "").strip()[:64] or None,
-        number=number,
+        number=number, front=front,
     )
 
 
@@ -119,9 +124,19 @@ async def decisions_csv(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula. Senders and topics
+# are free text an administrator typed, so such a cell is written with a leading apostrophe
+# (shown as text, the apostrophe hidden); a number (masked or not) stays as it is.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?[0-9][0-9* ]*")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dt.datetime):
         return value.isoformat()
-    return str(value)
+    text = str(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text

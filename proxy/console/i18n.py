@@ -97,6 +97,7 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "from_date": ("From (date)", "Van (datum)"),
     "until_date": ("Until (date, inclusive)", "Tot en met (datum)"),
     "client": ("Client", "Client"),
+    "front": ("Way in", "Ingang"),
     "apply": ("Apply", "Toepassen"),
     "export_csv": ("Export as CSV", "Exporteren als CSV"),
     "next_page": ("Older decisions", "Oudere beslissingen"),

@@ -5,7 +5,8 @@ folder and a line below; the gate does not change."""
 
 from proxy.dial.front import FRONT as DIAL
 from proxy.front import Front
+from proxy.fronts.cm.mount import FRONT as CM
 from proxy.fronts.twilio.mount import FRONT as TWILIO
 from proxy.fronts.vonage.mount import FRONT as VONAGE
 
-FRONTS: tuple[Front, ...] = (TWILIO, VONAGE, DIAL)
+FRONTS: tuple[Front, ...] = (TWILIO, CM, VONAGE, DIAL)

@@ -43,23 +43,27 @@ SCHEDULED_SEND_NOT_GATED = (400, 930052)
 FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
     UPSTREAM_UNREACHABLE: (
         "UPSTREAM_UNREACHABLE", "The provider could not be reached; nothing was sent.",
-        "Check TWILIO_API_BASE and the network; the dialer may retry."),
+        "Check the front's upstream setting (TWILIO_API_BASE and the like) and the network; "
+        "the dialer may retry."),
     UPSTREAM_TIMEOUT: (
         "UPSTREAM_TIMEOUT", "The provider did not answer within upstream.timeout_seconds; the "
         "request may or may not have been delivered, and it is not retried.",
         "Look the call or message up before trying again."),
     IDEMPOTENCY_IN_FLIGHT: (
-        "IDEMPOTENCY_IN_FLIGHT", "A request with the same I-Twilio-Idempotency-Token is still "
-        "being processed.", "Wait and repeat the request to get its answer."),
+        "IDEMPOTENCY_IN_FLIGHT", "A request with the same idempotency key (Twilio's "
+        "I-Twilio-Idempotency-Token, Telnyx's Idempotency-Key) is still being processed.",
+        "Wait and repeat the request to get its answer."),
     IDEMPOTENCY_MISMATCH: (
-        "IDEMPOTENCY_MISMATCH", "The I-Twilio-Idempotency-Token was used in the last 24 hours "
-        "for a different request.", "Use a new token for a new request."),
+        "IDEMPOTENCY_MISMATCH", "The idempotency key was used in the last 24 hours for a "
+        "different request.", "Use a new token for a new request."),
     NOT_PASSED_THROUGH: (
         "NOT_PASSED_THROUGH", "Only the calls, messages and recordings this client created are "
-        "reachable through consent-proxy.", "Use Twilio directly for account administration."),
+        "reachable through consent-proxy.", "Use the provider directly for account "
+        "administration."),
     SCHEDULED_SEND_NOT_GATED: (
-        "SCHEDULED_SEND_NOT_GATED", "A message scheduled for later (ScheduleType/SendAt) would "
-        "leave long after its decision, past any objection made in between; consent-proxy "
+        "SCHEDULED_SEND_NOT_GATED", "A message scheduled for later (Twilio's ScheduleType/SendAt "
+        "or another provider's scheduling) would leave long after its decision, past any "
+        "objection made in between; consent-proxy "
         "decides at the moment of sending.", "Send the message at the desired time from the "
-        "dialer itself, without ScheduleType and SendAt."),
+        "dialer itself, without scheduling it at the provider."),
 }

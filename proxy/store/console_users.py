@@ -117,14 +117,21 @@ async def create_session(conn: asyncpg.Pool | asyncpg.Connection, token_hash: st
             token_hash, name, csrf_token, now, expires_at)
 
 
-async def get_session(conn: asyncpg.Pool | asyncpg.Connection, token_hash: str,
-                      now: dt.datetime) -> ConsoleSession | None:
-    """The live session of this token with its (enabled) user, or None."""
+async def use_session(conn: asyncpg.Pool | asyncpg.Connection, token_hash: str,
+                      now: dt.datetime, *, idle: dt.timedelta, lifetime: dt.timedelta
+                      ) -> ConsoleSession | None:
+    """The live session of this token with its (enabled) user, or None. Using it keeps it
+    alive for `idle` more, never past `lifetime` after it was created."""
     row = await conn.fetchrow(
-        """SELECT u.*, s.csrf_token, s.expires_at FROM console_sessions s
+        """WITH s AS (
+               UPDATE console_sessions
+               SET expires_at = least(created_at + $3::interval, $2 + $4::interval)
+               WHERE token_hash = $1 AND expires_at > $2
+               RETURNING user_name, csrf_token, expires_at)
+           SELECT u.*, s.csrf_token, s.expires_at FROM s
            JOIN console_users u ON u.name = s.user_name
-           WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL""",
-        token_hash, now)
+           WHERE u.disabled_at IS NULL""",
+        token_hash, now, lifetime, idle)
     if row is None:
         return None
     return ConsoleSession(_user(row), row["csrf_token"], row["expires_at"])

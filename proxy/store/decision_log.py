@@ -12,8 +12,10 @@ import asyncpg
 
 from proxy.phone import subject_hash
 
+# The CSV export's columns, in order: new ones are added at the end.
 COLUMNS = ("id", "decided_at", "channel", "decision", "reason", "basis", "rule",
-           "organisation_id", "sender", "client_id", "subject_masked", "topic", "retry_after")
+           "organisation_id", "sender", "client_id", "subject_masked", "topic", "retry_after",
+           "front")
 _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM decisions"
 
 
@@ -29,6 +31,7 @@ class DecisionFilter:
     reason: str | None = None
     client: str | None = None
     number: str | None = None  # E.164; matched through its hash
+    front: str | None = None  # the way in (sql/018)
 
 
 def _where(f: DecisionFilter, args: list[Any]) -> str:
@@ -54,6 +57,8 @@ def _where(f: DecisionFilter, args: list[Any]) -> str:
         add("client_id = ?", f.client)
     if f.number:
         add("subject_hash = ?", subject_hash(f.number))
+    if f.front:
+        add("front = ?", f.front)
     return (" WHERE " + " AND ".join(terms)) if terms else ""
 
 
@@ -82,8 +87,17 @@ async def export(pool: asyncpg.Pool, f: DecisionFilter) -> AsyncIterator[dict[st
 
 
 async def choices(conn: asyncpg.Pool | asyncpg.Connection) -> dict[str, list[str]]:
-    """What the filters offer: organisations and clients on file, reasons seen."""
+    """What the filters offer: organisations and clients on file, the ways in seen."""
     orgs = await conn.fetch("SELECT id FROM organisations ORDER BY id")
     clients = await conn.fetch("SELECT client_id FROM clients ORDER BY client_id")
+    # Each distinct front by one index probe (decisions_front_idx), not a read of the log.
+    fronts = await conn.fetch(
+        """WITH RECURSIVE f AS (
+               SELECT min(front) AS front FROM decisions WHERE front IS NOT NULL
+               UNION ALL
+               SELECT (SELECT min(front) FROM decisions WHERE front > f.front)
+               FROM f WHERE f.front IS NOT NULL)
+           SELECT front FROM f WHERE front IS NOT NULL""")
     return {"organisations": [r["id"] for r in orgs],
-            "clients": [r["client_id"] for r in clients]}
+            "clients": [r["client_id"] for r in clients],
+            "fronts": [r["front"] for r in fronts]}

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from proxy import inbound
@@ -17,10 +18,15 @@ from proxy.fronts.twilio.upstream import SandboxUpstream, TwilioUpstream
 from proxy.keys import SETTINGS
 from proxy.settings import Settings
 
+log = structlog.get_logger("proxy.fronts.twilio")
+
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.sandbox:
+        log.warning("sandbox_upstream_active", front=NAME,
+                    note="no TWILIO_ACCOUNT_SID: allowed requests are answered by the built-in "
+                         "sandbox, nothing reaches Twilio")
         app[UPSTREAM] = SandboxUpstream()
         yield
         return

@@ -58,6 +58,9 @@ _CALL = re.compile(r"Calls/(CA[0-9a-fA-F]{32})\.json")
 _PAYMENT = re.compile(r"Calls/(CA[0-9a-fA-F]{32})/Payments/PK[0-9a-fA-F]{32}\.json")
 # Twilio's final CallStatus values of a call that reached nobody (N5, N6).
 NOT_REACHED = frozenset({"busy", "no-answer", "failed", "canceled"})
+# ... and MessageStatus values of a message that reached nobody: Twilio could not send it
+# (failed), the carrier could not deliver it (undelivered), or it was called off (canceled).
+MESSAGE_NOT_REACHED = frozenset({"failed", "undelivered", "canceled"})
 # The callback that reports on the call itself, as the create (or a live update) named it; the
 # proxy adds it when the dialer set none. Callbacks inside TwiML report on other legs.
 CALL_STATUS_FIELD = "StatusCallback"
@@ -425,10 +428,16 @@ async def twiml_relay(request: web.Request) -> web.Response:
     return twiml_response(text)
 
 
-def _after_callback(field: str, call_status: str | None) -> GiveBack | None:
-    """A status callback of the call a decision placed: nobody reached gives it back."""
-    if field == CALL_STATUS_FIELD and call_status in NOT_REACHED:
-        return GiveBack("not_reached", call_status)
+def _after_callback(field: str, call_status: str | None,
+                    message_status: str | None) -> GiveBack | None:
+    """A status callback of the call or message a decision sent: nobody reached gives it
+    back."""
+    if field != CALL_STATUS_FIELD:
+        return None
+    if call_status is not None:
+        return GiveBack("not_reached", call_status) if call_status in NOT_REACHED else None
+    if message_status in MESSAGE_NOT_REACHED:
+        return GiveBack("not_reached", message_status)
     return None
 
 
@@ -456,8 +465,9 @@ async def callback_relay(request: web.Request) -> web.StreamResponse:
     except STORE_ERRORS as exc:  # the dialer still gets its callback
         log.error("contact_outcome_not_recorded", decision_id=target.decision_id,
                   error=type(exc).__name__)
-    # N5/N6: a call that reached nobody made no contact.
-    given = _after_callback(target.field, first("CallStatus"))
+    # N5/N6: a call or message that reached nobody made no contact.
+    given = _after_callback(target.field, first("CallStatus"),
+                            first("MessageStatus", "SmsStatus"))
     if given is not None:
         await request.app[GATE].give_back(target.decision_id, given.why, given.detail)
     if target.url is None:
