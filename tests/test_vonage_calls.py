@@ -296,7 +296,8 @@ async def test_only_own_calls_are_read_and_transfer_is_refused(
 @pytest.mark.parametrize("path", [
     "/v1/calls", "/v1/messages", "/v1/calls/{uuid}/talk", "/v1/calls/{uuid}/../../messages",
     "/v1/calls/%2e%2e/messages", "/v1/calls//{uuid}", "/v1/calls/{uuid}%2f..%2f..%2fmessages",
-    "/v0.1/messages", "/sms/json/../../v1/messages",
+    "/v0.1/messages", "/sms/json/../../v1/messages", "/sms/xml", "/sms/json/", "/sms//json",
+    "/sms/json%2f", "/sc/us/alert/json", "/v1/calls/%2e%2e/%2e%2e/sms/json",
 ])
 async def test_other_paths_are_404_or_405_and_never_forwarded(
         vworld: VonageWorld, fake_vonage: FakeVonage, tls: Tls, path: str) -> None:
@@ -313,7 +314,8 @@ async def test_other_paths_are_404_or_405_and_never_forwarded(
             send_raw, vworld.host, tls, method, raw, body=body, headers={
                 "Authorization": "Bearer " + token(vworld.app),
                 "Content-Type": "application/json"})
-        assert answer.status in (400, 401, 404, 405), (method, raw, answer.status)
+        # 200: a path that is the SMS API after all answers in its shape (here a refusal).
+        assert answer.status in (200, 400, 401, 404, 405), (method, raw, answer.status)
     assert fake_vonage.received[before:] == []
 
 

@@ -257,3 +257,25 @@ async def test_no_number_text_or_secret_in_the_log(
     decided = [e for e in lines if e.get("decision")]
     assert {e["decision"] for e in decided} == {"allow", "deny"}
     assert all(e["to"].startswith("+31 6 ****") for e in decided)
+
+
+async def test_a_jwt_binds_the_query_of_a_get_delivery(
+        vworld: VonageWorld, fake_vonage: FakeVonage, clock: Clock) -> None:
+    w = vworld.world
+    person, victim = mobile(), mobile()
+    await w.consent(victim, "sms")
+    mine = urlencode(message(w, person, "Hallo", clock))
+    token = jwt.encode({"iat": int(clock().timestamp()),
+                        "payload_hash": hashlib.sha256(mine.encode()).hexdigest()},
+                       SIGNATURE_SECRET, algorithm="HS256")
+    headers = {"Authorization": f"Bearer {token}"}
+    base = w.admin.make_url(PATH)
+
+    def url(query: str) -> Any:
+        return base.with_query(None).build(scheme=base.scheme, host=base.host, port=base.port,
+                                           path=PATH, query_string=query, encoded=True)
+
+    assert (await w.admin.session.get(url(mine), headers=headers)).status == 204
+    theirs = urlencode(message(w, victim, "STOP", clock))
+    assert (await w.admin.session.get(url(theirs), headers=headers)).status == 403
+    assert await sms_status(w, victim) == "0"

@@ -118,8 +118,9 @@ async def signed_params(request: web.Request) -> dict[str, str]:
     now = request.app[CLOCK]()
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token:
+        # A GET has no body: its payload is the query string, as it came.
         _check_jwt(config, token, raw if request.method != "GET" else
-                   request.query_string.encode(), now)
+                   request.rel_url.raw_query_string.encode(), now)
     elif "sig" in params:
         _check_params(config, params, now)
     else:
