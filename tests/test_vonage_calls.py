@@ -63,6 +63,7 @@ async def test_allowed_call_goes_out_with_the_upstream_application(
     assert received.json["to"] == [{"type": "phone", "number": digits(number)}]
     assert received.json["from"] == {"type": "phone", "number": digits(w.voice)}
     assert received.json["ncco"] == [{"action": "talk", "text": "Goedemorgen"}]
+
     (row,) = await decisions_for(w, number)
     assert row["decision"] == "allow"
     assert row["channel"] == "voice"
@@ -463,3 +464,23 @@ async def test_upstream_faults_on_calls(vworld: VonageWorld, fake_vonage: FakeVo
     assert row["consumed_consent_id"] == request_id
     assert (reversal["why"], reversal["request_id"]) == (
         "provider_unreachable" if fault == "unreachable" else "provider_refused", request_id)
+
+
+async def test_an_ncco_that_reaches_nobody_else_goes_as_written(
+        vworld: VonageWorld, fake_vonage: FakeVonage) -> None:
+    w = vworld.world
+    number = mobile()
+    await w.consent(number, "voice")
+    ncco = [{"action": "wait", "timeout": 2}, {"action": "talk", "text": "Goedemorgen"},
+            {"action": "record", "eventUrl": ["https://dialer.example/rec"]},
+            {"action": "stream", "streamUrl": ["https://dialer.example/a.mp3"]},
+            {"action": "conversation", "name": "team-1"}]
+    resp = await w.admin.post("/v1/calls", json={
+        "to": [{"type": "phone", "number": digits(number)}],
+        "from": {"type": "phone", "number": digits(w.voice)}, "ncco": ncco,
+        "event_url": ["https://dialer.example/events"]}, headers={
+            "Authorization": "Bearer " + token(vworld.app)})
+    assert resp.status == 201, await resp.text()
+    (received,) = fake_vonage.call_creates()
+    assert received.json["ncco"] == ncco
+    assert received.json["event_url"] == ["https://dialer.example/events"]

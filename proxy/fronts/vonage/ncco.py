@@ -27,7 +27,7 @@ CALL_FIELDS = frozenset({
     "to", "from", "random_from_number", "ncco", "answer_url", "answer_method", "event_url",
     "event_method", "machine_detection", "advanced_machine_detection", "length_timer",
     "ringing_timer"})
-SAFE_ACTIONS = frozenset({"talk", "stream", "record", "conversation"})
+SAFE_ACTIONS = frozenset({"talk", "stream", "record", "conversation", "wait"})
 UNSEEN_ACTIONS = frozenset({"input", "notify"})
 PHONE_FIELDS = frozenset({"type", "number", "dtmfAnswer", "shaken", "onAnswer"})
 MAX_ACTIONS = 100
