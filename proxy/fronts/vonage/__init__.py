@@ -5,7 +5,8 @@ inbound SMS webhook.
 - `calls.py` and `ncco.py`: `POST /v1/calls` with every number of its NCCO decided, and the
   client's own calls read or hung up; `auth.py`: api_key/api_secret and RS256 JWTs;
   `applications.py`: the clients' Vonage applications (sql/019) and their admin route;
-- `webhooks.py`: inbound SMS (STOP/START/HELP), signed by Vonage;
+- `webhooks.py`: inbound SMS (STOP/START/HELP), signed by Vonage; `events.py`: a call's
+  events through the proxy (a call that reached nobody gives back, N5/N6);
 - `upstream.py`: Vonage itself, or the sandbox; `errors.py`: Vonage's error shapes;
 - `settings.py`: its environment keys; `wire.py`: reading its bodies and numbers;
 - `mount.py`: how the app mounts it (`FRONT`); `keys.py`: its own app keys.

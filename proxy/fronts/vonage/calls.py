@@ -22,7 +22,7 @@ from aiohttp import web
 
 from proxy import store
 from proxy.body import read_body
-from proxy.fronts.vonage import auth, ncco, wire
+from proxy.fronts.vonage import auth, events, ncco, wire
 from proxy.fronts.vonage.errors import VoiceError, voice_denial, voice_response
 from proxy.fronts.vonage.keys import NAME, UPSTREAM
 from proxy.fronts.vonage.messages import finish
@@ -159,7 +159,7 @@ async def create(request: web.Request) -> web.Response:
             GiveBack("not_sent", "NCCO destination refused"))
         return response
     decided = [committed.evaluation, *[r.evaluation for r, _ in rows]]
-    return await _forward(request, gate, decision_id, plan, decided)
+    return await _forward(request, gate, client.id, decision_id, plan, decided)
 
 
 async def _commit_other(gate: Gate, caller: Caller, row: _Row, decided_at: dt.datetime,
@@ -184,8 +184,8 @@ def _registered(evaluation: Evaluation, written: str) -> str:
     return wire.vonage_number(sender.sender) if sender is not None else written
 
 
-async def _forward(request: web.Request, gate: Gate, decision_id: int, plan: ncco.Plan,
-                   decided: list[Evaluation]) -> web.Response:
+async def _forward(request: web.Request, gate: Gate, client_id: str, decision_id: int,
+                   plan: ncco.Plan, decided: list[Evaluation]) -> web.Response:
     """Every number is decided and committed: now, and only now, the call is placed."""
     numbers = [wire.vonage_number(e.contact.to) if e.contact.to else t.number
                for e, t in zip(decided, plan.targets, strict=True)]
@@ -195,6 +195,8 @@ async def _forward(request: web.Request, gate: Gate, decision_id: int, plan: ncc
                     if t.where[0] == "ncco" and isinstance(t.where[1], int)
                     and "from" in plan.body["ncco"][t.where[1]]}
     body = ncco.rewritten(plan, numbers, call_from, connect_from)
+    # The call's events lead through the proxy: a call that reaches nobody is no contact.
+    body = await events.relay_event_url(request, client_id, decision_id, body)
     app = request.app
     started = time.perf_counter()
     try:

@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from proxy.front import render_errors
-from proxy.fronts.vonage import applications, calls, errors, messages, webhooks
+from proxy.fronts.vonage import applications, calls, errors, events, messages, webhooks
 from proxy.fronts.vonage import settings as vonage_settings
 from proxy.fronts.vonage.keys import CONFIG, HTTP, NAME, UPSTREAM
 from proxy.fronts.vonage.upstream import SandboxUpstream, VonageUpstream
@@ -62,6 +62,7 @@ class VonageFront:
         app.router.add_get(calls.CALL, calls.get_call, allow_head=False)
         app.router.add_put(calls.CALL, calls.update_call)
         webhooks.add_routes(app)
+        events.add_routes(app)
         applications.add_admin_route(app)
         render_errors(app, errors.SMS_PREFIX, errors.SMS_RENDERER)
         render_errors(app, errors.VOICE_PREFIX, errors.VOICE_RENDERER)

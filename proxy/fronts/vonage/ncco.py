@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from proxy.fronts.vonage import wire
 
@@ -111,6 +112,19 @@ def _connect(index: int, action: dict[str, Any], call_from: str) -> list[Target]
     return out
 
 
+def _event_url(body: dict[str, Any]) -> None:
+    """One absolute http(s) URL, requested with POST: it is relayed through the proxy
+    (proxy/fronts/vonage/events.py)."""
+    if "event_url" in body:
+        urls = body["event_url"]
+        if not isinstance(urls, list) or len(urls) != 1 or not isinstance(urls[0], str) \
+                or urlsplit(urls[0]).scheme not in ("http", "https") \
+                or not urlsplit(urls[0]).netloc:
+            raise BadCall("event_url", "must be a list of one absolute http(s) URL")
+    if body.get("event_method", "POST") != "POST":
+        raise BadCall("event_method", "only POST events are relayed")
+
+
 def plan(body: dict[str, Any]) -> Plan:
     unknown = set(body) - CALL_FIELDS
     if unknown:
@@ -121,6 +135,7 @@ def plan(body: dict[str, Any]) -> Plan:
     if body.get("random_from_number"):
         raise BadCall("random_from_number", "the caller ID must be a registered sender; set "
                       "`from`")
+    _event_url(body)
     call_from = _from("from", body.get("from"))
     to = body.get("to")
     if not isinstance(to, list) or not 1 <= len(to) <= MAX_ENDPOINTS:

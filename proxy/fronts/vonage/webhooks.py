@@ -51,8 +51,8 @@ SINGLE = ("msisdn", "to", "messageId", "text", "type", "keyword", "message-times
           "timestamp", "nonce", "sig", "api-key")
 
 
-def _refused(status: int, why: str) -> web.HTTPException:
-    log.warning("webhook_signature_invalid", route=PATH, why=why, front=NAME)
+def refused(status: int, why: str, route: str = PATH) -> web.HTTPException:
+    log.warning("webhook_signature_invalid", route=route, why=why, front=NAME)
     cls = web.HTTPUnauthorized if status == 401 else web.HTTPForbidden
     return cls(text=f"{'Unauthorized' if status == 401 else 'Forbidden'}: {why}")
 
@@ -76,33 +76,35 @@ def _check_params(config: VonageSettings, params: Mapping[str, str], now: dt.dat
     assert config.signature_secret is not None
     stamp = params.get("timestamp", "")
     if not stamp.isdigit():
-        raise _refused(403, "a signed delivery carries its timestamp")
+        raise refused(403, "a signed delivery carries its timestamp")
     # The SDK's Auth insists on an api_key beside a signature secret; it is not signed.
     auth = Auth(api_key=config.api_key or NAME, signature_secret=config.signature_secret,
                 signature_method=config.signature_method)
     if not auth.check_signature(dict(params)):
-        raise _refused(403, "signature does not match")
+        raise refused(403, "signature does not match")
     if not _fresh(dt.datetime.fromtimestamp(int(stamp), dt.UTC), now):
-        raise _refused(403, "timestamp outside the accepted window (replay)")
+        raise refused(403, "timestamp outside the accepted window (replay)")
 
 
-def _check_jwt(config: VonageSettings, token: str, raw: bytes, now: dt.datetime) -> None:
+def check_jwt(config: VonageSettings, token: str, raw: bytes, now: dt.datetime,
+              route: str = PATH) -> None:
+    """A Vonage JWT (HS256, the signature secret) whose payload_hash is the body's."""
     assert config.signature_secret is not None
     try:
         if not verify_signature(token, config.signature_secret):
-            raise _refused(403, "JWT signature does not match")
+            raise refused(403, "JWT signature does not match", route)
         claims: dict[str, Any] = jwt.decode(token, config.signature_secret,
                                             algorithms=["HS256"], options={"verify_exp": True})
     except (VonageVerifyJwtError, jwt.PyJWTError) as exc:
-        raise _refused(403, "JWT not valid") from exc
+        raise refused(403, "JWT not valid", route) from exc
     digest = hashlib.sha256(raw).hexdigest()
     if not isinstance(claims.get("payload_hash"), str) or not secrets.compare_digest(
             claims["payload_hash"], digest):
-        raise _refused(403, "payload_hash does not match the body")
+        raise refused(403, "payload_hash does not match the body", route)
     iat = claims.get("iat")
     if not isinstance(iat, int | float) or not _fresh(
             dt.datetime.fromtimestamp(iat, dt.UTC), now):
-        raise _refused(403, "JWT iat outside the accepted window (replay)")
+        raise refused(403, "JWT iat outside the accepted window (replay)", route)
 
 
 async def signed_params(request: web.Request) -> dict[str, str]:
@@ -110,7 +112,7 @@ async def signed_params(request: web.Request) -> dict[str, str]:
     config = request.app[CONFIG]
     raw = await read_body(request)
     if config.signature_secret is None:
-        raise _refused(403, "VONAGE_SIGNATURE_SECRET is not set")
+        raise refused(403, "VONAGE_SIGNATURE_SECRET is not set")
     try:
         params = await _params(request, raw)
     except wire.Unreadable as exc:
@@ -119,12 +121,12 @@ async def signed_params(request: web.Request) -> dict[str, str]:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token:
         # A GET has no body: its payload is the query string, as it came.
-        _check_jwt(config, token, raw if request.method != "GET" else
+        check_jwt(config, token, raw if request.method != "GET" else
                    request.rel_url.raw_query_string.encode(), now)
     elif "sig" in params:
         _check_params(config, params, now)
     else:
-        raise _refused(401, "the delivery is not signed")
+        raise refused(401, "the delivery is not signed")
     return params
 
 
