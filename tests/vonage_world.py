@@ -1,4 +1,4 @@
-"""Helpers for the Vonage front's tests: RSA keys for the upstream and the dialer's
+"""What the Vonage front's tests share: RSA keys for the upstream and the dialer's
 applications, a throw-away CA (trustme) so the proxy serves TLS to the vonage SDK (which speaks
 HTTPS only), the proxy wired to the fake Vonage, and a dialer with its application registered.
 The fixtures are in tests/vonage_fixtures.py."""
