@@ -152,6 +152,7 @@ async def test_connect_to_an_allowed_number_goes_out_decided(
         {"type": "phone", "number": "31612345678", "onAnswer": {"url": "https://x"}}]}]},
      "ncco[0].endpoint[0].onAnswer"),
     ({"to": [{"type": "sip", "uri": "sip:a@b"}]}, "to[0].type"),
+    ({"to": [{"type": "phone", "number": "31612345678", "shaken": "eyJ..."}]}, "to[0].shaken"),
     ({"ncco": [{"action": "transfer"}]}, "ncco[0].action"),
     ({"bogus": 1}, "bogus"),
 ])

@@ -6,6 +6,7 @@ actions (from the action's `from`, else the call's). Refused with the field name
 
 - `answer_url`: the NCCO it returns is fetched by Vonage later, never seen by the gate;
 - `random_from_number`: the caller ID must be a registered sender (N16);
+- a phone endpoint's `shaken` (a STIR/SHAKEN Identity of the dialer's own: N16);
 - `sip`, `websocket` and `vbc` endpoints: they reach beyond what the gate can decide (a SIP
   trunk or extension can forward anywhere); `app` endpoints (the application's own users,
   the call's agents) pass;
@@ -73,6 +74,11 @@ def _phone(field: str, endpoint: Any, *, allow_on_answer: bool = False) -> str:
     unknown = set(endpoint) - PHONE_FIELDS
     if unknown:
         raise BadCall(f"{field}.{sorted(unknown)[0]}", "unknown field")
+    if "shaken" in endpoint:
+        # N16: a STIR/SHAKEN Identity of the dialer's own would present a caller ID the
+        # gate did not decide.
+        raise BadCall(f"{field}.shaken", "the caller ID the carrier sees is the decided "
+                      "sender; consent-proxy does not pass a dialer's own Identity header")
     if "onAnswer" in endpoint and not allow_on_answer:
         raise BadCall(f"{field}.onAnswer", "the NCCO its URL returns is fetched later and "
                       "never seen by consent-proxy")
