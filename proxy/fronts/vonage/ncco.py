@@ -162,6 +162,9 @@ def plan(body: dict[str, Any]) -> Plan:
         elif name in UNSEEN_ACTIONS:
             raise BadCall(f"ncco[{index}].action", f"{name}: its answer is a new NCCO that "
                           "consent-proxy never sees")
+        elif name == "transfer":
+            raise BadCall(f"ncco[{index}].action", "transfer: moving the call's legs into "
+                          "another conversation is not accepted")
         elif name not in SAFE_ACTIONS:
             raise BadCall(f"ncco[{index}].action", "unknown action")
     return Plan(body, call_from, tuple(targets))
