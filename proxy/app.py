@@ -3,6 +3,7 @@ mounts every front (proxy/fronts/); it names none of them."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import re
@@ -26,6 +27,7 @@ from proxy.gate import DENIAL_CODES, FAULTS, Gate
 from proxy.keys import (
     CLIENTS,
     CLOCK,
+    DRAINING,
     GATE,
     METRICS,
     OPTOUT_SPOOL,
@@ -88,6 +90,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
         status = response.status
         response.headers["X-Request-Id"] = request_id
+        if request.app[DRAINING].is_set():
+            response.force_close()  # the next request goes to another gate
         return response
     except web.HTTPException as exc:  # a redirect raised past the error middleware
         status = exc.status
@@ -146,6 +150,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(request, constraint_refusal(exc))
     except STORE_ERRORS as exc:
         log.warning("consent_store_unavailable", error=type(exc).__name__)
+        await db.discard(request.app[POOL])  # the next request looks for the primary afresh
         return _error(request, StoreUnavailable(
             "consent store unavailable (CONSENT_STORE_UNAVAILABLE); nothing was forwarded"))
     except Exception:
@@ -194,10 +199,16 @@ async def readyz(request: web.Request) -> web.Response:
     # database back, every decision applies the spool before deciding (Gate.apply_spool).
     spooled = request.app[OPTOUT_SPOOL].entries
     extra = {"optout_spool": spooled} if spooled else {}
+    if request.app[DRAINING].is_set():  # SIGTERM: the balancer takes this gate out first
+        return web.json_response({"status": "draining", **extra}, status=503)
     try:
         async with request.app[POOL].acquire(timeout=2) as conn:
+            # Ready only where decisions can be written: not on a standby, nor read-only.
             pending, unknown = await db.migration_state(conn)
+            if await conn.fetchval(db.READ_ONLY_SQL):
+                raise asyncpg.exceptions.ReadOnlySQLTransactionError("cannot write")
     except STORE_ERRORS:
+        await db.discard(request.app[POOL])
         return web.json_response(
             {"status": "unavailable", "reason": "CONSENT_STORE_UNAVAILABLE", **extra},
             status=503)
@@ -214,7 +225,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     url = app[SETTINGS].database_url
     if url is None:
         raise RuntimeError("DATABASE_URL is not set and no embedded database was started")
-    pool = await db.create_pool(url)
+    pool = await db.create_pool(url, statement_cache_size=app[SETTINGS].statement_cache_size)
     app[POOL] = pool
     app[METRICS].watch_pool(pool)
     reader, writer = GroupFetch(pool), GroupCommit(pool)
@@ -232,7 +243,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _client_events_ctx(app: web.Application) -> AsyncIterator[None]:
-    url = app[SETTINGS].database_url
+    url = app[SETTINGS].session_database_url  # LISTEN needs a session: not a pooler's
     assert url is not None  # _pool_ctx has refused to start without it
     events = ClientEvents(url, app[CLIENTS])
     events.start()
@@ -259,6 +270,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[CLOCK] = clock or utc_now
     app[METRICS] = Metrics()
     app[CLIENTS] = ClientDirectory()
+    app[DRAINING] = asyncio.Event()
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_client_events_ctx)
     app.cleanup_ctx.append(_workers_ctx)

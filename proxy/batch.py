@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import structlog
 
-from proxy.db import STORE_ERRORS
+from proxy.db import STORE_ERRORS, discard
 
 log = structlog.get_logger("proxy.batch")
 
@@ -143,6 +143,7 @@ class Batcher(Generic[Item]):
         try:
             results = await self._send(await self._connection(), [p.item for p in batch])
         except STORE_ERRORS as exc:  # the store is gone: the whole batch fails at once
+            await discard(self._pool)  # no connection it holds is trusted again
             await self._release()  # the next batch starts on a fresh connection
             _fail(batch, exc)
             return

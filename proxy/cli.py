@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import json
 import secrets
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from proxy.console.accounts import add_user
 from proxy.errors import BadInput, Conflict, NotFound, ProxyError
 from proxy.fronts.vonage import applications as vonage_applications
 from proxy.imports import KINDS, ImportReport, export_rows, run_import
+from proxy.keys import DRAINING
 from proxy.logging import configure_logging
 from proxy.optout_spool import OptOutSpool
 from proxy.phone import InvalidNumber
@@ -41,6 +43,14 @@ def _with_database(settings: Settings) -> Settings:
     url = db.start_embedded(EMBEDDED_DATA_DIR)
     log.info("embedded_database_started", data_dir=str(EMBEDDED_DATA_DIR))
     return dataclasses.replace(settings, database_url=url)
+
+
+def _session_url(settings: Settings) -> str:
+    """The CLI's commands run on a session of their own: DATABASE_URL_DIRECT when set (a
+    transaction pooler keeps neither the migration lock nor startup settings)."""
+    url = settings.session_database_url
+    assert url is not None  # _with_database has set DATABASE_URL
+    return url
 
 
 def _load(log_to: TextIO | None = None) -> Settings:
@@ -67,7 +77,7 @@ def warn_risky_rules(rules: RuleSettings) -> None:
 def cmd_migrate(_args: argparse.Namespace) -> int:
     settings = _with_database(_load())
     assert settings.database_url is not None
-    applied = asyncio.run(db.migrate_url(settings.database_url))
+    applied = asyncio.run(db.migrate_url(_session_url(settings)))
     log.info("migrations_done", applied=applied)
     return 0
 
@@ -97,28 +107,43 @@ def cmd_serve(_args: argparse.Namespace) -> int:
         print(f"consent-proxy: configuration error: {exc}", file=sys.stderr)
         return 2
     assert settings.database_url is not None
-    asyncio.run(db.migrate_url(settings.database_url))
+    asyncio.run(db.migrate_url(_session_url(settings)))
     log.info("proxy_starting", host=settings.host, port=settings.port,
              public_url=settings.public_url)
     # uvloop: the event loop asyncpg is built for; it measurably lowers the cost per request.
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=30,
-        access_log=None,
-        print=None,
-        loop=uvloop.new_event_loop(),
-    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(app, settings))
     log.info("proxy_stopped")
     return 0
 
 
+async def _serve(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT; then drain: for PROXY_DRAIN_SECONDS /readyz answers 503
+    (a balancer's health check takes the gate out) while requests are still served, each
+    answer closing its connection; then the listener closes and requests under way finish
+    (up to 30 s) before the pool and the group commit close."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=30)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        if settings.drain_seconds:
+            app[DRAINING].set()
+            log.info("proxy_draining", seconds=settings.drain_seconds)
+            await asyncio.sleep(settings.drain_seconds)
+    finally:
+        await runner.cleanup()
+
+
 def cmd_evidence(args: argparse.Namespace) -> int:
-    settings = _with_database(_load())
+    settings = _with_database(_load(sys.stderr))
     assert settings.database_url is not None
     try:
-        print(asyncio.run(audit.evidence_text(settings.database_url, args.number,
+        print(asyncio.run(audit.evidence_text(_session_url(settings), args.number,
                                               dt.datetime.now(dt.UTC))))
     except (InvalidNumber, NotFound) as exc:
         print(f"consent-proxy: {exc}", file=sys.stderr)
@@ -127,9 +152,9 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    settings = _with_database(_load())
+    settings = _with_database(_load(sys.stderr))
     assert settings.database_url is not None
-    report = asyncio.run(audit.verify(settings.database_url, settings.proxy_secret,
+    report = asyncio.run(audit.verify(_session_url(settings), settings.proxy_secret,
                                       args.checkpoint))
     chain = report.chain
     if not chain.ok:
@@ -155,7 +180,7 @@ def cmd_audit_checkpoint(_args: argparse.Namespace) -> int:
     secret = settings.proxy_secret
     settings = _with_database(settings)
     assert settings.database_url is not None
-    taken = asyncio.run(audit.checkpoint(settings.database_url, secret,
+    taken = asyncio.run(audit.checkpoint(_session_url(settings), secret,
                                          dt.datetime.now(dt.UTC)))
     if taken is None:
         print("consent-proxy: no decisions yet, nothing to checkpoint", file=sys.stderr)
@@ -173,9 +198,9 @@ def _seq_hash(text: str) -> tuple[int, str]:
 
 
 def cmd_prune(_args: argparse.Namespace) -> int:
-    settings = _with_database(_load())
+    settings = _with_database(_load(sys.stderr))
     assert settings.database_url is not None
-    result = asyncio.run(audit.prune(settings.database_url, settings.rules.retention_months,
+    result = asyncio.run(audit.prune(_session_url(settings), settings.rules.retention_months,
                                      dt.datetime.now(dt.UTC)))
     log.info("pruned", **result)
     print(json.dumps(result))
@@ -219,7 +244,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as files:
             stream = sys.stdin.buffer if args.file == "-" else files.enter_context(
                 Path(args.file).open("rb"))
-            report = asyncio.run(_import(settings.database_url, args, stream))
+            report = asyncio.run(_import(_session_url(settings), args, stream))
     except OSError as exc:
         print(f"consent-proxy: {exc}", file=sys.stderr)
         return 2
@@ -248,7 +273,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings = _with_database(_load(sys.stderr))
     assert settings.database_url is not None
     try:
-        asyncio.run(_export(settings.database_url, args))
+        asyncio.run(_export(_session_url(settings), args))
     except ProxyError as exc:
         print(f"consent-proxy: {exc.message}", file=sys.stderr)
         return 2
@@ -261,9 +286,9 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         password = sys.stdin.readline().rstrip("\r\n")
     settings = _with_database(_load(sys.stderr))
     assert settings.database_url is not None
-    asyncio.run(db.migrate_url(settings.database_url))
+    asyncio.run(db.migrate_url(_session_url(settings)))
     try:
-        generated = asyncio.run(add_user(settings.database_url, args.name, args.role, password,
+        generated = asyncio.run(add_user(_session_url(settings), args.name, args.role, password,
                                          only_if_none=args.if_none))
     except (BadInput, Conflict) as exc:
         print(f"consent-proxy: {exc.field or 'user'}: {exc.message}", file=sys.stderr)

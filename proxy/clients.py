@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 
 from proxy import store
-from proxy.db import SERVER_SETTINGS
+from proxy.db import SERVER_SETTINGS, connect_writable
 from proxy.keys import POOL
 
 log = structlog.get_logger("proxy.clients")
@@ -118,7 +118,9 @@ class ClientEvents:
             await asyncio.sleep(self._retry)
 
     async def _listen(self) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(
+        # A primary's session (LISTEN is refused on a standby), never a transaction
+        # pooler's: DATABASE_URL_DIRECT when one is in front.
+        conn: asyncpg.Connection = await connect_writable(
             self._url, timeout=self._ping,
             server_settings={**SERVER_SETTINGS, "application_name": APPLICATION_NAME})
         lost = asyncio.Event()

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import structlog
@@ -30,8 +31,15 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
     # before asyncpg has seen the disconnect fails with this ("cannot switch to state …;
     # another operation (2) is in progress"), not with a connection error.
     asyncpg.exceptions.InternalClientError,
+    # A connection that reached a standby (a failed-over primary rejoined as one, or a pooler
+    # in front of a node that was demoted): nothing can be recorded there, so nothing goes
+    # out; the pool's connections are replaced (`discard`) and the next ones look for the
+    # primary again.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    # Every host of a multi-host DATABASE_URL answered, none as a writable primary (the
+    # standby before its promotion).
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
 )
-
 
 
 def constraint_refusal(exc: asyncpg.IntegrityConstraintViolationError) -> ProxyError:
@@ -149,7 +157,9 @@ async def pending_migrations(conn: asyncpg.Connection) -> list[int]:
 
 
 async def migrate_url(database_url: str) -> list[int]:
-    conn = await asyncpg.connect(database_url)
+    """Migrate through `database_url`: a session of its own (the migration lock is a session
+    advisory lock), so DATABASE_URL_DIRECT when a transaction pooler is in front."""
+    conn = await connect_writable(database_url)
     try:
         return await migrate(conn)
     finally:
@@ -178,9 +188,65 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def connect(database_url: str) -> asyncpg.Connection:
     """One connection set up like the pool's (JSON codecs), for the CLI and tools."""
-    conn = await asyncpg.connect(database_url, server_settings=SERVER_SETTINGS)
+    conn = await connect_writable(database_url, server_settings=SERVER_SETTINGS)
     await _init_connection(conn)
     return conn
+
+
+# How long one host of a multi-host DATABASE_URL may take to connect and say it is a
+# writable primary before the next is tried (`connect_timeout` in the URL overrides it).
+HOST_TIMEOUT_SECONDS = 5.0
+_WRITABLE = {"read-write", "primary"}
+# True on a standby, or where transactions are read-only.
+READ_ONLY_SQL = ("SELECT pg_catalog.pg_is_in_recovery() "
+                 "OR pg_catalog.current_setting('transaction_read_only')::bool")
+
+
+def split_hosts(database_url: str) -> tuple[list[str], float, bool]:
+    """(one URL per host, the per-host timeout, whether only a writable primary will do) for
+    a URL like postgresql://user@h1:5432,h2:5432/db?target_session_attrs=read-write."""
+    parts = urlsplit(database_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    attrs = dict(query).get("target_session_attrs", "any")
+    timeout = float(dict(query).get("connect_timeout") or HOST_TIMEOUT_SECONDS)
+    rest = urlencode([(k, v) for k, v in query if k not in {"target_session_attrs",
+                                                             "connect_timeout"}])
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    urls = [urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}", query=rest))
+            for host in hostlist.split(",") if host]
+    return urls or [database_url], timeout, attrs in _WRITABLE
+
+
+async def connect_writable(database_url: str, **kwargs: Any) -> asyncpg.Connection:
+    """asyncpg.connect, except that with target_session_attrs=read-write (or primary) every
+    host is tried in turn until one is a writable primary, whatever the others do: refuse,
+    hang, answer as a standby, or answer through a connection pooler whose server is down
+    (asyncpg itself moves on only when a host refuses the connection). A connection to a
+    standby is never handed out, so nothing is ever written to one. Also the pool's
+    `connect` (create_pool)."""
+    urls, timeout, writable = split_hosts(database_url)
+    if not writable:
+        return await asyncpg.connect(database_url, **kwargs)
+    kwargs.pop("timeout", None)
+    last: BaseException | None = None
+    for url in urls:
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await asyncpg.connect(url, timeout=timeout, **kwargs)
+            if not await conn.fetchval(READ_ONLY_SQL, timeout=timeout):
+                return conn
+            last = asyncpg.exceptions.TargetServerAttributeNotMatched(
+                "a host of DATABASE_URL is a standby or read-only")
+        except (OSError, TimeoutError, asyncpg.PostgresError,
+                asyncpg.exceptions.InterfaceError) as exc:
+            last = exc
+            log.info("database_host_unusable", host=urlsplit(url).hostname,
+                     port=urlsplit(url).port, error=type(exc).__name__)
+        if conn is not None:
+            conn.terminate()
+    log.warning("no_writable_database_host", hosts=len(urls), error=type(last).__name__)
+    assert last is not None
+    raise last
 
 
 async def _reset(_conn: asyncpg.Connection) -> None:
@@ -198,13 +264,30 @@ async def _reset(_conn: asyncpg.Connection) -> None:
 SERVER_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 
 
-async def create_pool(database_url: str, **kwargs: Any) -> asyncpg.Pool:
+async def create_pool(database_url: str, *, statement_cache_size: int = 100,
+                      **kwargs: Any) -> asyncpg.Pool:
+    """The request path's pool. `statement_cache_size` 0 (DATABASE_STATEMENT_CACHE_SIZE) for
+    a transaction pooler (PgBouncer pool_mode = transaction): every statement is then
+    unnamed, so none is looked for on a server connection that never prepared it; and
+    plan_cache_mode is not sent, as PgBouncer refuses startup parameters it does not know
+    (with nothing cached there is no plan to keep anyway)."""
+    settings = SERVER_SETTINGS if statement_cache_size else {}
     options: dict[str, Any] = {"min_size": 2, "max_size": 10, "command_timeout": 10,
-                               "reset": _reset, "server_settings": SERVER_SETTINGS}
+                               "reset": _reset, "server_settings": settings,
+                               "statement_cache_size": statement_cache_size,
+                               "connect": connect_writable}
     options.update(kwargs)
     pool = await asyncpg.create_pool(database_url, init=_init_connection, **options)
     assert pool is not None
     return pool
+
+
+async def discard(pool: asyncpg.Pool) -> None:
+    """After a store error: every connection the pool holds is replaced on its next use
+    (asyncpg closes a connection only when its socket closes; one to a pooler whose server
+    died, or to a demoted primary, stays open and fails every query). The new ones look for
+    the writable primary again (connect_writable)."""
+    await pool.expire_connections()
 
 
 def start_embedded(data_dir: Path) -> str:

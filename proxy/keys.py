@@ -3,6 +3,7 @@ of one front's own (its upstream, say) live in that front."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from proxy.workers import Workers
     from proxy.writer import GroupCommit
 
-__all__ = ["CHECKPOINTS", "CLIENTS", "CLOCK", "GATE", "METRICS", "OPTOUT_SPOOL", "POOL",
+__all__ = ["CHECKPOINTS", "CLIENTS", "CLOCK", "DRAINING", "GATE", "METRICS", "OPTOUT_SPOOL", "POOL",
            "READER", "REQUEST_ID", "SETTINGS", "SPOOL_DRAIN", "WORKERS", "WRITER", "Clock"]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -38,3 +39,5 @@ WORKERS: web.AppKey[Workers] = web.AppKey("workers")
 OPTOUT_SPOOL: web.AppKey[OptOutSpool] = web.AppKey("optout_spool")
 SPOOL_DRAIN: web.AppKey[SpoolDrain] = web.AppKey("spool_drain")
 CHECKPOINTS: web.AppKey[Checkpointer] = web.AppKey("checkpoints")
+# Set on SIGTERM (cli.py serve): /readyz answers 503 and connections are not kept alive.
+DRAINING = web.AppKey("draining", asyncio.Event)

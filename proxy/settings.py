@@ -170,10 +170,22 @@ class Settings:
     rules: RuleSettings
     # Where STOP replies wait while the database cannot be written (proxy/optout_spool.py).
     optout_spool_dir: Path = DEFAULT_SPOOL_DIR
+    # What needs a session of its own (the LISTEN for client changes, the migration lock):
+    # PostgreSQL itself when DATABASE_URL is a transaction pooler. None: DATABASE_URL.
+    database_url_direct: str | None = None
+    # asyncpg's prepared statements per connection; 0 behind a transaction pooler.
+    statement_cache_size: int = 100
+    # SIGTERM: /readyz answers 503 this long, requests still served, before the listener
+    # closes (a balancer's health check takes the gate out first).
+    drain_seconds: float = 0.0
     # The environment the settings were read from: a front reads its own provider's keys
     # from it when it is mounted (its upstream credentials, its webhook secrets), so adding
     # a provider adds no field here. Never logged or shown.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def session_database_url(self) -> str | None:
+        return self.database_url_direct or self.database_url
 
     @property
     def sandbox(self) -> bool:
@@ -209,6 +221,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         rules=load_rules(config_path) if config_path.exists() else _missing(config_path, env),
         optout_spool_dir=Path(env.get("OPTOUT_SPOOL_DIR") or DEFAULT_SPOOL_DIR),
+        database_url_direct=env.get("DATABASE_URL_DIRECT") or None,
+        statement_cache_size=_int(env.get("DATABASE_STATEMENT_CACHE_SIZE", "100"),
+                                  "DATABASE_STATEMENT_CACHE_SIZE", low=0, high=100_000),
+        drain_seconds=_int(env.get("PROXY_DRAIN_SECONDS", "0"), "PROXY_DRAIN_SECONDS",
+                           low=0, high=3600),
         env=dict(env),
     )
 

@@ -37,7 +37,8 @@ def test_config_key_is_documented(key: str) -> None:
     "variable",
     ["DATABASE_URL", "PROXY_HOST", "PROXY_PORT", "PROXY_CONFIG", "ADMIN_TOKEN",
      "TWILIO_API_BASE", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PUBLIC_URL",
-     "PROXY_SECRET", "LOG_LEVEL", "OPTOUT_SPOOL_DIR"],
+     "PROXY_SECRET", "LOG_LEVEL", "OPTOUT_SPOOL_DIR", "DATABASE_URL_DIRECT",
+     "DATABASE_STATEMENT_CACHE_SIZE", "PROXY_DRAIN_SECONDS"],
 )
 def test_environment_variable_is_documented(variable: str) -> None:
     assert f"| `{variable}` |" in README

@@ -199,6 +199,11 @@ class Gate:
                     content_type=answer.content_type, claim=key))
                 queued.add_done_callback(functools.partial(_outcome_written, decision_id,
                                                            outcome))
+                if key is not None:
+                    # A replay of this token may reach another gate, which cannot wait for
+                    # this gate's queue: the answer leaves once the answer stored for the
+                    # replays is committed (a failure is logged by _outcome_written).
+                    await asyncio.wait((queued,))
             elif key is not None:
                 await store.complete_idempotent(self._pool, key, answer.status, answer.body,
                                                 answer.content_type)
