@@ -1,4 +1,5 @@
-"""`consent-proxy serve | migrate | evidence | audit | prune | import | export | user`."""
+"""`consent-proxy serve | migrate | evidence | audit | prune | import | export | user |
+vonage-application`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from proxy import audit, checkpoints, db
 from proxy.app import create_app
 from proxy.console.accounts import add_user
 from proxy.errors import BadInput, Conflict, NotFound, ProxyError
+from proxy.fronts.vonage import applications as vonage_applications
 from proxy.imports import KINDS, ImportReport, export_rows, run_import
 from proxy.keys import DRAINING
 from proxy.logging import configure_logging
@@ -300,6 +302,25 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vonage_application(args: argparse.Namespace) -> int:
+    settings = _with_database(_load(sys.stderr))
+    assert settings.database_url is not None
+    try:
+        pem = Path(args.public_key).read_text()
+    except OSError as exc:
+        print(f"consent-proxy: public_key: {exc}", file=sys.stderr)
+        return 1
+    asyncio.run(db.migrate_url(settings.database_url))
+    try:
+        asyncio.run(vonage_applications.register_from_cli(
+            settings.database_url, args.client_id, args.application_id, pem))
+    except (BadInput, Conflict, NotFound) as exc:
+        print(f"consent-proxy: {exc.field}: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"Vonage application {args.application_id} registered for client {args.client_id}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="consent-proxy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -356,6 +377,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     add.add_argument("--if-none", action="store_true",
                      help="only when no console user exists yet (the first administrator)")
     add.set_defaults(func=cmd_user_add)
+    vapp = commands.add_parser(
+        "vonage-application", help="register a client's Vonage application by its public key "
+                                   "(the Voice API's JWTs are verified with it)")
+    vapp.add_argument("client_id")
+    vapp.add_argument("application_id")
+    vapp.add_argument("public_key", help="the application's public key, a PEM file")
+    vapp.set_defaults(func=cmd_vonage_application)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

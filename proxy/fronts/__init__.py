@@ -8,5 +8,6 @@ from proxy.front import Front
 from proxy.fronts.cm.mount import FRONT as CM
 from proxy.fronts.telnyx.mount import FRONT as TELNYX
 from proxy.fronts.twilio.mount import FRONT as TWILIO
+from proxy.fronts.vonage.mount import FRONT as VONAGE
 
-FRONTS: tuple[Front, ...] = (TWILIO, CM, DIAL, TELNYX)
+FRONTS: tuple[Front, ...] = (TWILIO, TELNYX, CM, VONAGE, DIAL)
