@@ -42,6 +42,8 @@ from proxy.fronts.cm.errors import (
 MAX_MSGS = 100  # the official SDKs' MESSAGES_MAXIMUM
 MAX_RECIPIENTS = 1000  # per request: each one is a decision
 MAX_PARTS = 8  # CM's maximumNumberOfMessageParts
+# A send nests six deep (messages.msg[].to[].number); CM's inbound messages a few more.
+MAX_DEPTH = 16
 SMS = "sms"
 # CM: "11 alphanumerical characters or 16 digits" (a number may start with + or 00).
 _FROM = re.compile(r"[A-Za-z0-9 ]{1,11}|\+?[0-9]{1,16}")
@@ -118,14 +120,28 @@ def _bad_text(text: str) -> bool:
     return False
 
 
-def _unsendable(value: Any) -> bool:
-    if isinstance(value, str):
-        return _bad_text(value)
-    if isinstance(value, dict):
-        return any(_bad_text(key) or _unsendable(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_unsendable(item) for item in value)
-    return False
+def _unsendable(data: Any) -> str | None:
+    """Why this JSON cannot be taken, or None: a string holding a NUL or a lone surrogate, or
+    nesting deeper than any CM body. Walked without recursion: a body nested a few hundred
+    deep (which the parser still takes) must be refused, not exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _bad_text(value):
+                return ("The request holds a NUL character or a lone surrogate (\\u0000, "
+                        "\\ud800): not text that can be sent")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            return f"The request body is nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, dict):
+            stack.extend((key, depth) for key in value)
+            stack.extend((item, depth + 1) for item in value.values())
+        else:
+            stack.extend((item, depth + 1) for item in value)
+    return None
 
 
 def decode(raw: bytes) -> dict[str, Any]:
@@ -143,9 +159,9 @@ def decode(raw: bytes) -> dict[str, Any]:
         raise CmError(400, REQUEST_MALFORMED, "The request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise CmError(400, REQUEST_MALFORMED, "The request body must be a JSON object")
-    if _unsendable(data):
-        raise CmError(400, REQUEST_MALFORMED, "The request holds a NUL character or a lone "
-                      "surrogate (\\u0000, \\ud800): not text that can be sent")
+    refused = _unsendable(data)
+    if refused is not None:
+        raise CmError(400, REQUEST_MALFORMED, refused)
     return data
 
 
