@@ -5,7 +5,8 @@ Errors - JSON") and the official SDK's request shape.
 What it checks, as CM does: JSON keys in any case; a product token it knows (else 400,
 errorCode 101, no messages); a `msg` array (203); per msg a `from` (301), recipients (302),
 numbers that are numbers (303, "Gsm '…' is not a number."), a body with content (304), and
-the message parts allowed (a text longer than one part needs maximumNumberOfMessageParts).
+the message parts allowed (a text longer than one part needs maximumNumberOfMessageParts;
+a UCS-2 part holds 66 characters at CM).
 A faulty msg is rejected alone and the others are created, as CM's JSON gateway does; the
 request's answer is 200 with errorCode 0 (all created) or 201 (not all), or 400 with 201
 (none). Everything it received is kept (`requests`), for the tests to assert on.
@@ -154,7 +155,7 @@ class FakeCm:
         content = body.get("content") if isinstance(body, dict) else None
         if not isinstance(content, str) or not content:
             return each("Rejected", 0, "A body without content was found", 304)
-        parts = sms.segments(content).count
+        parts = _parts(content)
         if parts > (msg.get("maximumnumberofmessageparts") or 1):
             return each("Rejected", 0, "The message needs more parts than allowed", 304)
         out = []
@@ -171,6 +172,15 @@ class FakeCm:
                 out.append({"to": number, "status": "Accepted", "reference": reference,
                             "parts": parts, "messageDetails": None, "messageErrorCode": 0})
         return out
+
+
+def _parts(content: str) -> int:
+    """CM's count: GSM-7 160 / 153 per part; UCS-2 70, and 66 per part of a longer text (CM's
+    SDK documentation of `body.content`)."""
+    seg = sms.segments(content)
+    if seg.encoding == "GSM-7" or seg.units <= 70:
+        return seg.count
+    return -(-seg.units // 66)
 
 
 def _fold(value: Any) -> Any:

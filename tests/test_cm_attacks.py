@@ -84,3 +84,55 @@ async def test_a_deeply_nested_inbound_message_is_malformed_not_a_crash(
     assert answer["errorCode"] == 202
     assert fake_cm.requests == []
     assert "request_crashed" not in log_output.getvalue()
+
+
+# --- N17: CM counts a UCS-2 part as 66 characters and cuts what does not fit ---------------------
+
+def _ucs2_parts_cm(world: World) -> tuple[str, str]:
+    """A UCS-2 text that, with the footer, is 134 UTF-16 units: two parts of 67, but three of
+    CM's 66, so CM limited to two parts would cut the footer."""
+    footer = f"Afmelden? Sms STOP naar {world.sms}"
+    text = "ł" * (134 - 1 - len(footer))
+    return text, footer
+
+
+async def test_a_footer_cm_would_cut_from_a_ucs2_text_is_refused(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    number = mobile()
+    await cm_world.consent(number, "sms")
+    text, _ = _ucs2_parts_cm(cm_world)
+    status, answer = await send(cm_world, request(api_key(cm_world), msg(
+        cm_world.sms, number, content=text, minimumNumberOfMessageParts=1,
+        maximumNumberOfMessageParts=2)))
+    assert status == 400, answer
+    (entry,) = answer["messages"]
+    assert (entry["messageErrorCode"], entry["reason"]) == (304, "OPT_OUT_FOOTER_DOES_NOT_FIT")
+    assert "3 parts" in entry["messageDetails"]
+    assert fake_cm.requests == []  # nothing CM would cut
+    (row,) = await rows_for(cm_world, number)
+    assert row["details"]["segments_after"] == 3
+
+
+async def test_a_ucs2_text_that_fits_cms_parts_keeps_its_footer_whole(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    number = mobile()
+    await cm_world.consent(number, "sms")
+    text, footer = _ucs2_parts_cm(cm_world)
+    status, answer = await send(cm_world, request(api_key(cm_world), msg(
+        cm_world.sms, number, content=text, minimumNumberOfMessageParts=1,
+        maximumNumberOfMessageParts=3)))
+    assert (status, answer["messages"][0]["status"]) == (200, "Accepted"), answer
+    ((sent, _),) = fake_cm.sent()
+    assert sent["body"]["content"] == f"{text}\n{footer}"
+    assert answer["messages"][0]["parts"] == 3
+
+
+async def test_a_ucs2_text_over_cms_parts_is_refused_before_deciding(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    number = mobile()
+    status, answer = await send(cm_world, request(api_key(cm_world), msg(
+        cm_world.sms, number, content="ł" * 134, minimumNumberOfMessageParts=1,
+        maximumNumberOfMessageParts=2)))
+    assert (status, answer["errorCode"], answer.get("reason")) == (
+        400, 304, "MESSAGE_PARTS_EXCEEDED"), answer
+    assert await rows_for(cm_world, number) == []

@@ -104,25 +104,27 @@ def _with_footer(evaluation: Evaluation, msg: Msg, number: str, position: int) -
     org, decision = evaluation.facts.organisation, evaluation.decision
     where = {"msg": msg.index, "recipient": position}
     if org is None or not decision.allowed or "OPT_OUT_APPENDED" not in decision.obligations:
-        seg = sms.segments(msg.content)
+        seg = cm_request.parts(msg.content)
         details = where | {"segments_before": seg.count, "segments_after": seg.count,
                            "encoding": seg.encoding, "footer_appended": False}
         return Contact(evaluation, details, msg, number, msg.content, seg.count)
     sender = sender_key(msg.from_) or msg.from_
     footer = sms.render_footer(org.sms_footer, sender=sender, organisation=org.name)
     result = sms.apply_footer(msg.content, footer, needed=True)
-    details = where | {"segments_before": result.before.count,
-                       "segments_after": result.after.count,
-                       "encoding_before": result.before.encoding,
-                       "encoding": result.after.encoding, "footer_appended": True}
-    if result.after.count > msg.allowed_parts or result.too_long:
+    # Parts as CM counts them (its UCS-2 parts hold 66): CM cuts what does not fit, the footer
+    # first, as it comes last.
+    before, after = cm_request.parts(msg.content), cm_request.parts(result.body)
+    details = where | {"segments_before": before.count, "segments_after": after.count,
+                       "encoding_before": before.encoding, "encoding": after.encoding,
+                       "footer_appended": True}
+    if after.count > msg.allowed_parts or result.too_long:
         refusal = Refusal(INVALID_BODY, f"the text with the opt-out footer needs "
-                          f"{result.after.count} parts ({result.after.encoding}) and "
+                          f"{after.count} parts ({after.encoding}) and "
                           f"maximumNumberOfMessageParts allows {msg.allowed_parts}; allow more "
                           "parts or shorten the text", "OPT_OUT_FOOTER_DOES_NOT_FIT")
         return Contact(evaluation, details | {"footer_appended": False}, msg, number,
-                       msg.content, result.before.count, refusal)
-    return Contact(evaluation, details, msg, number, result.body, result.after.count)
+                       msg.content, before.count, refusal)
+    return Contact(evaluation, details, msg, number, result.body, after.count)
 
 
 async def _decide_one(gate: Gate, caller: Caller, msg: Msg, position: int,

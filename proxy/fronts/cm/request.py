@@ -42,6 +42,9 @@ from proxy.fronts.cm.errors import (
 MAX_MSGS = 100  # the official SDKs' MESSAGES_MAXIMUM
 MAX_RECIPIENTS = 1000  # per request: each one is a decision
 MAX_PARTS = 8  # CM's maximumNumberOfMessageParts
+# CM's gateway puts 66 UTF-16 units in each part of a longer UCS-2 message, not the usual 67
+# (CM's SDK documentation of `body.content`), and cuts what does not fit the parts allowed.
+UCS2_SINGLE, UCS2_PER_PART = 70, 66
 # A send nests six deep (messages.msg[].to[].number); CM's inbound messages a few more.
 MAX_DEPTH = 16
 SMS = "sms"
@@ -229,7 +232,7 @@ def _msg(index: int, item: Any) -> Msg:
     if "validity" in fields:
         _text(where, "validity", fields["validity"], 64)
     max_parts = _parts(where, fields)
-    seg = sms.segments(content)
+    seg = parts(content)
     allowed = max_parts or 1
     if seg.count > allowed:
         # N17: CM would cut the text to fit; nothing is ever truncated.
@@ -285,6 +288,21 @@ def _body(where: str, value: Any) -> tuple[str, str]:
         raise CmError(400, INVALID_BODY, f"{where}.body.content: longer than "
                       f"{sms.MAX_BODY} characters")
     return content, body_type
+
+
+def parts(text: str) -> sms.Segments:
+    """How many parts CM sends `text` in (N17: counted as CM counts, so that nothing it would
+    cut is ever forwarded): GSM-7 as everywhere, a longer UCS-2 text in parts of 66."""
+    seg = sms.segments(text)
+    if seg.encoding != "UCS-2" or seg.units <= UCS2_SINGLE:
+        return seg
+    count, used = 1, 0
+    for ch in text:
+        cost = 2 if ord(ch) > 0xFFFF else 1  # a surrogate pair is never split
+        if used + cost > UCS2_PER_PART:
+            count, used = count + 1, 0
+        used += cost
+    return sms.Segments(seg.encoding, seg.units, count)
 
 
 def _text(where: str, name: str, value: Any, limit: int) -> str | None:

@@ -12,7 +12,7 @@ import aiohttp
 import msgspec
 import orjson
 
-from proxy import sms
+from proxy.fronts.cm.request import parts as cm_parts
 
 
 class UpstreamResponse(msgspec.Struct, frozen=True, gc=False):
@@ -88,7 +88,7 @@ class SandboxUpstream:
         await asyncio.sleep(0)
         answers = []
         for msg in payload["messages"]["msg"]:
-            parts = sms.segments(msg["body"]["content"]).count or 1
+            parts = cm_parts(msg["body"]["content"]).count or 1
             for recipient in msg["to"]:
                 self.sent.append({"from": msg["from"], "to": recipient["number"],
                                   "body": msg["body"]["content"],
