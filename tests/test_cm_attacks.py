@@ -5,13 +5,16 @@ line; and an outsider forging CM's inbound webhook. Raw bytes where the attack i
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
+from proxy.keys import POOL
 from tests import cm_fixtures
 from tests.cm_fixtures import api_key, rows_for
 from tests.conftest import mobile
@@ -136,3 +139,61 @@ async def test_a_ucs2_text_over_cms_parts_is_refused_before_deciding(
     assert (status, answer["errorCode"], answer.get("reason")) == (
         400, 304, "MESSAGE_PARTS_EXCEEDED"), answer
     assert await rows_for(cm_world, number) == []
+
+
+# --- upstream answers that do not say what became of a message -----------------------------------
+
+async def _reversals(pool: asyncpg.Pool, decision_id: int) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await pool.fetch(
+        "SELECT why FROM consumption_reversals WHERE decision_id = $1", decision_id)
+    return rows
+
+
+@pytest.mark.parametrize("garbage", ["<html>ok</html>", '{"details": "Created 1 message(s)"}',
+                                     '{"errorCode": 0, "messages": "x"}'])
+async def test_a_2xx_answer_without_the_recipient_keeps_the_request_used(
+        cm_world: World, fake_cm: FakeCm, garbage: str) -> None:
+    """CM said 200: the message may have left. The contact request it used stays used (N6),
+    or the sender could reach the person a second time on one request."""
+    number = mobile()
+    request_id = await cm_world.consent(number, "sms", kind="request")
+    fake_cm.fail_with(200, garbage)
+    status, answer = await send(cm_world, request(api_key(cm_world), msg(cm_world.sms, number)))
+    (entry,) = answer["messages"]
+    assert (status, entry["status"]) == (502, "Unknown"), answer
+    (row,) = await rows_for(cm_world, number)
+    assert row["consumed_consent_id"] == request_id
+    pool = cm_world.admin.app[POOL]
+    assert await _reversals(pool, row["id"]) == []
+    # The request is used: the next send has no basis.
+    fake_cm._fail = None
+    status, answer = await send(cm_world, request(api_key(cm_world), msg(cm_world.sms, number)))
+    assert (status, answer["messages"][0]["reason"]) == (400, "NO_LEGAL_BASIS")
+    assert len(fake_cm.requests) == 1
+
+
+# --- what held ----------------------------------------------------------------------------------
+
+async def test_one_contact_request_named_twice_in_one_request_is_used_once(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    number = mobile()
+    await cm_world.consent(number, "sms", kind="request")
+    national = "0" + number[3:]
+    status, answer = await send(cm_world, request(api_key(cm_world),
+                                                  msg(cm_world.sms, number, national),
+                                                  msg(cm_world.sms, number)))
+    assert status == 200
+    assert sorted(m["status"] for m in answer["messages"]) == ["Accepted", "Rejected",
+                                                               "Rejected"]
+    assert len(fake_cm.sent()) == 1
+    assert len(await rows_for(cm_world, number)) == 3
+
+
+async def test_concurrent_requests_for_one_contact_request_send_once(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    number = mobile()
+    await cm_world.consent(number, "sms", kind="request")
+    body = request(api_key(cm_world), msg(cm_world.sms, number))
+    results = await asyncio.gather(*(send(cm_world, body) for _ in range(6)))
+    assert sorted(status for status, _ in results) == [200] + [400] * 5
+    assert len(fake_cm.sent()) == 1

@@ -333,25 +333,35 @@ def _merge(gate: Gate, answer: UpstreamResponse,
                f"The provider answered HTTP {answer.status} without a CM answer")
     if answer.status >= 400:
         log.warning("upstream_refused", status=answer.status, error_code=code)
+    unknown = 0
     for index, done, number in sent:
         contact = done.entry
         found = pending[_digits(number)].popleft() if pending[_digits(number)] else None
         if found is None:  # no entry for it: the request's own result stands for it
             accepted = answer.status == 200 and ok and code == 0
-            found = {"status": answers.ACCEPTED if accepted else answers.REJECTED_STATUS,
-                     "parts": contact.parts if accepted else 0, "messageDetails": details,
-                     "messageErrorCode": code}
+            # N6: a request CM took (not an HTTP error) without saying what became of this
+            # recipient may have sent it: not known, and nothing it consumed is given back.
+            fate = (answers.ACCEPTED if accepted else answers.REJECTED_STATUS
+                    if answer.status >= 400 else answers.UNKNOWN_STATUS)
+            found = {"status": fate, "parts": contact.parts if accepted else 0,
+                     "messageDetails": details, "messageErrorCode": code}
         status, parts = found.get("status"), found.get("parts")
+        if status not in (answers.ACCEPTED, answers.REJECTED_STATUS):
+            status = answers.UNKNOWN_STATUS  # CM answers only these two
         message_code = found.get("messageErrorCode")
         entries[index] = answers.entry(
-            contact.number, contact.msg.reference,
-            status if isinstance(status, str) else answers.REJECTED_STATUS,
+            contact.number, contact.msg.reference, status,
             parts if isinstance(parts, int) else 0,
             found.get("messageDetails") if isinstance(found.get("messageDetails"), str)
             else None, message_code if isinstance(message_code, int) else code,
             decision_id=done.decision_id)
         if status == answers.ACCEPTED:
             outcome = Outcome(answer.status)
+            give_back = None
+        elif status == answers.UNKNOWN_STATUS:
+            unknown += 1
+            outcome = Outcome(answer.status, error="upstream answer does not say whether it "
+                              "was sent")
             give_back = None
         else:
             # The number and the text stay out of the outcome row: CM's details may hold them.
@@ -361,4 +371,6 @@ def _merge(gate: Gate, answer: UpstreamResponse,
         finishing[index] = _finisher(gate, done.decision_id, outcome, give_back)
     if answer.status >= 400 and not (ok and body.get("messages")):
         return answer.status, code, details  # refused as a whole: its own status and code
+    if unknown:  # an answer that is not CM's: a bad gateway, and the sends' fate unknown
+        return 502, UNKNOWN, details
     return None
