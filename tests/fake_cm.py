@@ -54,6 +54,7 @@ class FakeCm:
     requests: list[Received] = field(default_factory=list)
     _fail: tuple[int, bytes] | None = None
     _hang: float = 0.0
+    _break: int | None = None
     _reject: dict[str, int] = field(default_factory=dict)  # number → messageErrorCode
     # Called with each request before it is answered (a test checks what was committed).
     on_request: Callable[[Received], Awaitable[None]] | None = None
@@ -76,6 +77,10 @@ class FakeCm:
     def fail_with(self, status: int, body: dict[str, Any] | str) -> None:
         raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self._fail = (status, raw)
+
+    def break_off(self, status: int) -> None:
+        """Answer `status` and part of a body, then drop the connection."""
+        self._break = status
 
     def hang(self, seconds: float) -> None:
         self._hang = seconds
@@ -104,7 +109,7 @@ class FakeCm:
         assert self._site is not None
         await self._site.stop()
 
-    async def _message(self, request: web.Request) -> web.Response:
+    async def _message(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = json.loads(raw)
@@ -116,6 +121,15 @@ class FakeCm:
             await self.on_request(received)
         if self._hang:
             await asyncio.sleep(self._hang)
+        if self._break is not None:
+            response = web.StreamResponse(status=self._break)
+            response.content_type = "application/json"
+            response.content_length = 1000
+            await response.prepare(request)
+            await response.write(b'{"details": "Created 1 message(s)", "err')
+            assert request.transport is not None
+            request.transport.close()
+            return response
         if self._fail is not None:
             status, data = self._fail
             return web.Response(status=status, body=data, content_type="application/json")

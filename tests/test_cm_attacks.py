@@ -172,6 +172,38 @@ async def test_a_2xx_answer_without_the_recipient_keeps_the_request_used(
     assert len(fake_cm.requests) == 1
 
 
+async def _stays_used(world: World, fake: FakeCm, number: str, request_id: int,
+                      answer: Any) -> None:
+    (entry,) = answer["messages"]
+    assert entry["status"] == "Unknown", answer
+    (row,) = await rows_for(world, number)
+    assert row["consumed_consent_id"] == request_id
+    assert await _reversals(world.admin.app[POOL], row["id"]) == []
+
+
+async def test_an_answer_that_breaks_off_is_unknown_not_unreachable(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    """CM answered 200 and the connection dropped in the body: CM has the message."""
+    number = mobile()
+    request_id = await cm_world.consent(number, "sms", kind="request")
+    fake_cm.break_off(200)
+    status, answer = await send(cm_world, request(api_key(cm_world), msg(cm_world.sms, number)))
+    assert status == 502
+    await _stays_used(cm_world, fake_cm, number, request_id, answer)
+
+
+async def test_an_answer_larger_than_cm_gives_is_not_read_whole(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    number = mobile()
+    request_id = await cm_world.consent(number, "sms", kind="request")
+    fake_cm.fail_with(200, {"details": "x" * (5 * 1024 * 1024), "errorCode": 0, "messages": [
+        {"to": "00" + number[1:], "status": "Accepted", "reference": None, "parts": 1,
+         "messageDetails": None, "messageErrorCode": 0}]})
+    status, answer = await send(cm_world, request(api_key(cm_world), msg(cm_world.sms, number)))
+    assert status == 502
+    await _stays_used(cm_world, fake_cm, number, request_id, answer)
+
+
 # --- what held ----------------------------------------------------------------------------------
 
 async def test_one_contact_request_named_twice_in_one_request_is_used_once(
