@@ -229,3 +229,94 @@ async def test_concurrent_requests_for_one_contact_request_send_once(
     results = await asyncio.gather(*(send(cm_world, body) for _ in range(6)))
     assert sorted(status for status, _ in results) == [200] + [400] * 5
     assert len(fake_cm.sent()) == 1
+
+
+async def _raw(world: World, head: str, body: bytes = b"") -> tuple[int, bytes]:
+    host, port = world.base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head.encode("latin-1") + body)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head_, _, rest = data.partition(b"\r\n\r\n")
+    return int(head_.split(b" ")[1]), rest
+
+
+@pytest.mark.parametrize("query", ["secret=%ED%A0%80", "secret=%FF%FE", "secret=%00",
+                                   "secret=" + SECRET + "%00", "secret=" + SECRET.upper(),
+                                   "Secret=" + SECRET, "secret=" + SECRET + "&secret=x"])
+async def test_odd_webhook_secrets_are_refused_not_crashed(
+        cm_world: World, fake_cm: FakeCm, query: str) -> None:
+    number = mobile()
+    await cm_world.consent(number, "sms")
+    body = json.dumps({"from": {"number": "00" + number[1:]},
+                       "to": {"number": "00" + cm_world.sms[1:]},
+                       "message": {"text": "STOP"}}).encode()
+    status, _ = await _raw(cm_world, f"POST {INBOUND}?{query} HTTP/1.1\r\nHost: x\r\n"
+                           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                           "Connection: close\r\n\r\n", body)
+    assert status in (400, 401, 403)
+    assert fake_cm.sent() == []
+    status, answer = await send(cm_world, request(api_key(cm_world), msg(cm_world.sms, number)))
+    assert answer["messages"][0]["status"] == "Accepted"
+
+
+@pytest.mark.parametrize("authorization", [
+    "Basic " + "Y206" + "/w==",  # "cm:" and a byte that is no UTF-8
+    "Basic !!!", "Basic", "basic " + "Y206Y20td2ViaG9vay1zZWNyZXQ=",
+])
+async def test_odd_basic_credentials_are_refused(
+        cm_world: World, fake_cm: FakeCm, authorization: str) -> None:
+    status, _ = await _raw(cm_world, f"POST {INBOUND} HTTP/1.1\r\nHost: x\r\n"
+                           f"Authorization: {authorization}\r\nContent-Length: 2\r\n"
+                           "Connection: close\r\n\r\n", b"{}")
+    assert status in (401, 403)
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("HEAD", MESSAGE), ("OPTIONS", MESSAGE), ("PUT", MESSAGE), ("PATCH", MESSAGE),
+    ("POST", "/v1.0/message/../message"), ("POST", "/v1.0/messag%65"),
+    ("POST", "/v1.0/message%2F"), ("POST", "/V1.0/message"), ("POST", "/gateway.ashx"),
+    ("POST", "/v1.0/message?producttoken=x"), ("POST", "/v1.0/message#x"),
+    ("POST", "http://x/v1.0/messages"),
+])
+async def test_only_the_one_send_path_sends(
+        cm_world: World, fake_cm: FakeCm, method: str, path: str) -> None:
+    number = mobile()
+    await cm_world.consent(number, "sms")
+    body = json.dumps(request(api_key(cm_world), msg(cm_world.sms, number))).encode()
+    status, _ = await _raw(cm_world, f"{method} {path} HTTP/1.1\r\nHost: x\r\n"
+                           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                           "Connection: close\r\n\r\n", body)
+    sent = path.startswith("/v1.0/message?") and method == "POST"
+    assert (status == 200) is sent, status
+    assert len(fake_cm.sent()) == int(sent)
+    assert len(await rows_for(cm_world, number)) == int(sent)
+
+
+async def test_a_smuggled_second_length_is_refused(cm_world: World, fake_cm: FakeCm) -> None:
+    number = mobile()
+    await cm_world.consent(number, "sms")
+    body = json.dumps(request(api_key(cm_world), msg(cm_world.sms, number))).encode()
+    status, _ = await _raw(cm_world, f"POST {MESSAGE} HTTP/1.1\r\nHost: x\r\n"
+                           f"Content-Length: {len(body)}\r\nTransfer-Encoding: chunked\r\n"
+                           "Connection: close\r\n\r\n", body)
+    assert status == 400
+    assert fake_cm.sent() == []
+
+
+@pytest.mark.parametrize("text", [b"STOP \\ud83d", b"STOP\\u0000", b"Stop \\udc00 aub"])
+async def test_a_stop_with_a_broken_character_is_taken_not_refused(
+        cm_world: World, fake_cm: FakeCm, text: bytes) -> None:
+    """A 400 would have CM deliver it again for a month and never record it: a STOP is never
+    dropped for a character the person's phone or a network mangled."""
+    number = mobile()
+    await cm_world.consent(number, "sms")
+    raw = (b'{"reference": "r\\ud800", "from": {"number": "00' + number[1:].encode()
+           + b'"}, "to": '
+           b'{"number": "00' + cm_world.sms[1:].encode() + b'"}, "message": {"text": "'
+           + text + b'"}, "timeUtc": "2026-11-30T09:00:00", "channel": "SMS"}')
+    status, answer = await post_raw(cm_world, f"{INBOUND}?secret={SECRET}", raw)
+    assert status == 200, answer
+    status, answer = await send(cm_world, request(api_key(cm_world), msg(cm_world.sms, number)))
+    assert answer["messages"][0]["reason"] == "OBJECTION_ON_FILE"

@@ -123,15 +123,15 @@ def _bad_text(text: str) -> bool:
     return False
 
 
-def _unsendable(data: Any) -> str | None:
-    """Why this JSON cannot be taken, or None: a string holding a NUL or a lone surrogate, or
-    nesting deeper than any CM body. Walked without recursion: a body nested a few hundred
-    deep (which the parser still takes) must be refused, not exhaust the stack."""
+def _unsendable(data: Any, *, text: bool) -> str | None:
+    """Why this JSON cannot be taken, or None: a string holding a NUL or a lone surrogate
+    (`text`), or nesting deeper than any CM body. Walked without recursion: a body nested a
+    few hundred deep (which the parser still takes) must be refused, not exhaust the stack."""
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
         if isinstance(value, str):
-            if _bad_text(value):
+            if text and _bad_text(value):
                 return ("The request holds a NUL character or a lone surrogate (\\u0000, "
                         "\\ud800): not text that can be sent")
             continue
@@ -147,8 +147,10 @@ def _unsendable(data: Any) -> str | None:
     return None
 
 
-def decode(raw: bytes) -> dict[str, Any]:
-    """The body as JSON with folded keys; malformed → 400, errorCode 202."""
+def decode(raw: bytes, *, sendable: bool = True) -> dict[str, Any]:
+    """The body as JSON with folded keys; malformed → 400, errorCode 202. `sendable`: every
+    string must be text that can be sent (no NUL, no lone surrogate); an inbound message is
+    read whatever a phone or network did to its characters (N11)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -162,7 +164,7 @@ def decode(raw: bytes) -> dict[str, Any]:
         raise CmError(400, REQUEST_MALFORMED, "The request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise CmError(400, REQUEST_MALFORMED, "The request body must be a JSON object")
-    refused = _unsendable(data)
+    refused = _unsendable(data, text=sendable)
     if refused is not None:
         raise CmError(400, REQUEST_MALFORMED, refused)
     return data
