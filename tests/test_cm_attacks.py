@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,10 +17,10 @@ import pytest
 
 from proxy.keys import POOL
 from tests import cm_fixtures
-from tests.cm_fixtures import api_key, rows_for
-from tests.conftest import mobile
+from tests.cm_fixtures import api_key, cm_proxy, rows_for
+from tests.conftest import Clock, mobile
 from tests.fake_cm import FakeCm
-from tests.world import World
+from tests.world import World, make_world
 
 MESSAGE = "/v1.0/message"
 SECRET = "cm-webhook-secret-0123456789"  # as cm_fixtures.cm_world sets it
@@ -320,3 +321,33 @@ async def test_a_stop_with_a_broken_character_is_taken_not_refused(
     assert status == 200, answer
     status, answer = await send(cm_world, request(api_key(cm_world), msg(cm_world.sms, number)))
     assert answer["messages"][0]["reason"] == "OBJECTION_ON_FILE"
+
+
+async def test_another_organisations_sender_sends_nothing(
+        cm_world: World, fake_cm: FakeCm) -> None:
+    other = await make_world(cm_world.admin, cm_world.auth)
+    number = mobile()
+    await other.consent(number, "sms")
+    status, answer = await send(cm_world, request(api_key(cm_world), msg(other.sms, number)))
+    assert status == 400
+    assert answer["messages"][0]["status"] == "Rejected"
+    assert fake_cm.requests == []
+
+
+async def test_a_footer_that_turns_the_text_into_ucs2_is_counted_as_cm_splits_it(
+        aiohttp_client: Any, database_url: str, clock: Clock, fake_cm: FakeCm,
+        tmp_path: Path, auth: dict[str, str]) -> None:
+    """A GSM-7 text of 100 characters fits one part; the organisation's footer names it
+    "Łódź Energie", which is no GSM-7: the whole text becomes UCS-2, over 70 characters."""
+    proxy = await cm_proxy(aiohttp_client, database_url, clock, fake_cm, tmp_path)
+    world = await make_world(proxy, auth, footer="Łódź Energie: sms STOP naar {sender}")
+    number = mobile()
+    await world.consent(number, "sms")
+    status, answer = await send(world, request(api_key(world), msg(
+        world.sms, number, content="a" * 100)))
+    (entry,) = answer["messages"]
+    assert (status, entry["reason"]) == (400, "OPT_OUT_FOOTER_DOES_NOT_FIT")
+    (row,) = await rows_for(world, number)
+    assert (row["details"]["encoding_before"], row["details"]["encoding"]) == ("GSM-7",
+                                                                              "UCS-2")
+    assert fake_cm.requests == []
