@@ -351,3 +351,24 @@ async def test_a_footer_that_turns_the_text_into_ucs2_is_counted_as_cm_splits_it
     assert (row["details"]["encoding_before"], row["details"]["encoding"]) == ("GSM-7",
                                                                               "UCS-2")
     assert fake_cm.requests == []
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("text/xml", b"<MESSAGES><AUTHENTICATION><PRODUCTTOKEN>KEY</PRODUCTTOKEN></AUTHENTICATION>"
+                 b"<MSG><FROM>SENDER</FROM><TO>NUMBER</TO><BODY>Hoi</BODY></MSG></MESSAGES>"),
+    ("application/x-www-form-urlencoded",
+     b"producttoken=KEY&body=Hoi&to=NUMBER&from=SENDER"),
+])
+async def test_cms_other_formats_send_nothing(
+        cm_world: World, fake_cm: FakeCm, content_type: str, body: bytes) -> None:
+    number = mobile()
+    await cm_world.consent(number, "sms")
+    body = (body.replace(b"KEY", api_key(cm_world).encode())
+            .replace(b"NUMBER", number.encode()).replace(b"SENDER", cm_world.sms.encode()))
+    async with aiohttp.ClientSession() as session, session.post(
+            cm_world.base + MESSAGE, data=body,
+            headers={"Content-Type": content_type}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["errorCode"] == 202
+    assert fake_cm.requests == []
+    assert await rows_for(cm_world, number) == []
