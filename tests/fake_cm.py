@@ -5,7 +5,8 @@ Errors - JSON") and the official SDK's request shape.
 What it checks, as CM does: JSON keys in any case; a product token it knows (else 400,
 errorCode 101, no messages); a `msg` array (203); per msg a `from` (301), recipients (302),
 numbers that are numbers (303, "Gsm '…' is not a number."), a body with content (304), and
-the message parts allowed (a text longer than one part needs maximumNumberOfMessageParts).
+the message parts allowed (a text longer than one part needs maximumNumberOfMessageParts;
+a UCS-2 part holds 66 characters at CM).
 A faulty msg is rejected alone and the others are created, as CM's JSON gateway does; the
 request's answer is 200 with errorCode 0 (all created) or 201 (not all), or 400 with 201
 (none). Everything it received is kept (`requests`), for the tests to assert on.
@@ -53,6 +54,7 @@ class FakeCm:
     requests: list[Received] = field(default_factory=list)
     _fail: tuple[int, bytes] | None = None
     _hang: float = 0.0
+    _break: int | None = None
     _reject: dict[str, int] = field(default_factory=dict)  # number → messageErrorCode
     # Called with each request before it is answered (a test checks what was committed).
     on_request: Callable[[Received], Awaitable[None]] | None = None
@@ -75,6 +77,10 @@ class FakeCm:
     def fail_with(self, status: int, body: dict[str, Any] | str) -> None:
         raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self._fail = (status, raw)
+
+    def break_off(self, status: int) -> None:
+        """Answer `status` and part of a body, then drop the connection."""
+        self._break = status
 
     def hang(self, seconds: float) -> None:
         self._hang = seconds
@@ -103,7 +109,7 @@ class FakeCm:
         assert self._site is not None
         await self._site.stop()
 
-    async def _message(self, request: web.Request) -> web.Response:
+    async def _message(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = json.loads(raw)
@@ -115,6 +121,15 @@ class FakeCm:
             await self.on_request(received)
         if self._hang:
             await asyncio.sleep(self._hang)
+        if self._break is not None:
+            response = web.StreamResponse(status=self._break)
+            response.content_type = "application/json"
+            response.content_length = 1000
+            await response.prepare(request)
+            await response.write(b'{"details": "Created 1 message(s)", "err')
+            assert request.transport is not None
+            request.transport.close()
+            return response
         if self._fail is not None:
             status, data = self._fail
             return web.Response(status=status, body=data, content_type="application/json")
@@ -154,7 +169,7 @@ class FakeCm:
         content = body.get("content") if isinstance(body, dict) else None
         if not isinstance(content, str) or not content:
             return each("Rejected", 0, "A body without content was found", 304)
-        parts = sms.segments(content).count
+        parts = _parts(content)
         if parts > (msg.get("maximumnumberofmessageparts") or 1):
             return each("Rejected", 0, "The message needs more parts than allowed", 304)
         out = []
@@ -171,6 +186,15 @@ class FakeCm:
                 out.append({"to": number, "status": "Accepted", "reference": reference,
                             "parts": parts, "messageDetails": None, "messageErrorCode": 0})
         return out
+
+
+def _parts(content: str) -> int:
+    """CM's count: GSM-7 160 / 153 per part; UCS-2 70, and 66 per part of a longer text (CM's
+    SDK documentation of `body.content`)."""
+    seg = sms.segments(content)
+    if seg.encoding == "GSM-7" or seg.units <= 70:
+        return seg.count
+    return -(-seg.units // 66)
 
 
 def _fold(value: Any) -> Any:

@@ -104,25 +104,27 @@ def _with_footer(evaluation: Evaluation, msg: Msg, number: str, position: int) -
     org, decision = evaluation.facts.organisation, evaluation.decision
     where = {"msg": msg.index, "recipient": position}
     if org is None or not decision.allowed or "OPT_OUT_APPENDED" not in decision.obligations:
-        seg = sms.segments(msg.content)
+        seg = cm_request.parts(msg.content)
         details = where | {"segments_before": seg.count, "segments_after": seg.count,
                            "encoding": seg.encoding, "footer_appended": False}
         return Contact(evaluation, details, msg, number, msg.content, seg.count)
     sender = sender_key(msg.from_) or msg.from_
     footer = sms.render_footer(org.sms_footer, sender=sender, organisation=org.name)
     result = sms.apply_footer(msg.content, footer, needed=True)
-    details = where | {"segments_before": result.before.count,
-                       "segments_after": result.after.count,
-                       "encoding_before": result.before.encoding,
-                       "encoding": result.after.encoding, "footer_appended": True}
-    if result.after.count > msg.allowed_parts or result.too_long:
+    # Parts as CM counts them (its UCS-2 parts hold 66): CM cuts what does not fit, the footer
+    # first, as it comes last.
+    before, after = cm_request.parts(msg.content), cm_request.parts(result.body)
+    details = where | {"segments_before": before.count, "segments_after": after.count,
+                       "encoding_before": before.encoding, "encoding": after.encoding,
+                       "footer_appended": True}
+    if after.count > msg.allowed_parts or result.too_long:
         refusal = Refusal(INVALID_BODY, f"the text with the opt-out footer needs "
-                          f"{result.after.count} parts ({result.after.encoding}) and "
+                          f"{after.count} parts ({after.encoding}) and "
                           f"maximumNumberOfMessageParts allows {msg.allowed_parts}; allow more "
                           "parts or shorten the text", "OPT_OUT_FOOTER_DOES_NOT_FIT")
         return Contact(evaluation, details | {"footer_appended": False}, msg, number,
-                       msg.content, result.before.count, refusal)
-    return Contact(evaluation, details, msg, number, result.body, result.after.count)
+                       msg.content, before.count, refusal)
+    return Contact(evaluation, details, msg, number, result.body, after.count)
 
 
 async def _decide_one(gate: Gate, caller: Caller, msg: Msg, position: int,
@@ -331,25 +333,35 @@ def _merge(gate: Gate, answer: UpstreamResponse,
                f"The provider answered HTTP {answer.status} without a CM answer")
     if answer.status >= 400:
         log.warning("upstream_refused", status=answer.status, error_code=code)
+    unknown = 0
     for index, done, number in sent:
         contact = done.entry
         found = pending[_digits(number)].popleft() if pending[_digits(number)] else None
         if found is None:  # no entry for it: the request's own result stands for it
             accepted = answer.status == 200 and ok and code == 0
-            found = {"status": answers.ACCEPTED if accepted else answers.REJECTED_STATUS,
-                     "parts": contact.parts if accepted else 0, "messageDetails": details,
-                     "messageErrorCode": code}
+            # N6: a request CM took (not an HTTP error) without saying what became of this
+            # recipient may have sent it: not known, and nothing it consumed is given back.
+            fate = (answers.ACCEPTED if accepted else answers.REJECTED_STATUS
+                    if answer.status >= 400 else answers.UNKNOWN_STATUS)
+            found = {"status": fate, "parts": contact.parts if accepted else 0,
+                     "messageDetails": details, "messageErrorCode": code}
         status, parts = found.get("status"), found.get("parts")
+        if status not in (answers.ACCEPTED, answers.REJECTED_STATUS):
+            status = answers.UNKNOWN_STATUS  # CM answers only these two
         message_code = found.get("messageErrorCode")
         entries[index] = answers.entry(
-            contact.number, contact.msg.reference,
-            status if isinstance(status, str) else answers.REJECTED_STATUS,
+            contact.number, contact.msg.reference, status,
             parts if isinstance(parts, int) else 0,
             found.get("messageDetails") if isinstance(found.get("messageDetails"), str)
             else None, message_code if isinstance(message_code, int) else code,
             decision_id=done.decision_id)
         if status == answers.ACCEPTED:
             outcome = Outcome(answer.status)
+            give_back = None
+        elif status == answers.UNKNOWN_STATUS:
+            unknown += 1
+            outcome = Outcome(answer.status, error="upstream answer does not say whether it "
+                              "was sent")
             give_back = None
         else:
             # The number and the text stay out of the outcome row: CM's details may hold them.
@@ -359,4 +371,6 @@ def _merge(gate: Gate, answer: UpstreamResponse,
         finishing[index] = _finisher(gate, done.decision_id, outcome, give_back)
     if answer.status >= 400 and not (ok and body.get("messages")):
         return answer.status, code, details  # refused as a whole: its own status and code
+    if unknown:  # an answer that is not CM's: a bad gateway, and the sends' fate unknown
+        return 502, UNKNOWN, details
     return None

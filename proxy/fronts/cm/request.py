@@ -42,6 +42,11 @@ from proxy.fronts.cm.errors import (
 MAX_MSGS = 100  # the official SDKs' MESSAGES_MAXIMUM
 MAX_RECIPIENTS = 1000  # per request: each one is a decision
 MAX_PARTS = 8  # CM's maximumNumberOfMessageParts
+# CM's gateway puts 66 UTF-16 units in each part of a longer UCS-2 message, not the usual 67
+# (CM's SDK documentation of `body.content`), and cuts what does not fit the parts allowed.
+UCS2_SINGLE, UCS2_PER_PART = 70, 66
+# A send nests six deep (messages.msg[].to[].number); CM's inbound messages a few more.
+MAX_DEPTH = 16
 SMS = "sms"
 # CM: "11 alphanumerical characters or 16 digits" (a number may start with + or 00).
 _FROM = re.compile(r"[A-Za-z0-9 ]{1,11}|\+?[0-9]{1,16}")
@@ -118,18 +123,34 @@ def _bad_text(text: str) -> bool:
     return False
 
 
-def _unsendable(value: Any) -> bool:
-    if isinstance(value, str):
-        return _bad_text(value)
-    if isinstance(value, dict):
-        return any(_bad_text(key) or _unsendable(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_unsendable(item) for item in value)
-    return False
+def _unsendable(data: Any, *, text: bool) -> str | None:
+    """Why this JSON cannot be taken, or None: a string holding a NUL or a lone surrogate
+    (`text`), or nesting deeper than any CM body. Walked without recursion: a body nested a
+    few hundred deep (which the parser still takes) must be refused, not exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if text and _bad_text(value):
+                return ("The request holds a NUL character or a lone surrogate (\\u0000, "
+                        "\\ud800): not text that can be sent")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            return f"The request body is nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, dict):
+            stack.extend((key, depth) for key in value)
+            stack.extend((item, depth + 1) for item in value.values())
+        else:
+            stack.extend((item, depth + 1) for item in value)
+    return None
 
 
-def decode(raw: bytes) -> dict[str, Any]:
-    """The body as JSON with folded keys; malformed → 400, errorCode 202."""
+def decode(raw: bytes, *, sendable: bool = True) -> dict[str, Any]:
+    """The body as JSON with folded keys; malformed → 400, errorCode 202. `sendable`: every
+    string must be text that can be sent (no NUL, no lone surrogate); an inbound message is
+    read whatever a phone or network did to its characters (N11)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -143,9 +164,9 @@ def decode(raw: bytes) -> dict[str, Any]:
         raise CmError(400, REQUEST_MALFORMED, "The request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise CmError(400, REQUEST_MALFORMED, "The request body must be a JSON object")
-    if _unsendable(data):
-        raise CmError(400, REQUEST_MALFORMED, "The request holds a NUL character or a lone "
-                      "surrogate (\\u0000, \\ud800): not text that can be sent")
+    refused = _unsendable(data, text=sendable)
+    if refused is not None:
+        raise CmError(400, REQUEST_MALFORMED, refused)
     return data
 
 
@@ -213,7 +234,7 @@ def _msg(index: int, item: Any) -> Msg:
     if "validity" in fields:
         _text(where, "validity", fields["validity"], 64)
     max_parts = _parts(where, fields)
-    seg = sms.segments(content)
+    seg = parts(content)
     allowed = max_parts or 1
     if seg.count > allowed:
         # N17: CM would cut the text to fit; nothing is ever truncated.
@@ -269,6 +290,21 @@ def _body(where: str, value: Any) -> tuple[str, str]:
         raise CmError(400, INVALID_BODY, f"{where}.body.content: longer than "
                       f"{sms.MAX_BODY} characters")
     return content, body_type
+
+
+def parts(text: str) -> sms.Segments:
+    """How many parts CM sends `text` in (N17: counted as CM counts, so that nothing it would
+    cut is ever forwarded): GSM-7 as everywhere, a longer UCS-2 text in parts of 66."""
+    seg = sms.segments(text)
+    if seg.encoding != "UCS-2" or seg.units <= UCS2_SINGLE:
+        return seg
+    count, used = 1, 0
+    for ch in text:
+        cost = 2 if ord(ch) > 0xFFFF else 1  # a surrogate pair is never split
+        if used + cost > UCS2_PER_PART:
+            count, used = count + 1, 0
+        used += cost
+    return sms.Segments(seg.encoding, seg.units, count)
 
 
 def _text(where: str, name: str, value: Any, limit: int) -> str | None:

@@ -26,6 +26,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 from typing import Any
 
 import aiohttp
@@ -93,10 +94,16 @@ def check_secret(request: web.Request) -> None:
         raise CmError(403, UNKNOWN, "The webhook secret is wrong")
 
 
+def _clean(text: str) -> str:
+    """A lone surrogate (a character a phone or network broke) as U+FFFD, NULs dropped: the
+    message is still read, so that no STOP is refused for it (N11)."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "")
+
+
 def _number(value: Any) -> str:
     if isinstance(value, dict):
         value = value.get("number")
-    return value if isinstance(value, str) else ""
+    return _clean(value) if isinstance(value, str) else ""
 
 
 def read_message(data: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -105,21 +112,25 @@ def read_message(data: dict[str, Any]) -> tuple[str, str, str, str]:
     text = message.get("text") if isinstance(message, dict) else data.get("body")
     # A message without text (a picture, a location) is no keyword, but it is taken: a
     # refusal would have CM deliver it again for a month.
-    text = text if isinstance(text, str) else ""
+    text = _clean(text) if isinstance(text, str) else ""
     from_, to = _number(data.get("from")), _number(data.get("to"))
     if not from_ or not to:
         raise CmError(400, REQUEST_MALFORMED, "Expected CM's inbound message: from.number "
                       "and to.number (or from and to)")
     identity = [data.get("reference"), data.get("messagecontext"), data.get("timeutc"),
                 from_, to, text]
-    digest = hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_NON_STR_KEYS)).hexdigest()
+    try:
+        key = orjson.dumps(identity, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:  # a lone surrogate in a field CM gave: still one message
+        key = json.dumps(identity, ensure_ascii=True, default=repr).encode()
+    digest = hashlib.sha256(key).hexdigest()
     return f"cm-{digest[:40]}", to, from_, text
 
 
 async def inbound_message(request: web.Request) -> web.Response:
     check_secret(request)
     raw = await read_body(request)
-    data = cm_request.decode(raw)
+    data = cm_request.decode(raw, sendable=False)
     message_id, to, from_, text = read_message(data)
     handled = await inbound.handle_sms(request.app, inbound.InboundSms(
         NAME, message_id, request.app[CLOCK](), to, from_, text))
