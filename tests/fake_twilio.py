@@ -453,6 +453,7 @@ class FakeTwilio:
         self._runner: web.AppRunner | None = None
         self._fault: _Fault | None = None
         self._hang: _Hang | None = None
+        self._cut_answers = 0
         self._sleepers: set[asyncio.Task[Any]] = set()
         # Awaited for every valid create before it is answered, e.g. to check what the caller
         # had committed by then.
@@ -581,10 +582,16 @@ class FakeTwilio:
         """
         self._hang = _Hang(seconds, times) if times is None or times > 0 else None
 
+    def cut_answer(self, times: int = 1) -> None:
+        """Create the next `times` resources, then break the connection halfway through the
+        answer: the request went out, the caller cannot know it."""
+        self._cut_answers = times
+
     def reset(self) -> None:
         """Clear fault modes; recorded requests and stored resources stay."""
         self._fault = None
         self._hang = None
+        self._cut_answers = 0
 
     # inspection
 
@@ -723,7 +730,7 @@ class FakeTwilio:
 
     async def _create(
         self, kind: _Kind, request: web.Request, params: Mapping[str, str]
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         form = parse_form(await request.read())
         validate_form(kind.list_path, form, request_schema(kind.list_path))
         body = _first(form, "Body")
@@ -789,6 +796,16 @@ class FakeTwilio:
             )
         self._store(kind)[sid] = resource
         self.urls[sid] = {k: v for k, v in form if k in _URL_FIELDS and v}
+        if self._cut_answers > 0:  # created, and the connection breaks mid-answer
+            self._cut_answers -= 1
+            full = json.dumps(resource).encode()
+            cut = web.StreamResponse(status=201, headers={"Content-Type": "application/json"})
+            cut.content_length = len(full)
+            await cut.prepare(request)
+            await cut.write(full[: len(full) // 2])
+            assert request.transport is not None
+            request.transport.close()
+            return cut
         return web.json_response(resource, status=201)
 
     async def _fetch(

@@ -145,6 +145,22 @@ async def test_timeout_keeps_the_request_consumed(
     assert (await refused(world, number)).code == NO_LEGAL_BASIS
 
 
+async def test_an_answer_cut_off_keeps_the_request_consumed(
+        world: World, fake: FakeTwilio, pool: asyncpg.Pool) -> None:
+    """The call was created and the connection broke during Twilio's answer: whether it
+    went out is unknown to the proxy, so it is a 504 as after a timeout, never "nothing was
+    sent" with the request given back (which would let a second call through)."""
+    number, request_id = await requested(world)
+    fake.cut_answer()
+    error = await refused(world, number)
+    assert (error.status, error.code) == (504, 930504)
+    assert len(fake.creates("Calls")) == 1  # it did go out
+    (row,) = await decisions(world, number)
+    assert await reversals(pool, [row["id"]]) == []
+    assert (await consent_row(pool, request_id))["consumed_at"] is not None
+    assert (await refused(world, number)).code == NO_LEGAL_BASIS
+
+
 async def test_sms_refused_by_the_provider_gives_the_request_back(
         world: World, fake: FakeTwilio, pool: asyncpg.Pool) -> None:
     number, request_id = await requested(world, "sms")

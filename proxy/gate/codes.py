@@ -46,7 +46,8 @@ FAULTS: Mapping[tuple[int, int], tuple[str, str, str]] = {
         "Check the front's upstream setting (TWILIO_API_BASE and the like) and the network; "
         "the dialer may retry."),
     UPSTREAM_TIMEOUT: (
-        "UPSTREAM_TIMEOUT", "The provider did not answer within upstream.timeout_seconds; the "
+        "UPSTREAM_TIMEOUT", "The provider's answer did not arrive whole (none within "
+        "upstream.timeout_seconds, or the connection broke once the request was sent); the "
         "request may or may not have been delivered, and it is not retried.",
         "Look the call or message up before trying again."),
     IDEMPOTENCY_IN_FLIGHT: (

@@ -40,12 +40,13 @@ class UpstreamResponse(msgspec.Struct, frozen=True, gc=False):
 
 
 class UpstreamUnreachable(Exception):
-    """Connection refused or reset before an answer: nothing reached the provider, or we
-    cannot tell that it did."""
+    """No connection could be made (refused, no route, name or TLS failure): nothing reached
+    the provider."""
 
 
 class UpstreamTimeout(Exception):
-    """No answer within the configured timeout."""
+    """No whole answer: none within the configured timeout, or the connection broke after
+    the request may have gone out. Whether it reached the provider is unknown."""
 
 
 class Upstream(Protocol):
@@ -72,6 +73,22 @@ class StreamedResponse(Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
 
     def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+# Twilio's answers to creates and reads are a few kilobytes (a page of a list at most a few
+# hundred); an answer beyond this is not Twilio's and is not read whole.
+MAX_ANSWER_BYTES = 4 << 20
+
+async def _read_whole(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole answer, up to MAX_ANSWER_BYTES; a larger one is not Twilio's (UpstreamTimeout:
+    what was asked may have been done), one cut off raises aiohttp's ClientPayloadError."""
+    parts, size = [], 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise UpstreamTimeout("the answer is larger than Twilio gives")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 FORWARDED_HEADERS = ("Content-Type", "Accept", "I-Twilio-Idempotency-Token",
@@ -122,15 +139,20 @@ class TwilioUpstream:
                 method, self._url(tail, query), data=body, headers=self._headers(headers),
                 timeout=self._timeout, allow_redirects=False,
             ) as resp:
-                raw = await resp.read()
+                raw = await _read_whole(resp)
                 content_type = resp.headers.get("Content-Type", "application/json")
                 if _is_text(content_type):
                     raw = self._swap_back(raw, client_sid)
                 return UpstreamResponse(resp.status, raw, content_type)
         except TimeoutError as exc:
             raise UpstreamTimeout from exc
-        except aiohttp.ClientError as exc:
+        except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
             raise UpstreamUnreachable(type(exc).__name__) from exc
+        except aiohttp.ClientError as exc:
+            # The connection broke once the request may have been sent (a disconnect, an
+            # answer cut off): whether it went out is unknown, as after a timeout, so what
+            # it used stays used (N6) and it is not retried.
+            raise UpstreamTimeout(type(exc).__name__) from exc
 
     def stream(
         self, method: str, client_sid: str, tail: str, *, query: str = "",
