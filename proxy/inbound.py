@@ -16,6 +16,7 @@ webhook format before calling `relayed`.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
@@ -125,7 +126,8 @@ async def _handle(app: web.Application, sms: InboundSms, render: ReplyRenderer) 
                                           sms.to, subject, digest), found, render)
     if intent == "start":
         text = _text(START_REPLY, org)
-        lifted = await store.start_by_sms(pool, record, render(text))
+        lifted = await store.start_by_sms(pool, record, render(text),
+                                          sent_at=_sent_at(sms))
         if lifted is None:
             return await _repeat(app, sms, "start")
         log.info("objection_lifted", organisation=org.id, lifted=lifted, subject=subject,
@@ -144,6 +146,14 @@ async def _handle(app: web.Application, sms: InboundSms, render: ReplyRenderer) 
             sms.provider, sms.message_id, sender.inbound_webhook, sender, org))
     await store.finish_inbound(pool, sms.provider, sms.message_id, render(None))
     return Handled("other", None, render(None))
+
+
+def _sent_at(sms: InboundSms) -> dt.datetime | None:
+    """When the person sent it, never later than it arrived (a provider's clock may run
+    ahead of ours)."""
+    if sms.sent_at is None:
+        return None
+    return min(sms.sent_at, sms.received_at)
 
 
 def _text(template: str, org: Organisation) -> str:

@@ -145,6 +145,10 @@ class InboundSms:
     to: str  # our number (the sender it was sent to), as the provider gave it
     from_: str  # the person's number, as the provider gave it
     body: str
+    # When the person sent it, as the provider says (None: it does not say). A START lifts
+    # only the objections received before it was sent: a START that the provider delivers
+    # late (its retry after an outage) never lifts a STOP sent after it (N11).
+    sent_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

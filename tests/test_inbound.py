@@ -107,3 +107,31 @@ async def test_a_spool_line_from_before_providers_were_named_applies_as_twilio(
     assert row["reply"].startswith("<?xml")  # rendered as the Twilio front answers
     assert await pool.fetchval("SELECT source_provider FROM objections WHERE source_ref = $1",
                                sid) == "twilio"
+
+
+async def test_a_start_delivered_late_never_lifts_a_stop_sent_after_it(
+        proxy: TestClient[Any, Any], auth: dict[str, str], pool: asyncpg.Pool) -> None:
+    """N11: the person sent START at 10:00 and STOP at 10:03; the provider could deliver the
+    START only at 10:05 (its retry). The STOP stands. A START sent after the STOP lifts it."""
+    world = await make_world(proxy, auth)
+    app = proxy.app
+    person = mobile()
+    ten = dt.datetime(2026, 12, 3, 9, tzinfo=dt.UTC)
+
+    def sms(body: str, sent: int, arrived: int) -> inbound.InboundSms:
+        return inbound.InboundSms("acme", uid("m"), ten + dt.timedelta(minutes=arrived),
+                                  world.sms, person, body,
+                                  sent_at=ten + dt.timedelta(minutes=sent))
+
+    async def open_objections() -> int:
+        count: int = await pool.fetchval(
+            "SELECT count(*) FROM objections WHERE subject_hash = $1 AND lifted_at IS NULL",
+            subject_hash(person))
+        return count
+
+    assert (await inbound.handle_sms(app, sms("STOP", 3, 3))).intent == "stop"
+    late = await inbound.handle_sms(app, sms("START", 0, 5))
+    assert late.intent == "start"
+    assert await open_objections() == 1
+    await inbound.handle_sms(app, sms("START", 4, 6))
+    assert await open_objections() == 0

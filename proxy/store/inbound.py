@@ -85,9 +85,11 @@ async def stop_by_sms(pool: asyncpg.Pool, rec: InboundRecord, objection: Objecti
     return objection_id
 
 
-async def start_by_sms(pool: asyncpg.Pool, rec: InboundRecord, reply: str) -> int | None:
+async def start_by_sms(pool: asyncpg.Pool, rec: InboundRecord, reply: str, *,
+                       sent_at: dt.datetime | None = None) -> int | None:
     """N12: START lifts the objections this number made by SMS keyword to this organisation
-    only. Returns how many were lifted; None for a retry."""
+    only, and (N11) only those received before the START was sent (`sent_at`, when the
+    provider says; else when it arrived). Returns how many were lifted; None for a retry."""
     async with pool.acquire() as conn, conn.transaction():
         if not await _claim_inbound(conn, rec):
             return None
@@ -95,9 +97,11 @@ async def start_by_sms(pool: asyncpg.Pool, rec: InboundRecord, reply: str) -> in
             """WITH l AS (
                    UPDATE objections SET lifted_at = $3, lifted_ref = $4
                    WHERE subject_hash = $1 AND organisation_id = $2 AND via = 'sms'
-                     AND source_ref IS NOT NULL AND lifted_at IS NULL RETURNING 1)
+                     AND source_ref IS NOT NULL AND lifted_at IS NULL
+                     AND received_at <= $5 RETURNING 1)
                SELECT count(*) FROM l""",
-            subject_hash(rec.subject), rec.organisation_id, rec.received_at, rec.message_id)
+            subject_hash(rec.subject), rec.organisation_id, rec.received_at, rec.message_id,
+            sent_at or rec.received_at)
         await conn.execute(
             """UPDATE inbound_messages SET lifted = $3, reply = $4
                WHERE provider = $1 AND message_id = $2""",
