@@ -45,7 +45,7 @@ def _with_database(settings: Settings) -> Settings:
 
 def _session_url(settings: Settings) -> str:
     """The CLI's commands run on a session of their own: DATABASE_URL_DIRECT when set (a
-    transaction pooler keeps neither the migration lock nor startup settings)."""
+    transaction pooler refuses the startup settings db.connect sends)."""
     url = settings.session_database_url
     assert url is not None  # _with_database has set DATABASE_URL
     return url

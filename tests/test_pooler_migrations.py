@@ -1,0 +1,109 @@
+"""Migrations through a transaction pooler: Debian's PgBouncer with deploy/pgbouncer/pgbouncer.ini
+in front of a real primary (tests/ha_stack.py).
+
+`consent-proxy serve` and `migrate` migrate through DATABASE_URL when DATABASE_URL_DIRECT is not
+set. Behind PgBouncer in transaction mode each transaction may run on another server
+connection, so nothing held by a server session may span two of them: the lock that keeps
+two instances from migrating at once is taken inside each migration's own transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+
+from proxy import db
+from tests import ha_stack
+from tests.test_faults import wait_for
+
+# Server connections PgBouncer opens per database and user (deploy/pgbouncer/pgbouncer.ini).
+POOL_SIZE = 20
+
+
+def waiting_clients(bouncer: ha_stack.Bouncer) -> int:
+    """SHOW POOLS on PgBouncer's console (stats_users): clients waiting for a server."""
+    done = subprocess.run(
+        ["psql", "-Atq", "-h", "127.0.0.1", "-p", str(bouncer.port), "-U", "consent_proxy",
+         "-d", "pgbouncer", "-F", "|", "-c", "SHOW POOLS"],
+        env={**os.environ, "PGPASSWORD": ha_stack.APP_PASSWORD}, capture_output=True,
+        text=True, check=True)
+    for line in done.stdout.splitlines():
+        fields = line.split("|")
+        if fields[:2] == ["consent_proxy", "consent_proxy"]:
+            return int(fields[3])  # database, user, cl_active, cl_waiting, …
+    return 0
+
+
+async def test_migrating_through_pgbouncer_leaves_no_lock_behind(tmp_path: Path) -> None:
+    """While a migration runs, other clients (the other gate's requests) take the server
+    connections PgBouncer frees. Once `migrate` has returned, the migration lock is free:
+    the next instance to start is not kept waiting."""
+    with ha_stack.cluster() as made:
+        bouncer = made.bouncers[0]
+        pooled = made.primary.app_url(bouncer.port)
+        await db.migrate_url(made.direct_url)
+        direct = await asyncpg.connect(made.primary.app_url())
+        watch = await asyncpg.connect(made.primary.app_url())
+        fillers: list[asyncpg.Connection] = []
+        try:
+            await direct.execute("CREATE TABLE migration_gate (id int)")
+            # Every server connection but one is in a transaction of another client.
+            for _ in range(POOL_SIZE - 1):
+                conn = await asyncpg.connect(pooled, statement_cache_size=0)
+                await conn.execute("BEGIN")
+                fillers.append(conn)
+            held = direct.transaction()
+            await held.start()
+            await direct.execute("LOCK TABLE migration_gate IN ACCESS EXCLUSIVE MODE")
+            extra = db.load_migrations()
+            probe = db.Migration(
+                max(m.version for m in extra) + 1, "probe",
+                "LOCK TABLE migration_gate IN ACCESS EXCLUSIVE MODE; "
+                "CREATE TABLE migration_probe (id int)")
+            migrator = await asyncpg.connect(pooled, statement_cache_size=0)
+            migrating = asyncio.create_task(db.migrate(migrator, [*extra, probe]))
+
+            async def blocked() -> bool:
+                # Not `direct`: a transaction reads pg_stat_activity once.
+                return bool(await watch.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%migration_probe%'"))
+
+            await wait_for_async(blocked, "the probe migration to wait for the table lock")
+            # Another client asks for a server: it waits for the migration's.
+            other = await asyncpg.connect(pooled, statement_cache_size=0)
+            taking = asyncio.create_task(other.execute("BEGIN"))
+            await wait_for(lambda: waiting_clients(bouncer) >= 1, 60,
+                           "a client waiting for a server connection")
+            await held.rollback()  # the migration commits; its server goes to `other`
+            await taking
+            await fillers[0].execute("ROLLBACK")  # a server for whatever the migration sends
+            applied = await migrating
+            assert applied == [probe.version]
+            free = await direct.fetchval("SELECT pg_try_advisory_lock($1)",
+                                         db.MIGRATION_LOCK_KEY)
+            assert free, "the migration lock is still held by a server connection"
+            await direct.execute("SELECT pg_advisory_unlock($1)", db.MIGRATION_LOCK_KEY)
+            await other.execute("ROLLBACK")
+            await other.close()
+            await migrator.close()
+        finally:
+            for conn in fillers:
+                conn.terminate()
+            await direct.close()
+            await watch.close()
+
+
+async def wait_for_async(condition: Callable[[], Awaitable[bool]], what: str,
+                         timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
