@@ -1,17 +1,22 @@
-"""Migrations through a transaction pooler: Debian's PgBouncer with deploy/pgbouncer/pgbouncer.ini
-in front of a real primary (tests/ha_stack.py).
+"""Through a transaction pooler: Debian's PgBouncer with deploy/pgbouncer/pgbouncer.ini in front
+of a real primary (tests/ha_stack.py). Behind PgBouncer in transaction mode each transaction
+may run on another server connection, and whatever one leaves on a server connection (a
+session lock, a named prepared statement) meets the next client handed that connection.
 
-`consent-proxy serve` and `migrate` migrate through DATABASE_URL when DATABASE_URL_DIRECT is not
-set. Behind PgBouncer in transaction mode each transaction may run on another server
-connection, so nothing held by a server session may span two of them: the lock that keeps
-two instances from migrating at once is taken inside each migration's own transaction.
+- `consent-proxy serve` and `migrate` migrate through DATABASE_URL when DATABASE_URL_DIRECT is
+  not set: the lock that keeps two instances from migrating at once is taken inside each
+  migration's own transaction.
+- The console's exports and chain walk read through cursors: declared in SQL, unnamed
+  statements only, so the next gate on that server connection is not refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +25,7 @@ import asyncpg
 
 from proxy import db
 from tests import ha_stack
+from tests.conftest import REPO
 from tests.test_faults import wait_for
 
 # Server connections PgBouncer opens per database and user (deploy/pgbouncer/pgbouncer.ini).
@@ -107,3 +113,50 @@ async def wait_for_async(condition: Callable[[], Awaitable[bool]], what: str,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+# What the console runs over the request pool (DATABASE_URL, statement cache off): the
+# decision log export, an import-format export, and the walk of the decision chain.
+READER = """
+import asyncio, json, sys
+from proxy import db, store
+from proxy.imports import export_rows
+from proxy.store import decision_log
+
+async def main(url, what):
+    pool = await db.create_pool(url, statement_cache_size=0, min_size=1, max_size=1)
+    try:
+        if what == "decisions":
+            found = len([r async for r in decision_log.export(pool,
+                                                              decision_log.DecisionFilter())])
+        elif what == "objections":
+            found = b"".join([c async for c in export_rows(
+                pool, kind="objections", organisation=None, fmt="csv")]).count(b"\\n")
+        else:
+            async with pool.acquire() as conn:
+                found = (await store.verify_chain(conn)).ok
+        print(json.dumps(found))
+    finally:
+        await pool.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+# What each read finds in the empty database: no decision, the CSV header, a sound chain.
+FOUND = {"decisions": 0, "objections": 1, "chain": True}
+
+
+async def test_cursor_reads_leave_nothing_for_the_next_gate(tmp_path: Path) -> None:
+    """Two gate processes, one after the other, read through cursors on the same PgBouncer:
+    the second is not refused (asyncpg names the statement of its own cursors
+    __asyncpg_stmt_N__, counting from 1 in every process, and such a statement outlives the
+    transaction on the server connection)."""
+    with ha_stack.cluster() as made:
+        await db.migrate_url(made.direct_url)
+        # Each read is the last thing its process does on its server connection.
+        order = ["decisions", "objections", "chain", "decisions"]
+        runs = [await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", READER, made.pooled_url, what], cwd=REPO,
+            capture_output=True, text=True, timeout=120, check=False) for what in order]
+    for what, done in zip(order, runs, strict=True):
+        assert done.returncode == 0, (what, done.stderr[-1500:])
+        assert json.loads(done.stdout.splitlines()[-1]) == FOUND[what]
