@@ -235,7 +235,14 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     url = app[SETTINGS].database_url
     if url is None:
         raise RuntimeError("DATABASE_URL is not set and no embedded database was started")
-    pool = await db.create_pool(url, statement_cache_size=app[SETTINGS].statement_cache_size)
+    cache = app[SETTINGS].statement_cache_size
+    try:
+        pool = await db.create_pool(url, statement_cache_size=cache)
+    except STORE_ERRORS as exc:
+        # Started while the database cannot be reached: serve all the same, failing closed
+        # (503) until it can; the pool connects on first use instead of now.
+        log.warning("database_unreachable_at_start", error=type(exc).__name__)
+        pool = await db.create_pool(url, statement_cache_size=cache, min_size=0)
     app[POOL] = pool
     app[METRICS].watch_pool(pool)
     reader, writer = GroupFetch(pool), GroupCommit(pool)

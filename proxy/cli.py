@@ -105,23 +105,53 @@ def cmd_serve(_args: argparse.Namespace) -> int:
         print(f"consent-proxy: configuration error: {exc}", file=sys.stderr)
         return 2
     assert settings.database_url is not None
-    asyncio.run(db.migrate_url(_session_url(settings)))
+    migrated = asyncio.run(_migrate_at_start(_session_url(settings)))
     log.info("proxy_starting", host=settings.host, port=settings.port,
              public_url=settings.public_url)
     # uvloop: the event loop asyncpg is built for; it measurably lowers the cost per request.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(app, settings))
+        runner.run(_serve(app, settings, migrated=migrated))
     log.info("proxy_stopped")
     return 0
 
 
-async def _serve(app: web.Application, settings: Settings) -> None:
+# While the database cannot be reached at start-up, the migrations are tried again this often.
+MIGRATE_RETRY_SECONDS = 2.0
+
+
+async def _migrate_at_start(url: str) -> bool:
+    """Whether the migrations are done. A database that cannot be reached (a failover under
+    way, the primary down) does not stop the gate: it serves, failing closed like a running
+    gate (503 in the caller's protocol, /readyz 503), and migrates once it can (_serve)."""
+    try:
+        await db.migrate_url(url)
+    except db.STORE_ERRORS as exc:
+        log.warning("migrations_deferred", error=type(exc).__name__,
+                    retry_in_seconds=MIGRATE_RETRY_SECONDS)
+        return False
+    return True
+
+
+async def _migrate_when_reachable(url: str) -> None:
+    while True:
+        await asyncio.sleep(MIGRATE_RETRY_SECONDS)
+        try:
+            if await _migrate_at_start(url):
+                return
+        except db.MigrationError as exc:  # /readyz says so (schema_newer_than_code)
+            log.error("migrations_refused", error=str(exc))
+            return
+
+
+async def _serve(app: web.Application, settings: Settings, *, migrated: bool = True) -> None:
     """Serve until SIGTERM or SIGINT; then drain: for PROXY_DRAIN_SECONDS /readyz answers 503
     (a balancer's health check takes the gate out) while requests are still served, each
     answer closing its connection; then the listener closes and requests under way finish
     (up to 30 s) before the pool and the group commit close."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=30)
     await runner.setup()
+    migrating = None if migrated else asyncio.create_task(
+        _migrate_when_reachable(_session_url(settings)))
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
         stop = asyncio.Event()
@@ -134,6 +164,10 @@ async def _serve(app: web.Application, settings: Settings) -> None:
             log.info("proxy_draining", seconds=settings.drain_seconds)
             await asyncio.sleep(settings.drain_seconds)
     finally:
+        if migrating is not None:
+            migrating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await migrating
         await runner.cleanup()
 
 
