@@ -255,8 +255,15 @@ def _format_of(path: str, given: str | None) -> Literal["csv", "ndjson"]:
     return "ndjson" if path.endswith((".ndjson", ".jsonl")) else "csv"
 
 
-async def _import(url: str, args: argparse.Namespace, stream: BinaryIO) -> ImportReport:
-    pool = await db.create_pool(url, min_size=1, max_size=1)
+def _statement_cache(settings: Settings) -> int:
+    """DATABASE_STATEMENT_CACHE_SIZE when the command line goes through DATABASE_URL (no
+    DATABASE_URL_DIRECT: it may be a transaction pooler); PostgreSQL itself caches."""
+    return 100 if settings.database_url_direct else settings.statement_cache_size
+
+
+async def _import(url: str, args: argparse.Namespace, stream: BinaryIO,
+                  cache: int = 100) -> ImportReport:
+    pool = await db.create_pool(url, min_size=1, max_size=1, statement_cache_size=cache)
     try:
         return await run_import(
             pool, kind=args.kind, body=_file_chunks(stream),
@@ -276,7 +283,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as files:
             stream = sys.stdin.buffer if args.file == "-" else files.enter_context(
                 Path(args.file).open("rb"))
-            report = asyncio.run(_import(_session_url(settings), args, stream))
+            report = asyncio.run(_import(_session_url(settings), args, stream,
+                                         _statement_cache(settings)))
     except OSError as exc:
         print(f"consent-proxy: {exc}", file=sys.stderr)
         return 2
@@ -290,8 +298,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if report.error_count else 0
 
 
-async def _export(url: str, args: argparse.Namespace) -> None:
-    pool = await db.create_pool(url, min_size=1, max_size=1)
+async def _export(url: str, args: argparse.Namespace, cache: int = 100) -> None:
+    pool = await db.create_pool(url, min_size=1, max_size=1, statement_cache_size=cache)
     try:
         async for chunk in export_rows(pool, kind=args.kind, organisation=args.organisation,
                                        fmt="ndjson" if args.format == "ndjson" else "csv"):
@@ -305,7 +313,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings = _with_database(_load(sys.stderr))
     assert settings.database_url is not None
     try:
-        asyncio.run(_export(_session_url(settings), args))
+        asyncio.run(_export(_session_url(settings), args, _statement_cache(settings)))
     except ProxyError as exc:
         print(f"consent-proxy: {exc.message}", file=sys.stderr)
         return 2

@@ -206,8 +206,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def connect(database_url: str) -> asyncpg.Connection:
-    """One connection set up like the pool's (JSON codecs), for the CLI and tools."""
-    conn = await connect_writable(database_url, server_settings=SERVER_SETTINGS)
+    """One connection set up like the pool's (JSON codecs), for the CLI and tools. Neither a
+    startup setting nor named statements: through a transaction pooler (DATABASE_URL_DIRECT
+    unset) PgBouncer refuses a startup parameter it does not know, and a named statement
+    stays on the server connection for the next client to collide with; the CLI's
+    statements, run once each, gain nothing from either."""
+    conn = await connect_writable(database_url, statement_cache_size=0)
     await _init_connection(conn)
     return conn
 

@@ -25,7 +25,7 @@ import asyncpg
 
 from proxy import db
 from tests import ha_stack
-from tests.conftest import REPO
+from tests.conftest import PROXY_SECRET, REPO
 from tests.test_faults import wait_for
 
 # Server connections PgBouncer opens per database and user (deploy/pgbouncer/pgbouncer.ini).
@@ -160,3 +160,28 @@ async def test_cursor_reads_leave_nothing_for_the_next_gate(tmp_path: Path) -> N
     for what, done in zip(order, runs, strict=True):
         assert done.returncode == 0, (what, done.stderr[-1500:])
         assert json.loads(done.stdout.splitlines()[-1]) == FOUND[what]
+
+
+async def test_the_command_line_works_through_pgbouncer_alone(tmp_path: Path) -> None:
+    """DATABASE_URL_DIRECT is not set: `audit verify`, `evidence` and `export` run
+    through PgBouncer (which refuses a startup parameter it does not know, such as
+    plan_cache_mode)."""
+    with ha_stack.cluster() as made:
+        await db.migrate_url(made.direct_url)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+               "DATABASE_URL": made.pooled_url, "DATABASE_STATEMENT_CACHE_SIZE": "0",
+               "PROXY_SECRET": PROXY_SECRET,
+               "PROXY_CONFIG": str(REPO / "config" / "consent-proxy.toml")}
+        runs = {what: await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "proxy.cli", *what.split()], cwd=REPO,
+            env=env, capture_output=True, text=True, timeout=120, check=False)
+            for what in ("audit verify", "evidence +31612345678", "export objections")}
+    verify, evidence = runs["audit verify"], runs["evidence +31612345678"]
+    assert verify.returncode == 0, verify.stderr[-1500:]
+    assert verify.stdout.startswith("audit chain ok: 0 decision rows verified")
+    assert evidence.returncode == 1, evidence.stderr[-1500:]  # nothing on file for it
+    assert evidence.stderr.startswith("consent-proxy: "), evidence.stderr[-1500:]
+    assert "Traceback" not in evidence.stderr
+    export = runs["export objections"]
+    assert export.returncode == 0, export.stderr[-1500:]
+    assert export.stdout.startswith("source_id,")
