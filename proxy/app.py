@@ -194,9 +194,15 @@ async def error_doc(request: web.Request) -> web.Response:
     raise web.HTTPNotFound()
 
 
+# A store failure, or a spooled STOP that cannot be applied (Gate.apply_spool).
+_UNREADY: tuple[type[BaseException], ...] = (*STORE_ERRORS, StoreUnavailable)
+
+
 async def readyz(request: web.Request) -> web.Response:
-    # STOPs waiting in the outage spool are shown, but do not make the gate unready: with the
-    # database back, every decision applies the spool before deciding (Gate.apply_spool).
+    # STOPs waiting in the outage spool are applied here once the database answers again
+    # (N11): the balancer asks every second, and the other gates, which decide as soon as
+    # the database is back, do not know this gate's spool; the drain's backoff or this
+    # gate's next decision could come much later. Until they are applied it is not ready.
     spooled = request.app[OPTOUT_SPOOL].entries
     extra = {"optout_spool": spooled} if spooled else {}
     if request.app[DRAINING].is_set():  # SIGTERM: the balancer takes this gate out first
@@ -207,7 +213,11 @@ async def readyz(request: web.Request) -> web.Response:
             pending, unknown = await db.migration_state(conn)
             if await conn.fetchval(db.READ_ONLY_SQL):
                 raise asyncpg.exceptions.ReadOnlySQLTransactionError("cannot write")
-    except STORE_ERRORS:
+        if spooled and not (pending or unknown):
+            await request.app[GATE].apply_spool()
+            spooled = request.app[OPTOUT_SPOOL].entries
+            extra = {"optout_spool": spooled} if spooled else {}
+    except _UNREADY:
         await db.discard(request.app[POOL])
         return web.json_response(
             {"status": "unavailable", "reason": "CONSENT_STORE_UNAVAILABLE", **extra},
@@ -225,7 +235,14 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     url = app[SETTINGS].database_url
     if url is None:
         raise RuntimeError("DATABASE_URL is not set and no embedded database was started")
-    pool = await db.create_pool(url, statement_cache_size=app[SETTINGS].statement_cache_size)
+    cache = app[SETTINGS].statement_cache_size
+    try:
+        pool = await db.create_pool(url, statement_cache_size=cache)
+    except STORE_ERRORS as exc:
+        # Started while the database cannot be reached: serve all the same, failing closed
+        # (503) until it can; the pool connects on first use instead of now.
+        log.warning("database_unreachable_at_start", error=type(exc).__name__)
+        pool = await db.create_pool(url, statement_cache_size=cache, min_size=0)
     app[POOL] = pool
     app[METRICS].watch_pool(pool)
     reader, writer = GroupFetch(pool), GroupCommit(pool)

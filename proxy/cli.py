@@ -47,7 +47,7 @@ def _with_database(settings: Settings) -> Settings:
 
 def _session_url(settings: Settings) -> str:
     """The CLI's commands run on a session of their own: DATABASE_URL_DIRECT when set (a
-    transaction pooler keeps neither the migration lock nor startup settings)."""
+    transaction pooler refuses the startup settings db.connect sends)."""
     url = settings.session_database_url
     assert url is not None  # _with_database has set DATABASE_URL
     return url
@@ -107,23 +107,53 @@ def cmd_serve(_args: argparse.Namespace) -> int:
         print(f"consent-proxy: configuration error: {exc}", file=sys.stderr)
         return 2
     assert settings.database_url is not None
-    asyncio.run(db.migrate_url(_session_url(settings)))
+    migrated = asyncio.run(_migrate_at_start(_session_url(settings)))
     log.info("proxy_starting", host=settings.host, port=settings.port,
              public_url=settings.public_url)
     # uvloop: the event loop asyncpg is built for; it measurably lowers the cost per request.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(app, settings))
+        runner.run(_serve(app, settings, migrated=migrated))
     log.info("proxy_stopped")
     return 0
 
 
-async def _serve(app: web.Application, settings: Settings) -> None:
+# While the database cannot be reached at start-up, the migrations are tried again this often.
+MIGRATE_RETRY_SECONDS = 2.0
+
+
+async def _migrate_at_start(url: str) -> bool:
+    """Whether the migrations are done. A database that cannot be reached (a failover under
+    way, the primary down) does not stop the gate: it serves, failing closed like a running
+    gate (503 in the caller's protocol, /readyz 503), and migrates once it can (_serve)."""
+    try:
+        await db.migrate_url(url)
+    except db.STORE_ERRORS as exc:
+        log.warning("migrations_deferred", error=type(exc).__name__,
+                    retry_in_seconds=MIGRATE_RETRY_SECONDS)
+        return False
+    return True
+
+
+async def _migrate_when_reachable(url: str) -> None:
+    while True:
+        await asyncio.sleep(MIGRATE_RETRY_SECONDS)
+        try:
+            if await _migrate_at_start(url):
+                return
+        except db.MigrationError as exc:  # /readyz says so (schema_newer_than_code)
+            log.error("migrations_refused", error=str(exc))
+            return
+
+
+async def _serve(app: web.Application, settings: Settings, *, migrated: bool = True) -> None:
     """Serve until SIGTERM or SIGINT; then drain: for PROXY_DRAIN_SECONDS /readyz answers 503
     (a balancer's health check takes the gate out) while requests are still served, each
     answer closing its connection; then the listener closes and requests under way finish
     (up to 30 s) before the pool and the group commit close."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=30)
     await runner.setup()
+    migrating = None if migrated else asyncio.create_task(
+        _migrate_when_reachable(_session_url(settings)))
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
         stop = asyncio.Event()
@@ -136,6 +166,10 @@ async def _serve(app: web.Application, settings: Settings) -> None:
             log.info("proxy_draining", seconds=settings.drain_seconds)
             await asyncio.sleep(settings.drain_seconds)
     finally:
+        if migrating is not None:
+            migrating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await migrating
         await runner.cleanup()
 
 
@@ -223,8 +257,15 @@ def _format_of(path: str, given: str | None) -> Literal["csv", "ndjson"]:
     return "ndjson" if path.endswith((".ndjson", ".jsonl")) else "csv"
 
 
-async def _import(url: str, args: argparse.Namespace, stream: BinaryIO) -> ImportReport:
-    pool = await db.create_pool(url, min_size=1, max_size=1)
+def _statement_cache(settings: Settings) -> int:
+    """DATABASE_STATEMENT_CACHE_SIZE when the command line goes through DATABASE_URL (no
+    DATABASE_URL_DIRECT: it may be a transaction pooler); PostgreSQL itself caches."""
+    return 100 if settings.database_url_direct else settings.statement_cache_size
+
+
+async def _import(url: str, args: argparse.Namespace, stream: BinaryIO,
+                  cache: int = 100) -> ImportReport:
+    pool = await db.create_pool(url, min_size=1, max_size=1, statement_cache_size=cache)
     try:
         return await run_import(
             pool, kind=args.kind, body=_file_chunks(stream),
@@ -244,7 +285,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as files:
             stream = sys.stdin.buffer if args.file == "-" else files.enter_context(
                 Path(args.file).open("rb"))
-            report = asyncio.run(_import(_session_url(settings), args, stream))
+            report = asyncio.run(_import(_session_url(settings), args, stream,
+                                         _statement_cache(settings)))
     except OSError as exc:
         print(f"consent-proxy: {exc}", file=sys.stderr)
         return 2
@@ -258,8 +300,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if report.error_count else 0
 
 
-async def _export(url: str, args: argparse.Namespace) -> None:
-    pool = await db.create_pool(url, min_size=1, max_size=1)
+async def _export(url: str, args: argparse.Namespace, cache: int = 100) -> None:
+    pool = await db.create_pool(url, min_size=1, max_size=1, statement_cache_size=cache)
     try:
         async for chunk in export_rows(pool, kind=args.kind, organisation=args.organisation,
                                        fmt="ndjson" if args.format == "ndjson" else "csv"):
@@ -273,7 +315,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings = _with_database(_load(sys.stderr))
     assert settings.database_url is not None
     try:
-        asyncio.run(_export(_session_url(settings), args))
+        asyncio.run(_export(_session_url(settings), args, _statement_cache(settings)))
     except ProxyError as exc:
         print(f"consent-proxy: {exc.message}", file=sys.stderr)
         return 2

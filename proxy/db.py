@@ -54,7 +54,8 @@ def constraint_refusal(exc: asyncpg.IntegrityConstraintViolationError) -> ProxyE
     return BadInput(f"refused by the database (constraint {name})", field)
 
 
-# pg_advisory_lock key: ASCII "consentp". Held while migrating so instances can start at once.
+# Advisory lock key: ASCII "consentp". Held by each migration's transaction, so instances can
+# start at once.
 MIGRATION_LOCK_KEY = 0x636F6E73656E7470
 _MIGRATION_FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
@@ -96,11 +97,43 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
 
 
 async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[int]:
-    """Apply pending migrations in order, each in its own transaction. Returns what was applied."""
+    """Apply pending migrations in order, each in its own transaction. Returns what was applied.
+
+    Each transaction takes the migration lock (pg_advisory_xact_lock) and reads what is
+    applied under it: another instance migrating at once waits, then finds the work done. No
+    lock outlives its transaction, so this holds through a transaction pooler too (PgBouncer
+    runs each transaction on whichever server connection is free; a session lock taken on
+    one would stay held there, and block every later start)."""
     migrations = load_migrations() if migrations is None else migrations
     applied_now: list[int] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-    try:
+    async with conn.transaction():
+        applied = await _locked_history(conn, create=True)
+        newer = sorted(set(applied) - {m.version for m in load_migrations()})
+        if newer:
+            raise MigrationError(_newer_schema(newer))
+    for migration in migrations:
+        if migration.version in applied:
+            _check_unchanged(migration, applied)
+            continue
+        async with conn.transaction():
+            applied = await _locked_history(conn)
+            if migration.version in applied:  # another instance applied it meanwhile
+                _check_unchanged(migration, applied)
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version, migration.name, migration.checksum,
+            )
+        applied_now.append(migration.version)
+        log.info("migration_applied", version=migration.version, name=migration.name)
+    return applied_now
+
+
+async def _locked_history(conn: asyncpg.Connection, *, create: bool = False) -> dict[int, str]:
+    """Take the migration lock for this transaction; the applied migrations' checksums."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+    if create:
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
                    version integer PRIMARY KEY,
@@ -108,30 +141,16 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                    checksum text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
-        applied = {r["version"]: r["checksum"] for r in rows}
-        newer = sorted(set(applied) - {m.version for m in load_migrations()})
-        if newer:
-            raise MigrationError(_newer_schema(newer))
-        for migration in migrations:
-            if migration.version in applied:
-                if applied[migration.version] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.version:03d}_{migration.name} was changed after "
-                        "it was applied; add a new migration instead"
-                    )
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version, migration.name, migration.checksum,
-                )
-            applied_now.append(migration.version)
-            log.info("migration_applied", version=migration.version, name=migration.name)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
-    return applied_now
+    rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+    return {r["version"]: r["checksum"] for r in rows}
+
+
+def _check_unchanged(migration: Migration, applied: dict[int, str]) -> None:
+    if applied[migration.version] != migration.checksum:
+        raise MigrationError(
+            f"migration {migration.version:03d}_{migration.name} was changed after "
+            "it was applied; add a new migration instead"
+        )
 
 
 def _newer_schema(versions: list[int]) -> str:
@@ -157,8 +176,8 @@ async def pending_migrations(conn: asyncpg.Connection) -> list[int]:
 
 
 async def migrate_url(database_url: str) -> list[int]:
-    """Migrate through `database_url`: a session of its own (the migration lock is a session
-    advisory lock), so DATABASE_URL_DIRECT when a transaction pooler is in front."""
+    """Migrate through `database_url` (DATABASE_URL_DIRECT when set; DATABASE_URL, even a
+    transaction pooler, works too: `migrate` keeps nothing across transactions)."""
     conn = await connect_writable(database_url)
     try:
         return await migrate(conn)
@@ -187,8 +206,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def connect(database_url: str) -> asyncpg.Connection:
-    """One connection set up like the pool's (JSON codecs), for the CLI and tools."""
-    conn = await connect_writable(database_url, server_settings=SERVER_SETTINGS)
+    """One connection set up like the pool's (JSON codecs), for the CLI and tools. Neither a
+    startup setting nor named statements: through a transaction pooler (DATABASE_URL_DIRECT
+    unset) PgBouncer refuses a startup parameter it does not know, and a named statement
+    stays on the server connection for the next client to collide with; the CLI's
+    statements, run once each, gain nothing from either."""
+    conn = await connect_writable(database_url, statement_cache_size=0)
     await _init_connection(conn)
     return conn
 

@@ -170,7 +170,7 @@ class Settings:
     rules: RuleSettings
     # Where STOP replies wait while the database cannot be written (proxy/optout_spool.py).
     optout_spool_dir: Path = DEFAULT_SPOOL_DIR
-    # What needs a session of its own (the LISTEN for client changes, the migration lock):
+    # What needs a session of its own (the LISTEN for client changes), and the command line:
     # PostgreSQL itself when DATABASE_URL is a transaction pooler. None: DATABASE_URL.
     database_url_direct: str | None = None
     # asyncpg's prepared statements per connection; 0 behind a transaction pooler.

@@ -248,6 +248,43 @@ async def test_spool_is_applied_at_start_up(
         403, DENIAL_CODES["OBJECTION_ON_FILE"][1])
 
 
+async def test_readyz_applies_the_spool_before_the_gate_is_ready_again(
+    aiohttp_client: Any, private_pg: EmbeddedPostgres, clock: Clock, auth: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Behind a balancer the other gates decide as soon as the database is back, and they do
+    not know this gate's spool: a STOP spooled here must reach the database then, not when
+    this gate's backoff next comes round (up to retry_max later) nor with its next request.
+    The balancer's health check asks every second: the spool is applied before /readyz
+    answers 200."""
+    spool_dir = tmp_path / "spool"
+    proxy = await start_app(aiohttp_client, private_pg.url, clock, spool_dir)
+    drain = proxy.app[SPOOL_DRAIN]
+    drain.retry_initial = drain.retry_max = 3600.0  # the backoff has grown long
+    world = await make_world(proxy, auth)
+    number = mobile()
+    await world.consent(number, "sms")
+    sid = new_sid()
+    await asyncio.to_thread(private_pg.stop)
+    try:
+        clock.now = ARRIVED
+        assert (await sms(proxy, world.sms, number, "STOP", sid))[0] == 200
+        assert len(spool_lines(spool_dir)) == 1
+        status, body = await readyz(proxy)
+        assert (status, body["status"], body["optout_spool"]) == (503, "unavailable", 1)
+    finally:
+        await asyncio.to_thread(private_pg.start)
+
+    for _ in range(20):  # the pool's connections to the stopped server are replaced first
+        status, body = await readyz(proxy)
+        if status == 200:
+            break
+    assert (status, body) == (200, {"status": "ready"})
+    (row,) = await objections(private_pg.url, number)
+    assert (row["received_at"], row["source_ref"]) == (ARRIVED, sid)
+    assert spool_lines(spool_dir) == []
+
+
 # --- applying spooled entries (on the shared test database, no outage needed) ----------------
 
 def entry(world: World, number: str, sid: str, at: dt.datetime, *, to: str | None = None,

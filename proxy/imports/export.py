@@ -17,6 +17,7 @@ import asyncpg
 
 from proxy.errors import BadInput
 from proxy.imports.run import kind_of
+from proxy.store import cursors
 from proxy.store.listing import organisation_filter
 
 FETCH_ROWS = 2_000  # rows a server-side cursor hands over at a time: bounded memory
@@ -123,8 +124,9 @@ async def export_rows(pool: asyncpg.Pool, *, kind: str, organisation: str | None
                         WHERE {where} ORDER BY k""", org, timeout=None)]
             yield _csv_line([*COLUMNS[kind], *(f"evidence.{k}" for k in keys)])
         chunk: list[bytes] = []
-        async for row in conn.cursor(f"SELECT * FROM {kind} WHERE {where} ORDER BY {order}",
-                                     org, prefetch=FETCH_ROWS):
+        async for row in cursors.rows(
+                conn, f"SELECT * FROM {kind} WHERE {where} ORDER BY {order}", org,
+                batch=FETCH_ROWS):
             data = as_import_row(kind, row)
             if fmt == "ndjson":
                 chunk.append(json.dumps(data, ensure_ascii=False).encode() + b"\n")

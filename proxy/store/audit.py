@@ -11,6 +11,8 @@ from typing import Any
 
 import asyncpg
 
+from proxy.store import cursors
+
 
 @dataclass(frozen=True, slots=True)
 class StoredCheckpoint:
@@ -67,11 +69,10 @@ async def verify_chain(conn: asyncpg.Connection, seqs: Sequence[int] = ()) -> Ch
 
 async def _walk_chain(conn: asyncpg.Connection, expected_prev: str | None) -> ChainReport:
     rows = 0
-    cursor = conn.cursor(
-        """SELECT id, chain_seq, prev_hash, row_hash,
-                  decision_row_hash(d, d.prev_hash) AS recomputed
-           FROM decisions d ORDER BY chain_seq""", prefetch=2000)
-    async for row in cursor:
+    async for row in cursors.rows(
+            conn, """SELECT id, chain_seq, prev_hash, row_hash,
+                             decision_row_hash(d, d.prev_hash) AS recomputed
+                      FROM decisions d ORDER BY chain_seq""", batch=2000):
         rows += 1
         if row["prev_hash"] != expected_prev:
             return ChainReport(rows, row["id"], row["chain_seq"],

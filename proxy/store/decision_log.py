@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from proxy.phone import subject_hash
+from proxy.store import cursors
 
 # The CSV export's columns, in order: new ones are added at the end.
 COLUMNS = ("id", "decided_at", "channel", "decision", "reason", "basis", "rule",
@@ -81,8 +82,8 @@ async def export(pool: asyncpg.Pool, f: DecisionFilter) -> AsyncIterator[dict[st
     args: list[Any] = []
     where = _where(f, args)
     async with pool.acquire() as conn, conn.transaction(readonly=True):
-        async for row in conn.cursor(f"{_SELECT}{where} ORDER BY id DESC", *args,
-                                     prefetch=1000):
+        async for row in cursors.rows(conn, f"{_SELECT}{where} ORDER BY id DESC", *args,
+                                      batch=1000):
             yield dict(row)
 
 
