@@ -18,6 +18,9 @@ from proxy.gate.codes import SCHEDULED_SEND_NOT_GATED
 
 MAX_DEPTH = 8
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+# A JSON escape may spell half a UTF-16 pair (`"\\ud800"`): Python reads it as a lone
+# surrogate, which no UTF-8 writer (the upstream request, our error body, the store) accepts.
+_UNWRITABLE = re.compile("[\x00\ud800-\udfff]")
 
 MESSAGE_FIELDS = frozenset({
     "to", "from", "messaging_profile_id", "text", "subject", "media_urls", "webhook_url",
@@ -86,7 +89,8 @@ def _no_constant(name: str) -> Any:
 
 
 def parse(raw: bytes, content_type: str) -> dict[str, Any]:
-    """The body as one JSON object: UTF-8, no duplicate keys, no NaN, no NUL, not too deep."""
+    """The body as one JSON object: UTF-8, no duplicate keys, no NaN, no NUL or lone
+    surrogate, not too deep."""
     if not content_type.startswith("application/json"):
         raise TelnyxError(415, "10014", "Expected an application/json body")
     try:
@@ -95,8 +99,9 @@ def parse(raw: bytes, content_type: str) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise TelnyxError(400, "10015", "The request body is not valid UTF-8") from exc
     except DuplicateKey as exc:
-        raise TelnyxError(400, "10015", f"Field {str(exc)[:64]!r} appears more than once",
-                          pointer=f"/{str(exc)[:64]}") from exc
+        name = _UNWRITABLE.sub("?", str(exc)[:64])
+        raise TelnyxError(400, "10015", f"Field {name!r} appears more than once",
+                          pointer=f"/{name}") from exc
     except (ValueError, RecursionError) as exc:
         raise TelnyxError(400, "10015", "The request body is not valid JSON") from exc
     if not isinstance(body, dict):
@@ -109,8 +114,9 @@ def _check_value(value: Any, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise TelnyxError(400, "10015", "The request body is nested too deeply")
     if isinstance(value, str):
-        if "\x00" in value:
-            raise TelnyxError(400, "10015", "A value contains a NUL character")
+        if _UNWRITABLE.search(value):
+            raise TelnyxError(400, "10015", "A value contains a NUL character or a lone "
+                              "UTF-16 surrogate")
     elif isinstance(value, bool):
         return
     elif isinstance(value, int):
@@ -122,8 +128,9 @@ def _check_value(value: Any, depth: int) -> None:
             raise TelnyxError(400, "10015", "A number is out of range")
     elif isinstance(value, dict):
         for key, item in value.items():
-            if "\x00" in key:
-                raise TelnyxError(400, "10015", "A field name contains a NUL character")
+            if _UNWRITABLE.search(key):
+                raise TelnyxError(400, "10015", "A field name contains a NUL character or a "
+                                  "lone UTF-16 surrogate")
             _check_value(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
