@@ -3,15 +3,27 @@ is in the bytes, the fake Telnyx upstream's record as the proof of what went out
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient
 
-from tests.conftest import mobile
+from proxy.fronts.telnyx import settings as telnyx_settings
+from proxy.settings import ConfigError
+from tests.conftest import Clock, mobile
 from tests.fake_telnyx import FakeTelnyx
-from tests.telnyx_fixtures import api_key, fake_telnyx, telnyx_proxy, telnyx_world
+from tests.telnyx_fixtures import (
+    api_key,
+    fake_telnyx,
+    telnyx_decisions,
+    telnyx_proxy,
+    telnyx_proxy_app,
+    telnyx_world,
+)
 from tests.world import World
 
 __all__ = ["fake_telnyx", "telnyx_proxy", "telnyx_world"]  # fixtures used below
@@ -58,3 +70,71 @@ async def test_lone_surrogates_are_refused_before_deciding(
     assert answer["errors"][0]["code"] == "10015"
     assert await _decisions(telnyx_world, pool) == before
     assert fake_telnyx.received == []
+
+
+# --- the upstream account's applications and profiles, per client --------------------------
+
+async def _granted_proxy(aiohttp_client: Any, database_url: str, clock: Clock,
+                         fake: FakeTelnyx, tmp_path: Path, world: World) -> TestClient[Any, Any]:
+    """A second proxy on the same database, its grants naming the world's client."""
+    return await telnyx_proxy_app(
+        aiohttp_client, database_url, clock, fake, tmp_path,
+        TELNYX_CONNECTIONS=f"{world.sid}:1494404757140276705, ACother:666",
+        TELNYX_MESSAGING_PROFILES=f"{world.sid}:4001767e-ce0f-4cae-9d5f-0d5e636e7809")
+
+
+async def _send(proxy: TestClient[Any, Any], world: World, path: str,
+                body: dict[str, Any]) -> tuple[int, Any]:
+    resp = await proxy.post(path, data=json.dumps(body), headers={
+        "Authorization": f"Bearer {api_key(world)}", "Content-Type": "application/json"})
+    return resp.status, await resp.json(content_type=None)
+
+
+async def test_another_clients_connection_is_refused(
+        telnyx_world: World, fake_telnyx: FakeTelnyx, aiohttp_client: Any, database_url: str,
+        clock: Clock, tmp_path: Path) -> None:
+    """Another client's Call Control application would get the call's events (the person's
+    number, the call_control_id): with TELNYX_CONNECTIONS a client dials only with its own."""
+    proxy = await _granted_proxy(aiohttp_client, database_url, clock, fake_telnyx, tmp_path,
+                                 telnyx_world)
+    number = mobile()
+    await telnyx_world.consent(number, "voice")
+    call = {"to": number, "from": telnyx_world.voice, "connection_id": "666"}
+    status, answer = await _send(proxy, telnyx_world, "/v2/calls", call)
+    assert status == 403, answer
+    assert answer["errors"][0]["code"] == "10010"
+    assert answer["errors"][0]["source"] == {"pointer": "/connection_id"}
+    assert fake_telnyx.received == []
+    assert await telnyx_decisions(telnyx_world, number) == []  # refused before deciding
+    status, answer = await _send(proxy, telnyx_world, "/v2/calls",
+                                 {**call, "connection_id": "1494404757140276705"})
+    assert status == 200, answer
+    assert [r.json["connection_id"] for r in fake_telnyx.creates("calls")] == [
+        "1494404757140276705"]
+
+
+async def test_another_clients_messaging_profile_is_refused(
+        telnyx_world: World, fake_telnyx: FakeTelnyx, aiohttp_client: Any, database_url: str,
+        clock: Clock, tmp_path: Path) -> None:
+    proxy = await _granted_proxy(aiohttp_client, database_url, clock, fake_telnyx, tmp_path,
+                                 telnyx_world)
+    number = mobile()
+    await telnyx_world.consent(number, "sms")
+    message = {"to": number, "from": telnyx_world.sms, "text": "hoi",
+               "messaging_profile_id": "00000000-0000-0000-0000-000000000000"}
+    status, answer = await _send(proxy, telnyx_world, "/v2/messages", message)
+    assert status == 403, answer
+    assert answer["errors"][0]["source"] == {"pointer": "/messaging_profile_id"}
+    assert fake_telnyx.received == []
+    mine = "4001767e-ce0f-4cae-9d5f-0d5e636e7809"
+    status, answer = await _send(proxy, telnyx_world, "/v2/messages",
+                                 {**message, "messaging_profile_id": mine})
+    assert status == 200, answer
+    assert fake_telnyx.creates("messages")[0].json["messaging_profile_id"] == mine
+
+
+@pytest.mark.parametrize("value", ["ACa", "ACa:", ":1", "ACa:1;ACb:2", "AC a:1", "ACa:1/2"])
+def test_grants_are_checked_at_start(value: str) -> None:
+    with pytest.raises(ConfigError, match="TELNYX_CONNECTIONS"):
+        telnyx_settings.load({"TELNYX_CONNECTIONS": value})
+    assert telnyx_settings.load({}).connections is None

@@ -22,7 +22,8 @@ from proxy import credentials, sms, store
 from proxy.body import read_body
 from proxy.fronts.telnyx import errors, fields
 from proxy.fronts.telnyx.errors import TelnyxError
-from proxy.fronts.telnyx.keys import NAME, UPSTREAM
+from proxy.fronts.telnyx.keys import CONFIG, NAME, UPSTREAM
+from proxy.fronts.telnyx.settings import Grants, granted
 from proxy.fronts.telnyx.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from proxy.gate import (
     Answer,
@@ -140,6 +141,16 @@ def upstream_token(claim: store.IdempotencyClaim) -> str:
     return client_scoped(claim.client_id, claim.token)
 
 
+def _own(grants: Grants, client: store.Client, body: dict[str, Any], name: str) -> None:
+    """A Call Control application or messaging profile of the upstream account receives the
+    events (numbers, texts) of what is sent with it: on an account shared by several clients,
+    each uses only its own (TELNYX_CONNECTIONS, TELNYX_MESSAGING_PROFILES)."""
+    value = body.get(name)
+    if isinstance(value, str) and value and not granted(grants, client.id, value):
+        raise TelnyxError(403, "10010", f"The '{name}' is not one this client may use",
+                          pointer=f"/{name}")
+
+
 def _request_hash(request: web.Request, raw: bytes) -> str:
     return hashlib.sha256(request.method.encode() + request.path.encode() + b"\n" + raw
                           ).hexdigest()
@@ -181,10 +192,13 @@ async def create(request: web.Request, channel: ContactChannel) -> web.Response:
     raw = await read_body(request)
     body = fields.parse(raw, request.headers.get("Content-Type", ""))
     automated = False
+    config = request.app[CONFIG]
     if channel == "sms":
         fields.validate_message(body)
+        _own(config.messaging_profiles, client, body, "messaging_profile_id")
     else:
         automated = fields.validate_call(body)
+        _own(config.connections, client, body, "connection_id")
         if isinstance(body.get("command_id"), str):
             # Telnyx answers a repeated command_id with the first call's ids: clients sharing
             # the upstream account must never meet there (another's call id would become this

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from proxy.settings import ConfigError
+from proxy.store.clients import CLIENT_ID
 
 DEFAULT_API_BASE = "https://api.telnyx.com/v2"
+# A Telnyx resource id: a Call Control application's number, a messaging profile's UUID.
+_RESOURCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# (client id, resource id) pairs a client may use; None: any.
+Grants = frozenset[tuple[str, str]] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +30,18 @@ class TelnyxSettings:
     api_key: str | None
     api_base: str
     public_key: bytes | None = None  # 32 raw bytes
+    connections: Grants = None
+    messaging_profiles: Grants = None
 
     @property
     def sandbox(self) -> bool:
         """No upstream API key: allowed requests are answered by the built-in sandbox."""
         return not self.api_key
+
+
+def granted(grants: Grants, client_id: str, resource: str) -> bool:
+    """Whether the client may use the upstream account's `resource` (None: all may)."""
+    return grants is None or (client_id, resource) in grants
 
 
 def load(env: Mapping[str, str]) -> TelnyxSettings:
@@ -37,7 +50,23 @@ def load(env: Mapping[str, str]) -> TelnyxSettings:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
         raise ConfigError(f"TELNYX_API_BASE: expected an http(s) URL, got {base[:100]!r}")
     return TelnyxSettings(api_key=env.get("TELNYX_API_KEY") or None, api_base=base,
-                          public_key=_public_key(env.get("TELNYX_PUBLIC_KEY") or None))
+                          public_key=_public_key(env.get("TELNYX_PUBLIC_KEY") or None),
+                          connections=_grants(env, "TELNYX_CONNECTIONS"),
+                          messaging_profiles=_grants(env, "TELNYX_MESSAGING_PROFILES"))
+
+
+def _grants(env: Mapping[str, str], name: str) -> Grants:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    out = set()
+    for entry in value.split(","):
+        client_id, sep, resource = entry.strip().partition(":")
+        if not (sep and CLIENT_ID.fullmatch(client_id) and _RESOURCE_ID.fullmatch(resource)):
+            raise ConfigError(f"{name}: expected comma-separated client_id:id entries, got "
+                              f"{entry.strip()[:100]!r}")
+        out.add((client_id, resource))
+    return frozenset(out)
 
 
 def _public_key(value: str | None) -> bytes | None:
