@@ -24,7 +24,7 @@ from tests.telnyx_fixtures import (
     telnyx_proxy_app,
     telnyx_world,
 )
-from tests.world import World
+from tests.world import World, make_world
 
 __all__ = ["fake_telnyx", "telnyx_proxy", "telnyx_world"]  # fixtures used below
 
@@ -138,3 +138,42 @@ def test_grants_are_checked_at_start(value: str) -> None:
     with pytest.raises(ConfigError, match="TELNYX_CONNECTIONS"):
         telnyx_settings.load({"TELNYX_CONNECTIONS": value})
     assert telnyx_settings.load({}).connections is None
+
+
+# --- conferences ------------------------------------------------------------------------------
+
+async def test_a_conference_name_never_meets_another_clients(
+        telnyx_world: World, telnyx_proxy: TestClient[Any, Any], auth: dict[str, str],
+        fake_telnyx: FakeTelnyx) -> None:
+    """Conference names are the upstream account's: two clients' `sales` must be two
+    conferences, or one client's person called would be joined to the other's agents."""
+    other = await make_world(telnyx_proxy, auth)
+    for world in (telnyx_world, other, telnyx_world):
+        number = mobile()
+        await world.consent(number, "voice")
+        status, answer = await _send(telnyx_proxy, world, "/v2/calls", {
+            "to": number, "from": world.voice, "connection_id": "c",
+            "conference_config": {"conference_name": "sales", "early_media": False}})
+        assert status == 200, answer
+    names = [r.json["conference_config"]["conference_name"]
+             for r in fake_telnyx.creates("calls")]
+    assert names[0] == names[2] != names[1]  # one client's calls still meet each other
+    assert "sales" not in names
+    assert all(r.json["conference_config"]["early_media"] is False
+               for r in fake_telnyx.creates("calls"))
+
+
+@pytest.mark.parametrize("conference", [{"id": "3fa85f64-5717-4562-b3fc-2c963f66afa6"},
+                                        {"conference_name": ["sales"]}, ["sales"]])
+async def test_a_conference_by_id_is_refused(telnyx_world: World, fake_telnyx: FakeTelnyx,
+                                             pool: asyncpg.Pool, conference: Any) -> None:
+    number = mobile()
+    await telnyx_world.consent(number, "voice")
+    before = await _decisions(telnyx_world, pool)
+    status, answer = await _post(telnyx_world, "/v2/calls", json.dumps({
+        "to": number, "from": telnyx_world.voice, "connection_id": "c",
+        "conference_config": conference}).encode())
+    assert status == 422, answer
+    assert answer["errors"][0]["source"]["pointer"].startswith("/conference_config")
+    assert await _decisions(telnyx_world, pool) == before
+    assert fake_telnyx.received == []

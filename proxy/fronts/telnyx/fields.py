@@ -222,7 +222,17 @@ def validate_call(body: Mapping[str, Any]) -> bool:
             raise TelnyxError(422, "10015", f"Parameter {name!r} is not accepted by "
                               f"consent-proxy: {why}", pointer=f"/{name}")
     _choice(body, "privacy", ("none",))  # N16: the caller ID is never hidden
-    _typed(body, {"custom_headers": list, "sip_headers": list})
+    _typed(body, {"custom_headers": list, "sip_headers": list, "conference_config": dict})
+    conference = body.get("conference_config") or {}
+    if "id" in conference:
+        # A conference id names any conference of the upstream account, other clients'
+        # too: the person called would be joined to calls the gate knows nothing of.
+        raise TelnyxError(422, "10015", "conference_config.id is not accepted by "
+                          "consent-proxy: join a conference by conference_name",
+                          pointer="/conference_config/id")
+    if "conference_name" in conference and not isinstance(conference["conference_name"], str):
+        raise TelnyxError(422, "10015", "conference_config.conference_name must be a string",
+                          pointer="/conference_config/conference_name")
     for item in body.get("custom_headers") or []:
         # Only the application's own X- headers: never one that names another caller
         # (P-Asserted-Identity, Diversion, …; N16).

@@ -204,6 +204,13 @@ async def create(request: web.Request, channel: ContactChannel) -> web.Response:
             # the upstream account must never meet there (another's call id would become this
             # client's to read and hang up).
             body = {**body, "command_id": client_scoped(client.id, body["command_id"])}
+        conference = body.get("conference_config")
+        if isinstance(conference, dict) and isinstance(conference.get("conference_name"), str):
+            # Conference names are the upstream account's: scoped like command_id, so that a
+            # person called is never joined to another client's conference.
+            body = {**body, "conference_config": {
+                **conference,
+                "conference_name": client_scoped(client.id, conference["conference_name"])}}
     gate, caller = request.app[GATE], Caller.of(client, request.get(REQUEST_ID), NAME)
     claim = await _claim(request, gate, caller, raw)
     if claim is not None and claim.answer is not None:
