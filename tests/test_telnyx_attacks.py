@@ -177,3 +177,26 @@ async def test_a_conference_by_id_is_refused(telnyx_world: World, fake_telnyx: F
     assert answer["errors"][0]["source"]["pointer"].startswith("/conference_config")
     assert await _decisions(telnyx_world, pool) == before
     assert fake_telnyx.received == []
+
+
+# --- what comes back ------------------------------------------------------------------------
+
+async def test_the_upstream_account_id_never_reaches_the_client(
+        telnyx_world: World, fake_telnyx: FakeTelnyx) -> None:
+    """Telnyx names its account (`organization_id`) in every message: a client sees its own
+    id there, in the create's answer, its idempotent replay and a read alike."""
+    number = mobile()
+    await telnyx_world.consent(number, "sms")
+    raw = json.dumps({"to": number, "from": telnyx_world.sms, "text": "hoi"}).encode()
+    answers = [await _post(telnyx_world, "/v2/messages", raw, {"Idempotency-Key": "k1"})
+               for _ in range(2)]
+    assert len(fake_telnyx.creates()) == 1
+    message_id = answers[0][1]["data"]["id"]
+    async with aiohttp.ClientSession() as session:
+        resp = await session.get(f"{telnyx_world.base}/v2/messages/{message_id}", headers={
+            "Authorization": f"Bearer {api_key(telnyx_world)}"})
+        answers.append((resp.status, await resp.json()))
+    for status, answer in answers:
+        assert status == 200, answer
+        assert answer["data"]["organization_id"] == telnyx_world.sid
+        assert fake_telnyx.organization_id not in json.dumps(answer)

@@ -242,11 +242,12 @@ async def create(request: web.Request, channel: ContactChannel) -> web.Response:
         await _finish(gate, decision_id, response, Outcome(error=gated.refusal.message), claim,
                       GiveBack("not_sent", why))
         return response
-    return await _forward(request, gate, decision_id, _PATHS[channel], gated.body, claim)
+    return await _forward(request, gate, decision_id, _PATHS[channel], gated.body, claim,
+                          client.id)
 
 
 async def _forward(request: web.Request, gate: Gate, decision_id: int, path: str,
-                   body: dict[str, Any], claim: Claim | None) -> web.Response:
+                   body: dict[str, Any], claim: Claim | None, client_id: str) -> web.Response:
     app = request.app
     headers = {"Content-Type": "application/json", DECISION_HEADER: str(decision_id)}
     if claim is not None:
@@ -278,7 +279,7 @@ async def _forward(request: web.Request, gate: Gate, decision_id: int, path: str
         return response
     app[METRICS].upstream_latency.labels(NAME).observe(time.perf_counter() - started)
     app[METRICS].upstream_responses.labels(NAME, str(upstream.status)).inc()
-    response = relayed(upstream)
+    response = relayed(upstream, client_id)
     sid = resource_id(upstream)
     add_to_request(upstream_status=upstream.status, sid=sid)
     error = None if upstream.status < 400 else f"upstream {upstream.status}"
@@ -289,8 +290,23 @@ async def _forward(request: web.Request, gate: Gate, decision_id: int, path: str
     return response
 
 
-def relayed(upstream: UpstreamResponse) -> web.Response:
-    response = web.Response(status=upstream.status, body=upstream.body)
+# Fields of Telnyx's answers that name the upstream account, which a client does not share:
+# swapped for the client's own id, as the Twilio front swaps the AccountSid.
+ACCOUNT_FIELDS = ("organization_id",)
+
+
+def _own_account(body: bytes, client_id: str) -> bytes:
+    parsed = UpstreamResponse(200, body, "application/json").json()
+    data = parsed.get("data") if isinstance(parsed, dict) else None
+    if not isinstance(data, dict) or not any(name in data for name in ACCOUNT_FIELDS):
+        return body
+    data.update({name: client_id for name in ACCOUNT_FIELDS if name in data})
+    return orjson.dumps(parsed)
+
+
+def relayed(upstream: UpstreamResponse, client_id: str) -> web.Response:
+    """Telnyx's answer as the client gets it: the upstream account's id swapped for its own."""
+    response = web.Response(status=upstream.status, body=_own_account(upstream.body, client_id))
     response.headers["Content-Type"] = upstream.content_type
     return response
 
