@@ -3,6 +3,7 @@ is in the bytes, the fake Telnyx upstream's record as the proof of what went out
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from proxy.fronts.telnyx import settings as telnyx_settings
+from proxy.fronts.telnyx import signatures
 from proxy.settings import ConfigError
-from tests.conftest import Clock, mobile
+from tests.conftest import PROXY_SECRET, Clock, mobile
 from tests.fake_telnyx import FakeTelnyx
 from tests.telnyx_fixtures import (
     api_key,
@@ -24,9 +26,10 @@ from tests.telnyx_fixtures import (
     telnyx_proxy_app,
     telnyx_world,
 )
+from tests.test_telnyx_webhooks import _relaying_sender, deliver, event, relay_target
 from tests.world import World, make_world
 
-__all__ = ["fake_telnyx", "telnyx_proxy", "telnyx_world"]  # fixtures used below
+__all__ = ["fake_telnyx", "relay_target", "telnyx_proxy", "telnyx_world"]  # fixtures used below
 
 
 async def _post(world: World, path: str, raw: bytes,
@@ -200,3 +203,22 @@ async def test_the_upstream_account_id_never_reaches_the_client(
         assert status == 200, answer
         assert answer["data"]["organization_id"] == telnyx_world.sid
         assert fake_telnyx.organization_id not in json.dumps(answer)
+
+
+async def test_a_relayed_message_names_the_clients_account(
+        telnyx_world: World, telnyx_proxy: TestClient[Any, Any], fake_telnyx: FakeTelnyx,
+        clock: Clock, auth: dict[str, str], relay_target: Any) -> None:
+    """Telnyx's inbound events carry its account's `organization_id`: the copy relayed to the
+    sender's webhook names the client's, and is signed as it is delivered."""
+    server, received = relay_target
+    await _relaying_sender(telnyx_proxy, telnyx_world, auth, str(server.make_url("/crm/sms")))
+    sent = json.loads(event(telnyx_world, mobile(), "Kunt u mij terugbellen?"))
+    sent["data"]["payload"]["organization_id"] = fake_telnyx.organization_id
+    status, _ = await deliver(telnyx_proxy, fake_telnyx, clock, json.dumps(sent).encode())
+    assert status == 200
+    ((got, headers),) = received
+    assert fake_telnyx.organization_id.encode() not in got
+    sent["data"]["payload"]["organization_id"] = telnyx_world.sid
+    assert json.loads(got) == sent
+    key = signatures.relay_public_key(PROXY_SECRET, telnyx_world.sid, 1)
+    signatures.verify(base64.b64decode(key), got, headers, clock())

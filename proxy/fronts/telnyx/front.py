@@ -295,18 +295,29 @@ async def _forward(request: web.Request, gate: Gate, decision_id: int, path: str
 ACCOUNT_FIELDS = ("organization_id",)
 
 
-def _own_account(body: bytes, client_id: str) -> bytes:
+def _swap_account(value: Any, client_id: str, depth: int = 0) -> bool:
+    # Telnyx puts it in `data` (an answer) or `data.payload` (a webhook event): a few levels.
+    if depth > 3:
+        return False
+    items = value.values() if isinstance(value, dict) else value if isinstance(
+        value, list) else ()
+    swapped = any([_swap_account(item, client_id, depth + 1) for item in items])
+    if isinstance(value, dict):
+        for name in ACCOUNT_FIELDS:
+            if name in value:
+                value[name], swapped = client_id, True
+    return swapped
+
+
+def own_account(body: bytes, client_id: str) -> bytes:
+    """A Telnyx JSON body with the upstream account's id swapped for the client's."""
     parsed = UpstreamResponse(200, body, "application/json").json()
-    data = parsed.get("data") if isinstance(parsed, dict) else None
-    if not isinstance(data, dict) or not any(name in data for name in ACCOUNT_FIELDS):
-        return body
-    data.update({name: client_id for name in ACCOUNT_FIELDS if name in data})
-    return orjson.dumps(parsed)
+    return orjson.dumps(parsed) if _swap_account(parsed, client_id) else body
 
 
 def relayed(upstream: UpstreamResponse, client_id: str) -> web.Response:
     """Telnyx's answer as the client gets it: the upstream account's id swapped for its own."""
-    response = web.Response(status=upstream.status, body=_own_account(upstream.body, client_id))
+    response = web.Response(status=upstream.status, body=own_account(upstream.body, client_id))
     response.headers["Content-Type"] = upstream.content_type
     return response
 
