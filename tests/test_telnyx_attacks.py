@@ -222,3 +222,21 @@ async def test_a_relayed_message_names_the_clients_account(
     assert json.loads(got) == sent
     key = signatures.relay_public_key(PROXY_SECRET, telnyx_world.sid, 1)
     signatures.verify(base64.b64decode(key), got, headers, clock())
+
+
+@pytest.mark.parametrize("command_id", [12345, 1.5, True, ["dial-1"], {"id": "dial-1"}])
+async def test_a_command_id_that_is_no_string_is_refused(
+        telnyx_world: World, fake_telnyx: FakeTelnyx, pool: asyncpg.Pool,
+        command_id: Any) -> None:
+    """Only a string command_id is scoped to its client; any other would reach Telnyx as it
+    came, where another client's same value answers with that client's call."""
+    number = mobile()
+    await telnyx_world.consent(number, "voice")
+    before = await _decisions(telnyx_world, pool)
+    status, answer = await _post(telnyx_world, "/v2/calls", json.dumps({
+        "to": number, "from": telnyx_world.voice, "connection_id": "c",
+        "command_id": command_id}).encode())
+    assert status == 422, answer
+    assert answer["errors"][0]["source"] == {"pointer": "/command_id"}
+    assert await _decisions(telnyx_world, pool) == before
+    assert fake_telnyx.received == []

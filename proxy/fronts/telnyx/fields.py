@@ -217,6 +217,9 @@ def validate_call(body: Mapping[str, Any]) -> bool:
     _string(body, "connection_id", required=True)
     _e164(body, "to")
     _string(body, "from", required=True)
+    # A string, so that the front can scope it to the client (front.py): a number would go
+    # upstream as it came and meet another client's.
+    _string(body, "command_id")
     for name, why in REFUSED_CALL_FIELDS.items():
         if name in body:
             raise TelnyxError(422, "10015", f"Parameter {name!r} is not accepted by "
