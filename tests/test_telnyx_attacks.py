@@ -26,6 +26,7 @@ from tests.telnyx_fixtures import (
     telnyx_proxy_app,
     telnyx_world,
 )
+from tests.test_telnyx_bypass import _raw
 from tests.test_telnyx_webhooks import _relaying_sender, deliver, event, relay_target
 from tests.world import World, make_world
 
@@ -238,5 +239,41 @@ async def test_a_command_id_that_is_no_string_is_refused(
         "command_id": command_id}).encode())
     assert status == 422, answer
     assert answer["errors"][0]["source"] == {"pointer": "/command_id"}
+    assert await _decisions(telnyx_world, pool) == before
+    assert fake_telnyx.received == []
+
+
+# --- held: methods, paths and bytes that reach nothing ---------------------------------------
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("HEAD", "/v2/messages"), ("OPTIONS", "/v2/messages"), ("GET", "/v2/calls"),
+    ("POST", "/v2/Messages"), ("POST", "/v2/messages/"), ("POST", "/V2/messages"),
+    ("POST", "/v2/calls%2F"), ("PUT", "/v2/messages"), ("POST", "/v2/texml/calls/1"),
+    ("POST", "/webhooks/telnyx/messaging/"), ("POST", "/webhooks/telnyx/Messaging"),
+    ("GET", "/webhooks/telnyx/messaging"),
+])
+async def test_other_methods_and_spellings_send_nothing(
+        telnyx_world: World, fake_telnyx: FakeTelnyx, method: str, path: str) -> None:
+    body = (b'{"to": "%s", "from": "%s", "text": "x", "connection_id": "c"}'
+            % (mobile().encode(), telnyx_world.sms.encode()))
+    status, answer = await _raw(telnyx_world, method, path, body)
+    assert 400 <= status < 500, answer
+    assert fake_telnyx.received == []
+
+
+@pytest.mark.parametrize("raw", [
+    b'\xef\xbb\xbf{"to": "+31612345678", "from": "+31201234567", "text": "x"}',  # a BOM
+    b'{"to": "+31612345678", "from": "+31201234567", "text": "x", "parts": 1e400}',
+    b'{"to": "+31612345678", "from": "+31201234567", "text": "x", "n": ' + b"9" * 5000 + b"}",
+    b'{"to": "+31612345678", "from": "+31201234567", "text": "x", "a": ' + b"[" * 50000
+    + b"]" * 50000 + b"}",
+    b'{"to": "+\xef\xbc\x933\xef\xbc\x91612345678", "from": "+31201234567", "text": "x"}',
+    b'{"to": ["+31612345678", "+31612345679"], "from": "+31201234567", "text": "x"}',
+])
+async def test_hostile_bytes_are_4xx_undecided(telnyx_world: World, fake_telnyx: FakeTelnyx,
+                                               pool: asyncpg.Pool, raw: bytes) -> None:
+    before = await _decisions(telnyx_world, pool)
+    status, answer = await _post(telnyx_world, "/v2/messages", raw)
+    assert status in (400, 413, 422), answer
     assert await _decisions(telnyx_world, pool) == before
     assert fake_telnyx.received == []
