@@ -84,7 +84,8 @@ async def _granted_proxy(aiohttp_client: Any, database_url: str, clock: Clock,
     return await telnyx_proxy_app(
         aiohttp_client, database_url, clock, fake, tmp_path,
         TELNYX_CONNECTIONS=f"{world.sid}:1494404757140276705, ACother:666",
-        TELNYX_MESSAGING_PROFILES=f"{world.sid}:4001767e-ce0f-4cae-9d5f-0d5e636e7809")
+        TELNYX_MESSAGING_PROFILES=f"{world.sid}:4001767e-ce0f-4cae-9d5f-0d5e636e7809",
+        TELNYX_BILLING_GROUPS=f"{world.sid}:f5586561-8ff0-4291-a0ac-84fe544797bd")
 
 
 async def _send(proxy: TestClient[Any, Any], world: World, path: str,
@@ -115,6 +116,12 @@ async def test_another_clients_connection_is_refused(
     assert status == 200, answer
     assert [r.json["connection_id"] for r in fake_telnyx.creates("calls")] == [
         "1494404757140276705"]
+    status, answer = await _send(proxy, telnyx_world, "/v2/calls", {
+        **call, "connection_id": "1494404757140276705",
+        "billing_group_id": "00000000-0000-0000-0000-000000000000"})
+    assert status == 403, answer
+    assert answer["errors"][0]["source"] == {"pointer": "/billing_group_id"}
+    assert len(fake_telnyx.creates("calls")) == 1
 
 
 async def test_another_clients_messaging_profile_is_refused(
@@ -138,10 +145,12 @@ async def test_another_clients_messaging_profile_is_refused(
 
 
 @pytest.mark.parametrize("value", ["ACa", "ACa:", ":1", "ACa:1;ACb:2", "AC a:1", "ACa:1/2"])
-def test_grants_are_checked_at_start(value: str) -> None:
-    with pytest.raises(ConfigError, match="TELNYX_CONNECTIONS"):
-        telnyx_settings.load({"TELNYX_CONNECTIONS": value})
-    assert telnyx_settings.load({}).connections is None
+@pytest.mark.parametrize("name", ["TELNYX_CONNECTIONS", "TELNYX_MESSAGING_PROFILES",
+                                  "TELNYX_BILLING_GROUPS"])
+def test_grants_are_checked_at_start(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        telnyx_settings.load({name: value})
+    assert telnyx_settings.load({}).billing_groups is None
 
 
 # --- conferences ------------------------------------------------------------------------------

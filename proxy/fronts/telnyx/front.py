@@ -143,8 +143,9 @@ def upstream_token(claim: store.IdempotencyClaim) -> str:
 
 def _own(grants: Grants, client: store.Client, body: dict[str, Any], name: str) -> None:
     """A Call Control application or messaging profile of the upstream account receives the
-    events (numbers, texts) of what is sent with it: on an account shared by several clients,
-    each uses only its own (TELNYX_CONNECTIONS, TELNYX_MESSAGING_PROFILES)."""
+    events (numbers, texts) of what is sent with it, a billing group pays for it: on an
+    account shared by several clients, each uses only its own (TELNYX_CONNECTIONS,
+    TELNYX_MESSAGING_PROFILES, TELNYX_BILLING_GROUPS)."""
     value = body.get(name)
     if isinstance(value, str) and value and not granted(grants, client.id, value):
         raise TelnyxError(403, "10010", f"The '{name}' is not one this client may use",
@@ -199,6 +200,7 @@ async def create(request: web.Request, channel: ContactChannel) -> web.Response:
     else:
         automated = fields.validate_call(body)
         _own(config.connections, client, body, "connection_id")
+        _own(config.billing_groups, client, body, "billing_group_id")
         if isinstance(body.get("command_id"), str):
             # Telnyx answers a repeated command_id with the first call's ids: clients sharing
             # the upstream account must never meet there (another's call id would become this

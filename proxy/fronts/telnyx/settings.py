@@ -4,6 +4,13 @@
 - `TELNYX_API_BASE`: where the Telnyx API v2 lies (default https://api.telnyx.com/v2).
 - `TELNYX_PUBLIC_KEY`: the account's Ed25519 public key (base64, from the Telnyx portal), with
   which inbound webhooks are verified; unset: every inbound webhook is refused (403).
+- `TELNYX_CONNECTIONS`, `TELNYX_MESSAGING_PROFILES`, `TELNYX_BILLING_GROUPS`: which Call
+  Control applications (`connection_id`), messaging profiles (`messaging_profile_id`) and
+  billing groups (a call's `billing_group_id`) of the upstream account each client may use, as
+  `client_id:id` entries separated by commas. A call's events go to its application's webhook
+  and a message's to its profile's, and a call is billed to its group: on an account shared by
+  several clients, another client's would receive them or pay. Unset: any (an account with one
+  client).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class TelnyxSettings:
     public_key: bytes | None = None  # 32 raw bytes
     connections: Grants = None
     messaging_profiles: Grants = None
+    billing_groups: Grants = None
 
     @property
     def sandbox(self) -> bool:
@@ -52,7 +60,8 @@ def load(env: Mapping[str, str]) -> TelnyxSettings:
     return TelnyxSettings(api_key=env.get("TELNYX_API_KEY") or None, api_base=base,
                           public_key=_public_key(env.get("TELNYX_PUBLIC_KEY") or None),
                           connections=_grants(env, "TELNYX_CONNECTIONS"),
-                          messaging_profiles=_grants(env, "TELNYX_MESSAGING_PROFILES"))
+                          messaging_profiles=_grants(env, "TELNYX_MESSAGING_PROFILES"),
+                          billing_groups=_grants(env, "TELNYX_BILLING_GROUPS"))
 
 
 def _grants(env: Mapping[str, str], name: str) -> Grants:
