@@ -286,3 +286,52 @@ async def test_hostile_bytes_are_4xx_undecided(telnyx_world: World, fake_telnyx:
     assert status in (400, 413, 422), answer
     assert await _decisions(telnyx_world, pool) == before
     assert fake_telnyx.received == []
+
+
+# --- an AI assistant that transfers -----------------------------------------------------------
+
+TRANSFER = {"type": "transfer", "transfer": {"from": "+31201234567", "targets": [
+    {"to": "+31612345679", "name": "sales"}]}}
+
+
+@pytest.mark.parametrize(("assistant", "pointer"), [
+    ({"id": "assistant-1"}, "/assistant/tools"),  # its stored tools, unseen, may transfer
+    ({"id": "assistant-1", "tools": [TRANSFER]}, "/assistant/tools"),
+    ({"id": "assistant-1", "tools": [{"type": "hangup", "hangup": {}}, TRANSFER]},
+     "/assistant/tools"),
+    ({"id": "assistant-1", "tools": [{"type": "send_message"}]}, "/assistant/tools"),
+    ({"id": "assistant-1", "tools": ["transfer"]}, "/assistant/tools"),
+    ({"id": "assistant-1", "tools": [], "mcp_servers": [{"url": "https://mcp.example"}]},
+     "/assistant/mcp_servers"),
+    ("assistant-1", "/assistant"),
+])
+async def test_an_assistant_that_could_transfer_is_refused(
+        telnyx_world: World, fake_telnyx: FakeTelnyx, pool: asyncpg.Pool, assistant: Any,
+        pointer: str) -> None:
+    """Telnyx's AI assistant transfers the call with a `transfer` tool to numbers it picks
+    (or a webhook returns): the person would be connected to someone never decided on."""
+    number = mobile()
+    await telnyx_world.consent(number, "voice")
+    before = await _decisions(telnyx_world, pool)
+    status, answer = await _post(telnyx_world, "/v2/calls", json.dumps({
+        "to": number, "from": telnyx_world.voice, "connection_id": "c",
+        "assistant": assistant}).encode())
+    assert status == 422, answer
+    assert answer["errors"][0]["source"] == {"pointer": pointer}
+    assert await _decisions(telnyx_world, pool) == before
+    assert fake_telnyx.received == []
+
+
+async def test_an_assistant_with_its_tools_listed_is_decided(
+        telnyx_world: World, fake_telnyx: FakeTelnyx, pool: asyncpg.Pool) -> None:
+    number = mobile()
+    await telnyx_world.consent(number, "voice")
+    before = await _decisions(telnyx_world, pool)
+    status, answer = await _post(telnyx_world, "/v2/calls", json.dumps({
+        "to": number, "from": telnyx_world.voice, "connection_id": "c",
+        "assistant": {"id": "assistant-1", "tools": [{"type": "hangup", "hangup": {}}]},
+    }).encode())
+    assert status in (200, 403), answer  # decided: as automated voice (N2)
+    assert await _decisions(telnyx_world, pool) == before + 1
+    (row,) = await telnyx_decisions(telnyx_world, number)
+    assert row["details"]["automated"] is True

@@ -65,6 +65,10 @@ REFUSED_CALL_FIELDS: Mapping[str, str] = {
     "supervise_call_control_id": "it makes the person called a listener on another call",
     "supervisor_role": "it makes the person called a listener on another call",
 }
+# An AI assistant's tools that reach nobody (the SDK's CallAssistantRequestParam.Tool): a
+# `transfer` tool connects the person to numbers the assistant picks, undecided.
+ASSISTANT_TOOLS = frozenset({"webhook", "hangup", "retrieval", "book_appointment",
+                             "check_availability"})
 # N2: a call that plays a recording or an AI voice on answer is automated voice.
 AUTOMATED_CALL_FIELDS = ("assistant", "conversation_relay_config", "dialogflow_config",
                          "audio_url", "media_name")
@@ -225,7 +229,10 @@ def validate_call(body: Mapping[str, Any]) -> bool:
             raise TelnyxError(422, "10015", f"Parameter {name!r} is not accepted by "
                               f"consent-proxy: {why}", pointer=f"/{name}")
     _choice(body, "privacy", ("none",))  # N16: the caller ID is never hidden
-    _typed(body, {"custom_headers": list, "sip_headers": list, "conference_config": dict})
+    _typed(body, {"custom_headers": list, "sip_headers": list, "conference_config": dict,
+                  "assistant": dict})
+    if body.get("assistant") is not None:
+        _assistant(body["assistant"])
     conference = body.get("conference_config") or {}
     if "id" in conference:
         # A conference id names any conference of the upstream account, other clients'
@@ -249,3 +256,24 @@ def validate_call(body: Mapping[str, Any]) -> bool:
                               pointer="/sip_headers")
     return any(body.get(name) for name in AUTOMATED_CALL_FIELDS) or body.get(
         "enable_dialogflow") is True
+
+
+def _assistant(assistant: Mapping[str, Any]) -> None:
+    """An AI assistant only with its tools given in the request (they replace the stored ones,
+    which the proxy cannot see), none of which can transfer the call; no MCP servers."""
+    tools = assistant.get("tools")
+    if not isinstance(tools, list):
+        raise TelnyxError(422, "10015", "assistant.tools is required by consent-proxy: the "
+                          "assistant's stored tools may transfer the call to someone not "
+                          "decided on; list the tools it may use", pointer="/assistant/tools")
+    for tool in tools:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind not in ASSISTANT_TOOLS:
+            raise TelnyxError(422, "10015", f"assistant tool {str(kind)[:32]!r} is not accepted "
+                              "by consent-proxy: it may reach someone not decided on (tools "
+                              f"accepted: {', '.join(sorted(ASSISTANT_TOOLS))})",
+                              pointer="/assistant/tools")
+    if assistant.get("mcp_servers"):
+        raise TelnyxError(422, "10015", "assistant.mcp_servers is not accepted by "
+                          "consent-proxy: their tools may reach someone not decided on",
+                          pointer="/assistant/mcp_servers")
