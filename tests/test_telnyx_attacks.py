@@ -335,3 +335,29 @@ async def test_an_assistant_with_its_tools_listed_is_decided(
     assert await _decisions(telnyx_world, pool) == before + 1
     (row,) = await telnyx_decisions(telnyx_world, number)
     assert row["details"]["automated"] is True
+
+
+# --- the footer's segment accounting -----------------------------------------------------------
+
+@pytest.mark.parametrize(("encoding", "before", "kind"), [
+    (None, 1, "GSM-7"), ("auto", 1, "GSM-7"), ("gsm7", 1, "GSM-7"), ("ucs2", 2, "UCS-2")])
+async def test_a_forced_encoding_is_counted_as_it_goes_out(
+        telnyx_world: World, fake_telnyx: FakeTelnyx, encoding: str | None,
+        before: int, kind: str) -> None:
+    """`encoding: ucs2` sends a plain text at 70/67 characters a part: the decision row
+    counts the parts that go out, not the ones GSM-7 would take."""
+    number = mobile()
+    await telnyx_world.consent(number, "sms")
+    body: dict[str, Any] = {"to": number, "from": telnyx_world.sms, "text": "a" * 100}
+    if encoding is not None:
+        body["encoding"] = encoding
+    status, answer = await _post(telnyx_world, "/v2/messages", json.dumps(body).encode())
+    assert status == 200, answer
+    assert fake_telnyx.creates()[0].json.get("encoding") == encoding
+    (row,) = await telnyx_decisions(telnyx_world, number)
+    details = row["details"]
+    assert details["segments_before"] == before  # 100 characters: 1 part of 160, 2 of 67
+    assert (details["encoding_before"], details["encoding"]) == (kind, kind)
+    sent = fake_telnyx.creates()[0].json["text"]
+    assert details["segments_after"] == (-(-len(sent) // 67) if kind == "UCS-2" else
+                                         -(-len(sent) // 153) if len(sent) > 160 else 1)

@@ -87,15 +87,19 @@ class _Gated(msgspec.Struct, frozen=True, gc=False):
 def _footer(body: dict[str, Any], evaluation: Evaluation, sender: str) -> _Gated:
     org, decision = evaluation.facts.organisation, evaluation.decision
     text = body.get("text") or ""
+    # `encoding: ucs2` makes Telnyx send even a GSM-7 text in UCS-2: counted as it goes out.
+    ucs2 = body.get("encoding") == "ucs2"
     if org is None or not decision.allowed or "OPT_OUT_APPENDED" not in decision.obligations:
-        seg = sms.segments(text)
+        seg = sms.segments(text, ucs2=ucs2)
         return _Gated(evaluation, body, {"segments_before": seg.count,
                                          "segments_after": seg.count,
                                          "encoding": seg.encoding, "footer_appended": False})
     footer = sms.render_footer(org.sms_footer, sender=sender, organisation=org.name)
     result = sms.apply_footer(text, footer, needed=True)
-    details = {"segments_before": result.before.count, "segments_after": result.after.count,
-               "encoding_before": result.before.encoding, "encoding": result.after.encoding,
+    before, after = ((sms.segments(text, ucs2=True), sms.segments(result.body, ucs2=True))
+                     if ucs2 else (result.before, result.after))
+    details = {"segments_before": before.count, "segments_after": after.count,
+               "encoding_before": before.encoding, "encoding": after.encoding,
                "footer_appended": True}
     if result.too_long:
         # N17: never truncate. The message as it would have to go out does not fit.
