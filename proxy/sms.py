@@ -38,9 +38,10 @@ _NOT_GSM7 = re.compile("[^" + "".join(re.escape(ch) for ch in sorted(GSM7)) + "]
 _GSM7_ESCAPED = re.compile("[" + "".join(re.escape(ch) for ch in sorted(GSM7_EXTENSION)) + "]")
 
 
-def segments(body: str) -> Segments:
-    """How many parts a body is sent in (twilio.md: 160/153 GSM-7, 70/67 UCS-2)."""
-    if _NOT_GSM7.search(body) is None:
+def segments(body: str, *, ucs2: bool = False) -> Segments:
+    """How many parts a body is sent in (twilio.md: 160/153 GSM-7, 70/67 UCS-2); `ucs2`: the
+    sender forces UCS-2 (a provider's encoding option), whatever the characters."""
+    if not ucs2 and _NOT_GSM7.search(body) is None:
         return _gsm7(body, len(_GSM7_ESCAPED.findall(body)))
     return _ucs2(body)
 

@@ -92,6 +92,8 @@ class FakeTelnyx:
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)  # command_id → call_control_id
     signing_key: SigningKey = field(default_factory=SigningKey.generate)
+    # The account's id, which Telnyx writes into every message it answers with.
+    organization_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def __post_init__(self) -> None:
         self._runner: web.AppRunner | None = None
@@ -247,6 +249,7 @@ class FakeTelnyx:
                 "to": [{"phone_number": to, "status": "queued"}], "text": body.get("text"),
                 "media": [{"url": u} for u in body.get("media_urls") or []],
                 "messaging_profile_id": body.get("messaging_profile_id"), "errors": [],
+                "organization_id": self.organization_id,
                 "webhook_url": body.get("webhook_url"), "received_at": now}
         self.messages[message_id] = data
         return web.json_response({"data": data})

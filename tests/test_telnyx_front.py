@@ -425,7 +425,9 @@ async def test_sandbox_answers_without_a_telnyx_key(aiohttp_client: Any, databas
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
 
 
-@pytest.mark.parametrize("variable", ["TELNYX_API_KEY", "TELNYX_API_BASE", "TELNYX_PUBLIC_KEY"])
+@pytest.mark.parametrize("variable", [
+    "TELNYX_API_KEY", "TELNYX_API_BASE", "TELNYX_PUBLIC_KEY", "TELNYX_CONNECTIONS",
+    "TELNYX_MESSAGING_PROFILES", "TELNYX_BILLING_GROUPS"])
 def test_telnyx_variable_is_documented(variable: str) -> None:
     assert f"| `{variable}` |" in README
 

@@ -18,6 +18,9 @@ from proxy.gate.codes import SCHEDULED_SEND_NOT_GATED
 
 MAX_DEPTH = 8
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+# A JSON escape may spell half a UTF-16 pair (`"\\ud800"`): Python reads it as a lone
+# surrogate, which no UTF-8 writer (the upstream request, our error body, the store) accepts.
+_UNWRITABLE = re.compile("[\x00\ud800-\udfff]")
 
 MESSAGE_FIELDS = frozenset({
     "to", "from", "messaging_profile_id", "text", "subject", "media_urls", "webhook_url",
@@ -62,6 +65,10 @@ REFUSED_CALL_FIELDS: Mapping[str, str] = {
     "supervise_call_control_id": "it makes the person called a listener on another call",
     "supervisor_role": "it makes the person called a listener on another call",
 }
+# An AI assistant's tools that reach nobody (the SDK's CallAssistantRequestParam.Tool): a
+# `transfer` tool connects the person to numbers the assistant picks, undecided.
+ASSISTANT_TOOLS = frozenset({"webhook", "hangup", "retrieval", "book_appointment",
+                             "check_availability"})
 # N2: a call that plays a recording or an AI voice on answer is automated voice.
 AUTOMATED_CALL_FIELDS = ("assistant", "conversation_relay_config", "dialogflow_config",
                          "audio_url", "media_name")
@@ -86,7 +93,8 @@ def _no_constant(name: str) -> Any:
 
 
 def parse(raw: bytes, content_type: str) -> dict[str, Any]:
-    """The body as one JSON object: UTF-8, no duplicate keys, no NaN, no NUL, not too deep."""
+    """The body as one JSON object: UTF-8, no duplicate keys, no NaN, no NUL or lone
+    surrogate, not too deep."""
     if not content_type.startswith("application/json"):
         raise TelnyxError(415, "10014", "Expected an application/json body")
     try:
@@ -95,8 +103,9 @@ def parse(raw: bytes, content_type: str) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise TelnyxError(400, "10015", "The request body is not valid UTF-8") from exc
     except DuplicateKey as exc:
-        raise TelnyxError(400, "10015", f"Field {str(exc)[:64]!r} appears more than once",
-                          pointer=f"/{str(exc)[:64]}") from exc
+        name = _UNWRITABLE.sub("?", str(exc)[:64])
+        raise TelnyxError(400, "10015", f"Field {name!r} appears more than once",
+                          pointer=f"/{name}") from exc
     except (ValueError, RecursionError) as exc:
         raise TelnyxError(400, "10015", "The request body is not valid JSON") from exc
     if not isinstance(body, dict):
@@ -109,8 +118,9 @@ def _check_value(value: Any, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise TelnyxError(400, "10015", "The request body is nested too deeply")
     if isinstance(value, str):
-        if "\x00" in value:
-            raise TelnyxError(400, "10015", "A value contains a NUL character")
+        if _UNWRITABLE.search(value):
+            raise TelnyxError(400, "10015", "A value contains a NUL character or a lone "
+                              "UTF-16 surrogate")
     elif isinstance(value, bool):
         return
     elif isinstance(value, int):
@@ -122,8 +132,9 @@ def _check_value(value: Any, depth: int) -> None:
             raise TelnyxError(400, "10015", "A number is out of range")
     elif isinstance(value, dict):
         for key, item in value.items():
-            if "\x00" in key:
-                raise TelnyxError(400, "10015", "A field name contains a NUL character")
+            if _UNWRITABLE.search(key):
+                raise TelnyxError(400, "10015", "A field name contains a NUL character or a "
+                                  "lone UTF-16 surrogate")
             _check_value(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -210,12 +221,28 @@ def validate_call(body: Mapping[str, Any]) -> bool:
     _string(body, "connection_id", required=True)
     _e164(body, "to")
     _string(body, "from", required=True)
+    # A string, so that the front can scope it to the client (front.py): a number would go
+    # upstream as it came and meet another client's.
+    _string(body, "command_id")
     for name, why in REFUSED_CALL_FIELDS.items():
         if name in body:
             raise TelnyxError(422, "10015", f"Parameter {name!r} is not accepted by "
                               f"consent-proxy: {why}", pointer=f"/{name}")
     _choice(body, "privacy", ("none",))  # N16: the caller ID is never hidden
-    _typed(body, {"custom_headers": list, "sip_headers": list})
+    _typed(body, {"custom_headers": list, "sip_headers": list, "conference_config": dict,
+                  "assistant": dict})
+    if body.get("assistant") is not None:
+        _assistant(body["assistant"])
+    conference = body.get("conference_config") or {}
+    if "id" in conference:
+        # A conference id names any conference of the upstream account, other clients'
+        # too: the person called would be joined to calls the gate knows nothing of.
+        raise TelnyxError(422, "10015", "conference_config.id is not accepted by "
+                          "consent-proxy: join a conference by conference_name",
+                          pointer="/conference_config/id")
+    if "conference_name" in conference and not isinstance(conference["conference_name"], str):
+        raise TelnyxError(422, "10015", "conference_config.conference_name must be a string",
+                          pointer="/conference_config/conference_name")
     for item in body.get("custom_headers") or []:
         # Only the application's own X- headers: never one that names another caller
         # (P-Asserted-Identity, Diversion, …; N16).
@@ -229,3 +256,24 @@ def validate_call(body: Mapping[str, Any]) -> bool:
                               pointer="/sip_headers")
     return any(body.get(name) for name in AUTOMATED_CALL_FIELDS) or body.get(
         "enable_dialogflow") is True
+
+
+def _assistant(assistant: Mapping[str, Any]) -> None:
+    """An AI assistant only with its tools given in the request (they replace the stored ones,
+    which the proxy cannot see), none of which can transfer the call; no MCP servers."""
+    tools = assistant.get("tools")
+    if not isinstance(tools, list):
+        raise TelnyxError(422, "10015", "assistant.tools is required by consent-proxy: the "
+                          "assistant's stored tools may transfer the call to someone not "
+                          "decided on; list the tools it may use", pointer="/assistant/tools")
+    for tool in tools:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind not in ASSISTANT_TOOLS:
+            raise TelnyxError(422, "10015", f"assistant tool {str(kind)[:32]!r} is not accepted "
+                              "by consent-proxy: it may reach someone not decided on (tools "
+                              f"accepted: {', '.join(sorted(ASSISTANT_TOOLS))})",
+                              pointer="/assistant/tools")
+    if assistant.get("mcp_servers"):
+        raise TelnyxError(422, "10015", "assistant.mcp_servers is not accepted by "
+                          "consent-proxy: their tools may reach someone not decided on",
+                          pointer="/assistant/mcp_servers")

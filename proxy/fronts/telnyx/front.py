@@ -22,7 +22,8 @@ from proxy import credentials, sms, store
 from proxy.body import read_body
 from proxy.fronts.telnyx import errors, fields
 from proxy.fronts.telnyx.errors import TelnyxError
-from proxy.fronts.telnyx.keys import NAME, UPSTREAM
+from proxy.fronts.telnyx.keys import CONFIG, NAME, UPSTREAM
+from proxy.fronts.telnyx.settings import Grants, granted
 from proxy.fronts.telnyx.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from proxy.gate import (
     Answer,
@@ -86,15 +87,19 @@ class _Gated(msgspec.Struct, frozen=True, gc=False):
 def _footer(body: dict[str, Any], evaluation: Evaluation, sender: str) -> _Gated:
     org, decision = evaluation.facts.organisation, evaluation.decision
     text = body.get("text") or ""
+    # `encoding: ucs2` makes Telnyx send even a GSM-7 text in UCS-2: counted as it goes out.
+    ucs2 = body.get("encoding") == "ucs2"
     if org is None or not decision.allowed or "OPT_OUT_APPENDED" not in decision.obligations:
-        seg = sms.segments(text)
+        seg = sms.segments(text, ucs2=ucs2)
         return _Gated(evaluation, body, {"segments_before": seg.count,
                                          "segments_after": seg.count,
                                          "encoding": seg.encoding, "footer_appended": False})
     footer = sms.render_footer(org.sms_footer, sender=sender, organisation=org.name)
     result = sms.apply_footer(text, footer, needed=True)
-    details = {"segments_before": result.before.count, "segments_after": result.after.count,
-               "encoding_before": result.before.encoding, "encoding": result.after.encoding,
+    before, after = ((sms.segments(text, ucs2=True), sms.segments(result.body, ucs2=True))
+                     if ucs2 else (result.before, result.after))
+    details = {"segments_before": before.count, "segments_after": after.count,
+               "encoding_before": before.encoding, "encoding": after.encoding,
                "footer_appended": True}
     if result.too_long:
         # N17: never truncate. The message as it would have to go out does not fit.
@@ -140,6 +145,17 @@ def upstream_token(claim: store.IdempotencyClaim) -> str:
     return client_scoped(claim.client_id, claim.token)
 
 
+def _own(grants: Grants, client: store.Client, body: dict[str, Any], name: str) -> None:
+    """A Call Control application or messaging profile of the upstream account receives the
+    events (numbers, texts) of what is sent with it, a billing group pays for it: on an
+    account shared by several clients, each uses only its own (TELNYX_CONNECTIONS,
+    TELNYX_MESSAGING_PROFILES, TELNYX_BILLING_GROUPS)."""
+    value = body.get(name)
+    if isinstance(value, str) and value and not granted(grants, client.id, value):
+        raise TelnyxError(403, "10010", f"The '{name}' is not one this client may use",
+                          pointer=f"/{name}")
+
+
 def _request_hash(request: web.Request, raw: bytes) -> str:
     return hashlib.sha256(request.method.encode() + request.path.encode() + b"\n" + raw
                           ).hexdigest()
@@ -181,15 +197,26 @@ async def create(request: web.Request, channel: ContactChannel) -> web.Response:
     raw = await read_body(request)
     body = fields.parse(raw, request.headers.get("Content-Type", ""))
     automated = False
+    config = request.app[CONFIG]
     if channel == "sms":
         fields.validate_message(body)
+        _own(config.messaging_profiles, client, body, "messaging_profile_id")
     else:
         automated = fields.validate_call(body)
+        _own(config.connections, client, body, "connection_id")
+        _own(config.billing_groups, client, body, "billing_group_id")
         if isinstance(body.get("command_id"), str):
             # Telnyx answers a repeated command_id with the first call's ids: clients sharing
             # the upstream account must never meet there (another's call id would become this
             # client's to read and hang up).
             body = {**body, "command_id": client_scoped(client.id, body["command_id"])}
+        conference = body.get("conference_config")
+        if isinstance(conference, dict) and isinstance(conference.get("conference_name"), str):
+            # Conference names are the upstream account's: scoped like command_id, so that a
+            # person called is never joined to another client's conference.
+            body = {**body, "conference_config": {
+                **conference,
+                "conference_name": client_scoped(client.id, conference["conference_name"])}}
     gate, caller = request.app[GATE], Caller.of(client, request.get(REQUEST_ID), NAME)
     claim = await _claim(request, gate, caller, raw)
     if claim is not None and claim.answer is not None:
@@ -221,11 +248,12 @@ async def create(request: web.Request, channel: ContactChannel) -> web.Response:
         await _finish(gate, decision_id, response, Outcome(error=gated.refusal.message), claim,
                       GiveBack("not_sent", why))
         return response
-    return await _forward(request, gate, decision_id, _PATHS[channel], gated.body, claim)
+    return await _forward(request, gate, decision_id, _PATHS[channel], gated.body, claim,
+                          client.id)
 
 
 async def _forward(request: web.Request, gate: Gate, decision_id: int, path: str,
-                   body: dict[str, Any], claim: Claim | None) -> web.Response:
+                   body: dict[str, Any], claim: Claim | None, client_id: str) -> web.Response:
     app = request.app
     headers = {"Content-Type": "application/json", DECISION_HEADER: str(decision_id)}
     if claim is not None:
@@ -257,7 +285,7 @@ async def _forward(request: web.Request, gate: Gate, decision_id: int, path: str
         return response
     app[METRICS].upstream_latency.labels(NAME).observe(time.perf_counter() - started)
     app[METRICS].upstream_responses.labels(NAME, str(upstream.status)).inc()
-    response = relayed(upstream)
+    response = relayed(upstream, client_id)
     sid = resource_id(upstream)
     add_to_request(upstream_status=upstream.status, sid=sid)
     error = None if upstream.status < 400 else f"upstream {upstream.status}"
@@ -268,8 +296,34 @@ async def _forward(request: web.Request, gate: Gate, decision_id: int, path: str
     return response
 
 
-def relayed(upstream: UpstreamResponse) -> web.Response:
-    response = web.Response(status=upstream.status, body=upstream.body)
+# Fields of Telnyx's answers that name the upstream account, which a client does not share:
+# swapped for the client's own id, as the Twilio front swaps the AccountSid.
+ACCOUNT_FIELDS = ("organization_id",)
+
+
+def _swap_account(value: Any, client_id: str, depth: int = 0) -> bool:
+    # Telnyx puts it in `data` (an answer) or `data.payload` (a webhook event): a few levels.
+    if depth > 3:
+        return False
+    items = value.values() if isinstance(value, dict) else value if isinstance(
+        value, list) else ()
+    swapped = any([_swap_account(item, client_id, depth + 1) for item in items])
+    if isinstance(value, dict):
+        for name in ACCOUNT_FIELDS:
+            if name in value:
+                value[name], swapped = client_id, True
+    return swapped
+
+
+def own_account(body: bytes, client_id: str) -> bytes:
+    """A Telnyx JSON body with the upstream account's id swapped for the client's."""
+    parsed = UpstreamResponse(200, body, "application/json").json()
+    return orjson.dumps(parsed) if _swap_account(parsed, client_id) else body
+
+
+def relayed(upstream: UpstreamResponse, client_id: str) -> web.Response:
+    """Telnyx's answer as the client gets it: the upstream account's id swapped for its own."""
+    response = web.Response(status=upstream.status, body=own_account(upstream.body, client_id))
     response.headers["Content-Type"] = upstream.content_type
     return response
 

@@ -65,8 +65,8 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
                 raise TelnyxError(400, "10015", f"Unknown parameter {name[:64]!r}",
                                   pointer=f"/{name[:64]}")
         await _require_owned(request, client, found.group(1))
-        return await _send(request, "POST", f"calls/{found.group(1)}/actions/hangup",
-                           orjson.dumps(body))
+        return await _send(request, client, "POST",
+                           f"calls/{found.group(1)}/actions/hangup", orjson.dumps(body))
     if REFUSED.fullmatch(tail) or _CALL_ACTION.fullmatch(tail):
         raise TelnyxError(NOT_PASSED_THROUGH[0], str(NOT_PASSED_THROUGH[1]),
                           f"Not passed through: {tail[:100]}. {_REFUSED_WHY}.",
@@ -81,7 +81,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
         if await read_body(request):
             raise TelnyxError(400, "10015", "A GET request takes no body")
         await _require_owned(request, client, found.group(1))
-        return await _send(request, "GET", f"{kind}/{found.group(1)}", None)
+        return await _send(request, client, "GET", f"{kind}/{found.group(1)}", None)
     raise _not_found()
 
 
@@ -97,7 +97,7 @@ async def _require_owned(request: web.Request, client: store.Client, resource: s
         raise _not_found()
 
 
-async def _send(request: web.Request, method: str, path: str,
+async def _send(request: web.Request, client: store.Client, method: str, path: str,
                 body: bytes | None) -> web.Response:
     headers = {"Accept": "application/json"}
     if body is not None:
@@ -112,4 +112,4 @@ async def _send(request: web.Request, method: str, path: str,
         raise TelnyxError(UPSTREAM_UNREACHABLE[0], str(UPSTREAM_UNREACHABLE[1]),
                           "The provider could not be reached", title="Upstream unreachable"
                           ) from exc
-    return relayed(upstream)
+    return relayed(upstream, client.id)

@@ -31,7 +31,7 @@ from proxy.db import STORE_ERRORS
 from proxy.errors import ProxyError
 from proxy.fronts.telnyx import signatures
 from proxy.fronts.telnyx.errors import TelnyxError, render
-from proxy.fronts.telnyx.front import authenticate
+from proxy.fronts.telnyx.front import authenticate, own_account
 from proxy.fronts.telnyx.keys import CONFIG, HTTP, NAME, UPSTREAM
 from proxy.fronts.telnyx.upstream import UpstreamTimeout, UpstreamUnreachable
 from proxy.keys import CLOCK, POOL, SETTINGS
@@ -147,6 +147,8 @@ async def _relay(app: web.Application, relay: inbound.Relay, raw: bytes) -> None
                     organisation=relay.organisation.id)
         await _relayed(app, relay, None)
         return
+    # The event as Telnyx sent it, but naming the client's account, not the upstream one.
+    raw = own_account(raw, client[0])
     headers = {"Content-Type": "application/json",
                **signatures.sign_relay(secret, *client, raw, app[CLOCK]())}
     timeout = aiohttp.ClientTimeout(total=app[SETTINGS].rules.relay_timeout_seconds)
