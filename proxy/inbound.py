@@ -43,7 +43,7 @@ from proxy.stops import (
 )
 
 __all__ = ["HELP_REPLY", "START_REPLY", "Handled", "InboundSms", "Relay", "ReplyRenderer",
-           "handle_sms", "plain", "register_replies", "relayed"]
+           "handle_sms", "plain", "provider_time", "register_replies", "relayed"]
 
 log = structlog.get_logger("proxy.inbound")
 
@@ -146,6 +146,18 @@ async def _handle(app: web.Application, sms: InboundSms, render: ReplyRenderer) 
             sms.provider, sms.message_id, sender.inbound_webhook, sender, org))
     await store.finish_inbound(pool, sms.provider, sms.message_id, render(None))
     return Handled("other", None, render(None))
+
+
+def provider_time(value: object) -> dt.datetime | None:
+    """A provider's timestamp of when the person sent a message (ISO 8601; without a zone it
+    is UTC, as Telnyx, CM.com and Vonage give it), or None when there is none to read."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def _sent_at(sms: InboundSms) -> dt.datetime | None:

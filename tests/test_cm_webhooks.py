@@ -5,6 +5,7 @@ next send through the official SDK."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import io
@@ -19,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from proxy import credentials
-from proxy.keys import OPTOUT_SPOOL, POOL
+from proxy.keys import CLOCK, OPTOUT_SPOOL, POOL
 from tests import cm_fixtures
 from tests.cm_fixtures import UP_CM_TOKEN, cm_proxy, rows_for, sdk
 from tests.conftest import PROXY_SECRET, Clock, mobile
@@ -248,3 +249,17 @@ async def test_a_message_without_text_is_taken_not_refused(
     status, _ = await deliver(cm_world, body)
     assert status == 200  # else CM would deliver it again for a month
     assert fake_cm.sent() == []
+
+
+async def test_a_start_cm_delivers_late_never_lifts_a_newer_stop(cm_world: World) -> None:
+    """N11: CM's timeUtc says when the person sent it; a START sent before the STOP but
+    delivered after it leaves the STOP standing."""
+    number = mobile()
+    await cm_world.consent(number, "sms")
+    now = cm_world.admin.app[CLOCK]().astimezone(dt.UTC).replace(tzinfo=None)
+    await deliver(cm_world, mo(number, cm_world.sms, "STOP", timeUtc=now.isoformat()))
+    early = (now - dt.timedelta(minutes=3)).isoformat()
+    await deliver(cm_world, mo(number, cm_world.sms, "START", timeUtc=early))
+    assert (await send(cm_world, number))["reason"] == "OBJECTION_ON_FILE"
+    await deliver(cm_world, mo(number, cm_world.sms, "START", timeUtc=now.isoformat()))
+    assert (await send(cm_world, number))["status"] == "Accepted"

@@ -327,3 +327,26 @@ async def test_a_failing_relay_target_still_gets_telnyx_a_200(
     row = await pool.fetchrow("SELECT * FROM inbound_messages WHERE provider = 'telnyx' AND "
                               "message_id = $1", message_id)
     assert (row["intent"], row["relay_status"]) == ("other", 500)
+
+
+async def test_a_start_telnyx_delivers_late_never_lifts_a_newer_stop(
+        telnyx_world: World, telnyx_proxy: TestClient[Any, Any], fake_telnyx: FakeTelnyx,
+        clock: Clock) -> None:
+    """N11: Telnyx's payload.received_at says when the person sent it. A START sent before
+    the STOP but delivered after it (Telnyx's retry) leaves the STOP standing."""
+    world, number = telnyx_world, mobile()
+    await world.consent(number, "sms")
+
+    def at(text: str, moment: dt.datetime) -> bytes:
+        return event(world, number, text).replace(
+            b'"received_at": "2026-11-30T09:00:00.000+00:00"',
+            f'"received_at": "{moment.isoformat()}"'.encode())
+
+    now = clock()
+    await deliver(telnyx_proxy, fake_telnyx, clock, at("STOP", now))
+    await deliver(telnyx_proxy, fake_telnyx, clock,
+                  at("START", now - dt.timedelta(minutes=3)))
+    with pytest.raises(telnyx.PermissionDeniedError):
+        await send(world, number)
+    await deliver(telnyx_proxy, fake_telnyx, clock, at("START", now))
+    assert (await send(world, number)).data is not None

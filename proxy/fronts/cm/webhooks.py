@@ -133,7 +133,8 @@ async def inbound_message(request: web.Request) -> web.Response:
     data = cm_request.decode(raw, sendable=False)
     message_id, to, from_, text = read_message(data)
     handled = await inbound.handle_sms(request.app, inbound.InboundSms(
-        NAME, message_id, request.app[CLOCK](), to, from_, text))
+        NAME, message_id, request.app[CLOCK](), to, from_, text,
+        sent_at=inbound.provider_time(data.get("timeutc"))))
     if handled.relay is not None:
         status = await _relay(request, raw, handled.relay)
         await inbound.relayed(request.app, handled.relay, None, status)

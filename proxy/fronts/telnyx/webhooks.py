@@ -78,7 +78,8 @@ def _inbound_sms(request: web.Request, data: dict[str, Any]) -> inbound.InboundS
                           "payload.from.phone_number and payload.to[0].phone_number")
     return inbound.InboundSms(
         provider=NAME, message_id=message_id, received_at=request.app[CLOCK](), to=ours,
-        from_=from_, body=text if isinstance(text, str) else "")
+        from_=from_, body=text if isinstance(text, str) else "",
+        sent_at=inbound.provider_time(payload.get("received_at")))
 
 
 async def messaging(request: web.Request) -> web.Response:
