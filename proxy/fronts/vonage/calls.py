@@ -279,7 +279,8 @@ async def update_call(request: web.Request) -> web.Response:
         raise VoiceError(status, "transfer: a call moved to a new NCCO or answer_url would "
                          "reach numbers consent-proxy has not decided; end the call and "
                          "create a new one", reason="NOT_PASSED_THROUGH", code=code)
-    if action not in HARMLESS_ACTIONS or set(body) != {"action"}:
+    if not isinstance(action, str) or action not in HARMLESS_ACTIONS or \
+            set(body) != {"action"}:
         raise VoiceError(400, "action: expected one of " + ", ".join(sorted(HARMLESS_ACTIONS)),
                          invalid_parameters=[{"name": "action", "reason": "not accepted"}])
     return await _passed(request, "PUT", call_uuid, body)

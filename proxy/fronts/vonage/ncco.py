@@ -156,6 +156,9 @@ def plan(body: dict[str, Any]) -> Plan:
         raise BadCall("ncco", f"must be a list of 1 to {MAX_ACTIONS} actions")
     for index, action in enumerate(actions):
         name = action.get("action") if isinstance(action, dict) else None
+        if not isinstance(name, str):
+            raise BadCall(f"ncco[{index}].action", "each action is an object whose `action` "
+                          "is a string")
         if name == "connect":
             assert isinstance(action, dict)
             targets += _connect(index, action, call_from)
