@@ -56,3 +56,26 @@ async def test_non_string_update_action_is_400_not_500(
         "Authorization": "Bearer " + token(vworld.app)})
     assert resp.status == 400, await resp.text()
     assert [r for r in fake_vonage.received if r.method == "PUT"] == []
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"to": [{"type": "phone", "number": "31612345678", "dtmfAnswer": "p9p0031201234567#"}]},
+     "to[0].dtmfAnswer"),
+    ({"ncco": [{"action": "connect", "endpoint": [
+        {"type": "phone", "number": "31612345678", "dtmfAnswer": "1234#"}]}]},
+     "ncco[0].endpoint[0].dtmfAnswer"),
+])
+async def test_dtmf_on_answer_is_refused(vworld: VonageWorld, fake_vonage: FakeVonage,
+                                          extra: dict[str, Any], field: str) -> None:
+    """Digits played on answer could make a PBX behind an allowed number dial out."""
+    w = vworld.world
+    number = mobile()
+    await w.consent(number, "voice")
+    body = _call(vworld, number, **extra)
+    if "to" in extra:
+        body["to"][0]["number"] = digits(number)
+    resp = await w.admin.post("/v1/calls", json=body, headers={
+        "Authorization": "Bearer " + token(vworld.app)})
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["invalid_parameters"][0]["name"] == field
+    assert fake_vonage.call_creates() == []

@@ -6,7 +6,8 @@ actions (from the action's `from`, else the call's). Refused with the field name
 
 - `answer_url`: the NCCO it returns is fetched by Vonage later, never seen by the gate;
 - `random_from_number`: the caller ID must be a registered sender (N16);
-- a phone endpoint's `shaken` (a STIR/SHAKEN Identity of the dialer's own: N16);
+- a phone endpoint's `shaken` (a STIR/SHAKEN Identity of the dialer's own: N16), and its
+  `dtmfAnswer` (digits played on answer can make a PBX behind the decided number dial out);
 - `sip`, `websocket` and `vbc` endpoints: they reach beyond what the gate can decide (a SIP
   trunk or extension can forward anywhere); `app` endpoints (the application's own users,
   the call's agents) pass;
@@ -79,6 +80,12 @@ def _phone(field: str, endpoint: Any, *, allow_on_answer: bool = False) -> str:
         # gate did not decide.
         raise BadCall(f"{field}.shaken", "the caller ID the carrier sees is the decided "
                       "sender; consent-proxy does not pass a dialer's own Identity header")
+    if "dtmfAnswer" in endpoint:
+        # Digits played the moment the line answers drive whatever answers it: a PBX or
+        # voicemail system behind a decided number can dial out (DISA, remote call
+        # forwarding) to a number the gate never decided.
+        raise BadCall(f"{field}.dtmfAnswer", "digits sent on answer can make the system "
+                      "that answers dial a number consent-proxy has not decided")
     if "onAnswer" in endpoint and not allow_on_answer:
         raise BadCall(f"{field}.onAnswer", "the NCCO its URL returns is fetched later and "
                       "never seen by consent-proxy")
