@@ -12,7 +12,8 @@ from tests.conftest import mobile
 from tests.fake_vonage import FakeVonage
 from tests.test_vonage_calls import token
 from tests.test_vonage_front import digits
-from tests.vonage_world import VonageWorld
+from tests.vonage_world import VonageWorld, key_pair, register_application
+from tests.world import make_world
 
 pytest_plugins = ["tests.vonage_fixtures"]
 
@@ -78,4 +79,39 @@ async def test_dtmf_on_answer_is_refused(vworld: VonageWorld, fake_vonage: FakeV
         "Authorization": "Bearer " + token(vworld.app)})
     assert resp.status == 400, await resp.text()
     assert (await resp.json())["invalid_parameters"][0]["name"] == field
+    assert fake_vonage.call_creates() == []
+
+
+async def test_conversations_are_not_shared_between_clients(
+        vworld: VonageWorld, fake_vonage: FakeVonage, auth: dict[str, str]) -> None:
+    """One upstream application carries every client's calls: a conversation named like
+    another client's would bridge that client's callee into this client's call."""
+    w = vworld.world
+    other = await make_world(w.admin, auth)
+    other_app = key_pair()
+    await register_application(other, other_app)
+    names = []
+    for world, app in ((w, vworld.app), (other, other_app)):
+        number = mobile()
+        await world.consent(number, "voice")
+        resp = await world.admin.post("/v1/calls", json={
+            "to": [{"type": "phone", "number": digits(number)}],
+            "from": {"type": "phone", "number": digits(world.voice)},
+            "ncco": [{"action": "conversation", "name": "sales"}]}, headers={
+                "Authorization": "Bearer " + token(app)})
+        assert resp.status == 201, await resp.text()
+        names.append(fake_vonage.call_creates()[-1].json["ncco"][0]["name"])
+    assert names[0] != names[1]
+    assert names == [f"{w.sid}:sales", f"{other.sid}:sales"]
+
+
+async def test_a_conversation_without_a_name_is_400(vworld: VonageWorld,
+                                                     fake_vonage: FakeVonage) -> None:
+    number = mobile()
+    await vworld.world.consent(number, "voice")
+    for action in ({"action": "conversation"}, {"action": "conversation", "name": ["a"]}):
+        resp = await vworld.world.admin.post("/v1/calls", json=_call(
+            vworld, number, ncco=[action]), headers={
+                "Authorization": "Bearer " + token(vworld.app)})
+        assert resp.status == 400, await resp.text()
     assert fake_vonage.call_creates() == []

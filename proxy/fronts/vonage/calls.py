@@ -194,7 +194,7 @@ async def _forward(request: web.Request, gate: Gate, client_id: str, decision_id
                     for e, t in zip(decided, plan.targets, strict=True)
                     if t.where[0] == "ncco" and isinstance(t.where[1], int)
                     and "from" in plan.body["ncco"][t.where[1]]}
-    body = ncco.rewritten(plan, numbers, call_from, connect_from)
+    body = ncco.rewritten(plan, numbers, call_from, connect_from, client_id)
     # The call's events lead through the proxy: a call that reaches nobody is no contact.
     body = await events.relay_event_url(request, client_id, decision_id, body)
     app = request.app

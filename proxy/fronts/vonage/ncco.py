@@ -15,6 +15,9 @@ actions (from the action's `from`, else the call's). Refused with the field name
   (their eventUrl, or the call's event_url, answers with the next NCCO), a `connect` with
   `eventType: synchronous`, and a phone endpoint's `onAnswer` URL;
 - unknown fields and actions.
+
+A `conversation` goes out under a name of the client's own (`<client_id>:<name>`): the
+upstream application's conversations are shared by every client of the proxy.
 """
 
 from __future__ import annotations
@@ -169,6 +172,9 @@ def plan(body: dict[str, Any]) -> Plan:
         if name == "connect":
             assert isinstance(action, dict)
             targets += _connect(index, action, call_from)
+        elif name == "conversation":
+            if not isinstance(action.get("name"), str) or not action["name"]:
+                raise BadCall(f"ncco[{index}].name", "a conversation needs a name")
         elif name in UNSEEN_ACTIONS:
             raise BadCall(f"ncco[{index}].action", f"{name}: its answer is a new NCCO that "
                           "consent-proxy never sees")
@@ -181,10 +187,17 @@ def plan(body: dict[str, Any]) -> Plan:
 
 
 def rewritten(plan: Plan, numbers: Sequence[str], call_from: str,
-              connect_from: dict[int, str]) -> dict[str, Any]:
+              connect_from: dict[int, str], client_id: str) -> dict[str, Any]:
     """The body as it goes out: each target's number as decided (Vonage spelling), the caller
-    IDs as registered. Everything else as the dialer sent it."""
+    IDs as registered, conversation names the client's own. Everything else as the dialer
+    sent it."""
     body: dict[str, Any] = wire.deep_copy(plan.body)
+    for action in body["ncco"]:
+        if action["action"] == "conversation":
+            # Every client's calls go out through one upstream application, whose
+            # conversation names are shared: another client's call joining "sales" would
+            # put its callee in this client's call. A client id holds no `:`.
+            action["name"] = f"{client_id}:{action['name']}"
     for target, number in zip(plan.targets, numbers, strict=True):
         node: Any = body
         for step in target.where:
