@@ -4,15 +4,23 @@ other clients' calls."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.conftest import mobile
 from tests.fake_vonage import FakeVonage
 from tests.test_vonage_calls import token
 from tests.test_vonage_front import digits
-from tests.vonage_world import VonageWorld, key_pair, register_application
+from tests.vonage_world import KeyPair, VonageWorld, key_pair, register_application
 from tests.world import make_world
 
 pytest_plugins = ["tests.vonage_fixtures"]
@@ -114,4 +122,69 @@ async def test_a_conversation_without_a_name_is_400(vworld: VonageWorld,
             vworld, number, ncco=[action]), headers={
                 "Authorization": "Bearer " + token(vworld.app)})
         assert resp.status == 400, await resp.text()
+    assert fake_vonage.call_creates() == []
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _hs256_with_public_key(app: KeyPair, claims: dict[str, Any], alg: str) -> str:
+    """A JWT MACed with the application's public key as an HMAC secret (alg confusion)."""
+    head = _b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = _b64(json.dumps(claims).encode())
+    mac = hmac.new(app.public_pem.encode(), f"{head}.{body}".encode(), hashlib.sha256)
+    return f"{head}.{body}.{_b64(mac.digest())}"
+
+
+def _rs256_raw(app: KeyPair, payload: bytes) -> str:
+    """An RS256 JWT over a payload written byte for byte (duplicate keys, NaN)."""
+    key = serialization.load_pem_private_key(app.private_pem.encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    head = _b64(b'{"alg":"RS256","typ":"JWT"}')
+    signing_input = f"{head}.{_b64(payload)}".encode()
+    signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    return f"{head}.{_b64(payload)}.{_b64(signature)}"
+
+
+async def test_jwt_tricks_are_401_never_500(vworld: VonageWorld, fake_vonage: FakeVonage,
+                                            auth: dict[str, str]) -> None:
+    w = vworld.world
+    app = vworld.app
+    other = await make_world(w.admin, auth)
+    other_app = key_pair()
+    await register_application(other, other_app)
+    now = int(time.time())
+    claims = {"application_id": app.application_id, "iat": now, "exp": now + 60,
+              "jti": str(uuid.uuid4())}
+    aid = app.application_id.encode()
+    cases = {
+        "HS256 with the public key": _hs256_with_public_key(app, claims, "HS256"),
+        "RS256 header, HMAC with the public key": _hs256_with_public_key(app, claims, "RS256"),
+        "none": _b64(b'{"alg":"none","typ":"JWT"}') + "." + _b64(json.dumps(claims)
+                                                                 .encode()) + ".",
+        "NaN iat": _rs256_raw(app, b'{"application_id":"' + aid + b'","iat":NaN,"exp":'
+                              + str(now + 60).encode() + b',"jti":"n1"}'),
+        "Infinity exp": _rs256_raw(app, b'{"application_id":"' + aid + b'","iat":'
+                                   + str(now).encode() + b',"exp":Infinity,"jti":"n2"}'),
+        "string exp": _rs256_raw(app, b'{"application_id":"' + aid + b'","iat":'
+                                 + str(now).encode() + b',"exp":"' + str(now + 60).encode()
+                                 + b'","jti":"n3"}'),
+        "numeric jti": token(app, jti=12345),
+        "not before in the future": token(app, nbf=now + 3600),
+        # Signed by this client's key, naming another client's application.
+        "another client's application": token(KeyPair(app.private_pem, app.public_pem,
+                                                       other_app.application_id)),
+        # The second application_id names the other client's application.
+        "duplicate application_id": _rs256_raw(
+            app, b'{"application_id":"' + aid + b'","iat":' + str(now).encode()
+            + b',"exp":' + str(now + 60).encode() + b',"jti":"d1","application_id":"'
+            + other_app.application_id.encode() + b'"}'),
+        "list application_id": token(app, application_id=[app.application_id]),
+    }
+    body = _call(vworld, mobile())
+    for name, value in cases.items():
+        resp = await w.admin.post("/v1/calls", json=body, headers={
+            "Authorization": f"Bearer {value}"})
+        assert resp.status == 401, (name, resp.status, await resp.text())
     assert fake_vonage.call_creates() == []
