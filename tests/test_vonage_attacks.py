@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from yarl import URL
 
-from tests.conftest import mobile
+from tests.conftest import Clock, mobile
 from tests.fake_vonage import FakeVonage
 from tests.test_vonage_calls import token
+from tests.test_vonage_events import signed_event
 from tests.test_vonage_front import digits
 from tests.vonage_world import KeyPair, VonageWorld, key_pair, register_application
 from tests.world import make_world
@@ -187,4 +189,48 @@ async def test_jwt_tricks_are_401_never_500(vworld: VonageWorld, fake_vonage: Fa
         resp = await w.admin.post("/v1/calls", json=body, headers={
             "Authorization": f"Bearer {value}"})
         assert resp.status == 401, (name, resp.status, await resp.text())
+    assert fake_vonage.call_creates() == []
+
+
+async def test_a_connects_event_url_leads_through_the_proxy(
+        vworld: VonageWorld, fake_vonage: FakeVonage, clock: Clock) -> None:
+    """The vonage SDKs document a connect's events as synchronous by default: what its
+    eventUrl answers could be a new NCCO dialling anyone. It goes through the relay, which
+    answers no NCCO."""
+    w = vworld.world
+    number, other = mobile(), mobile()
+    await w.consent(number, "voice")
+    await w.consent(other, "voice")
+    resp = await w.admin.post("/v1/calls", json=_call(vworld, number, ncco=[
+        {"action": "connect", "eventUrl": ["https://dialer.invalid/ncco"],
+         "endpoint": [{"type": "phone", "number": digits(other)}]}]), headers={
+            "Authorization": "Bearer " + token(vworld.app)})
+    assert resp.status == 201, await resp.text()
+    (received,) = fake_vonage.call_creates()
+    (relay,) = received.json["ncco"][0]["eventUrl"]
+    assert "/webhooks/vonage/event/" in relay
+    raw, signature = signed_event({"uuid": str(uuid.uuid4()), "status": "timeout"}, clock)
+    answer = await w.admin.post(URL(relay).path, data=raw, headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {signature}"})
+    assert answer.status == 204
+    assert await answer.read() == b""
+
+
+@pytest.mark.parametrize(("action", "field"), [
+    ({"eventUrl": "https://dialer.invalid/ncco"}, "ncco[0].eventUrl"),
+    ({"eventUrl": ["https://a.invalid/", "https://b.invalid/"]}, "ncco[0].eventUrl"),
+    ({"eventUrl": ["/relative"]}, "ncco[0].eventUrl"),
+    ({"eventUrl": ["https://dialer.invalid/ncco"], "eventMethod": "GET"},
+     "ncco[0].eventMethod"),
+])
+async def test_a_connects_event_url_must_be_one_post_url(
+        vworld: VonageWorld, fake_vonage: FakeVonage, action: dict[str, Any],
+        field: str) -> None:
+    number = mobile()
+    await vworld.world.consent(number, "voice")
+    resp = await vworld.world.admin.post("/v1/calls", json=_call(vworld, number, ncco=[
+        {"action": "connect", "endpoint": [{"type": "phone", "number": digits(number)}],
+         **action}]), headers={"Authorization": "Bearer " + token(vworld.app)})
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["invalid_parameters"][0]["name"] == field
     assert fake_vonage.call_creates() == []

@@ -16,6 +16,10 @@ actions (from the action's `from`, else the call's). Refused with the field name
   `eventType: synchronous`, and a phone endpoint's `onAnswer` URL;
 - unknown fields and actions.
 
+A `connect` action's `eventUrl` (one URL, POST) is relayed through the proxy as the call's
+`event_url` is: the vonage SDKs document its events as synchronous by default, and a
+synchronous event's answer is a new NCCO.
+
 A `conversation` goes out under a name of the client's own (`<client_id>:<name>`): the
 upstream application's conversations are shared by every client of the proxy.
 """
@@ -116,6 +120,10 @@ def _connect(index: int, action: dict[str, Any], call_from: str) -> list[Target]
     if action.get("eventType") == "synchronous":
         raise BadCall(f"{field}.eventType", "a synchronous eventUrl answers with a new NCCO "
                       "that consent-proxy never sees")
+    # The vonage SDKs document `synchronous` as the default eventType: whatever the
+    # action's eventUrl answers may be a new NCCO. It is relayed like the call's event_url,
+    # and the relay answers no NCCO.
+    _event_url(action, "eventUrl", "eventMethod", f"{field}.")
     caller_id = _from(f"{field}.from", action["from"]) if "from" in action else call_from
     endpoints = action.get("endpoint")
     if not isinstance(endpoints, list) or not 1 <= len(endpoints) <= MAX_ENDPOINTS:
@@ -128,17 +136,18 @@ def _connect(index: int, action: dict[str, Any], call_from: str) -> list[Target]
     return out
 
 
-def _event_url(body: dict[str, Any]) -> None:
+def _event_url(body: dict[str, Any], url_key: str = "event_url",
+               method_key: str = "event_method", where: str = "") -> None:
     """One absolute http(s) URL, requested with POST: it is relayed through the proxy
     (proxy/fronts/vonage/events.py)."""
-    if "event_url" in body:
-        urls = body["event_url"]
+    if url_key in body:
+        urls = body[url_key]
         if not isinstance(urls, list) or len(urls) != 1 or not isinstance(urls[0], str) \
                 or urlsplit(urls[0]).scheme not in ("http", "https") \
                 or not urlsplit(urls[0]).netloc:
-            raise BadCall("event_url", "must be a list of one absolute http(s) URL")
-    if body.get("event_method", "POST") != "POST":
-        raise BadCall("event_method", "only POST events are relayed")
+            raise BadCall(where + url_key, "must be a list of one absolute http(s) URL")
+    if body.get(method_key, "POST") != "POST":
+        raise BadCall(where + method_key, "only POST events are relayed")
 
 
 def plan(body: dict[str, Any]) -> Plan:
