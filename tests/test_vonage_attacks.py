@@ -234,3 +234,21 @@ async def test_a_connects_event_url_must_be_one_post_url(
     assert resp.status == 400, await resp.text()
     assert (await resp.json())["invalid_parameters"][0]["name"] == field
     assert fake_vonage.call_creates() == []
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"to":' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("depth", [200, 950, 1020])
+async def test_deeply_nested_json_is_400_not_500(vworld: VonageWorld, fake_vonage: FakeVonage,
+                                                 depth: int) -> None:
+    w = vworld.world
+    calls = await w.admin.post("/v1/calls", data=_nested(depth), headers={
+        "Authorization": "Bearer " + token(vworld.app), "Content-Type": "application/json"})
+    assert calls.status == 400, await calls.text()
+    sms = await w.admin.post("/sms/json", data=_nested(depth), headers={
+        "Content-Type": "application/json"})
+    assert sms.status == 200  # Vonage's SMS API answers problems in its body
+    assert (await sms.json())["messages"][0]["status"] == "3"
+    assert fake_vonage.received == []
