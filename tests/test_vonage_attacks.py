@@ -252,3 +252,17 @@ async def test_deeply_nested_json_is_400_not_500(vworld: VonageWorld, fake_vonag
     assert sms.status == 200  # Vonage's SMS API answers problems in its body
     assert (await sms.json())["messages"][0]["status"] == "3"
     assert fake_vonage.received == []
+
+
+async def test_a_connect_with_an_unknown_option_is_400(vworld: VonageWorld,
+                                                       fake_vonage: FakeVonage) -> None:
+    number = mobile()
+    await vworld.world.consent(number, "voice")
+    resp = await vworld.world.admin.post("/v1/calls", json=_call(vworld, number, ncco=[
+        {"action": "connect", "endpoint": [{"type": "phone", "number": digits(number)}],
+         "fallbackNcco": [{"action": "connect", "endpoint": [
+             {"type": "phone", "number": digits(mobile())}]}]}]), headers={
+            "Authorization": "Bearer " + token(vworld.app)})
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["invalid_parameters"][0]["name"] == "ncco[0].fallbackNcco"
+    assert fake_vonage.call_creates() == []

@@ -40,6 +40,12 @@ CALL_FIELDS = frozenset({
 SAFE_ACTIONS = frozenset({"talk", "stream", "record", "conversation", "wait"})
 UNSEEN_ACTIONS = frozenset({"input", "notify"})
 PHONE_FIELDS = frozenset({"type", "number", "dtmfAnswer", "shaken", "onAnswer"})
+# A connect action's options (NCCO reference; the vonage SDK's `Connect`): one not listed
+# could change whom or how the action reaches, unseen by the gate.
+CONNECT_FIELDS = frozenset({
+    "action", "endpoint", "from", "randomFromNumber", "eventType", "timeout", "limit",
+    "machineDetection", "advancedMachineDetection", "advanced_machine_detection", "eventUrl",
+    "eventMethod", "ringbackTone"})
 MAX_ACTIONS = 100
 MAX_ENDPOINTS = 20
 
@@ -114,6 +120,9 @@ def _from(field: str, value: Any) -> str:
 
 def _connect(index: int, action: dict[str, Any], call_from: str) -> list[Target]:
     field = f"ncco[{index}]"
+    unknown = set(action) - CONNECT_FIELDS
+    if unknown:
+        raise BadCall(f"{field}.{sorted(unknown)[0]}", "unknown field")
     if action.get("randomFromNumber"):
         raise BadCall(f"{field}.randomFromNumber", "the caller ID must be a registered "
                       "sender")
