@@ -266,3 +266,37 @@ async def test_a_connect_with_an_unknown_option_is_400(vworld: VonageWorld,
     assert resp.status == 400, await resp.text()
     assert (await resp.json())["invalid_parameters"][0]["name"] == "ncco[0].fallbackNcco"
     assert fake_vonage.call_creates() == []
+
+
+def _spellings(number: str) -> list[str]:
+    """An E.164 number written the ways a dialer might hide it."""
+    bare = number.lstrip("+")
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in bare)
+    arabic = "".join(chr(0x0660 + int(c)) for c in bare)
+    return [bare, "00" + bare, " " + bare + " ", "+" + bare, fullwidth, arabic,
+            "0" + bare[2:], bare[:4] + " " + bare[4:]]
+
+
+async def test_an_objected_number_in_any_spelling_is_never_called_or_texted(
+        vworld: VonageWorld, fake_vonage: FakeVonage) -> None:
+    w = vworld.world
+    number = mobile()
+    await w.consent(number, "voice")
+    await w.consent(number, "sms")
+    await w.objection(number)
+    allowed = mobile()
+    await w.consent(allowed, "voice")
+    for spelling in _spellings(number):
+        call = await w.admin.post("/v1/calls", json=_call(vworld, allowed, ncco=[
+            {"action": "connect", "endpoint": [{"type": "phone", "number": spelling}]}]),
+            headers={"Authorization": "Bearer " + token(vworld.app)})
+        assert call.status in (400, 403), (spelling, await call.text())
+        own = await w.admin.post("/v1/calls", json=_call(vworld, allowed, to=[
+            {"type": "phone", "number": spelling}]), headers={
+                "Authorization": "Bearer " + token(vworld.app)})
+        assert own.status in (400, 403), (spelling, await own.text())
+        text = await w.admin.post("/sms/json", data={
+            "api_key": w.sid, "api_secret": w.token, "from": digits(w.sms),
+            "to": spelling, "text": "hallo"})
+        assert (await text.json())["messages"][0]["status"] != "0", spelling
+    assert fake_vonage.received == []
