@@ -4,6 +4,7 @@ other clients' calls."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,12 +18,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from yarl import URL
 
+from proxy.keys import POOL
 from tests.conftest import Clock, mobile
 from tests.fake_vonage import FakeVonage
-from tests.test_vonage_calls import token
+from tests.test_vonage_calls import send_raw, token
 from tests.test_vonage_events import signed_event
 from tests.test_vonage_front import digits
-from tests.vonage_world import KeyPair, VonageWorld, key_pair, register_application
+from tests.vonage_world import KeyPair, Tls, VonageWorld, key_pair, register_application
 from tests.world import make_world
 
 pytest_plugins = ["tests.vonage_fixtures"]
@@ -300,3 +302,30 @@ async def test_an_objected_number_in_any_spelling_is_never_called_or_texted(
             "to": spelling, "text": "hallo"})
         assert (await text.json())["messages"][0]["status"] != "0", spelling
     assert fake_vonage.received == []
+
+
+@pytest.mark.parametrize(("method", "target", "content_type", "raw"), [
+    ("GET", "/webhooks/vonage/inbound-sms?msisdn=%FF%FE&text=STOP&sig=00", "", b""),
+    ("GET", "/webhooks/vonage/inbound-sms?msisdn=1&msisdn=2&text=STOP&sig=0", "", b""),
+    ("GET", "/webhooks/vonage/inbound-sms?text=ST%00OP&sig=0&timestamp=1", "", b""),
+    ("POST", "/webhooks/vonage/inbound-sms", "application/x-www-form-urlencoded",
+     b"msisdn=\xff\xfe&text=START&sig=0"),
+    ("POST", "/webhooks/vonage/inbound-sms", "application/json",
+     b'{"msisdn":["31612345678"],"text":"START","sig":"0"}'),
+    ("POST", "/webhooks/vonage/inbound-sms", "application/json", _nested(1020)),
+    ("POST", "/webhooks/vonage/inbound-sms", "application/json",
+     b'{"text":"START","sig":"0","timestamp":"99999999999999999999999"}'),
+    ("POST", "/webhooks/vonage/event/abc", "application/json", b'{"status":"busy"}'),
+    ("POST", "/webhooks/vonage/event/%2e%2e", "application/json", b"{}"),
+    ("POST", "/webhooks/vonage/inbound-sms/../event/x", "application/json", b"{}"),
+])
+async def test_forged_webhook_bytes_are_refused_never_500(
+        vworld: VonageWorld, fake_vonage: FakeVonage, tls: Tls, method: str, target: str,
+        content_type: str, raw: bytes) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    answer = await asyncio.to_thread(send_raw, vworld.host, tls, method, target, body=raw,
+                                     headers=headers)
+    assert answer.status in (400, 401, 403, 404, 405), (answer.status, answer.body)
+    assert fake_vonage.received == []
+    pool = vworld.world.admin.app[POOL]
+    assert await pool.fetchval("SELECT count(*) FROM inbound_messages") == 0
