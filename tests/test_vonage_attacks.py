@@ -329,3 +329,16 @@ async def test_forged_webhook_bytes_are_refused_never_500(
     assert fake_vonage.received == []
     pool = vworld.world.admin.app[POOL]
     assert await pool.fetchval("SELECT count(*) FROM inbound_messages") == 0
+
+
+async def test_a_caller_id_with_extra_fields_is_400(vworld: VonageWorld,
+                                                    fake_vonage: FakeVonage) -> None:
+    w = vworld.world
+    number = mobile()
+    await w.consent(number, "voice")
+    resp = await w.admin.post("/v1/calls", json=_call(vworld, number, **{"from": {
+        "type": "phone", "number": digits(w.voice), "shaken": "eyJhbGciOiJFUzI1NiJ9..."}}),
+        headers={"Authorization": "Bearer " + token(vworld.app)})
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["invalid_parameters"][0]["name"] == "from.shaken"
+    assert fake_vonage.call_creates() == []

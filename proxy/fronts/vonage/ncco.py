@@ -112,6 +112,10 @@ def _from(field: str, value: Any) -> str:
     if isinstance(value, dict):
         if value.get("type") != "phone":
             raise BadCall(f"{field}.type", "the caller ID must be a phone number")
+        unknown = set(value) - {"type", "number"}
+        if unknown:
+            # N16: what the carrier presents is the decided sender and nothing else.
+            raise BadCall(f"{field}.{sorted(unknown)[0]}", "unknown field")
         value = value.get("number")
     if not isinstance(value, str) or not value.strip():
         raise BadCall(field, "a caller ID phone number is required")
