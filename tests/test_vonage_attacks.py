@@ -342,3 +342,29 @@ async def test_a_caller_id_with_extra_fields_is_400(vworld: VonageWorld,
     assert resp.status == 400, await resp.text()
     assert (await resp.json())["invalid_parameters"][0]["name"] == "from.shaken"
     assert fake_vonage.call_creates() == []
+
+
+async def test_one_jwt_sent_twice_at_once_is_accepted_once(
+        vworld: VonageWorld, fake_vonage: FakeVonage) -> None:
+    w = vworld.world
+    number = mobile()
+    await w.consent(number, "voice")
+    once = token(vworld.app)
+    answers = await asyncio.gather(*(w.admin.post("/v1/calls", json=_call(vworld, number),
+                                                  headers={"Authorization": "Bearer " + once})
+                                     for _ in range(4)))
+    assert sorted(a.status for a in answers) == [201, 401, 401, 401]
+    assert len(fake_vonage.call_creates()) == 1
+
+
+async def test_calls_with_the_store_down_are_503_and_nothing_goes_out(
+        vworld: VonageWorld, fake_vonage: FakeVonage) -> None:
+    w = vworld.world
+    number = mobile()
+    await w.consent(number, "voice")
+    w.admin.app[POOL].terminate()  # every connection drops
+    resp = await w.admin.post("/v1/calls", json=_call(vworld, number), headers={
+        "Authorization": "Bearer " + token(vworld.app)})
+    assert resp.status == 503, await resp.text()
+    assert (await resp.json())["title"] == "Service Unavailable"
+    assert fake_vonage.call_creates() == []
