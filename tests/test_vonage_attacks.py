@@ -368,3 +368,27 @@ async def test_calls_with_the_store_down_are_503_and_nothing_goes_out(
     assert resp.status == 503, await resp.text()
     assert (await resp.json())["title"] == "Service Unavailable"
     assert fake_vonage.call_creates() == []
+
+
+async def test_another_clients_sender_is_not_ours_to_use(
+        vworld: VonageWorld, fake_vonage: FakeVonage, auth: dict[str, str]) -> None:
+    """Consent given to this client's organisation, sent from the other client's number."""
+    w = vworld.world
+    other = await make_world(w.admin, auth)
+    number = mobile()
+    await w.consent(number, "voice")
+    await w.consent(number, "sms")
+    text = await w.admin.post("/sms/json", data={
+        "api_key": w.sid, "api_secret": w.token, "from": digits(other.sms),
+        "to": digits(number), "text": "hallo"})
+    assert (await text.json())["messages"][0]["status"] != "0"
+    call = await w.admin.post("/v1/calls", json=_call(vworld, number, **{"from": {
+        "type": "phone", "number": digits(other.voice)}}), headers={
+            "Authorization": "Bearer " + token(vworld.app)})
+    assert call.status == 403, await call.text()
+    connect = await w.admin.post("/v1/calls", json=_call(vworld, number, ncco=[
+        {"action": "connect", "from": digits(other.voice),
+         "endpoint": [{"type": "phone", "number": digits(number)}]}]), headers={
+            "Authorization": "Bearer " + token(vworld.app)})
+    assert connect.status == 403, await connect.text()
+    assert fake_vonage.received == []
