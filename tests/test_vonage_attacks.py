@@ -392,3 +392,19 @@ async def test_another_clients_sender_is_not_ours_to_use(
             "Authorization": "Bearer " + token(vworld.app)})
     assert connect.status == 403, await connect.text()
     assert fake_vonage.received == []
+
+
+async def test_a_connect_without_from_goes_out_with_the_decided_caller_id(
+        vworld: VonageWorld, fake_vonage: FakeVonage) -> None:
+    """Left out, the caller ID of a connect leg would be Vonage's choice among the upstream
+    account's numbers (another client's, perhaps): it is written out as decided (N16)."""
+    w = vworld.world
+    number, other = mobile(), mobile()
+    await w.consent(number, "voice")
+    await w.consent(other, "voice")
+    resp = await w.admin.post("/v1/calls", json=_call(vworld, number, ncco=[
+        {"action": "connect", "endpoint": [{"type": "phone", "number": digits(other)}]}]),
+        headers={"Authorization": "Bearer " + token(vworld.app)})
+    assert resp.status == 201, await resp.text()
+    (received,) = fake_vonage.call_creates()
+    assert received.json["ncco"][0]["from"] == digits(w.voice)

@@ -190,10 +190,11 @@ async def _forward(request: web.Request, gate: Gate, client_id: str, decision_id
     numbers = [wire.vonage_number(e.contact.to) if e.contact.to else t.number
                for e, t in zip(decided, plan.targets, strict=True)]
     call_from = _registered(decided[0], plan.call_from)
+    # Every connect that dials a number presents the caller ID decided for it, written out
+    # even where the dialer left it to Vonage (N16: no caller ID the gate did not see).
     connect_from = {t.where[1]: _registered(e, t.caller_id or "")
                     for e, t in zip(decided, plan.targets, strict=True)
-                    if t.where[0] == "ncco" and isinstance(t.where[1], int)
-                    and "from" in plan.body["ncco"][t.where[1]]}
+                    if t.where[0] == "ncco" and isinstance(t.where[1], int)}
     body = ncco.rewritten(plan, numbers, call_from, connect_from, client_id)
     # The call's events lead through the proxy: a call that reaches nobody is no contact.
     body = await events.relay_event_url(request, client_id, decision_id, body)

@@ -2,7 +2,7 @@
 decided (400 for what Vonage would refuse or what the gate cannot see).
 
 Destinations: each phone endpoint in `to`, and each phone endpoint of the NCCO's `connect`
-actions (from the action's `from`, else the call's). Refused with the field named:
+actions (from the action's `from`, else the call's, written out). Refused with the field named:
 
 - `answer_url`: the NCCO it returns is fetched by Vonage later, never seen by the gate;
 - `random_from_number`: the caller ID must be a registered sender (N16);
