@@ -323,12 +323,13 @@ async def test_forged_webhook_bytes_are_refused_never_500(
         vworld: VonageWorld, fake_vonage: FakeVonage, tls: Tls, method: str, target: str,
         content_type: str, raw: bytes) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
+    pool = vworld.world.admin.app[POOL]
+    before = await pool.fetchval("SELECT count(*) FROM inbound_messages")
     answer = await asyncio.to_thread(send_raw, vworld.host, tls, method, target, body=raw,
                                      headers=headers)
     assert answer.status in (400, 401, 403, 404, 405), (answer.status, answer.body)
     assert fake_vonage.received == []
-    pool = vworld.world.admin.app[POOL]
-    assert await pool.fetchval("SELECT count(*) FROM inbound_messages") == 0
+    assert await pool.fetchval("SELECT count(*) FROM inbound_messages") == before
 
 
 async def test_a_caller_id_with_extra_fields_is_400(vworld: VonageWorld,
