@@ -483,7 +483,8 @@ async def test_an_ncco_that_reaches_nobody_else_goes_as_written(
             "Authorization": "Bearer " + token(vworld.app)})
     assert resp.status == 201, await resp.text()
     (received,) = fake_vonage.call_creates()
-    assert received.json["ncco"] == ncco
+    assert received.json["ncco"] == [
+        *ncco[:-1], {"action": "conversation", "name": f"{w.sid}:team-1"}]
     # The events lead through the proxy (test_vonage_events.py).
     (relayed,) = received.json["event_url"]
     assert "/webhooks/vonage/event/" in relayed

@@ -190,11 +190,12 @@ async def _forward(request: web.Request, gate: Gate, client_id: str, decision_id
     numbers = [wire.vonage_number(e.contact.to) if e.contact.to else t.number
                for e, t in zip(decided, plan.targets, strict=True)]
     call_from = _registered(decided[0], plan.call_from)
+    # Every connect that dials a number presents the caller ID decided for it, written out
+    # even where the dialer left it to Vonage (N16: no caller ID the gate did not see).
     connect_from = {t.where[1]: _registered(e, t.caller_id or "")
                     for e, t in zip(decided, plan.targets, strict=True)
-                    if t.where[0] == "ncco" and isinstance(t.where[1], int)
-                    and "from" in plan.body["ncco"][t.where[1]]}
-    body = ncco.rewritten(plan, numbers, call_from, connect_from)
+                    if t.where[0] == "ncco" and isinstance(t.where[1], int)}
+    body = ncco.rewritten(plan, numbers, call_from, connect_from, client_id)
     # The call's events lead through the proxy: a call that reaches nobody is no contact.
     body = await events.relay_event_url(request, client_id, decision_id, body)
     app = request.app
@@ -279,7 +280,8 @@ async def update_call(request: web.Request) -> web.Response:
         raise VoiceError(status, "transfer: a call moved to a new NCCO or answer_url would "
                          "reach numbers consent-proxy has not decided; end the call and "
                          "create a new one", reason="NOT_PASSED_THROUGH", code=code)
-    if action not in HARMLESS_ACTIONS or set(body) != {"action"}:
+    if not isinstance(action, str) or action not in HARMLESS_ACTIONS or \
+            set(body) != {"action"}:
         raise VoiceError(400, "action: expected one of " + ", ".join(sorted(HARMLESS_ACTIONS)),
                          invalid_parameters=[{"name": "action", "reason": "not accepted"}])
     return await _passed(request, "PUT", call_uuid, body)

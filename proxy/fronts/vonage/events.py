@@ -43,15 +43,30 @@ NOT_REACHED = frozenset({"busy", "cancelled", "failed", "rejected", "timeout", "
 
 async def relay_event_url(request: web.Request, client_id: str, decision_id: int,
                           body: dict[str, Any]) -> dict[str, Any]:
-    """The create's body with its event_url leading through the proxy (stored first)."""
-    urls = body.get("event_url")
-    if not urls:
-        return body
-    relay_id = secrets.token_urlsafe(18)  # 144 random bits
-    await store.add_relay_targets(request.app[POOL], [store.RelayTarget(
-        relay_id, decision_id, client_id, "callback", FIELD, urls[0], "POST")])
+    """The create's body with its event_url, and each connect action's eventUrl, leading
+    through the proxy (stored first)."""
     public = request.app[SETTINGS].public_url
-    return {**body, "event_url": [public + PATH.format(relay_id=relay_id)]}
+    targets: list[store.RelayTarget] = []
+
+    def relayed(urls: list[str]) -> list[str]:
+        relay_id = secrets.token_urlsafe(18)  # 144 random bits
+        targets.append(store.RelayTarget(relay_id, decision_id, client_id, "callback",
+                                         FIELD, urls[0], "POST"))
+        return [public + PATH.format(relay_id=relay_id)]
+
+    out = dict(body)
+    if body.get("event_url"):
+        out["event_url"] = relayed(body["event_url"])
+    actions = []
+    for action in body.get("ncco") or []:
+        if action.get("action") == "connect" and action.get("eventUrl"):
+            action = {**action, "eventUrl": relayed(action["eventUrl"])}
+        actions.append(action)
+    if "ncco" in body:
+        out["ncco"] = actions
+    if targets:
+        await store.add_relay_targets(request.app[POOL], targets)
+    return out
 
 
 async def _call_uuid(request: web.Request, decision_id: int) -> str | None:

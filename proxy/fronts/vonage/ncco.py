@@ -2,11 +2,12 @@
 decided (400 for what Vonage would refuse or what the gate cannot see).
 
 Destinations: each phone endpoint in `to`, and each phone endpoint of the NCCO's `connect`
-actions (from the action's `from`, else the call's). Refused with the field named:
+actions (from the action's `from`, else the call's, written out). Refused with the field named:
 
 - `answer_url`: the NCCO it returns is fetched by Vonage later, never seen by the gate;
 - `random_from_number`: the caller ID must be a registered sender (N16);
-- a phone endpoint's `shaken` (a STIR/SHAKEN Identity of the dialer's own: N16);
+- a phone endpoint's `shaken` (a STIR/SHAKEN Identity of the dialer's own: N16), and its
+  `dtmfAnswer` (digits played on answer can make a PBX behind the decided number dial out);
 - `sip`, `websocket` and `vbc` endpoints: they reach beyond what the gate can decide (a SIP
   trunk or extension can forward anywhere); `app` endpoints (the application's own users,
   the call's agents) pass;
@@ -14,6 +15,13 @@ actions (from the action's `from`, else the call's). Refused with the field name
   (their eventUrl, or the call's event_url, answers with the next NCCO), a `connect` with
   `eventType: synchronous`, and a phone endpoint's `onAnswer` URL;
 - unknown fields and actions.
+
+A `connect` action's `eventUrl` (one URL, POST) is relayed through the proxy as the call's
+`event_url` is: the vonage SDKs document its events as synchronous by default, and a
+synchronous event's answer is a new NCCO.
+
+A `conversation` goes out under a name of the client's own (`<client_id>:<name>`): the
+upstream application's conversations are shared by every client of the proxy.
 """
 
 from __future__ import annotations
@@ -32,6 +40,12 @@ CALL_FIELDS = frozenset({
 SAFE_ACTIONS = frozenset({"talk", "stream", "record", "conversation", "wait"})
 UNSEEN_ACTIONS = frozenset({"input", "notify"})
 PHONE_FIELDS = frozenset({"type", "number", "dtmfAnswer", "shaken", "onAnswer"})
+# A connect action's options (NCCO reference; the vonage SDK's `Connect`): one not listed
+# could change whom or how the action reaches, unseen by the gate.
+CONNECT_FIELDS = frozenset({
+    "action", "endpoint", "from", "randomFromNumber", "eventType", "timeout", "limit",
+    "machineDetection", "advancedMachineDetection", "advanced_machine_detection", "eventUrl",
+    "eventMethod", "ringbackTone"})
 MAX_ACTIONS = 100
 MAX_ENDPOINTS = 20
 
@@ -79,6 +93,12 @@ def _phone(field: str, endpoint: Any, *, allow_on_answer: bool = False) -> str:
         # gate did not decide.
         raise BadCall(f"{field}.shaken", "the caller ID the carrier sees is the decided "
                       "sender; consent-proxy does not pass a dialer's own Identity header")
+    if "dtmfAnswer" in endpoint:
+        # Digits played the moment the line answers drive whatever answers it: a PBX or
+        # voicemail system behind a decided number can dial out (DISA, remote call
+        # forwarding) to a number the gate never decided.
+        raise BadCall(f"{field}.dtmfAnswer", "digits sent on answer can make the system "
+                      "that answers dial a number consent-proxy has not decided")
     if "onAnswer" in endpoint and not allow_on_answer:
         raise BadCall(f"{field}.onAnswer", "the NCCO its URL returns is fetched later and "
                       "never seen by consent-proxy")
@@ -92,6 +112,10 @@ def _from(field: str, value: Any) -> str:
     if isinstance(value, dict):
         if value.get("type") != "phone":
             raise BadCall(f"{field}.type", "the caller ID must be a phone number")
+        unknown = set(value) - {"type", "number"}
+        if unknown:
+            # N16: what the carrier presents is the decided sender and nothing else.
+            raise BadCall(f"{field}.{sorted(unknown)[0]}", "unknown field")
         value = value.get("number")
     if not isinstance(value, str) or not value.strip():
         raise BadCall(field, "a caller ID phone number is required")
@@ -100,12 +124,19 @@ def _from(field: str, value: Any) -> str:
 
 def _connect(index: int, action: dict[str, Any], call_from: str) -> list[Target]:
     field = f"ncco[{index}]"
+    unknown = set(action) - CONNECT_FIELDS
+    if unknown:
+        raise BadCall(f"{field}.{sorted(unknown)[0]}", "unknown field")
     if action.get("randomFromNumber"):
         raise BadCall(f"{field}.randomFromNumber", "the caller ID must be a registered "
                       "sender")
     if action.get("eventType") == "synchronous":
         raise BadCall(f"{field}.eventType", "a synchronous eventUrl answers with a new NCCO "
                       "that consent-proxy never sees")
+    # The vonage SDKs document `synchronous` as the default eventType: whatever the
+    # action's eventUrl answers may be a new NCCO. It is relayed like the call's event_url,
+    # and the relay answers no NCCO.
+    _event_url(action, "eventUrl", "eventMethod", f"{field}.")
     caller_id = _from(f"{field}.from", action["from"]) if "from" in action else call_from
     endpoints = action.get("endpoint")
     if not isinstance(endpoints, list) or not 1 <= len(endpoints) <= MAX_ENDPOINTS:
@@ -118,17 +149,18 @@ def _connect(index: int, action: dict[str, Any], call_from: str) -> list[Target]
     return out
 
 
-def _event_url(body: dict[str, Any]) -> None:
+def _event_url(body: dict[str, Any], url_key: str = "event_url",
+               method_key: str = "event_method", where: str = "") -> None:
     """One absolute http(s) URL, requested with POST: it is relayed through the proxy
     (proxy/fronts/vonage/events.py)."""
-    if "event_url" in body:
-        urls = body["event_url"]
+    if url_key in body:
+        urls = body[url_key]
         if not isinstance(urls, list) or len(urls) != 1 or not isinstance(urls[0], str) \
                 or urlsplit(urls[0]).scheme not in ("http", "https") \
                 or not urlsplit(urls[0]).netloc:
-            raise BadCall("event_url", "must be a list of one absolute http(s) URL")
-    if body.get("event_method", "POST") != "POST":
-        raise BadCall("event_method", "only POST events are relayed")
+            raise BadCall(where + url_key, "must be a list of one absolute http(s) URL")
+    if body.get(method_key, "POST") != "POST":
+        raise BadCall(where + method_key, "only POST events are relayed")
 
 
 def plan(body: dict[str, Any]) -> Plan:
@@ -156,9 +188,15 @@ def plan(body: dict[str, Any]) -> Plan:
         raise BadCall("ncco", f"must be a list of 1 to {MAX_ACTIONS} actions")
     for index, action in enumerate(actions):
         name = action.get("action") if isinstance(action, dict) else None
+        if not isinstance(name, str):
+            raise BadCall(f"ncco[{index}].action", "each action is an object whose `action` "
+                          "is a string")
         if name == "connect":
             assert isinstance(action, dict)
             targets += _connect(index, action, call_from)
+        elif name == "conversation":
+            if not isinstance(action.get("name"), str) or not action["name"]:
+                raise BadCall(f"ncco[{index}].name", "a conversation needs a name")
         elif name in UNSEEN_ACTIONS:
             raise BadCall(f"ncco[{index}].action", f"{name}: its answer is a new NCCO that "
                           "consent-proxy never sees")
@@ -171,10 +209,17 @@ def plan(body: dict[str, Any]) -> Plan:
 
 
 def rewritten(plan: Plan, numbers: Sequence[str], call_from: str,
-              connect_from: dict[int, str]) -> dict[str, Any]:
+              connect_from: dict[int, str], client_id: str) -> dict[str, Any]:
     """The body as it goes out: each target's number as decided (Vonage spelling), the caller
-    IDs as registered. Everything else as the dialer sent it."""
+    IDs as registered, conversation names the client's own. Everything else as the dialer
+    sent it."""
     body: dict[str, Any] = wire.deep_copy(plan.body)
+    for action in body["ncco"]:
+        if action["action"] == "conversation":
+            # Every client's calls go out through one upstream application, whose
+            # conversation names are shared: another client's call joining "sales" would
+            # put its callee in this client's call. A client id holds no `:`.
+            action["name"] = f"{client_id}:{action['name']}"
     for target, number in zip(plan.targets, numbers, strict=True):
         node: Any = body
         for step in target.where:

@@ -13,6 +13,9 @@ import orjson
 from proxy import form
 
 MAX_FIELDS = 100
+# The deepest a Vonage request nests (a call: body > ncco > action > endpoint > object) is
+# well under this; deeper would run the recursive stdlib parser out of stack (a 500).
+MAX_DEPTH = 32
 
 
 class Unreadable(ValueError):
@@ -38,11 +41,21 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
+def _shallow(value: Any) -> None:
+    level = [value]
+    for _ in range(MAX_DEPTH):
+        level = [child for item in level if isinstance(item, dict | list)
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return
+    raise Unreadable(f"the JSON document nests deeper than {MAX_DEPTH} levels")
+
+
 def json_object(raw: bytes) -> dict[str, Any]:
     """A JSON object whose keys each appear once, at any depth (a second `to` would be
     checked once and could reach someone else)."""
     try:
-        orjson.loads(raw)  # strict UTF-8 and JSON first
+        _shallow(orjson.loads(raw))  # strict UTF-8 and JSON first, then not too deep
         # The stdlib parser is the one with a hook that sees repeated keys.
         value = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
