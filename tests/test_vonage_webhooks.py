@@ -280,3 +280,24 @@ async def test_a_jwt_binds_the_query_of_a_get_delivery(
     theirs = urlencode(message(w, victim, "STOP", clock))
     assert (await w.admin.session.get(url(theirs), headers=headers)).status == 403
     assert await sms_status(w, victim) == "0"
+
+
+async def test_a_start_vonage_delivers_late_never_lifts_a_newer_stop(
+        vworld: VonageWorld, clock: Clock) -> None:
+    """N11: Vonage's message-timestamp (UTC) says when the person sent it; a START sent
+    before the STOP but delivered after it leaves the STOP standing."""
+    w = vworld.world
+    person = mobile()
+    await w.consent(person, "sms")
+    now = clock().astimezone(dt.UTC)
+
+    def at(text: str, moment: dt.datetime) -> dict[str, str]:
+        return signed(message(w, person, text, clock,
+                              **{"message-timestamp": moment.strftime("%Y-%m-%d %H:%M:%S")}),
+                      clock)
+
+    assert await deliver(w, at("STOP", now)) == 204
+    assert await deliver(w, at("START", now - dt.timedelta(minutes=3))) == 204
+    assert await sms_status(w, person) == "7"  # still barred
+    assert await deliver(w, at("START", now)) == 204
+    assert await sms_status(w, person) == "0"

@@ -137,7 +137,8 @@ async def inbound_sms(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="messageId is missing")
     handled = await inbound.handle_sms(request.app, inbound.InboundSms(
         NAME, message_id, request.app[CLOCK](), wire.gate_number(params.get("to")) or "",
-        wire.gate_number(params.get("msisdn")) or "", params.get("text", "")))
+        wire.gate_number(params.get("msisdn")) or "", params.get("text", ""),
+        sent_at=inbound.provider_time(params.get("message-timestamp"))))
     if handled.reply and not handled.duplicate:
         await _reply(request.app, params, handled.reply)
     if handled.relay is not None:
