@@ -24,7 +24,9 @@ log = structlog.get_logger("proxy.front.cm")
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CM_SETTINGS]
     if config.product_token is None:
-        log.info("sandbox_upstream_active", front=NAME)
+        log.warning("sandbox_upstream_active", front=NAME,
+                    note="no CM_PRODUCT_TOKEN: allowed requests are answered by the built-in "
+                         "sandbox, nothing reaches CM.com")
         app[UPSTREAM] = SandboxUpstream()
         yield
         return

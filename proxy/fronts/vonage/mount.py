@@ -25,8 +25,10 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     sandbox = SandboxUpstream()
     if config.sms_sandbox or config.voice_sandbox:
-        log.info("sandbox_upstream_active", front=NAME,
-                 sms=config.sms_sandbox, voice=config.voice_sandbox)
+        log.warning("sandbox_upstream_active", front=NAME, sms=config.sms_sandbox,
+                    voice=config.voice_sandbox,
+                    note="without VONAGE_API_KEY (SMS) or VONAGE_APPLICATION_ID (calls), "
+                         "allowed requests are answered by the built-in sandbox")
     # One pooled session for every upstream call. Sends are never retried (a retried send is
     # a second message).
     async with aiohttp.ClientSession(
