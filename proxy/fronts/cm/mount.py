@@ -10,7 +10,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from proxy import inbound
+from proxy import inbound, upstream
 from proxy.front import render_errors
 from proxy.fronts.cm import errors, front, settings, webhooks
 from proxy.fronts.cm.keys import CM_SETTINGS, HTTP, NAME, UPSTREAM
@@ -41,15 +41,6 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=50),
-        timeout=aiohttp.ClientTimeout(total=app[SETTINGS].rules.relay_timeout_seconds),
-    ) as session:
-        app[HTTP] = session
-        yield
-
-
 async def _not_served(request: web.Request) -> web.Response:
     """Everything under /v1.0/ but the send itself: CM's shape, nothing passed on."""
     if request.path == settings.MESSAGE_PATH and request.method != "POST":
@@ -65,7 +56,7 @@ class CmFront:
     def mount(self, app: web.Application, settings_: Settings) -> None:
         app[CM_SETTINGS] = settings.load(settings_.env)
         app.cleanup_ctx.append(_upstream_ctx)
-        app.cleanup_ctx.append(_http_ctx)
+        app.cleanup_ctx.append(upstream.dialer_session(HTTP))
         # CM takes no reply in the webhook's answer: replies leave as messages (webhooks.py).
         inbound.register_replies(app, NAME, inbound.plain)
         app.router.add_post(settings.MESSAGE_PATH, front.send)

@@ -9,34 +9,17 @@ from collections import deque
 from typing import Any, Protocol
 
 import aiohttp
-import msgspec
 import orjson
 
 from proxy.fronts.cm.request import parts as cm_parts
 
+# The shared answer and failures (proxy/upstream.py), re-exported for this front.
+from proxy.upstream import UpstreamResponse as UpstreamResponse
+from proxy.upstream import UpstreamTimeout as UpstreamTimeout
+from proxy.upstream import UpstreamUnreachable as UpstreamUnreachable
+
 # CM's answer names each recipient in about 200 bytes; a request has at most 1,000.
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
-
-
-class UpstreamResponse(msgspec.Struct, frozen=True, gc=False):
-    status: int
-    body: bytes
-    content_type: str
-
-    def json(self) -> Any:
-        try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError:
-            return None
-
-
-class UpstreamUnreachable(Exception):
-    """Connection refused or reset before an answer: nothing reached CM, or we cannot tell
-    that it did."""
-
-
-class UpstreamTimeout(Exception):
-    """No answer within upstream.timeout_seconds."""
 
 
 class Upstream(Protocol):
@@ -70,8 +53,10 @@ class CmUpstream:
                                         resp.headers.get("Content-Type", "application/json"))
         except TimeoutError as exc:
             raise UpstreamTimeout from exc
-        except aiohttp.ClientError as exc:
+        except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
             raise UpstreamUnreachable(type(exc).__name__) from exc
+        except aiohttp.ClientError as exc:  # broken once the request may have gone out
+            raise UpstreamTimeout(type(exc).__name__) from exc
 
 
 async def _read(resp: aiohttp.ClientResponse) -> bytes:

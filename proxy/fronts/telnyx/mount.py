@@ -10,6 +10,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from proxy import upstream
 from proxy.front import render_errors
 from proxy.fronts.telnyx import errors, front, passthrough, settings, webhooks
 from proxy.fronts.telnyx.keys import CONFIG, HTTP, NAME, UPSTREAM
@@ -39,22 +40,13 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=50),
-        timeout=aiohttp.ClientTimeout(total=app[SETTINGS].rules.relay_timeout_seconds),
-    ) as session:
-        app[HTTP] = session
-        yield
-
-
 class TelnyxFront:
     name = NAME
 
     def mount(self, app: web.Application, settings_: Settings) -> None:
         app[CONFIG] = settings.load(settings_.env)
         app.cleanup_ctx.append(_upstream_ctx)
-        app.cleanup_ctx.append(_http_ctx)
+        app.cleanup_ctx.append(upstream.dialer_session(HTTP))
         app.router.add_post("/v2/messages", front.create_message)
         app.router.add_post("/v2/calls", front.create_call)
         app.router.add_route("*", "/v2/{tail:.*}", passthrough.passthrough)

@@ -12,36 +12,21 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import aiohttp
-import msgspec
 import orjson
 
 from proxy import sms
+
+# The shared answer and failures (proxy/upstream.py), re-exported for this front.
+from proxy.upstream import UpstreamResponse as UpstreamResponse
+from proxy.upstream import UpstreamTimeout as UpstreamTimeout
+from proxy.upstream import UpstreamUnreachable as UpstreamUnreachable
+from proxy.upstream import exchange
 
 FORWARDED_HEADERS = ("Content-Type", "Accept", "Idempotency-Key", "X-Consent-Decision-Id")
 # What the front may ask for (it builds every path itself): plain segments, no escapes, no
 # dot segments. Anything else is a bug: refused, never sent.
 _SEGMENT = r"[A-Za-z0-9_:-]+"
 CANONICAL_PATH = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
-
-
-class UpstreamResponse(msgspec.Struct, frozen=True, gc=False):
-    status: int
-    body: bytes
-    content_type: str
-
-    def json(self) -> Any:
-        try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError:
-            return None
-
-
-class UpstreamUnreachable(Exception):
-    """Connection refused or reset before an answer."""
-
-
-class UpstreamTimeout(Exception):
-    """No answer within the configured timeout."""
 
 
 class Upstream(Protocol):
@@ -71,18 +56,8 @@ class TelnyxUpstream:
         for name in FORWARDED_HEADERS:
             if headers and name in headers:
                 out[name] = headers[name]
-        try:
-            async with self._session.request(
-                method, self._url(path), data=body, headers=out, timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                raw = await resp.read()
-                return UpstreamResponse(resp.status, raw,
-                                        resp.headers.get("Content-Type", "application/json"))
-        except TimeoutError as exc:
-            raise UpstreamTimeout from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnreachable(type(exc).__name__) from exc
+        return await exchange(self._session, method, self._url(path), headers=out, data=body,
+                              within=self._timeout)
 
 
 # --- the sandbox ------------------------------------------------------------------------------

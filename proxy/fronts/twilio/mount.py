@@ -10,7 +10,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from proxy import inbound
+from proxy import inbound, upstream
 from proxy.front import render_errors
 from proxy.fronts.twilio import errors, front, passthrough, relays, webhooks
 from proxy.fronts.twilio.keys import HTTP, NAME, UPSTREAM
@@ -44,21 +44,12 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=50),
-        timeout=aiohttp.ClientTimeout(total=app[SETTINGS].rules.relay_timeout_seconds),
-    ) as session:
-        app[HTTP] = session
-        yield
-
-
 class TwilioFront:
     name = NAME
 
     def mount(self, app: web.Application, settings: Settings) -> None:
         app.cleanup_ctx.append(_upstream_ctx)
-        app.cleanup_ctx.append(_http_ctx)
+        app.cleanup_ctx.append(upstream.dialer_session(HTTP))
         app.router.add_post(f"{front.API}/Calls.json", front.create_call)
         app.router.add_post(f"{front.API}/Messages.json", front.create_message)
         app.router.add_route("*", front.API + "/{tail:.+}", passthrough.passthrough)

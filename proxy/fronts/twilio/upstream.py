@@ -18,35 +18,17 @@ from typing import Any, Protocol, Self
 from urllib.parse import parse_qsl
 
 import aiohttp
-import msgspec
-import orjson
 from yarl import URL
 
 from proxy import sms
 
+# The shared answer and failures (proxy/upstream.py), re-exported for this front.
+from proxy.upstream import UpstreamResponse as UpstreamResponse
+from proxy.upstream import UpstreamTimeout as UpstreamTimeout
+from proxy.upstream import UpstreamUnreachable as UpstreamUnreachable
+from proxy.upstream import exchange
+
 API = "/2010-04-01/Accounts"
-
-
-class UpstreamResponse(msgspec.Struct, frozen=True, gc=False):
-    status: int
-    body: bytes
-    content_type: str
-
-    def json(self) -> Any:
-        try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError:
-            return None
-
-
-class UpstreamUnreachable(Exception):
-    """No connection could be made (refused, no route, name or TLS failure): nothing reached
-    the provider."""
-
-
-class UpstreamTimeout(Exception):
-    """No whole answer: none within the configured timeout, or the connection broke after
-    the request may have gone out. Whether it reached the provider is unknown."""
 
 
 class Upstream(Protocol):
@@ -73,22 +55,6 @@ class StreamedResponse(Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
 
     def chunks(self) -> AsyncIterator[bytes]: ...
-
-
-# Twilio's answers to creates and reads are a few kilobytes (a page of a list at most a few
-# hundred); an answer beyond this is not Twilio's and is not read whole.
-MAX_ANSWER_BYTES = 4 << 20
-
-async def _read_whole(resp: aiohttp.ClientResponse) -> bytes:
-    """The whole answer, up to MAX_ANSWER_BYTES; a larger one is not Twilio's (UpstreamTimeout:
-    what was asked may have been done), one cut off raises aiohttp's ClientPayloadError."""
-    parts, size = [], 0
-    async for chunk in resp.content.iter_any():
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise UpstreamTimeout("the answer is larger than Twilio gives")
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 FORWARDED_HEADERS = ("Content-Type", "Accept", "I-Twilio-Idempotency-Token",
@@ -134,25 +100,13 @@ class TwilioUpstream:
         self, method: str, client_sid: str, tail: str, *, query: str = "",
         body: bytes | None = None, headers: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
-        try:
-            async with self._session.request(
-                method, self._url(tail, query), data=body, headers=self._headers(headers),
-                timeout=self._timeout, allow_redirects=False,
-            ) as resp:
-                raw = await _read_whole(resp)
-                content_type = resp.headers.get("Content-Type", "application/json")
-                if _is_text(content_type):
-                    raw = self._swap_back(raw, client_sid)
-                return UpstreamResponse(resp.status, raw, content_type)
-        except TimeoutError as exc:
-            raise UpstreamTimeout from exc
-        except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
-            raise UpstreamUnreachable(type(exc).__name__) from exc
-        except aiohttp.ClientError as exc:
-            # The connection broke once the request may have been sent (a disconnect, an
-            # answer cut off): whether it went out is unknown, as after a timeout, so what
-            # it used stays used (N6) and it is not retried.
-            raise UpstreamTimeout(type(exc).__name__) from exc
+        answer = await exchange(self._session, method, self._url(tail, query),
+                                headers=self._headers(headers), data=body,
+                                within=self._timeout)
+        if not _is_text(answer.content_type):
+            return answer
+        return UpstreamResponse(answer.status, self._swap_back(answer.body, client_sid),
+                                answer.content_type)
 
     def stream(
         self, method: str, client_sid: str, tail: str, *, query: str = "",

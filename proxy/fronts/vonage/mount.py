@@ -10,6 +10,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from proxy import upstream
 from proxy.front import render_errors
 from proxy.fronts.vonage import applications, calls, errors, events, messages, webhooks
 from proxy.fronts.vonage import settings as vonage_settings
@@ -43,22 +44,13 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=50),
-        timeout=aiohttp.ClientTimeout(total=app[SETTINGS].rules.relay_timeout_seconds),
-    ) as session:
-        app[HTTP] = session
-        yield
-
-
 class VonageFront:
     name = NAME
 
     def mount(self, app: web.Application, settings: Settings) -> None:
         app[CONFIG] = vonage_settings.load(settings.env)
         app.cleanup_ctx.append(_upstream_ctx)
-        app.cleanup_ctx.append(_http_ctx)
+        app.cleanup_ctx.append(upstream.dialer_session(HTTP))
         app.router.add_post(messages.PATH, messages.send)
         app.router.add_post(calls.CALLS, calls.create)
         app.router.add_get(calls.CALL, calls.get_call, allow_head=False)

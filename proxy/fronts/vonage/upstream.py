@@ -17,34 +17,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import aiohttp
-import msgspec
 import orjson
 from vonage_jwt.jwt import JwtClient
 
 from proxy import form, sms
 
+# The shared answer and failures (proxy/upstream.py), re-exported for this front.
+from proxy.upstream import UpstreamResponse as UpstreamResponse
+from proxy.upstream import UpstreamTimeout as UpstreamTimeout
+from proxy.upstream import UpstreamUnreachable as UpstreamUnreachable
+from proxy.upstream import exchange
+
 # A call's uuid as Vonage writes it: the only thing the front puts into an upstream path.
 CALL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-class UpstreamResponse(msgspec.Struct, frozen=True, gc=False):
-    status: int
-    body: bytes
-    content_type: str
-
-    def json(self) -> Any:
-        try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError:
-            return None
-
-
-class UpstreamUnreachable(Exception):
-    """Connection refused or reset before an answer."""
-
-
-class UpstreamTimeout(Exception):
-    """No answer within upstream.timeout_seconds."""
 
 
 class Upstream(Protocol):
@@ -87,17 +72,8 @@ class VonageUpstream:
     async def _request(self, method: str, url: str, headers: dict[str, str],
                        data: bytes | None) -> UpstreamResponse:
         headers = {"User-Agent": "consent-proxy", "Accept": "application/json", **headers}
-        try:
-            async with self._session.request(method, url, data=data, headers=headers,
-                                             timeout=self._timeout,
-                                             allow_redirects=False) as resp:
-                raw = await resp.read()
-                return UpstreamResponse(resp.status, raw,
-                                        resp.headers.get("Content-Type", "application/json"))
-        except TimeoutError as exc:
-            raise UpstreamTimeout from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnreachable(type(exc).__name__) from exc
+        return await exchange(self._session, method, url, headers=headers, data=data,
+                              within=self._timeout)
 
     async def send_sms(self, pairs: Sequence[tuple[str, str]], *,
                        decision_id: int | None = None) -> UpstreamResponse:
