@@ -10,6 +10,8 @@ client's token means bumping its version; rotating PROXY_SECRET invalidates ever
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import hmac
@@ -29,6 +31,19 @@ def derive_token(proxy_secret: str, account_sid: str, version: int) -> str:
 def token_matches(proxy_secret: str, account_sid: str, version: int, presented: str) -> bool:
     expected = derive_token(proxy_secret, account_sid, version)
     return constant_time_equals(expected, presented)
+
+
+def basic(authorization: str) -> tuple[str, str] | None:
+    """(user, password) of an `Authorization: Basic …` header, or None when it is none or
+    not well formed (strict base64, UTF-8, a colon)."""
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
 
 
 def api_key(client_id: str, token: str) -> str:

@@ -15,3 +15,16 @@ def test_an_api_key_splits_back_into_client_and_token() -> None:
 def test_a_key_without_both_parts_is_none() -> None:
     for key in ("", "no-dot", ".token", "client.", "."):
         assert credentials.split_api_key(key) is None
+
+
+def test_basic_reads_user_and_password_strictly() -> None:
+    import base64
+
+    def header(raw: bytes) -> str:
+        return "Basic " + base64.b64encode(raw).decode()
+
+    assert credentials.basic(header(b"AC1:tok:en")) == ("AC1", "tok:en")
+    assert credentials.basic("basic " + base64.b64encode(b"a:b").decode()) == ("a", "b")
+    for bad in ("", "Bearer x", "Basic", "Basic !!!", header(b"no-colon"),
+                header(b"\xff:x"), "Basic " + base64.b64encode(b"a:b").decode() + "$"):
+        assert credentials.basic(bad) is None

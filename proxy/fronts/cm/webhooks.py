@@ -22,8 +22,6 @@ best effort after the objection is recorded; never for a repeat delivery).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -70,14 +68,8 @@ def _presented(request: web.Request) -> str | None:
         raise CmError(400, REQUEST_MALFORMED, "'secret' may appear only once")
     if values:
         return values[0]
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        _, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return password if sep else None
+    found = credentials.basic(request.headers.get("Authorization", ""))
+    return found[1] if found else None
 
 
 def check_secret(request: web.Request) -> None:

@@ -9,8 +9,6 @@ passed through (proxy/fronts/twilio/passthrough.py).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 import time
@@ -66,14 +64,7 @@ _ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 # --- authentication -------------------------------------------------------------------------
 
 def _basic_credentials(request: web.Request) -> tuple[str, str] | None:
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return (user, password) if sep else None
+    return credentials.basic(request.headers.get("Authorization", ""))
 
 
 async def authenticate(request: web.Request) -> store.Client:

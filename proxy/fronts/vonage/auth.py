@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import time
 from collections.abc import Sequence
@@ -40,14 +38,7 @@ MAX_JWT_LIFETIME = 24 * 3600
 
 
 def _basic(request: web.Request) -> tuple[str, str] | None:
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return (user, password) if sep else None
+    return credentials.basic(request.headers.get("Authorization", ""))
 
 
 async def _client(request: web.Request, client_id: str, token: str) -> store.Client | None:
