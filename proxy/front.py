@@ -8,11 +8,13 @@ app's error middleware asks which renderer owns a path, never which provider it 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Protocol
 
 from aiohttp import web
 
 from proxy.errors import ProxyError
+from proxy.gate import Answer
 from proxy.settings import Settings
 
 
@@ -51,3 +53,32 @@ def renderer_for(app: web.Application, path: str) -> ErrorRenderer | None:
         if path.startswith(prefix):
             return renderer
     return None
+
+
+# --- what every HTTP front does the same way around the gate ---------------------------------
+
+def request_hash(request: web.Request, raw: bytes) -> str:
+    """What an idempotency key's request must match to be the same request."""
+    return hashlib.sha256(request.method.encode() + request.path.encode() + b"\n" + raw
+                          ).hexdigest()
+
+
+def client_scoped(client_id: str, value: str) -> str:
+    """A client's own name for something at the provider (an idempotency key, a command or
+    conference name) as sent upstream: clients may share one upstream account, so the same
+    name of two clients must never meet there."""
+    return hashlib.sha256(f"{client_id}:{value}".encode()).hexdigest()
+
+
+def answer_of(response: web.Response) -> Answer:
+    """The answer as the dialer got it, for the decision's outcome and idempotent replays."""
+    body = response.body if isinstance(response.body, bytes) else b""
+    return Answer(response.status, body, response.headers.get("Content-Type",
+                                                               "application/json"))
+
+
+def replayed(answer: Answer) -> web.Response:
+    """The first request's answer, given again to a repeat of its idempotency key."""
+    response = web.Response(status=answer.status, body=answer.body)
+    response.headers["Content-Type"] = answer.content_type
+    return response

@@ -8,7 +8,6 @@ with the upstream key → gate.finish with the outcome (and what no contact foll
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from typing import Any
@@ -20,13 +19,13 @@ from aiohttp import web
 
 from proxy import credentials, sms, store
 from proxy.body import read_body
+from proxy.front import answer_of, client_scoped, replayed, request_hash
 from proxy.fronts.telnyx import errors, fields
 from proxy.fronts.telnyx.errors import TelnyxError
 from proxy.fronts.telnyx.keys import CONFIG, NAME, UPSTREAM
 from proxy.fronts.telnyx.settings import Grants, granted
 from proxy.fronts.telnyx.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from proxy.gate import (
-    Answer,
     Caller,
     Claim,
     Evaluation,
@@ -134,17 +133,6 @@ async def _decide(gate: Gate, caller: Caller, proposal: Proposal,
     return _Gated(evaluation, body, {"automated": proposal.automated})
 
 
-def client_scoped(client_id: str, token: str) -> str:
-    """A client's token as sent upstream: tokens are per client, and clients may share one
-    upstream account, so the same token of two clients must never meet there."""
-    return hashlib.sha256(f"{client_id}:{token}".encode()).hexdigest()
-
-
-def upstream_token(claim: store.IdempotencyClaim) -> str:
-    """The idempotency key sent upstream (client_scoped)."""
-    return client_scoped(claim.client_id, claim.token)
-
-
 def _own(grants: Grants, client: store.Client, body: dict[str, Any], name: str) -> None:
     """A Call Control application or messaging profile of the upstream account receives the
     events (numbers, texts) of what is sent with it, a billing group pays for it: on an
@@ -156,11 +144,6 @@ def _own(grants: Grants, client: store.Client, body: dict[str, Any], name: str) 
                           pointer=f"/{name}")
 
 
-def _request_hash(request: web.Request, raw: bytes) -> str:
-    return hashlib.sha256(request.method.encode() + request.path.encode() + b"\n" + raw
-                          ).hexdigest()
-
-
 async def _claim(request: web.Request, gate: Gate, caller: Caller, raw: bytes) -> Claim | None:
     token = request.headers.get(IDEMPOTENCY_HEADER)
     if not token:
@@ -168,7 +151,7 @@ async def _claim(request: web.Request, gate: Gate, caller: Caller, raw: bytes) -
     if not _TOKEN.fullmatch(token):
         raise TelnyxError(400, "10015", f"{IDEMPOTENCY_HEADER} must be 1-256 printable ASCII "
                           "characters")
-    claim = await gate.claim(caller, token, _request_hash(request, raw))
+    claim = await gate.claim(caller, token, request_hash(request, raw))
     if claim.state == "mismatch":
         raise TelnyxError(IDEMPOTENCY_MISMATCH[0], str(IDEMPOTENCY_MISMATCH[1]),
                           f"{IDEMPOTENCY_HEADER} was already used for a different request in "
@@ -182,12 +165,6 @@ def _in_flight() -> TelnyxError:
     return TelnyxError(IDEMPOTENCY_IN_FLIGHT[0], str(IDEMPOTENCY_IN_FLIGHT[1]),
                        f"A request with this {IDEMPOTENCY_HEADER} is still being processed",
                        title="Idempotency key in flight")
-
-
-def _replayed(answer: Answer) -> web.Response:
-    response = web.Response(status=answer.status, body=answer.body)
-    response.headers["Content-Type"] = answer.content_type
-    return response
 
 
 async def create(request: web.Request, channel: ContactChannel) -> web.Response:
@@ -220,7 +197,7 @@ async def create(request: web.Request, channel: ContactChannel) -> web.Response:
     gate, caller = request.app[GATE], Caller.of(client, request.get(REQUEST_ID), NAME)
     claim = await _claim(request, gate, caller, raw)
     if claim is not None and claim.answer is not None:
-        return _replayed(claim.answer)
+        return replayed(claim.answer)
     decided_at = gate.clock()
     proposal = _proposal(channel, body, automated)
 
@@ -257,7 +234,7 @@ async def _forward(request: web.Request, gate: Gate, decision_id: int, path: str
     app = request.app
     headers = {"Content-Type": "application/json", DECISION_HEADER: str(decision_id)}
     if claim is not None:
-        headers[IDEMPOTENCY_HEADER] = upstream_token(claim.key)
+        headers[IDEMPOTENCY_HEADER] = client_scoped(claim.key.client_id, claim.key.token)
     started = time.perf_counter()
     try:
         upstream = await app[UPSTREAM].send("POST", path, body=orjson.dumps(body),
@@ -341,10 +318,8 @@ def resource_id(upstream: UpstreamResponse) -> str | None:
 async def _finish(gate: Gate, decision_id: int, response: web.Response,
                   outcome: Outcome | None, claim: Claim | None = None,
                   give_back: GiveBack | None = None) -> None:
-    body = response.body if isinstance(response.body, bytes) else b""
-    content_type = response.headers.get("Content-Type", "application/json")
-    await gate.finish(decision_id, Answer(response.status, body, content_type),
-                      outcome=outcome, claim=claim, give_back=give_back)
+    await gate.finish(decision_id, answer_of(response), outcome=outcome, claim=claim,
+                      give_back=give_back)
 
 
 async def create_message(request: web.Request) -> web.Response:

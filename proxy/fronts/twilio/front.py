@@ -9,7 +9,6 @@ passed through (proxy/fronts/twilio/passthrough.py).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections.abc import Sequence
@@ -21,12 +20,12 @@ from aiohttp import web
 
 from proxy import credentials, form, sms, store
 from proxy.body import read_body
+from proxy.front import answer_of, client_scoped, replayed, request_hash
 from proxy.fronts.twilio import errors, messages, relays, routes
 from proxy.fronts.twilio.errors import TwilioError
 from proxy.fronts.twilio.keys import NAME, UPSTREAM
 from proxy.fronts.twilio.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from proxy.gate import (
-    Answer,
     Caller,
     Claim,
     Evaluation,
@@ -207,15 +206,6 @@ async def _decide(gate: Gate, caller: Caller, proposal: Proposal,
     return _Gated(dialed.call, pairs, {}, dialed=dialed)
 
 
-def upstream_token(claim: store.IdempotencyClaim) -> str:
-    """The idempotency token sent upstream: tokens are per client, and clients may share one
-    upstream account, so the same token of two clients must never meet there."""
-    return hashlib.sha256(f"{claim.client_id}:{claim.token}".encode()).hexdigest()
-
-
-def _request_hash(request: web.Request, raw: bytes) -> str:
-    return hashlib.sha256(request.method.encode() + request.path.encode() + b"\n" + raw
-                          ).hexdigest()
 
 async def _claim(request: web.Request, gate: Gate, caller: Caller, raw: bytes) -> Claim | None:
     """The request's idempotency token looked up: None without one, else a new claim or the
@@ -227,7 +217,7 @@ async def _claim(request: web.Request, gate: Gate, caller: Caller, raw: bytes) -
     if not _TOKEN.fullmatch(token):
         raise TwilioError(400, 20001, f"{IDEMPOTENCY_HEADER} must be 1-256 printable ASCII "
                           "characters")
-    claim = await gate.claim(caller, token, _request_hash(request, raw))
+    claim = await gate.claim(caller, token, request_hash(request, raw))
     if claim.state == "mismatch":
         raise TwilioError(*IDEMPOTENCY_MISMATCH, f"{IDEMPOTENCY_HEADER} was already used "
                           "for a different request in the last 24 hours")
@@ -235,12 +225,6 @@ async def _claim(request: web.Request, gate: Gate, caller: Caller, raw: bytes) -
         raise TwilioError(*IDEMPOTENCY_IN_FLIGHT, "A request with this "
                           f"{IDEMPOTENCY_HEADER} is still being processed")
     return claim
-
-
-def _replayed(answer: Answer) -> web.Response:
-    response = web.Response(status=answer.status, body=answer.body)
-    response.headers["Content-Type"] = answer.content_type
-    return response
 
 
 async def create(request: web.Request, channel: ContactChannel, tail: str) -> web.Response:
@@ -255,7 +239,7 @@ async def create(request: web.Request, channel: ContactChannel, tail: str) -> we
     gate, caller = request.app[GATE], Caller.of(client, request.get(REQUEST_ID), NAME)
     claim = await _claim(request, gate, caller, raw)
     if claim is not None and claim.answer is not None:
-        return _replayed(claim.answer)
+        return replayed(claim.answer)
     decided_at = gate.clock()
     proposal = _proposal(channel, pairs)
 
@@ -306,7 +290,7 @@ async def _forward(request: web.Request, gate: Gate, client: store.Client, decis
     headers = {"Content-Type": "application/x-www-form-urlencoded",
                "Accept": "application/json", DECISION_HEADER: str(decision_id)}
     if claim is not None:
-        headers[IDEMPOTENCY_HEADER] = upstream_token(claim.key)
+        headers[IDEMPOTENCY_HEADER] = client_scoped(claim.key.client_id, claim.key.token)
     started = time.perf_counter()
     try:
         upstream = await app[UPSTREAM].send(
@@ -356,10 +340,8 @@ async def _finish(gate: Gate, decision_id: int, response: web.Response,
                   outcome: Outcome | None, claim: Claim | None = None,
                   give_back: GiveBack | None = None) -> None:
     """Record what happened (Gate.finish), with the answer as the dialer got it."""
-    body = response.body if isinstance(response.body, bytes) else b""
-    content_type = response.headers.get("Content-Type", "application/json")
-    await gate.finish(decision_id, Answer(response.status, body, content_type),
-                      outcome=outcome, claim=claim, give_back=give_back)
+    await gate.finish(decision_id, answer_of(response), outcome=outcome, claim=claim,
+                      give_back=give_back)
 
 
 async def create_call(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from proxy import sms
 from proxy.body import read_body
+from proxy.front import answer_of
 from proxy.fronts.vonage import auth, wire
 from proxy.fronts.vonage.errors import (
     INTERNAL_ERROR,
@@ -31,7 +32,7 @@ from proxy.fronts.vonage.errors import (
 )
 from proxy.fronts.vonage.keys import NAME, UPSTREAM
 from proxy.fronts.vonage.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
-from proxy.gate import Answer, Caller, Evaluation, Gate, GiveBack, Outcome, Proposal, consumption
+from proxy.gate import Caller, Evaluation, Gate, GiveBack, Outcome, Proposal, consumption
 from proxy.gate.codes import UPSTREAM_TIMEOUT, UPSTREAM_UNREACHABLE
 from proxy.gate.evaluation import sender_key
 from proxy.keys import GATE, METRICS, REQUEST_ID
@@ -234,7 +235,4 @@ def _sent(upstream: UpstreamResponse) -> tuple[str | None, str | None]:
 
 async def finish(gate: Gate, decision_id: int, response: web.Response,
                  outcome: Outcome | None, give_back: GiveBack | None = None) -> None:
-    body = response.body if isinstance(response.body, bytes) else b""
-    content_type = response.headers.get("Content-Type", "application/json")
-    await gate.finish(decision_id, Answer(response.status, body, content_type),
-                      outcome=outcome, give_back=give_back)
+    await gate.finish(decision_id, answer_of(response), outcome=outcome, give_back=give_back)
