@@ -76,6 +76,15 @@ async def exchange(session: aiohttp.ClientSession, method: str, url: str, *,
         raise UpstreamTimeout(type(exc).__name__) from exc
 
 
+def provider_session(app: web.Application) -> aiohttp.ClientSession:
+    """The one pooled session a front sends to its provider through, bounded by
+    upstream.timeout_seconds. Never a retrying client: a retried send is a second message or
+    call."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=app[SETTINGS].rules.upstream_timeout_seconds))
+
+
 def dialer_session(key: web.AppKey[aiohttp.ClientSession]
                    ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context holding, under `key`, the session a front uses for the dialer's

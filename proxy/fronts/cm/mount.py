@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import structlog
 from aiohttp import web
 
@@ -31,12 +30,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     timeout = app[SETTINGS].rules.upstream_timeout_seconds
-    # One pooled session for every send. Sends are never retried (a retried send is a
-    # second message), so no retrying client is used.
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
-        timeout=aiohttp.ClientTimeout(total=timeout),
-    ) as session:
+    async with upstream.provider_session(app) as session:
         app[UPSTREAM] = CmUpstream(session, config.message_url, config.product_token, timeout)
         yield
 

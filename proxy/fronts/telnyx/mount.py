@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import structlog
 from aiohttp import web
 
@@ -31,11 +30,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     timeout = app[SETTINGS].rules.upstream_timeout_seconds
-    # Creates are never retried (a retried dial is a second call): no retrying client.
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),
-        timeout=aiohttp.ClientTimeout(total=timeout),
-    ) as session:
+    async with upstream.provider_session(app) as session:
         app[UPSTREAM] = TelnyxUpstream(session, config.api_base, config.api_key, timeout)
         yield
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import structlog
 from aiohttp import web
 
@@ -32,12 +31,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     assert settings.twilio_account_sid
     assert settings.twilio_auth_token
-    # One pooled session for every upstream call. Creates are never retried (a retried dial
-    # is a second call), so no retrying client is used.
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),
-        timeout=aiohttp.ClientTimeout(total=settings.rules.upstream_timeout_seconds),
-    ) as session:
+    async with upstream.provider_session(app) as session:
         app[UPSTREAM] = TwilioUpstream(
             session, settings.twilio_api_base, settings.twilio_account_sid,
             settings.twilio_auth_token, settings.rules.upstream_timeout_seconds)

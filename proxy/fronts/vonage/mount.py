@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import structlog
 from aiohttp import web
 
@@ -30,12 +29,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
                     voice=config.voice_sandbox,
                     note="without VONAGE_API_KEY (SMS) or VONAGE_APPLICATION_ID (calls), "
                          "allowed requests are answered by the built-in sandbox")
-    # One pooled session for every upstream call. Sends are never retried (a retried send is
-    # a second message).
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
-        timeout=aiohttp.ClientTimeout(total=app[SETTINGS].rules.upstream_timeout_seconds),
-    ) as session:
+    async with upstream.provider_session(app) as session:
         app[UPSTREAM] = VonageUpstream(
             session, rest_base=config.rest_base, api_base=config.api_base,
             api_key=config.api_key, api_secret=config.api_secret,
