@@ -223,12 +223,20 @@ async def test_three_concurrent_calls_on_two_requests_get_answers_not_500(
     first_request = await world.consent(number, "voice", kind="request")
     await world.consent(number, "voice", kind="request")
     await hold(locker, first_request)
-    asks = [asyncio.ensure_future(world.admin.post(
-        D, json={"to": number, "from": world.voice, "call_id": call_id()},
-        headers=creds(world))) for _ in range(3)]
+
+    def ask() -> asyncio.Future[Any]:
+        return asyncio.ensure_future(world.admin.post(
+            D, json={"to": number, "from": world.voice, "call_id": call_id()},
+            headers=creds(world)))
+
+    # The first alone, so that its commit is the batch that waits (had the second joined its
+    # batch, the race would be decided inside one statement, not by deciding again).
+    asks = [ask()]
     await until(lambda: someone_waits_for_a_lock(pool), "the first commit waits")
+    asks += [ask(), ask()]
     writer = world.admin.app[WRITER]
-    # The other two are decided and queued behind it (the group commit's queue).
+    # The other two are decided, on the first request too (its use is not committed), and
+    # queued behind it (the group commit's queue).
     await until(lambda: len(writer._queue) == 2, "two more decisions queued")
     await locker.execute("ROLLBACK")
     responses = await asyncio.gather(*asks)
